@@ -1,0 +1,24 @@
+/* A growable byte buffer with a ceiling fixed when it is made: input can
+ * grow it only up to `max`, then appends fail with -ENOBUFS. */
+#pragma once
+
+#include <stddef.h>
+
+#include "common/util.h"
+
+struct buf {
+	char *data; /* owned; NUL-terminated when len < cap */
+	size_t len;
+	size_t cap;
+	size_t max;
+};
+
+void buf_init(struct buf *b, size_t max);
+/* Frees the storage; the buffer can be used again after buf_init. */
+void buf_free(struct buf *b);
+void buf_reset(struct buf *b);
+/* Append n bytes. Returns 0, -ENOBUFS past the ceiling, -ENOMEM. The data
+ * stays NUL-terminated. */
+int buf_append(struct buf *b, const void *p, size_t n) WUR;
+int buf_puts(struct buf *b, const char *s) WUR;
+int buf_printf(struct buf *b, const char *fmt, ...) WUR __attribute__((format(printf, 2, 3)));

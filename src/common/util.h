@@ -1,0 +1,60 @@
+/* Small helpers shared by every module: cleanup attributes, string equality,
+ * array length. No I/O, no policy. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define WUR __attribute__((warn_unused_result))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline bool streq(const char *a, const char *b)
+{
+	return strcmp(a, b) == 0;
+}
+
+static inline bool strcaseeq(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
+
+/* Case-insensitive comparison of a counted string with a C string. */
+static inline bool memcaseeq(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+	return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+
+/* A local that is freed (or closed) when it goes out of scope; hand it out
+ * with TAKE_PTR / TAKE_FD. */
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+
+#define TAKE_PTR(p)                         \
+	({                                  \
+		__typeof__(p) _tp_ = (p);   \
+		(p) = NULL;                 \
+		_tp_;                       \
+	})
+
+#define TAKE_FD(fd)                 \
+	({                          \
+		int _tf_ = (fd);    \
+		(fd) = -1;          \
+		_tf_;               \
+	})

@@ -1,0 +1,142 @@
+/* The policy: what the sandbox may reach, and with which credential.
+ *
+ * Loaded from YAML (version 1, see docs/policy.md). Everything here is pure
+ * data and pure functions: no I/O beyond reading the policy file, no
+ * secrets (a credential names where its secret comes from; src/secrets
+ * fetches it). A loaded policy is immutable and may be shared by threads. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+enum cred_source {
+	SOURCE_ENV,  /* from: env:VAR   (keyward's own environment) */
+	SOURCE_FILE, /* from: file:PATH */
+};
+
+struct policy_credential {
+	char *name;        /* the key under credentials:; [A-Za-z0-9_.-]+ */
+	enum cred_source source;
+	char *source_arg;  /* VAR or PATH */
+	char *env;         /* sandbox variable holding the placeholder, or NULL */
+	char *placeholder; /* always set: configured, or derived from the name */
+	int line, column;
+};
+
+enum inject_mode {
+	INJECT_NONE,   /* route has no credential */
+	INJECT_BEARER, /* Authorization: Bearer SECRET */
+	INJECT_BASIC,  /* Authorization: Basic base64(USER:SECRET) */
+	INJECT_HEADER, /* NAME: TEMPLATE with {secret} replaced */
+	INJECT_QUERY,  /* ?PARAM=SECRET */
+	INJECT_SWAP,   /* only swap placeholders where the client put them */
+};
+
+enum scheme { SCHEME_HTTPS, SCHEME_HTTP };
+
+struct policy_route {
+	size_t index;            /* 0-based position in routes: */
+	int line, column;        /* where the route starts */
+	char *host;              /* lower case, no trailing dot; for a wildcard
+	                            the suffix including the dot: ".example.com" */
+	bool wildcard;           /* host was "*.example.com" */
+	uint16_t port;           /* 0: the scheme's default (443 / 80) */
+	enum scheme scheme;      /* https unless the route says scheme: http */
+	char **methods;          /* upper case; NULL-terminated; NULL = all */
+	char **paths;            /* globs; NULL-terminated; NULL = all */
+	struct policy_credential *credential; /* borrowed from the policy; or NULL */
+	enum inject_mode inject;
+	char *inject_user;       /* INJECT_BASIC: user name, NULL = keep client's */
+	char *inject_header;     /* INJECT_HEADER: header name */
+	char *inject_value;      /* INJECT_HEADER: template containing {secret} */
+	char *inject_query;      /* INJECT_QUERY: parameter name */
+	char *upstream_ca;       /* PEM file of extra trusted CAs, or NULL */
+	uint64_t max_body;       /* request body ceiling in bytes; 0 = policy's */
+	bool allow_private;      /* host names a loopback/private address or
+	                            `allow_private: true`: dialing such an
+	                            address is allowed for this route */
+};
+
+struct policy_limits {
+	size_t max_header_bytes;     /* request/response head, default 64 KiB */
+	unsigned max_headers;        /* default 100 */
+	unsigned header_timeout_ms;  /* whole head must arrive, default 10 s */
+	unsigned idle_timeout_ms;    /* keep-alive idle, default 60 s */
+	uint64_t max_body;           /* default request body ceiling, 0 = none */
+};
+
+struct policy {
+	char *path;                          /* file it was loaded from */
+	struct policy_credential *creds;     /* n_creds entries */
+	size_t n_creds;
+	struct policy_route *routes;         /* n_routes entries, in file order */
+	size_t n_routes;
+	char *audit;                         /* audit: path, or NULL */
+	char *upstream_ca;                   /* top-level upstream_ca:, or NULL */
+	struct policy_limits limits;
+};
+
+/* An error with its place in the file. message is complete and ready to
+ * print: "policy.yaml:12:7: unknown inject mode \"bearr\"". */
+struct policy_error {
+	char message[512];
+};
+
+/* Loads and validates a policy file. Returns 0 and a new policy in *ret
+ * (free with policy_free), or a negative errno and err filled in. */
+int policy_load(const char *path, struct policy **ret, struct policy_error *err) WUR;
+/* The same from memory; `name` is used in messages. */
+int policy_load_string(const char *name, const char *yaml, size_t len, struct policy **ret,
+		       struct policy_error *err) WUR;
+void policy_free(struct policy *p);
+
+/* The credential with this name, or NULL. */
+const struct policy_credential *policy_credential_find(const struct policy *p, const char *name);
+
+/* Derives the stable placeholder of a credential that has none configured:
+ * "kw_" + name + "_" + 24 hex digits of SHA-256("keyward placeholder v1" NUL
+ * name). Written to out (NUL-terminated); returns its length or -ENOBUFS. */
+int policy_derive_placeholder(const char *name, char *out, size_t outlen) WUR;
+
+/* ---- matching (match.c) ---- */
+
+struct match_request {
+	enum scheme scheme;
+	const char *host;   /* lower case, no trailing dot */
+	uint16_t port;      /* the actual port (443, 80, 8443...) */
+	const char *method; /* as sent (upper case by HTTP) */
+	const char *path;   /* normalised (path.h); no query */
+};
+
+enum match_fail {
+	MATCH_OK,
+	MATCH_HOST,   /* no route names this host */
+	MATCH_PORT,   /* host listed, not on this port */
+	MATCH_SCHEME, /* host listed for https only (or http only) */
+	MATCH_METHOD, /* host and port listed, method not allowed */
+	MATCH_PATH,   /* method allowed, path matches no glob */
+};
+
+struct match_result {
+	enum match_fail fail;
+	const struct policy_route *route; /* MATCH_OK: the first route that
+	                                     allows the request; otherwise the
+	                                     route that came closest, or NULL */
+};
+
+/* First route, in file order, that allows the request. */
+void policy_match(const struct policy *p, const struct match_request *req, struct match_result *ret);
+/* Whether any route could allow some request to scheme://host:port (used to
+ * refuse a CONNECT before any TLS or DNS work). */
+enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host,
+				  uint16_t port, const struct policy_route **closest);
+/* Host name pattern test: exact (case-insensitive) or wildcard suffix. */
+bool route_host_matches(const struct policy_route *r, const char *host);
+/* Glob on a normalised path: '*' matches within one segment, '**' matches
+ * across segments; a trailing "/**" also matches the directory itself. */
+bool path_glob_match(const char *glob, const char *path);
+/* Short words for reasons: "host", "port", "scheme", "method", "path". */
+const char *match_fail_name(enum match_fail f);
