@@ -1,0 +1,464 @@
+/* The audit log writer: one JSON line per record, hash-chained.
+ *
+ * Trust: record fields come partly from the sandbox (host, path, method),
+ * so every string is JSON-escaped (json_str never lets a raw newline or an
+ * invalid UTF-8 byte through) and cut to a fixed length, so one record is
+ * always one line and always fits the line buffer. The file itself is
+ * trusted only as far as its last line: audit_open checks that it is a
+ * complete record, and `keyward audit verify` checks the rest.
+ *
+ * Durability: records are not fsync'ed one by one (that would put a disk
+ * flush on every proxied request). A written record is in the page cache
+ * and survives a crash of keyward, not a crash of the kernel or a power
+ * cut; audit_close syncs. */
+#include "audit/audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/encode.h"
+#include "common/json.h"
+
+#define AUDIT_HASH_HEX 64
+/* A last line longer than this is not one of ours: refuse rather than read
+ * an unbounded amount into memory. verify.c uses the same bound. */
+#define AUDIT_MAX_LINE (1024 * 1024)
+#define AUDIT_TAIL_BLOCK 65536
+
+/* Per-field cuts. The sandbox controls path and detail (which quotes it);
+ * the short fields are names, addresses and words. */
+#define AUDIT_CUT_LONG 4096
+#define AUDIT_CUT_SHORT 256
+#define AUDIT_CUT_MARK "\xe2\x80\xa6" /* U+2026 HORIZONTAL ELLIPSIS */
+#define AUDIT_LINE_MAX 65536
+
+/* Worst case of one escaped string: every byte as \u00XX, plus the
+ * marker and the quotes; of a key: ,"duration_us": ; of a number: 20. */
+#define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
+#define AUDIT_KEY_WORST 16
+#define AUDIT_LINE_WORST                                                   \
+	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + \
+	 20 * AUDIT_KEY_WORST + 8 * 20 + 32 + AUDIT_HASH_HEX + 2 + 4)
+_Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");
+
+struct audit_log {
+	pthread_mutex_t lock;
+	int fd;
+	char *path;
+	uint64_t seq;                   /* seq of the next record */
+	char prev[AUDIT_HASH_HEX + 1];  /* hash of the last complete line */
+	off_t size;                     /* file size after the last complete line */
+	bool dirty;                     /* a failed write could not be truncated away */
+	atomic_bool healthy;
+	struct buf line;                /* reused under lock */
+};
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!errbuf || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static void hash_line(const char *p, size_t n, char out[AUDIT_HASH_HEX + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	/* EVP_Digest with SHA-256 fails only on allocation failure inside
+	 * OpenSSL; a zero hash then breaks the chain visibly, never silently. */
+	if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+		memset(md, 0, 32);
+	hex_encode(md, 32, out);
+}
+
+static bool is_hash_hex(const char *s)
+{
+	if (strlen(s) != AUDIT_HASH_HEX)
+		return false;
+	for (size_t i = 0; i < AUDIT_HASH_HEX; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static ssize_t pread_full(int fd, char *p, size_t n, off_t off)
+{
+	size_t done = 0;
+	while (done < n) {
+		ssize_t k = pread(fd, p + done, n - done, off + (off_t)done);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO; /* the file shrank under us */
+		done += (size_t)k;
+	}
+	return (ssize_t)done;
+}
+
+/* Finds where the last line of a file of `size` bytes (ending in '\n')
+ * starts, reading backwards in blocks. -EFBIG past AUDIT_MAX_LINE. */
+static int tail_line_start(int fd, off_t size, off_t *ret_start)
+{
+	_cleanup_free_ char *block = malloc(AUDIT_TAIL_BLOCK);
+	off_t end = size - 1; /* the final '\n' */
+	off_t pos = end;
+
+	if (!block)
+		return -ENOMEM;
+	while (pos > 0) {
+		size_t n = pos < AUDIT_TAIL_BLOCK ? (size_t)pos : AUDIT_TAIL_BLOCK;
+		ssize_t r = pread_full(fd, block, n, pos - (off_t)n);
+		if (r < 0)
+			return (int)r;
+		char *nl = memrchr(block, '\n', n);
+		if (nl) {
+			pos = pos - (off_t)n + (nl - block) + 1;
+			break;
+		}
+		pos -= (off_t)n;
+		if (end - pos > AUDIT_MAX_LINE)
+			return -EFBIG;
+	}
+	if (end - pos > AUDIT_MAX_LINE)
+		return -EFBIG;
+	*ret_start = pos;
+	return 0;
+}
+
+/* Reads the last line of a non-empty file and takes seq and hash from it. */
+static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t errlen)
+{
+	char last;
+	off_t start;
+	ssize_t k = pread_full(log->fd, &last, 1, size - 1);
+	if (k < 0) {
+		set_err(errbuf, errlen, "%s: %s", log->path, strerror((int)-k));
+		return (int)k;
+	}
+	if (last != '\n') {
+		set_err(errbuf, errlen, "%s: the last line is incomplete (no newline at the end); ",
+			log->path);
+		goto bad;
+	}
+	int r = tail_line_start(log->fd, size, &start);
+	if (r == -EFBIG) {
+		set_err(errbuf, errlen, "%s: the last line is longer than 1 MiB; ", log->path);
+		goto bad;
+	}
+	if (r < 0) {
+		set_err(errbuf, errlen, "%s: %s", log->path, strerror(-r));
+		return r;
+	}
+
+	size_t len = (size_t)(size - 1 - start);
+	_cleanup_free_ char *line = malloc(len + 1);
+	if (!line)
+		return -ENOMEM;
+	k = pread_full(log->fd, line, len, start);
+	if (k < 0) {
+		set_err(errbuf, errlen, "%s: %s", log->path, strerror((int)-k));
+		return (int)k;
+	}
+
+	json_error_t jerr;
+	json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *seq = json_object_get(obj, "seq");
+	json_t *prev = json_object_get(obj, "prev");
+	bool ok = json_is_object(obj) && json_is_integer(seq) && json_integer_value(seq) >= 0 &&
+		  json_integer_value(seq) < INT64_MAX && json_is_string(prev) &&
+		  is_hash_hex(json_string_value(prev));
+	if (ok)
+		log->seq = (uint64_t)json_integer_value(seq) + 1;
+	json_decref(obj);
+	if (!ok) {
+		set_err(errbuf, errlen, "%s: the last line is not an audit record; ", log->path);
+		goto bad;
+	}
+	hash_line(line, len, log->prev);
+	return 0;
+
+bad:
+	if (errbuf && errlen) {
+		size_t used = strnlen(errbuf, errlen);
+		if (used + 1 < errlen)
+			snprintf(errbuf + used, errlen - used,
+				 "run `keyward audit verify %s` to see what is wrong, then move the "
+				 "file aside (e.g. mv %s %s.damaged) so that keyward starts a new log",
+				 log->path, log->path, log->path);
+	}
+	return -EBADMSG;
+}
+
+static void audit_free(struct audit_log *log)
+{
+	if (!log)
+		return;
+	if (log->fd >= 0)
+		close(log->fd);
+	pthread_mutex_destroy(&log->lock);
+	buf_free(&log->line);
+	free(log->path);
+	free(log);
+}
+
+int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t errlen)
+{
+	struct stat st;
+	int r;
+
+	struct audit_log *log = calloc(1, sizeof(*log));
+	if (!log)
+		return -ENOMEM;
+	log->fd = -1;
+	pthread_mutex_init(&log->lock, NULL);
+	buf_init(&log->line, AUDIT_LINE_MAX);
+	atomic_init(&log->healthy, true);
+	memset(log->prev, '0', AUDIT_HASH_HEX);
+	log->prev[AUDIT_HASH_HEX] = '\0';
+	log->path = strdup(path);
+	if (!log->path) {
+		r = -ENOMEM;
+		goto fail;
+	}
+
+	/* O_RDWR rather than O_WRONLY: the last line is read back through the
+	 * same descriptor, so there is no window in which the name could be
+	 * swapped between a write open and a read open. O_NONBLOCK keeps a
+	 * FIFO planted at the path from blocking the open; it is refused below.
+	 * O_NOFOLLOW: a symlink could point the log at another file. */
+	log->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+		       0600);
+	if (log->fd < 0) {
+		r = -errno;
+		set_err(errbuf, errlen, "%s: %s", path,
+			r == -ELOOP ? "is a symbolic link (refused)" : strerror(-r));
+		goto fail;
+	}
+	if (fstat(log->fd, &st) < 0) {
+		r = -errno;
+		set_err(errbuf, errlen, "%s: %s", path, strerror(-r));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		set_err(errbuf, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	int fl = fcntl(log->fd, F_GETFL);
+	if (fl < 0 || fcntl(log->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		set_err(errbuf, errlen, "%s: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* Two writers would interleave two chains in one file, which verify
+	 * would then report as tampering: allow one keyward per log. */
+	if (flock(log->fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		set_err(errbuf, errlen, "%s: %s", path,
+			r == -EWOULDBLOCK ? "in use by another keyward process" : strerror(-r));
+		if (r == -EWOULDBLOCK)
+			r = -EBUSY;
+		goto fail;
+	}
+	if (st.st_size > 0) {
+		r = tail_load(log, st.st_size, errbuf, errlen);
+		if (r < 0)
+			goto fail;
+	}
+	log->size = st.st_size;
+	*ret = log;
+	return 0;
+
+fail:
+	audit_free(log);
+	return r;
+}
+
+void audit_close(struct audit_log *log)
+{
+	if (!log)
+		return;
+	/* The only sync: records are not flushed one by one (see the top). */
+	if (log->fd >= 0)
+		(void)fdatasync(log->fd);
+	audit_free(log);
+}
+
+bool audit_healthy(struct audit_log *log)
+{
+	/* No log is not a healthy log: fail closed. */
+	return log && atomic_load(&log->healthy);
+}
+
+/* Returns s, or a copy cut to at most `limit` bytes plus an ellipsis in
+ * tmp (limit + sizeof(AUDIT_CUT_MARK) bytes). */
+static const char *cut(const char *s, size_t limit, char *tmp)
+{
+	if (!s)
+		return NULL;
+	size_t n = strnlen(s, limit + 1);
+	if (n <= limit)
+		return s;
+	n = limit;
+	/* A continuation byte at the cut means it splits a character: back off
+	 * to its lead byte so the cut string stays valid UTF-8. */
+	for (int k = 0; k < 3 && n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; k++)
+		n--;
+	memcpy(tmp, s, n);
+	memcpy(tmp + n, AUDIT_CUT_MARK, sizeof(AUDIT_CUT_MARK));
+	return tmp;
+}
+
+/* Writes "key":"value" cut to limit; absent (NULL) values are omitted. */
+static int kv_cut(struct buf *b, bool *first, const char *key, const char *val, size_t limit)
+{
+	char tmp[AUDIT_CUT_LONG + sizeof(AUDIT_CUT_MARK)];
+	if (!val)
+		return 0;
+	return json_kv_str(b, first, key, cut(val, limit, tmp));
+}
+
+static int64_t clamp_u64(uint64_t v)
+{
+	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+static int format_time(struct buf *b, bool *first)
+{
+	struct timespec ts;
+	struct tm tm;
+	char day[32];
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0 || !gmtime_r(&ts.tv_sec, &tm))
+		return -errno;
+	if (strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return -EOVERFLOW;
+	char stamp[64];
+	snprintf(stamp, sizeof(stamp), "%s.%06dZ", day, (int)(ts.tv_nsec / 1000));
+	return json_kv_str(b, first, "time", stamp);
+}
+
+/* Builds the line, newline included. Key order is fixed (docs/audit.md);
+ * "prev" comes last so that the next line's hash covers the whole record. */
+static int record_build(struct buf *b, const struct audit_record *rec, uint64_t seq,
+			const char *prev)
+{
+	bool first = true;
+	bool request = streq(rec->event, "request");
+	int r = buf_append(b, "{", 1);
+
+	if (r == 0)
+		r = json_kv_int(b, &first, "seq", clamp_u64(seq));
+	if (r == 0)
+		r = format_time(b, &first);
+	if (r == 0)
+		r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "listener", rec->listener, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "client", rec->client, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "method", rec->method, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "scheme", rec->scheme, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "host", rec->host, AUDIT_CUT_SHORT);
+	if (r == 0 && rec->port > 0)
+		r = json_kv_int(b, &first, "port", rec->port);
+	if (r == 0)
+		r = kv_cut(b, &first, "path", rec->path, AUDIT_CUT_LONG);
+	if (r == 0 && rec->route >= 0)
+		r = json_kv_int(b, &first, "route", rec->route);
+	if (r == 0)
+		r = kv_cut(b, &first, "credential", rec->credential, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "decision", rec->decision, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "reason", rec->reason, AUDIT_CUT_SHORT);
+	if (r == 0)
+		r = kv_cut(b, &first, "detail", rec->detail, AUDIT_CUT_LONG);
+	if (r == 0 && rec->status > 0)
+		r = json_kv_int(b, &first, "status", rec->status);
+	if (r == 0 && request)
+		r = json_kv_int(b, &first, "bytes_in", clamp_u64(rec->bytes_in));
+	if (r == 0 && request)
+		r = json_kv_int(b, &first, "bytes_out", clamp_u64(rec->bytes_out));
+	if (r == 0 && request)
+		r = json_kv_int(b, &first, "duration_us", clamp_u64(rec->duration_us));
+	if (r == 0)
+		r = json_kv_str(b, &first, "prev", prev);
+	if (r == 0)
+		r = buf_append(b, "}\n", 2);
+	return r;
+}
+
+/* Writes all of p at the end of the file; on failure cuts the file back to
+ * log->size so that no partial line stays behind. Called under the lock. */
+static int append_line(struct audit_log *log, const char *p, size_t n)
+{
+	size_t done = 0;
+	int r = 0;
+
+	/* An earlier failure left bytes we could not remove: try again before
+	 * appending, or the new line would be glued to a fragment. */
+	if (log->dirty) {
+		if (ftruncate(log->fd, log->size) < 0)
+			return -errno;
+		log->dirty = false;
+	}
+	while (done < n) {
+		ssize_t k = write(log->fd, p + done, n - done);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			r = k < 0 ? -errno : -EIO;
+			break;
+		}
+		done += (size_t)k;
+	}
+	if (r == 0) {
+		log->size += (off_t)n;
+		return 0;
+	}
+	if (done > 0 && ftruncate(log->fd, log->size) < 0)
+		log->dirty = true;
+	return r;
+}
+
+int audit_write(struct audit_log *log, const struct audit_record *rec)
+{
+	if (!log || !rec || !rec->event)
+		return -EINVAL;
+
+	pthread_mutex_lock(&log->lock);
+	buf_reset(&log->line);
+	int r = record_build(&log->line, rec, log->seq, log->prev);
+	if (r == 0)
+		r = append_line(log, log->line.data, log->line.len);
+	if (r == 0) {
+		/* Chain state moves only once the whole line is in the file. */
+		hash_line(log->line.data, log->line.len - 1, log->prev);
+		log->seq++;
+	}
+	atomic_store(&log->healthy, r == 0);
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
