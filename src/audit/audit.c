@@ -146,6 +146,7 @@ static int tail_line_start(int fd, off_t size, off_t *ret_start)
 /* Reads the last line of a non-empty file and takes seq and hash from it. */
 static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t errlen)
 {
+	_cleanup_free_ char *line = NULL; /* declared before any goto jumps over it */
 	char last;
 	off_t start;
 	ssize_t k = pread_full(log->fd, &last, 1, size - 1);
@@ -169,7 +170,7 @@ static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t err
 	}
 
 	size_t len = (size_t)(size - 1 - start);
-	_cleanup_free_ char *line = malloc(len + 1);
+	line = malloc(len + 1);
 	if (!line)
 		return -ENOMEM;
 	k = pread_full(log->fd, line, len, start);

@@ -196,13 +196,13 @@ static int put_opt(struct buf *b, json_t *obj, const char *label, const char *ke
 	return r < 0 ? r : put_clean(b, v);
 }
 
-/* s, escaped, then spaces up to width, then the two-space gap. */
+/* s, escaped, then spaces up to width (the decision/event column). */
 static int put_padded(struct buf *b, const char *s, size_t width)
 {
 	int r = put_clean(b, s);
 	for (size_t n = strlen(s); r == 0 && n < width; n++)
 		r = buf_append(b, " ", 1);
-	return r < 0 ? r : buf_append(b, "  ", 2);
+	return r;
 }
 
 static int put_request(struct buf *b, json_t *obj)
@@ -213,6 +213,8 @@ static int put_request(struct buf *b, json_t *obj)
 	const char *host = obj_str(obj, "host");
 	json_int_t port = obj_int(obj, "port");
 	int r = put_padded(b, decision ? decision : "?", 5);
+	if (r == 0)
+		r = buf_append(b, "  ", 2);
 
 	if (r == 0 && method) {
 		r = put_clean(b, method);
