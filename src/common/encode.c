@@ -58,11 +58,6 @@ int base64_decode(const char *in, size_t n, struct buf *out)
 		/* "x=y=" is malformed: padding only at the very end. */
 		if (v[2] < 0 && v[3] >= 0)
 			return -EINVAL;
-		/* Bits below the last whole byte must be zero (RFC 4648 section
-		 * 3.5): otherwise "Zg==" and "Zh==" both decode to "f", and a
-		 * strict decoder should accept one spelling per value. */
-		if ((v[2] < 0 && (v[1] & 15)) || (v[2] >= 0 && v[3] < 0 && (v[2] & 3)))
-			return -EINVAL;
 		unsigned char o[3];
 		size_t m = 1;
 		o[0] = (unsigned char)(v[0] << 2 | v[1] >> 4);

@@ -32,7 +32,6 @@ static void test_base64_decode_rejects(void **state)
 		B("===="),     B("Z==="),      B("Z=g="),     B("Zg=a"),     /* padding shape */
 		B("Zm9v\n"),   B("Zm 9v"),     B(" Zm9v"),    B("Zm9v\r\n"), /* whitespace */
 		B("Zm9-"),     B("Zm9_"),      B("Zm9.") ,    B("Zm\x009v"), /* alphabet */
-		B("Zh=="),     B("Zm9="),      B("Zm9vYh=="),                /* non-zero pad bits */
 		B("Zm\xc3\xa9"),
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -98,6 +97,26 @@ static void test_base64_round_trip(void **state)
 		if (n)
 			assert_memory_equal(d.data, in, n);
 		buf_free(&e);
+		buf_free(&d);
+	}
+}
+
+/* Non-zero bits under the padding are accepted on purpose, although RFC
+ * 4648 section 3.5 allows rejecting them: proxy/inject.c decodes Basic
+ * credentials to look for placeholders on their way to the wrong host,
+ * and most servers decode such spellings too. A decoder that refused
+ * "Zh==" would let a placeholder spelled that way pass unnoticed. */
+static void test_base64_decode_lenient_pad_bits(void **state)
+{
+	static const struct {
+		const char *enc, *plain;
+	} v[] = { { "Zh==", "f" }, { "Zm9=", "fo" }, { "Zm9vYh==", "foob" } };
+	for (size_t i = 0; i < ARRAY_SIZE(v); i++) {
+		struct buf d;
+		buf_init(&d, 64);
+		assert_int_equal(base64_decode(v[i].enc, strlen(v[i].enc), &d), 0);
+		assert_int_equal(d.len, strlen(v[i].plain));
+		assert_memory_equal(d.data, v[i].plain, d.len);
 		buf_free(&d);
 	}
 }
@@ -350,6 +369,7 @@ int main(void)
 		cmocka_unit_test(test_base64_decode_rejects),
 		cmocka_unit_test(test_base64_vectors),
 		cmocka_unit_test(test_base64_round_trip),
+		cmocka_unit_test(test_base64_decode_lenient_pad_bits),
 		cmocka_unit_test(test_base64_ceiling),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_percent_decode_rejects),
