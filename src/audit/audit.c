@@ -148,7 +148,7 @@ static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t err
 {
 	_cleanup_free_ char *line = NULL; /* declared before any goto jumps over it */
 	char last;
-	off_t start;
+	off_t start = 0;
 	ssize_t k = pread_full(log->fd, &last, 1, size - 1);
 	if (k < 0) {
 		set_err(errbuf, errlen, "%s: %s", log->path, strerror((int)-k));

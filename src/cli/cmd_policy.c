@@ -1,0 +1,109 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "policy/policy.h"
+#include "secrets/source.h"
+
+static const char usage[] =
+	"Usage: keyward policy check FILE\n"
+	"\n"
+	"Validates a policy file and prints what it allows: each credential with\n"
+	"its source, whether that source can be read now, the sandbox variable and\n"
+	"the placeholder clients send in place of the secret; then each route.\n"
+	"Errors name FILE:LINE:COLUMN; the exit status is 2 for an invalid policy,\n"
+	"1 if it is valid but a credential's source cannot be read, else 0.\n"
+	"Secret values are never printed. See docs/policy.md.\n";
+
+static const char *inject_name(const struct policy_route *r, char *buf, size_t n)
+{
+	switch (r->inject) {
+	case INJECT_NONE:
+		return "none";
+	case INJECT_BEARER:
+		return "bearer";
+	case INJECT_BASIC:
+		if (r->inject_user)
+			snprintf(buf, n, "basic (user %s)", r->inject_user);
+		else
+			snprintf(buf, n, "basic (client's user name)");
+		return buf;
+	case INJECT_HEADER:
+		snprintf(buf, n, "header %s: %s", r->inject_header, r->inject_value);
+		return buf;
+	case INJECT_QUERY:
+		snprintf(buf, n, "query parameter %s", r->inject_query);
+		return buf;
+	case INJECT_SWAP:
+		return "swap placeholders";
+	}
+	return "?";
+}
+
+int cmd_policy(int argc, char **argv)
+{
+	if (cli_wants_help(argc, argv)) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (argc != 3 || strcmp(argv[1], "check") != 0) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct policy *p;
+	struct policy_error err;
+	if (policy_load(argv[2], &p, &err) < 0) {
+		fprintf(stderr, "%s\n", err.message);
+		return 2;
+	}
+
+	int status = 0;
+	printf("%s: valid policy, %zu credential%s, %zu route%s\n", argv[2], p->n_creds, p->n_creds == 1 ? "" : "s",
+	       p->n_routes, p->n_routes == 1 ? "" : "s");
+	if (p->n_creds)
+		printf("\ncredentials:\n");
+	for (size_t i = 0; i < p->n_creds; i++) {
+		const struct policy_credential *c = &p->creds[i];
+		struct secret *s = NULL;
+		char e[512];
+		int r = source_fetch(c, &s, e, sizeof(e));
+		secret_free(s);
+		printf("  %s\n    from:        %s:%s (%s)\n", c->name, c->source == SOURCE_ENV ? "env" : "file",
+		       c->source_arg, r < 0 ? "cannot be read now" : "readable");
+		if (r < 0) {
+			printf("                 %s\n", e);
+			status = 1;
+		}
+		printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)", c->placeholder);
+	}
+	printf("\nroutes (first match wins; anything else is denied):\n");
+	for (size_t i = 0; i < p->n_routes; i++) {
+		const struct policy_route *r = &p->routes[i];
+		char ib[300], port[16] = "";
+		if (r->port)
+			snprintf(port, sizeof(port), ":%u", r->port);
+		printf("  [%zu] %s://%s%s%s  (line %d)\n", i, r->scheme == SCHEME_HTTPS ? "https" : "http",
+		       r->wildcard ? "*" : "", r->host, port, r->line);
+		printf("      methods: ");
+		if (!r->methods)
+			printf("all");
+		for (char **m = r->methods; m && *m; m++)
+			printf("%s%s", m == r->methods ? "" : ", ", *m);
+		printf("\n      paths:   ");
+		if (!r->paths)
+			printf("all");
+		for (char **g = r->paths; g && *g; g++)
+			printf("%s%s", g == r->paths ? "" : ", ", *g);
+		printf("\n");
+		if (r->credential)
+			printf("      credential: %s, inject: %s\n", r->credential->name, inject_name(r, ib, sizeof(ib)));
+		if (r->allow_private)
+			printf("      may dial loopback/private addresses\n");
+		if (r->upstream_ca)
+			printf("      extra upstream CA: %s\n", r->upstream_ca);
+	}
+	if (p->n_routes == 0)
+		printf("  (none: every request is denied)\n");
+	policy_free(p);
+	return status;
+}

@@ -1,1 +1,67 @@
-int main(void){return 0;}
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+
+static const char usage[] =
+	"Usage: keyward COMMAND [ARGS]\n"
+	"\n"
+	"Lets untrusted code use real API credentials without holding them: a\n"
+	"deny-by-default proxy checks every request against a policy and attaches\n"
+	"the real credential only where the policy allows.\n"
+	"\n"
+	"Commands:\n"
+	"  proxy --policy FILE --listen ADDR [--audit FILE]\n"
+	"                        run the credential-injecting HTTP(S) proxy\n"
+	"  policy check FILE     validate a policy and print what it allows\n"
+	"  audit verify FILE     check the hash chain of an audit log\n"
+	"  audit show FILE       print an audit log for people\n"
+	"  ca export             print the CA certificate clients must trust\n"
+	"\n"
+	"Options:\n"
+	"  -h, --help            show help (also: keyward COMMAND --help)\n"
+	"  -V, --version         show the version\n"
+	"\n"
+	"State (the CA of `keyward proxy`) lives in $KEYWARD_HOME, else\n"
+	"$XDG_DATA_HOME/keyward, else ~/.local/share/keyward.\n"
+	"Exit status: 0 success, 1 failure, 2 usage or policy error.\n"
+	"Documentation: README.md and docs/ in the source tree.\n";
+
+int cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("keyward %s\n", KEYWARD_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "proxy") == 0)
+		return cmd_proxy(argc - 1, argv + 1);
+	if (strcmp(cmd, "policy") == 0)
+		return cmd_policy(argc - 1, argv + 1);
+	if (strcmp(cmd, "audit") == 0)
+		return cmd_audit(argc - 1, argv + 1);
+	if (strcmp(cmd, "ca") == 0)
+		return cmd_ca(argc - 1, argv + 1);
+	fprintf(stderr, "keyward: unknown command \"%s\" (see keyward --help)\n", cmd);
+	return 2;
+}

@@ -136,7 +136,7 @@ enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, co
 /* Host name pattern test: exact (case-insensitive) or wildcard suffix. */
 bool route_host_matches(const struct policy_route *r, const char *host);
 /* Glob on a normalised path: '*' matches within one segment, '**' matches
- * across segments; a trailing "/**" also matches the directory itself. */
+ * across segments; a glob ending in slash-star-star also matches the directory itself. */
 bool path_glob_match(const char *glob, const char *path);
 /* Short words for reasons: "host", "port", "scheme", "method", "path". */
 const char *match_fail_name(enum match_fail f);

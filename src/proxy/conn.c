@@ -1,0 +1,1447 @@
+/* One client connection: read a request head, decide, forward, relay the
+ * response; CONNECT tunnels are intercepted and the requests inside them
+ * go through the same path.
+ *
+ * Trust: every byte from the client is hostile. A request is forwarded
+ * only after its head parsed strictly, its target host, port, method and
+ * normalised path matched a route, and its audit record could be written.
+ * The path upstream receives is the path that was checked. The only place
+ * a secret is written is the upstream request head (inject.c). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "policy/path.h"
+#include "proxy/addr.h"
+#include "proxy/inject.h"
+#include "proxy/internal.h"
+
+enum conn_state {
+	C_HEAD,          /* reading a request head */
+	C_CONNECTING,    /* waiting for an upstream */
+	C_BODY,          /* streaming the request body upstream */
+	C_RESPONSE,      /* request sent, relaying the response */
+	C_CONNECT_SENT,  /* CONNECT allowed, 200 being written */
+	C_HANDSHAKE,     /* TLS handshake of an intercepted tunnel */
+	C_RELAY,         /* after a 101: bytes both ways */
+	C_CLOSING,       /* flushing the last bytes, then close */
+};
+
+enum up_state { U_HEAD, U_BODY };
+
+struct conn {
+	TAILQ_ENTRY(conn) link;
+	struct worker *w;
+	const struct listener_info *li;
+	char client[64];
+	struct bufferevent *bev;
+	enum conn_state state;
+	struct event *timer;
+	struct gen *gen; /* held for a request (or a tunnel) */
+
+	struct http1 parser;
+	struct buf head; /* raw request head; the parsed fields point into it */
+	size_t head_scan;
+	struct http_header *hdrs;
+	unsigned max_headers;
+	struct http_head req;
+
+	bool in_tunnel;
+	bool tunnel_logged;
+	char tunnel_host[256];
+	uint16_t tunnel_port;
+
+	/* the current request */
+	char method[24];
+	char host[256];
+	uint16_t port;
+	enum scheme scheme;
+	struct buf path;
+	const char *query;
+	size_t query_len;
+	const struct policy_route *route;
+	uint64_t max_body;
+	uint64_t bytes_in, bytes_out;
+	struct timespec start;
+	int status;
+	bool keep_alive;   /* client connection persists after this response */
+	bool body_done;    /* request body fully read */
+	bool response_started;
+	bool upgrade;
+	bool is_head;
+	bool retried;
+	bool audited;
+	struct buf out;    /* upstream request head (holds the secret briefly) */
+	struct upstream *up;
+};
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void read_head(struct conn *c);
+static void pump_request_body(struct conn *c);
+
+static const struct policy_limits *limits(struct conn *c)
+{
+	return &c->gen->policy->limits;
+}
+
+/* ---- lifetime ---- */
+
+static void conn_free(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (c->up) {
+		upstream_release(c->up, false);
+		c->up = NULL;
+	}
+	if (c->timer)
+		event_free(c->timer);
+	if (c->bev)
+		bufferevent_free(c->bev);
+	if (c->gen)
+		gen_unref(c->gen);
+	buf_free(&c->head);
+	buf_free(&c->path);
+	if (c->out.data)
+		OPENSSL_cleanse(c->out.data, c->out.cap);
+	buf_free(&c->out);
+	free(c->hdrs);
+	TAILQ_REMOVE(&w->conns, c, link);
+	w->n_conns--;
+	atomic_fetch_sub(&w->px->active, 1);
+	free(c);
+	if (w->draining && w->n_conns == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void arm_timer(struct conn *c, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	evtimer_add(c->timer, &tv);
+}
+
+/* Close once what is queued for the client has been written. */
+static void close_after_flush(struct conn *c)
+{
+	if (c->up) {
+		upstream_release(c->up, false);
+		c->up = NULL;
+	}
+	c->state = C_CLOSING;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_free(c);
+		return;
+	}
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	arm_timer(c, 5000);
+}
+
+/* ---- audit ---- */
+
+static uint64_t elapsed_us(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t us = (now.tv_sec - start->tv_sec) * 1000000 + (now.tv_nsec - start->tv_nsec) / 1000;
+	return us < 0 ? 0 : (uint64_t)us;
+}
+
+/* Writes the record of the current request. Returns audit_write's result. */
+static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason,
+		      const char *detail)
+{
+	c->audited = true;
+	struct audit_log *log = c->w->px->audit;
+	if (!log)
+		return 0;
+	const struct policy_credential *cred = c->route ? c->route->credential : NULL;
+	struct audit_record rec = {
+		.event = event,
+		.listener = c->li->name,
+		.client = c->client,
+		.method = c->method[0] ? c->method : NULL,
+		.scheme = c->host[0] ? (c->scheme == SCHEME_HTTPS ? "https" : "http") : NULL,
+		.host = c->host[0] ? c->host : NULL,
+		.port = c->host[0] ? c->port : 0,
+		.path = c->path.len ? c->path.data : NULL,
+		.route = c->route ? (int)c->route->index : -1,
+		.credential = cred ? cred->name : NULL,
+		.decision = decision,
+		.reason = reason,
+		.detail = detail,
+		.status = c->status,
+		.bytes_in = c->bytes_in,
+		.bytes_out = c->bytes_out,
+		.duration_us = elapsed_us(&c->start),
+	};
+	int r = audit_write(log, &rec);
+	if (r < 0)
+		log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again",
+			  c->method, c->host, c->path.len ? c->path.data : "", strerror(-r));
+	return r;
+}
+
+/* ---- responses made by the proxy ---- */
+
+static void send_json(struct conn *c, int status, const char *status_text, const char *check,
+		      const char *message, const char *hint, bool close)
+{
+	struct buf body;
+	buf_init(&body, 16384);
+	bool first = true;
+	int r = buf_puts(&body, "{");
+	if (r == 0)
+		r = json_kv_str(&body, &first, "error", status == 403 ? "denied" : status_text);
+	if (r == 0 && check)
+		r = json_kv_str(&body, &first, "check", check);
+	if (r == 0)
+		r = json_kv_str(&body, &first, "message", message);
+	if (r == 0 && hint)
+		r = json_kv_str(&body, &first, "hint", hint);
+	if (r == 0)
+		r = buf_puts(&body, "}\n");
+	const char *data = body.data;
+	size_t len = body.len;
+	if (r < 0) {
+		data = "{\"error\":\"denied\"}\n";
+		len = strlen(data);
+	}
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+			    "Cache-Control: no-store\r\nX-Keyward-Decision: %s%s%s\r\n%s\r\n",
+			    status, status_text, len, status == 403 ? "deny" : "error", check ? "; check=" : "",
+			    check ? check : "", close ? "Connection: close\r\n" : "");
+	if (!c->is_head)
+		evbuffer_add(out, data, len);
+	c->status = status;
+	buf_free(&body);
+}
+
+/* Refuses the current request: answer, audit, close. Closing is simplest
+ * and safe: whatever body follows is never parsed. */
+static void refuse(struct conn *c, int status, const char *status_text, const char *decision,
+		   const char *check, const char *message, const char *hint)
+{
+	send_json(c, status, status_text, check, message, hint, true);
+	(void)conn_audit(c, "request", decision, check, message);
+	close_after_flush(c);
+}
+
+static void route_place(struct conn *c, const struct policy_route *rt, char *out, size_t n)
+{
+	snprintf(out, n, "routes[%zu] at %s:%d", rt->index, c->gen->policy->path, rt->line);
+}
+
+static void refuse_match(struct conn *c, const struct match_result *m)
+{
+	char msg[1024], hint[1024], where[600];
+	const struct policy_route *rt = m->route;
+	const char *check = match_fail_name(m->fail);
+
+	if (rt)
+		route_place(c, rt, where, sizeof(where));
+	switch (m->fail) {
+	case MATCH_HOST:
+	default:
+		snprintf(msg, sizeof(msg), "no route allows host %s", c->host);
+		snprintf(hint, sizeof(hint), "to allow it, add a route with host: %s to %s", c->host,
+			 c->gen->policy->path);
+		break;
+	case MATCH_PORT:
+		snprintf(msg, sizeof(msg), "no route allows %s on port %u", c->host, c->port);
+		snprintf(hint, sizeof(hint), "to allow it, set port: %u on %s", c->port, where);
+		break;
+	case MATCH_SCHEME:
+		snprintf(msg, sizeof(msg), "no route allows %s over %s", c->host,
+			 c->scheme == SCHEME_HTTPS ? "https" : "plain http");
+		snprintf(hint, sizeof(hint), "%s", c->scheme == SCHEME_HTTP ?
+			 "plain-http upstreams need scheme: http on the route; clients should use https" :
+			 "the route says scheme: http; add a route for https");
+		break;
+	case MATCH_METHOD: {
+		char list[256] = "";
+		size_t o = 0;
+		for (char **m2 = rt->methods; m2 && *m2 && o < sizeof(list); m2++)
+			o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", o ? ", " : "", *m2);
+		snprintf(msg, sizeof(msg), "route for %s allows %s; not %s", c->host, list, c->method);
+		snprintf(hint, sizeof(hint), "to allow it, add %s to methods: of %s", c->method, where);
+		break;
+	}
+	case MATCH_PATH:
+		snprintf(msg, sizeof(msg), "no path of the route for %s matches %s", c->host, c->path.data);
+		snprintf(hint, sizeof(hint), "to allow it, add a glob matching %s to paths: of %s", c->path.data,
+			 where);
+		break;
+	}
+	refuse(c, 403, "Forbidden", "deny", check, msg, hint);
+}
+
+static void bad_request(struct conn *c, const char *why)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "malformed request: %s", why);
+	refuse(c, 400, "Bad Request", "deny", "malformed", msg, NULL);
+}
+
+/* ---- reading the request ---- */
+
+static void reset_request(struct conn *c)
+{
+	c->method[0] = '\0';
+	if (!c->in_tunnel)
+		c->host[0] = '\0';
+	buf_reset(&c->path);
+	c->query = NULL;
+	c->query_len = 0;
+	c->route = NULL;
+	c->bytes_in = c->bytes_out = 0;
+	c->status = 0;
+	c->max_body = 0;
+	c->body_done = c->response_started = c->upgrade = c->is_head = false;
+	c->retried = c->audited = false;
+	buf_reset(&c->head);
+	c->head_scan = 0;
+	clock_gettime(CLOCK_MONOTONIC, &c->start);
+}
+
+/* Host names as the policy spells them: lower case, no trailing dot; IP
+ * literals in canonical form. Anything a resolver could read differently
+ * ("127.1", "0x7f.0.0.1", a numeric last label) is refused. */
+static int normalize_host(const char *in, size_t n, bool bracketed, char *out, size_t outlen)
+{
+	char tmp[256];
+	if (n == 0 || n >= sizeof(tmp))
+		return -EINVAL;
+	memcpy(tmp, in, n);
+	tmp[n] = '\0';
+	if (bracketed) {
+		struct in6_addr a6;
+		if (inet_pton(AF_INET6, tmp, &a6) != 1)
+			return -EINVAL;
+		return inet_ntop(AF_INET6, &a6, out, (socklen_t)outlen) ? 0 : -EINVAL;
+	}
+	if (n > 1 && tmp[n - 1] == '.')
+		tmp[--n] = '\0';
+	bool numeric_last = true;
+	for (size_t i = 0; i < n; i++) {
+		char ch = tmp[i];
+		if (ch >= 'A' && ch <= 'Z')
+			tmp[i] = (char)(ch - 'A' + 'a');
+		else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+			   ch == '_'))
+			return -EINVAL;
+		if (tmp[i] == '.' && (i == 0 || tmp[i - 1] == '.'))
+			return -EINVAL;
+		if (tmp[i] == '.')
+			numeric_last = true;
+		else if (!(tmp[i] >= '0' && tmp[i] <= '9') && !(tmp[i] == 'x' && i > 0 && tmp[i - 1] == '0'))
+			numeric_last = false;
+	}
+	if (tmp[0] == '.' || tmp[0] == '-')
+		return -EINVAL;
+	if (numeric_last) {
+		struct in_addr a4;
+		if (inet_pton(AF_INET, tmp, &a4) != 1)
+			return -EINVAL;
+	}
+	if (n >= outlen)
+		return -EINVAL;
+	memcpy(out, tmp, n + 1);
+	return 0;
+}
+
+/* Splits "host[:port]" or "[v6][:port]". Port 0 means none was given. */
+static int parse_authority(const char *s, size_t n, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *h = s;
+	size_t hl;
+	const char *rest;
+	bool bracketed = false;
+
+	if (memchr(s, '@', n))
+		return -EINVAL; /* userinfo: never in a request authority */
+	if (n && s[0] == '[') {
+		const char *close = memchr(s, ']', n);
+		if (!close)
+			return -EINVAL;
+		h = s + 1;
+		hl = (size_t)(close - h);
+		rest = close + 1;
+		bracketed = true;
+	} else {
+		const char *colon = memchr(s, ':', n);
+		hl = colon ? (size_t)(colon - s) : n;
+		rest = s + hl;
+	}
+	size_t rl = (size_t)(s + n - rest);
+	*port = 0;
+	if (rl) {
+		if (rest[0] != ':' || rl < 2 || rl > 6)
+			return -EINVAL;
+		unsigned v = 0;
+		for (size_t i = 1; i < rl; i++) {
+			if (rest[i] < '0' || rest[i] > '9')
+				return -EINVAL;
+			v = v * 10 + (unsigned)(rest[i] - '0');
+		}
+		if (v == 0 || v > 65535)
+			return -EINVAL;
+		*port = (uint16_t)v;
+	}
+	return normalize_host(h, hl, bracketed, host, hostlen);
+}
+
+/* Whether the Host header names the request's host (and port, if any). */
+static bool host_header_matches(struct conn *c)
+{
+	int i = http_head_find(&c->req, "host");
+	if (i < 0)
+		return c->req.major == 1 && c->req.minor == 0; /* HTTP/1.0 may omit it */
+	/* A second Host header is a classic confusion: refuse. */
+	for (unsigned k = (unsigned)i + 1; k < c->req.n_headers; k++)
+		if (memcaseeq(c->req.headers[k].name, c->req.headers[k].name_len, "host"))
+			return false;
+	char host[256];
+	uint16_t port;
+	if (parse_authority(c->req.headers[i].value, c->req.headers[i].value_len, host, sizeof(host), &port) < 0)
+		return false;
+	uint16_t def = c->scheme == SCHEME_HTTPS ? 443 : 80;
+	return streq(host, c->host) && (port ? port : def) == c->port;
+}
+
+static void handle_connect(struct conn *c);
+static void handle_request(struct conn *c);
+
+static void process_head(struct conn *c)
+{
+	const char *why = NULL;
+
+	if (c->gen)
+		gen_unref(c->gen);
+	c->gen = proxy_current_gen(c->w->px);
+	if (c->max_headers < limits(c)->max_headers) {
+		struct http_header *h = reallocarray(c->hdrs, limits(c)->max_headers, sizeof(*h));
+		if (!h) {
+			close_after_flush(c);
+			return;
+		}
+		c->hdrs = h;
+		c->max_headers = limits(c)->max_headers;
+	}
+	c->req.headers = c->hdrs;
+	c->req.max_headers = limits(c)->max_headers;
+	if (http1_parse_head(&c->parser, c->head.data, c->head.len, &c->req, &why) < 0) {
+		if (c->req.too_many_headers) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "more than %u header fields", limits(c)->max_headers);
+			refuse(c, 431, "Request Header Fields Too Large", "deny", "limit", msg, NULL);
+			return;
+		}
+		bad_request(c, why);
+		return;
+	}
+	size_t ml = c->req.method_len < sizeof(c->method) ? c->req.method_len : sizeof(c->method) - 1;
+	memcpy(c->method, c->req.method, ml);
+	c->method[ml] = '\0';
+	c->is_head = streq(c->method, "HEAD");
+
+	if (streq(c->method, "CONNECT")) {
+		if (c->in_tunnel) {
+			bad_request(c, "CONNECT inside a tunnel");
+			return;
+		}
+		handle_connect(c);
+		return;
+	}
+	handle_request(c);
+}
+
+static void read_head(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	const struct policy_limits *lim = &proxy_current_gen(c->w->px)->policy->limits;
+	size_t max = lim->max_header_bytes;
+	gen_unref(proxy_current_gen(c->w->px)); /* limits read; drop the extra ref */
+
+	while (c->state == C_HEAD) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			return;
+		if (c->head.len == 0)
+			arm_timer(c, lim->header_timeout_ms);
+		c->head.max = max + 1;
+		size_t room = max + 1 - c->head.len;
+		size_t take = avail < room ? avail : room;
+		size_t old = c->head.len;
+		if (buf_append(&c->head, "", 0) < 0 || c->head.cap < c->head.len + take + 1) {
+			int r = buf_append(&c->head, evbuffer_pullup(in, (ssize_t)take), take);
+			if (r < 0) {
+				close_after_flush(c);
+				return;
+			}
+		} else {
+			evbuffer_copyout(in, c->head.data + old, take);
+			c->head.len += take;
+			c->head.data[c->head.len] = '\0';
+		}
+		evbuffer_drain(in, take);
+
+		const char *why = NULL;
+		long hl = http1_head_length(c->head.data, c->head.len, &c->head_scan, &why);
+		if (hl < 0) {
+			bad_request(c, why);
+			return;
+		}
+		if (hl == 0) {
+			if (c->head.len > max) {
+				char msg[128];
+				snprintf(msg, sizeof(msg), "request head larger than %zu bytes", max);
+				refuse(c, 431, "Request Header Fields Too Large", "deny", "limit", msg, NULL);
+				return;
+			}
+			continue;
+		}
+		/* Bytes after the head belong to the body or the next request:
+		 * give them back to the input buffer. */
+		if ((size_t)hl < c->head.len)
+			evbuffer_prepend(in, c->head.data + hl, c->head.len - (size_t)hl);
+		c->head.len = (size_t)hl;
+		c->head.data[hl] = '\0';
+		evtimer_del(c->timer);
+		process_head(c);
+		return;
+	}
+}
+
+/* ---- CONNECT ---- */
+
+static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void handle_connect(struct conn *c)
+{
+	char host[256];
+	uint16_t port;
+
+	c->scheme = SCHEME_HTTPS;
+	if (parse_authority(c->req.url, c->req.url_len, host, sizeof(host), &port) < 0 || port == 0) {
+		bad_request(c, "CONNECT needs a target of the form host:port");
+		return;
+	}
+	snprintf(c->host, sizeof(c->host), "%s", host);
+	c->port = port;
+
+	const struct policy_route *closest = NULL;
+	enum match_fail f = policy_match_host(c->gen->policy, SCHEME_HTTPS, host, port, &closest);
+	if (f != MATCH_OK) {
+		struct match_result m = { .fail = f, .route = closest };
+		refuse_match(c, &m);
+		return;
+	}
+	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
+		refuse(c, 503, "Service Unavailable", "error", "audit",
+		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		return;
+	}
+	/* RFC 9110 9.3.6: the tunnel starts after our 2xx. Bytes sent before
+	 * it cannot be told apart from a second request: refuse them. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+		bad_request(c, "data sent before the CONNECT response");
+		return;
+	}
+	snprintf(c->tunnel_host, sizeof(c->tunnel_host), "%s", host);
+	c->tunnel_port = port;
+	c->state = C_CONNECT_SENT;
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n", 39);
+}
+
+/* The 200 has reached the socket: the client's ClientHello waits in the
+ * kernel. Hand the descriptor to a TLS bufferevent. */
+static void start_tls(struct conn *c)
+{
+	char msg[512];
+	SSL *ssl = tls_server_ssl_new(c->w->px->server_ctx, c->w->px->ca, c->tunnel_host);
+	if (!ssl) {
+		snprintf(msg, sizeof(msg), "cannot mint a certificate for %s", c->tunnel_host);
+		(void)conn_audit(c, "connect", "error", "tls", msg);
+		conn_free(c);
+		return;
+	}
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+	bufferevent_setfd(c->bev, -1);
+	bufferevent_free(c->bev);
+	c->bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		SSL_free(ssl);
+		close(fd);
+		conn_free(c);
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	c->in_tunnel = true;
+	c->state = C_HANDSHAKE;
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, tunnel_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	arm_timer(c, limits(c)->header_timeout_ms);
+}
+
+static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state != C_HANDSHAKE) {
+		conn_event_cb(bev, what, arg);
+		return;
+	}
+	if (what & BEV_EVENT_CONNECTED) {
+		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+		http1_init(&c->parser, HTTP1_REQUEST);
+		c->state = C_HEAD;
+		reset_request(c);
+		arm_timer(c, limits(c)->idle_timeout_ms);
+		read_head(c);
+		return;
+	}
+	/* The handshake failed: say why in the audit log, where an operator
+	 * looks when a client says "certificate not trusted". */
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	char detail[300];
+	if (ssl && tls_server_sni_mismatch(ssl)) {
+		snprintf(detail, sizeof(detail), "TLS server name differs from the CONNECT target %s", c->tunnel_host);
+		c->status = 0;
+		(void)conn_audit(c, "connect", "deny", "sni", detail);
+	} else {
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		char es[200] = "connection closed";
+		if (e)
+			ERR_error_string_n(e, es, sizeof(es));
+		snprintf(detail, sizeof(detail),
+			 "TLS handshake with the client failed (does it trust keyward's CA?): %s", es);
+		(void)conn_audit(c, "connect", "error", "tls", detail);
+	}
+	ERR_clear_error();
+	conn_free(c);
+}
+
+/* ---- requests ---- */
+
+static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
+
+/* Finds scheme, host, port and the path+query of the request target, and
+ * checks the Host header against them. */
+static int resolve_target(struct conn *c, const char **path, size_t *path_len, const char **msg)
+{
+	const char *url = c->req.url;
+	size_t n = c->req.url_len;
+
+	if (c->in_tunnel) {
+		c->scheme = SCHEME_HTTPS;
+		snprintf(c->host, sizeof(c->host), "%s", c->tunnel_host);
+		c->port = c->tunnel_port;
+		if (n >= 8 && strncasecmp(url, "https://", 8) == 0) {
+			const char *a = url + 8;
+			const char *slash = memchr(a, '/', n - 8);
+			size_t al = slash ? (size_t)(slash - a) : n - 8;
+			char host[256];
+			uint16_t port;
+			if (parse_authority(a, al, host, sizeof(host), &port) < 0 || !streq(host, c->host) ||
+			    (port ? port : 443) != c->port) {
+				*msg = "request target names another host than the tunnel";
+				return -EPERM;
+			}
+			url = slash ? slash : "/";
+			n = slash ? n - 8 - al : 1;
+		} else if (n == 0 || url[0] != '/') {
+			*msg = "request target inside a tunnel must be a path";
+			return -EINVAL;
+		}
+	} else {
+		if (n >= 8 && strncasecmp(url, "https://", 8) == 0) {
+			*msg = "https requests must use CONNECT (set HTTPS_PROXY to this proxy)";
+			return -EINVAL;
+		}
+		if (n < 7 || strncasecmp(url, "http://", 7) != 0) {
+			*msg = "keyward is a forward proxy: send absolute-form requests (http://host/path) or CONNECT";
+			return -EINVAL;
+		}
+		const char *a = url + 7;
+		const char *end = url + n;
+		const char *slash = memchr(a, '/', (size_t)(end - a));
+		const char *qm = memchr(a, '?', (size_t)(end - a));
+		if (qm && (!slash || qm < slash))
+			slash = qm;
+		size_t al = (size_t)((slash ? slash : end) - a);
+		uint16_t port;
+		if (parse_authority(a, al, c->host, sizeof(c->host), &port) < 0) {
+			*msg = "invalid host in request target";
+			return -EINVAL;
+		}
+		c->scheme = SCHEME_HTTP;
+		c->port = port ? port : 80;
+		if (slash && *slash == '/') {
+			url = slash;
+			n = (size_t)(end - slash);
+		} else {
+			/* "http://host" or "http://host?q": the path is "/" */
+			url = slash ? slash : "/";
+			n = slash ? (size_t)(end - slash) : 1;
+			if (slash) {
+				*msg = "request target has a query but no path";
+				return -EINVAL;
+			}
+		}
+	}
+	if (!host_header_matches(c)) {
+		*msg = c->in_tunnel ? "Host header does not name the host of the tunnel"
+				    : "Host header does not name the host of the request target";
+		return -EPERM;
+	}
+	*path = url;
+	*path_len = n;
+	return 0;
+}
+
+static void handle_request(struct conn *c)
+{
+	const char *msg = NULL, *p;
+	size_t pl;
+	char text[768];
+
+	int r = resolve_target(c, &p, &pl, &msg);
+	if (r == -EPERM) {
+		refuse(c, 403, "Forbidden", "deny", "host-mismatch", msg, NULL);
+		return;
+	}
+	if (r < 0) {
+		bad_request(c, msg);
+		return;
+	}
+	if (memchr(p, '#', pl)) {
+		bad_request(c, "fragment in request target");
+		return;
+	}
+	const char *qm = memchr(p, '?', pl);
+	size_t raw_path_len = qm ? (size_t)(qm - p) : pl;
+	if (qm) {
+		c->query = qm + 1;
+		c->query_len = pl - raw_path_len - 1;
+	}
+	c->path.max = raw_path_len + 1;
+	buf_reset(&c->path);
+	if (buf_append(&c->path, "", 0) < 0 || c->path.cap < raw_path_len + 1) {
+		if (buf_append(&c->path, p, raw_path_len) < 0) { /* grows the storage */
+			close_after_flush(c);
+			return;
+		}
+	}
+	unsigned flags = 0;
+	int nl = path_normalize(p, raw_path_len, c->path.data, c->path.cap, &flags);
+	if (nl < 0) {
+		buf_reset(&c->path);
+		bad_request(c, "invalid path (it must start with '/' and use valid percent-encoding)");
+		return;
+	}
+	c->path.len = (size_t)nl;
+
+	struct match_request mr = {
+		.scheme = c->scheme, .host = c->host, .port = c->port, .method = c->method, .path = c->path.data,
+	};
+	struct match_result m;
+	policy_match(c->gen->policy, &mr, &m);
+	if (m.fail != MATCH_OK) {
+		refuse_match(c, &m);
+		return;
+	}
+	const struct policy_route *rt = m.route;
+	c->route = rt;
+	const struct policy_credential *cred = rt->credential;
+
+	if (cred && flags) {
+		snprintf(text, sizeof(text), "path contains %s, which is refused on credentialed routes",
+			 path_flag_name(flags));
+		refuse(c, 403, "Forbidden", "deny", "ambiguous-path", text,
+		       "send the path without encoded slashes, backslashes or control characters");
+		return;
+	}
+	const char *where = NULL;
+	const struct policy_credential *leaked = inject_find_leak(c->gen->policy, &c->req, cred, &where);
+	if (leaked) {
+		snprintf(text, sizeof(text),
+			 "the placeholder of credential %s appears in %s of a request to %s, which is not bound to it",
+			 leaked->name, where, c->host);
+		c->route = NULL; /* the record names the leaked credential's route-less request */
+		(void)leaked;
+		char hint[256];
+		snprintf(hint, sizeof(hint), "placeholders may only be sent to routes with credential: %s",
+			 leaked->name);
+		refuse(c, 403, "Forbidden", "deny", "leak", text, hint);
+		return;
+	}
+
+	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
+	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {
+		snprintf(text, sizeof(text), "request body of %" PRIu64 " bytes is larger than the limit of %" PRIu64,
+			 c->req.content_length, c->max_body);
+		refuse(c, 413, "Content Too Large", "deny", "limit", text, "raise max_body: on the route");
+		return;
+	}
+	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
+		refuse(c, 503, "Service Unavailable", "error", "audit",
+		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		return;
+	}
+	const struct secret *secret = NULL;
+	if (cred) {
+		size_t ci = (size_t)(cred - c->gen->policy->creds);
+		secret = c->gen->secrets[ci];
+		if (!secret) {
+			snprintf(text, sizeof(text), "credential %s is not available: %s", cred->name,
+				 c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
+			refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
+			return;
+		}
+	}
+
+	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
+	c->keep_alive = c->req.keep_alive && !c->w->draining;
+	c->out.max = limits(c)->max_header_bytes + 16384;
+	struct outbound o = {
+		.req = &c->req,
+		.path = c->path.data,
+		.path_len = c->path.len,
+		.query = c->query,
+		.query_len = c->query_len,
+		.host = c->host,
+		.port = c->port,
+		.scheme = c->scheme,
+		.route = rt,
+		.secret = secret,
+		.upgrade = c->upgrade,
+	};
+	const char *why = NULL;
+	if (inject_request_head(&o, &c->out, &why) < 0) {
+		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
+		return;
+	}
+
+	size_t ri = rt->index;
+	struct upstream_target t = {
+		.scheme = c->scheme,
+		.host = c->host,
+		.port = c->port,
+		.allow_private = rt->allow_private,
+		.ctx = c->gen->route_ctx[ri] ? c->gen->route_ctx[ri] : c->gen->client_ctx,
+		.ca_key = rt->upstream_ca ? rt->upstream_ca : c->gen->policy->upstream_ca,
+	};
+	char errbuf[256];
+	c->state = C_CONNECTING;
+	bufferevent_disable(c->bev, EV_READ);
+	if (upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf)) < 0) {
+		c->up = NULL;
+		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
+		return;
+	}
+}
+
+/* llhttp body sink: forward the payload upstream, re-framed. Chunked
+ * bodies are sent with our own chunk framing (extensions and trailers
+ * dropped), so upstream sees exactly the bytes we parsed. */
+static int body_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	c->bytes_in += n;
+	if (c->max_body && c->bytes_in > c->max_body)
+		return -EFBIG;
+	struct evbuffer *out = bufferevent_get_output(c->up->bev);
+	if (c->req.chunked && n) {
+		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0)
+			return -ENOMEM;
+	}
+	if (evbuffer_add(out, p, n) < 0)
+		return -ENOMEM;
+	if (c->req.chunked && n && evbuffer_add(out, "\r\n", 2) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void send_request(struct conn *c)
+{
+	struct upstream *u = c->up;
+	struct evbuffer *out = bufferevent_get_output(u->bev);
+	evbuffer_add(out, c->out.data, c->out.len);
+	OPENSSL_cleanse(c->out.data, c->out.len);
+	c->out.len = 0;
+
+	u->state = U_HEAD;
+	buf_reset(&u->head);
+	u->head_scan = 0;
+	http1_init(&u->parser, HTTP1_RESPONSE);
+	u->parser.skip_body = c->is_head;
+	bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
+	bufferevent_setwatermark(u->bev, EV_WRITE, WATER_LOW, 0);
+	bufferevent_setwatermark(u->bev, EV_READ, 0, WATER_HIGH);
+	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
+	bufferevent_set_timeouts(u->bev, &tv, &tv);
+	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+
+	c->parser.on_body = body_sink;
+	c->parser.ctx = c;
+	if (http1_message_done(&c->parser)) {
+		c->body_done = true;
+		c->state = C_RESPONSE;
+	} else {
+		c->state = C_BODY;
+		bufferevent_enable(c->bev, EV_READ);
+		arm_timer(c, limits(c)->idle_timeout_ms);
+		pump_request_body(c);
+	}
+}
+
+static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why)
+{
+	if (err < 0) {
+		c->up = NULL;
+		upstream_release(u, false);
+		int status = err == -EACCES ? 403 : 502;
+		refuse(c, status, status == 403 ? "Forbidden" : "Bad Gateway", status == 403 ? "deny" : "error",
+		       status == 403 ? "private-address" : "upstream", why, NULL);
+		return;
+	}
+	c->up = u;
+	send_request(c);
+}
+
+static void pump_request_body(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *up_out = bufferevent_get_output(c->up->bev);
+
+	while (c->state == C_BODY && evbuffer_get_length(in) > 0) {
+		if (evbuffer_get_length(up_out) >= WATER_HIGH) {
+			/* Backpressure: resume when upstream drains (up_write_cb). */
+			bufferevent_disable(c->bev, EV_READ);
+			return;
+		}
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		size_t consumed = 0;
+		const char *why = NULL;
+		int r = http1_feed_body(&c->parser, v.iov_base, v.iov_len, &consumed, &why);
+		evbuffer_drain(in, consumed);
+		if (r == -EPIPE && c->max_body && c->bytes_in > c->max_body) {
+			char text[200];
+			snprintf(text, sizeof(text), "request body is larger than the limit of %" PRIu64 " bytes",
+				 c->max_body);
+			if (!c->response_started)
+				refuse(c, 413, "Content Too Large", "deny", "limit", text, "raise max_body: on the route");
+			else {
+				(void)conn_audit(c, "request", "error", "limit", text);
+				conn_free(c);
+			}
+			return;
+		}
+		if (r < 0) {
+			char text[200];
+			snprintf(text, sizeof(text), "malformed request body: %s", why ? why : "error");
+			if (!c->response_started)
+				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
+			else {
+				(void)conn_audit(c, "request", "error", "malformed", text);
+				conn_free(c);
+			}
+			return;
+		}
+		if (r == 1) {
+			if (c->req.chunked)
+				evbuffer_add(up_out, "0\r\n\r\n", 5);
+			c->body_done = true;
+			c->state = C_RESPONSE;
+			evtimer_del(c->timer);
+			/* Pipelined requests wait until this response is done. */
+			bufferevent_disable(c->bev, EV_READ);
+			return;
+		}
+	}
+	if (c->state == C_BODY)
+		arm_timer(c, limits(c)->idle_timeout_ms);
+}
+
+/* ---- the response ---- */
+
+static bool response_hop_header(const struct http_head *h, const struct http_header *x, bool upgrade)
+{
+	static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "proxy-authenticate" };
+	for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
+		if (memcaseeq(x->name, x->name_len, hop[i]))
+			return true;
+	if (!upgrade && memcaseeq(x->name, x->name_len, "upgrade"))
+		return true;
+	if (memcaseeq(x->name, x->name_len, "content-length") || memcaseeq(x->name, x->name_len, "transfer-encoding"))
+		return false; /* the body is relayed with its own framing */
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		const struct http_header *c = &h->headers[i];
+		if (!memcaseeq(c->name, c->name_len, "connection"))
+			continue;
+		char tmp[128];
+		if (x->name_len >= sizeof(tmp))
+			continue;
+		memcpy(tmp, x->name, x->name_len);
+		tmp[x->name_len] = '\0';
+		if (http_list_has(c->value, c->value_len, tmp))
+			return true;
+	}
+	return false;
+}
+
+static void write_response_head(struct conn *c, const struct http_head *h, bool close)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	bool upgrade = h->status == 101;
+	evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		const struct http_header *x = &h->headers[i];
+		if (response_hop_header(h, x, upgrade))
+			continue;
+		evbuffer_add(out, x->name, x->name_len);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, x->value, x->value_len);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	if (upgrade)
+		evbuffer_add(out, "Connection: upgrade\r\n", 21);
+	else if (close)
+		evbuffer_add(out, "Connection: close\r\n", 19);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static void request_done(struct conn *c, bool upstream_reusable)
+{
+	c->status = c->status ? c->status : 0;
+	(void)conn_audit(c, "request", "allow", NULL, NULL);
+	upstream_release(c->up, upstream_reusable);
+	c->up = NULL;
+	if (!c->keep_alive || !c->body_done || c->w->draining) {
+		close_after_flush(c);
+		return;
+	}
+	gen_unref(c->gen);
+	c->gen = NULL;
+	c->state = C_HEAD;
+	http1_next(&c->parser);
+	c->parser.on_body = NULL;
+	reset_request(c);
+	struct policy_limits lim = proxy_current_gen(c->w->px)->policy->limits;
+	gen_unref(proxy_current_gen(c->w->px));
+	arm_timer(c, lim.idle_timeout_ms);
+	bufferevent_enable(c->bev, EV_READ);
+	read_head(c);
+}
+
+static void start_relay(struct conn *c);
+
+static void upstream_failed(struct conn *c, const char *what)
+{
+	char text[400];
+	if (!c->response_started) {
+		snprintf(text, sizeof(text), "%s %s", c->host, what);
+		refuse(c, what[0] == 't' ? 504 : 502, what[0] == 't' ? "Gateway Timeout" : "Bad Gateway", "error",
+		       "upstream", text, NULL);
+		return;
+	}
+	snprintf(text, sizeof(text), "%s %s after the response started", c->host, what);
+	(void)conn_audit(c, "request", "error", "upstream", text);
+	conn_free(c);
+}
+
+static void relay_response_body(struct conn *c)
+{
+	struct upstream *u = c->up;
+	struct evbuffer *in = bufferevent_get_input(u->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	while (evbuffer_get_length(in) > 0) {
+		if (evbuffer_get_length(out) >= WATER_HIGH) {
+			bufferevent_disable(u->bev, EV_READ);
+			return;
+		}
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			return;
+		size_t consumed = 0;
+		const char *why = NULL;
+		uint64_t before = u->parser.body_bytes;
+		int r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
+		c->bytes_out += u->parser.body_bytes - before;
+		if (r < 0) {
+			char text[200];
+			snprintf(text, sizeof(text), "sent a malformed response body (%s)", why ? why : "error");
+			upstream_failed(c, text);
+			return;
+		}
+		evbuffer_remove_buffer(in, out, consumed);
+		if (r == 1) {
+			bool reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
+			request_done(c, reusable);
+			return;
+		}
+	}
+}
+
+static void read_response_head(struct conn *c)
+{
+	struct upstream *u = c->up;
+	struct evbuffer *in = bufferevent_get_input(u->bev);
+	size_t max = limits(c)->max_header_bytes;
+
+	for (;;) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			return;
+		u->head.max = max + 1;
+		size_t room = max + 1 - u->head.len;
+		size_t take = avail < room ? avail : room;
+		if (buf_append(&u->head, evbuffer_pullup(in, (ssize_t)take), take) < 0) {
+			upstream_failed(c, "sent a response head that is too large");
+			return;
+		}
+		evbuffer_drain(in, take);
+		const char *why = NULL;
+		long hl = http1_head_length(u->head.data, u->head.len, &u->head_scan, &why);
+		if (hl < 0) {
+			char text[200];
+			snprintf(text, sizeof(text), "sent a malformed response (%s)", why);
+			upstream_failed(c, text);
+			return;
+		}
+		if (hl == 0) {
+			if (u->head.len > max) {
+				upstream_failed(c, "sent a response head that is too large");
+				return;
+			}
+			continue;
+		}
+		if ((size_t)hl < u->head.len)
+			evbuffer_prepend(in, u->head.data + hl, u->head.len - (size_t)hl);
+		u->head.len = (size_t)hl;
+
+		if (u->max_headers < limits(c)->max_headers) {
+			struct http_header *h = reallocarray(u->hdrs, limits(c)->max_headers, sizeof(*h));
+			if (!h) {
+				upstream_failed(c, "could not be handled (out of memory)");
+				return;
+			}
+			u->hdrs = h;
+			u->max_headers = limits(c)->max_headers;
+		}
+		u->resp.headers = u->hdrs;
+		u->resp.max_headers = u->max_headers;
+		if (http1_parse_head(&u->parser, u->head.data, u->head.len, &u->resp, &why) < 0) {
+			char text[200];
+			snprintf(text, sizeof(text), "sent a malformed response (%s)", why);
+			upstream_failed(c, text);
+			return;
+		}
+		int st = u->resp.status;
+		if (st == 101) {
+			if (!c->upgrade) {
+				upstream_failed(c, "switched protocols without being asked to");
+				return;
+			}
+			c->status = 101;
+			c->response_started = true;
+			write_response_head(c, &u->resp, false);
+			start_relay(c);
+			return;
+		}
+		if (st >= 100 && st < 200) {
+			/* Interim responses (100 Continue, 103 Early Hints) go to the
+			 * client as they are; the final response follows. */
+			write_response_head(c, &u->resp, false);
+			http1_next(&u->parser);
+			buf_reset(&u->head);
+			u->head_scan = 0;
+			continue;
+		}
+		c->status = st;
+		c->response_started = true;
+		bool needs_eof = llhttp_message_needs_eof(&u->parser.parser) && !http1_message_done(&u->parser);
+		if (needs_eof || c->upgrade)
+			c->keep_alive = false;
+		write_response_head(c, &u->resp, !c->keep_alive || !c->body_done);
+		if (!c->body_done)
+			c->keep_alive = false;
+		u->state = U_BODY;
+		if (http1_message_done(&u->parser)) {
+			bool reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
+			request_done(c, reusable);
+			return;
+		}
+		relay_response_body(c);
+		return;
+	}
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state == C_RELAY) {
+		struct evbuffer *in = bufferevent_get_input(bev);
+		c->bytes_out += evbuffer_get_length(in);
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), in);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= WATER_HIGH)
+			bufferevent_disable(bev, EV_READ);
+		return;
+	}
+	if (c->up->state == U_HEAD)
+		read_response_head(c);
+	else
+		relay_response_body(c);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	/* Upstream drained below the low mark: read more from the client. */
+	if (c->state == C_BODY) {
+		bufferevent_enable(c->bev, EV_READ);
+		pump_request_body(c);
+	} else if (c->state == C_RELAY) {
+		bufferevent_enable(c->bev, EV_READ);
+	}
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct upstream *u = c->up;
+
+	if (c->state == C_RELAY) {
+		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		close_after_flush(c);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && u->state == U_BODY) {
+		/* A body delimited by the end of the connection is complete only
+		 * if llhttp agrees. */
+		relay_response_body(c);
+		if (c->up != u)
+			return;
+		if (http1_finish_eof(&u->parser) == 1) {
+			c->keep_alive = false;
+			request_done(c, false);
+			return;
+		}
+		upstream_failed(c, "closed the connection in the middle of the response body");
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && u->reused && !c->response_started && !c->retried && c->body_done &&
+	    c->bytes_in == 0 && u->head.len == 0) {
+		/* A pooled connection the upstream had closed meanwhile: try once
+		 * more on a new one. The request had no body, so it is intact. */
+		c->retried = true;
+		log_debug("retrying %s on a new connection to %s", c->method, c->host);
+		upstream_release(u, false);
+		c->up = NULL;
+		upstream_failed(c, "closed a reused connection");
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		upstream_failed(c, "timed out");
+		return;
+	}
+	upstream_failed(c, (what & BEV_EVENT_EOF) ? "closed the connection" : "reset the connection");
+}
+
+/* ---- relay after 101 ---- */
+
+static void start_relay(struct conn *c)
+{
+	struct upstream *u = c->up;
+	c->state = C_RELAY;
+	c->keep_alive = false;
+	evtimer_del(c->timer);
+	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
+	bufferevent_set_timeouts(u->bev, &tv, NULL);
+	/* Anything already read past the 101 head belongs to the new protocol. */
+	struct evbuffer *in = bufferevent_get_input(u->bev);
+	c->bytes_out += evbuffer_get_length(in);
+	evbuffer_add_buffer(bufferevent_get_output(c->bev), in);
+	struct evbuffer *cin = bufferevent_get_input(c->bev);
+	c->bytes_in += evbuffer_get_length(cin);
+	evbuffer_add_buffer(bufferevent_get_output(u->bev), cin);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- client callbacks ---- */
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	switch (c->state) {
+	case C_HEAD:
+		read_head(c);
+		break;
+	case C_BODY:
+		pump_request_body(c);
+		break;
+	case C_RELAY: {
+		struct evbuffer *in = bufferevent_get_input(bev);
+		c->bytes_in += evbuffer_get_length(in);
+		evbuffer_add_buffer(bufferevent_get_output(c->up->bev), in);
+		if (evbuffer_get_length(bufferevent_get_output(c->up->bev)) >= WATER_HIGH)
+			bufferevent_disable(bev, EV_READ);
+		break;
+	}
+	default:
+		/* Data early (pipelining): it waits in the buffer. */
+		bufferevent_disable(bev, EV_READ);
+		break;
+	}
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state == C_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_free(c);
+		return;
+	}
+	if (c->state == C_CONNECT_SENT) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			start_tls(c);
+		return;
+	}
+	/* Client drained: read more from upstream. */
+	if (c->up && c->up->bev && (c->state == C_RESPONSE || c->state == C_RELAY)) {
+		bufferevent_enable(c->up->bev, EV_READ);
+		if (c->state == C_RESPONSE && c->up->state == U_BODY)
+			relay_response_body(c);
+	}
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state == C_CLOSING) {
+		conn_free(c);
+		return;
+	}
+	if (c->state == C_RELAY) {
+		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		conn_free(c);
+		return;
+	}
+	if (c->state != C_HEAD || c->head.len > 0) {
+		/* The client went away in the middle of a request. */
+		if (c->method[0] && !c->audited)
+			(void)conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
+	}
+	conn_free(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	switch (c->state) {
+	case C_HEAD:
+		if (c->head.len > 0) {
+			refuse(c, 408, "Request Timeout", "deny", "timeout", "the request head did not arrive in time",
+			       NULL);
+			return;
+		}
+		conn_free(c); /* idle keep-alive connection */
+		return;
+	case C_BODY:
+		if (!c->response_started) {
+			refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
+			return;
+		}
+		(void)conn_audit(c, "request", "error", "timeout", "the request body stalled");
+		conn_free(c);
+		return;
+	case C_HANDSHAKE:
+		(void)conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
+		conn_free(c);
+		return;
+	default:
+		conn_free(c);
+		return;
+	}
+}
+
+void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->li = li;
+	if (li->is_unix || !sa || salen <= 0)
+		snprintf(c->client, sizeof(c->client), "unix");
+	else
+		addr_format(sa, c->client, sizeof(c->client));
+	buf_init(&c->head, 65536);
+	buf_init(&c->path, 65536);
+	buf_init(&c->out, 65536);
+	http1_init(&c->parser, HTTP1_REQUEST);
+	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(w->base, timer_cb, c);
+	TAILQ_INSERT_TAIL(&w->conns, c, link);
+	w->n_conns++;
+	atomic_fetch_add(&w->px->active, 1);
+	if (!c->bev || !c->timer) {
+		if (!c->bev)
+			close(fd);
+		conn_free(c);
+		return;
+	}
+	if (!li->is_unix) {
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	c->state = C_HEAD;
+	reset_request(c);
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	struct gen *g = proxy_current_gen(w->px);
+	arm_timer(c, g->policy->limits.idle_timeout_ms);
+	gen_unref(g);
+}
+
+void conn_drain_worker(struct worker *w)
+{
+	w->draining = true;
+	upstream_pool_clear(w);
+	struct conn *c, *next;
+	for (c = TAILQ_FIRST(&w->conns); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->state == C_HEAD && c->head.len == 0)
+			conn_free(c);
+		else
+			c->keep_alive = false;
+	}
+	if (w->n_conns == 0)
+		event_base_loopexit(w->base, NULL);
+}

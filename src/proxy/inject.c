@@ -1,0 +1,387 @@
+#include "proxy/inject.h"
+
+#include <errno.h>
+
+#include <openssl/crypto.h>
+
+#include "common/encode.h"
+
+#define SCRATCH_MAX (64 * 1024)
+
+bool inject_header_is_hop(const char *name, size_t len)
+{
+	static const char *const hop[] = {
+		"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+		"te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
+		if (memcaseeq(name, len, hop[i]))
+			return true;
+	return false;
+}
+
+/* Whether the Connection header lists this header name: such headers are
+ * hop-by-hop for this message (RFC 9110 7.6.1). */
+static bool named_by_connection(const struct http_head *h, const char *name, size_t len)
+{
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		const struct http_header *c = &h->headers[i];
+		if (!memcaseeq(c->name, c->name_len, "connection"))
+			continue;
+		char tmp[128];
+		if (len >= sizeof(tmp))
+			continue;
+		memcpy(tmp, name, len);
+		tmp[len] = '\0';
+		if (http_list_has(c->value, c->value_len, tmp))
+			return true;
+	}
+	return false;
+}
+
+/* Appends s with every occurrence of needle replaced by rep. Returns the
+ * number of replacements or a negative errno. */
+static int replace_all(struct buf *out, const char *s, size_t n, const char *needle, size_t nl,
+		       const char *rep, size_t rl)
+{
+	int count = 0;
+	size_t i = 0;
+	while (i < n) {
+		long k = mem_find(s + i, n - i, needle, nl);
+		if (k < 0)
+			break;
+		int r = buf_append(out, s + i, (size_t)k);
+		if (r == 0)
+			r = buf_append(out, rep, rl);
+		if (r < 0)
+			return r;
+		i += (size_t)k + nl;
+		count++;
+	}
+	int r = buf_append(out, s + i, n - i);
+	return r < 0 ? r : count;
+}
+
+static bool has_placeholder(const char *s, size_t n, const struct policy_credential *c)
+{
+	return mem_find(s, n, c->placeholder, strlen(c->placeholder)) >= 0;
+}
+
+/* Decodes "Basic xxx" credentials into out. Returns 0, or -EINVAL if the
+ * value is not Basic or not valid base64. */
+static int basic_decode(const char *v, size_t n, struct buf *out)
+{
+	if (n < 6 || strncasecmp(v, "basic ", 6) != 0)
+		return -EINVAL;
+	v += 6;
+	n -= 6;
+	while (n && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return base64_decode(v, n, out);
+}
+
+const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req,
+						 const struct policy_credential *allowed, const char **where)
+{
+	struct buf tmp;
+	const struct policy_credential *found = NULL;
+
+	buf_init(&tmp, SCRATCH_MAX);
+	for (size_t ci = 0; ci < p->n_creds && !found; ci++) {
+		const struct policy_credential *c = &p->creds[ci];
+		if (c == allowed)
+			continue;
+		if (has_placeholder(req->url, req->url_len, c)) {
+			found = c, *where = "request target";
+			break;
+		}
+		buf_reset(&tmp);
+		if (percent_decode(req->url, req->url_len, &tmp) == 0 && has_placeholder(tmp.data, tmp.len, c)) {
+			found = c, *where = "request target (percent-encoded)";
+			break;
+		}
+		for (unsigned i = 0; i < req->n_headers; i++) {
+			const struct http_header *h = &req->headers[i];
+			if (has_placeholder(h->value, h->value_len, c)) {
+				found = c, *where = "a request header";
+				break;
+			}
+			buf_reset(&tmp);
+			if (basic_decode(h->value, h->value_len, &tmp) == 0 && has_placeholder(tmp.data, tmp.len, c)) {
+				found = c, *where = "Basic credentials";
+				break;
+			}
+		}
+	}
+	buf_free(&tmp);
+	return found;
+}
+
+static int put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl)
+{
+	int r = buf_append(out, name, nl);
+	if (r == 0)
+		r = buf_append(out, ": ", 2);
+	if (r == 0)
+		r = buf_append(out, value, vl);
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	return r;
+}
+
+/* Copies one client header with the route credential's placeholder swapped
+ * for the secret, also inside Basic credentials. */
+static int copy_swapped(struct buf *out, const struct http_header *h, const struct policy_credential *c,
+			const struct secret *s)
+{
+	const char *ph = c->placeholder;
+	size_t pl = strlen(ph);
+	struct buf dec, val;
+	int r;
+
+	if (!has_placeholder(h->value, h->value_len, c)) {
+		buf_init(&dec, SCRATCH_MAX);
+		r = basic_decode(h->value, h->value_len, &dec);
+		if (r < 0 || !has_placeholder(dec.data, dec.len, c)) {
+			buf_free(&dec);
+			return put_header(out, h->name, h->name_len, h->value, h->value_len);
+		}
+		/* Basic credentials: decode, swap, encode again. */
+		buf_init(&val, SCRATCH_MAX);
+		r = buf_puts(&val, "Basic ");
+		struct buf plain;
+		buf_init(&plain, SCRATCH_MAX);
+		if (r == 0)
+			r = replace_all(&plain, dec.data, dec.len, ph, pl, (const char *)s->data, s->len);
+		if (r >= 0)
+			r = base64_encode(plain.data, plain.len, &val);
+		if (r >= 0)
+			r = put_header(out, h->name, h->name_len, val.data, val.len);
+		if (plain.data)
+			OPENSSL_cleanse(plain.data, plain.cap);
+		if (val.data)
+			OPENSSL_cleanse(val.data, val.cap);
+		buf_free(&plain);
+		buf_free(&val);
+		buf_free(&dec);
+		return r < 0 ? r : 0;
+	}
+	buf_init(&val, SCRATCH_MAX);
+	r = replace_all(&val, h->value, h->value_len, ph, pl, (const char *)s->data, s->len);
+	if (r >= 0)
+		r = put_header(out, h->name, h->name_len, val.data, val.len);
+	if (val.data)
+		OPENSSL_cleanse(val.data, val.cap);
+	buf_free(&val);
+	return r < 0 ? r : 0;
+}
+
+/* The query with the route's credential applied: swapped placeholders,
+ * and for INJECT_QUERY the client's own parameter replaced. */
+static int build_query(struct buf *out, const struct outbound *o, bool *any)
+{
+	const struct policy_route *rt = o->route;
+	const struct policy_credential *c = rt->credential;
+	const char *q = o->query;
+	size_t n = o->query_len, i = 0;
+	struct buf enc;
+	int r = 0;
+
+	*any = false;
+	buf_init(&enc, SCRATCH_MAX);
+	if (c && o->secret)
+		r = percent_encode((const char *)o->secret->data, o->secret->len, &enc);
+	while (r >= 0 && q && i <= n) {
+		size_t s = i;
+		while (i < n && q[i] != '&')
+			i++;
+		const char *comp = q + s;
+		size_t cl = i - s;
+		i++;
+		if (cl == 0)
+			continue;
+		size_t kl = 0;
+		while (kl < cl && comp[kl] != '=')
+			kl++;
+		if (rt->inject == INJECT_QUERY && strlen(rt->inject_query) == kl &&
+		    memcmp(comp, rt->inject_query, kl) == 0)
+			continue; /* the client's own value is dropped */
+		if (*any)
+			r = buf_append(out, "&", 1);
+		*any = true;
+		if (r < 0)
+			break;
+		if (c && o->secret && has_placeholder(comp, cl, c)) {
+			r = replace_all(out, comp, cl, c->placeholder, strlen(c->placeholder), enc.data, enc.len);
+		} else {
+			r = buf_append(out, comp, cl);
+		}
+	}
+	if (r >= 0 && rt->inject == INJECT_QUERY && o->secret) {
+		if (*any)
+			r = buf_append(out, "&", 1);
+		if (r >= 0)
+			r = percent_encode(rt->inject_query, strlen(rt->inject_query), out);
+		if (r >= 0)
+			r = buf_append(out, "=", 1);
+		if (r >= 0)
+			r = buf_append(out, enc.data, enc.len);
+		*any = true;
+	}
+	if (enc.data)
+		OPENSSL_cleanse(enc.data, enc.cap);
+	buf_free(&enc);
+	return r < 0 ? r : 0;
+}
+
+static int put_credential(struct buf *out, const struct outbound *o, const struct http_head *req)
+{
+	const struct policy_route *rt = o->route;
+	const struct secret *s = o->secret;
+	struct buf v, plain;
+	int r = 0;
+
+	buf_init(&v, SCRATCH_MAX);
+	buf_init(&plain, SCRATCH_MAX);
+	switch (rt->inject) {
+	case INJECT_BEARER:
+		r = buf_puts(&v, "Bearer ");
+		if (r == 0)
+			r = buf_append(&v, s->data, s->len);
+		if (r == 0)
+			r = put_header(out, "Authorization", 13, v.data, v.len);
+		break;
+	case INJECT_BASIC: {
+		const char *user = rt->inject_user;
+		size_t ul = user ? strlen(user) : 0;
+		struct buf dec;
+		buf_init(&dec, SCRATCH_MAX);
+		if (!user) {
+			/* Keep the user name the client sent, if any. */
+			int i = http_head_find(req, "authorization");
+			if (i >= 0 && basic_decode(req->headers[i].value, req->headers[i].value_len, &dec) == 0) {
+				const char *colon = memchr(dec.data, ':', dec.len);
+				user = dec.data;
+				ul = colon ? (size_t)(colon - dec.data) : dec.len;
+			}
+		}
+		if (user)
+			r = buf_append(&plain, user, ul);
+		buf_free(&dec);
+		if (r == 0)
+			r = buf_append(&plain, ":", 1);
+		if (r == 0)
+			r = buf_append(&plain, s->data, s->len);
+		if (r == 0)
+			r = buf_puts(&v, "Basic ");
+		if (r == 0)
+			r = base64_encode(plain.data, plain.len, &v);
+		if (r == 0)
+			r = put_header(out, "Authorization", 13, v.data, v.len);
+		break;
+	}
+	case INJECT_HEADER:
+		r = replace_all(&v, rt->inject_value, strlen(rt->inject_value), "{secret}", 8,
+				(const char *)s->data, s->len);
+		if (r >= 0)
+			r = put_header(out, rt->inject_header, strlen(rt->inject_header), v.data, v.len);
+		break;
+	case INJECT_QUERY: /* done in the query */
+	case INJECT_SWAP:
+	case INJECT_NONE:
+		break;
+	}
+	if (v.data)
+		OPENSSL_cleanse(v.data, v.cap);
+	if (plain.data)
+		OPENSSL_cleanse(plain.data, plain.cap);
+	buf_free(&v);
+	buf_free(&plain);
+	return r < 0 ? r : 0;
+}
+
+/* Whether the client's copy of this header must go because the route sets
+ * the real credential there. */
+static bool replaced_by_route(const struct policy_route *rt, const char *name, size_t len)
+{
+	switch (rt->inject) {
+	case INJECT_BEARER:
+	case INJECT_BASIC:
+		return memcaseeq(name, len, "authorization");
+	case INJECT_HEADER:
+		return memcaseeq(name, len, rt->inject_header);
+	default:
+		return false;
+	}
+}
+
+int inject_request_head(const struct outbound *o, struct buf *out, const char **why)
+{
+	const struct http_head *req = o->req;
+	const struct policy_route *rt = o->route;
+	const struct policy_credential *cred = rt->credential;
+	bool credentialed = cred && o->secret;
+	int r;
+
+	buf_reset(out);
+	r = buf_append(out, req->method, req->method_len);
+	if (r == 0)
+		r = buf_append(out, " ", 1);
+	if (r == 0)
+		r = buf_append(out, o->path, o->path_len);
+	if (r == 0 && (o->query || (credentialed && rt->inject == INJECT_QUERY))) {
+		size_t mark = out->len;
+		bool any;
+		r = buf_append(out, "?", 1);
+		if (r == 0)
+			r = build_query(out, o, &any);
+		if (r == 0 && !any && o->query_len == 0 && !o->query)
+			out->len = mark; /* nothing to send */
+	}
+	if (r == 0)
+		r = buf_puts(out, " HTTP/1.1\r\nHost: ");
+	if (r == 0)
+		r = buf_puts(out, strchr(o->host, ':') ? "[" : "");
+	if (r == 0)
+		r = buf_puts(out, o->host);
+	if (r == 0)
+		r = buf_puts(out, strchr(o->host, ':') ? "]" : "");
+	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
+		r = buf_printf(out, ":%u", o->port);
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+
+	for (unsigned i = 0; r == 0 && i < req->n_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+		if (inject_header_is_hop(h->name, h->name_len) || named_by_connection(req, h->name, h->name_len))
+			continue;
+		if (credentialed && replaced_by_route(rt, h->name, h->name_len))
+			continue;
+		if (credentialed)
+			r = copy_swapped(out, h, cred, o->secret);
+		else
+			r = put_header(out, h->name, h->name_len, h->value, h->value_len);
+	}
+	if (r == 0 && credentialed)
+		r = put_credential(out, o, req);
+	if (r == 0 && req->chunked)
+		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
+	else if (r == 0 && req->has_content_length)
+		r = buf_printf(out, "Content-Length: %llu\r\n", (unsigned long long)req->content_length);
+	if (r == 0 && o->upgrade) {
+		int u = http_head_find(req, "upgrade");
+		if (u >= 0)
+			r = put_header(out, "Upgrade", 7, req->headers[u].value, req->headers[u].value_len);
+		if (r == 0)
+			r = buf_puts(out, "Connection: upgrade\r\n");
+	}
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	if (r == -ENOBUFS)
+		*why = "request head too large after rewriting";
+	else if (r < 0)
+		*why = "cannot rewrite request";
+	return r;
+}

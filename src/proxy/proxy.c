@@ -1,0 +1,592 @@
+/* `keyward proxy`: start-up, worker threads, listeners, reload and drain.
+ *
+ * One event loop per worker thread. TCP listeners get one socket per
+ * worker (SO_REUSEPORT), so the kernel spreads connections; a unix socket
+ * is shared. A configuration generation (policy + secrets + TLS contexts)
+ * is swapped atomically on SIGHUP; requests keep the one they started with. */
+#include <errno.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "common/log.h"
+#include "common/state.h"
+#include "proxy/addr.h"
+#include "proxy/internal.h"
+#include "secrets/source.h"
+
+struct accept_ctx {
+	struct worker *w;
+	const struct listener_info *li;
+};
+
+static volatile sig_atomic_t stopping;
+
+/* ---- generations ---- */
+
+struct gen *gen_ref(struct gen *g)
+{
+	atomic_fetch_add(&g->refs, 1);
+	return g;
+}
+
+void gen_unref(struct gen *g)
+{
+	if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < g->policy->n_creds; i++) {
+		secret_free(g->secrets[i]);
+		free(g->secret_errors[i]);
+	}
+	for (size_t i = 0; i < g->policy->n_routes; i++)
+		SSL_CTX_free(g->route_ctx[i]);
+	SSL_CTX_free(g->client_ctx);
+	free(g->secrets);
+	free(g->secret_errors);
+	free(g->route_ctx);
+	policy_free(g->policy);
+	free(g);
+}
+
+struct gen *proxy_current_gen(struct proxy *px)
+{
+	pthread_mutex_lock(&px->gen_lock);
+	struct gen *g = gen_ref(px->gen);
+	pthread_mutex_unlock(&px->gen_lock);
+	return g;
+}
+
+/* Builds a generation from a loaded policy (taking ownership of it). A
+ * credential whose source fails does not stop the proxy: requests that
+ * need it get 503, everything else is served. A TLS context that cannot
+ * be built (bad upstream_ca file) is an error. */
+static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t errlen)
+{
+	struct gen *g = calloc(1, sizeof(*g));
+	if (!g) {
+		policy_free(p);
+		return -ENOMEM;
+	}
+	atomic_init(&g->refs, 1);
+	g->policy = p;
+	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
+	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
+	g->route_ctx = calloc(p->n_routes + 1, sizeof(*g->route_ctx));
+	if (!g->secrets || !g->secret_errors || !g->route_ctx) {
+		gen_unref(g);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < p->n_creds; i++) {
+		char err[512];
+		int r = source_fetch(&p->creds[i], &g->secrets[i], err, sizeof(err));
+		if (r < 0) {
+			log_warn("%s; requests that need it will get 503", err);
+			g->secret_errors[i] = strdup(err);
+		}
+	}
+	g->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
+	if (!g->client_ctx) {
+		gen_unref(g);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < p->n_routes; i++) {
+		if (!p->routes[i].upstream_ca)
+			continue;
+		g->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
+		if (!g->route_ctx[i]) {
+			gen_unref(g);
+			return -EINVAL;
+		}
+	}
+	*ret = g;
+	return 0;
+}
+
+static int load_gen(const char *path, struct gen **ret, char *errbuf, size_t errlen)
+{
+	struct policy *p;
+	struct policy_error perr;
+	int r = policy_load(path, &p, &perr);
+	if (r < 0) {
+		snprintf(errbuf, errlen, "%s", perr.message);
+		return r;
+	}
+	return gen_build(p, ret, errbuf, errlen);
+}
+
+/* ---- listeners ---- */
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len, char *errbuf, size_t errlen)
+{
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		const char *path = spec + 5;
+		if (!*path || strlen(path) >= sizeof(un->sun_path)) {
+			snprintf(errbuf, errlen, "--listen %s: unix socket path is empty or too long", spec);
+			return -EINVAL;
+		}
+		memset(un, 0, sizeof(*un));
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, path, strlen(path));
+		*len = (socklen_t)sizeof(*un);
+		return 0;
+	}
+	char host[256];
+	const char *colon = strrchr(spec, ':');
+	if (!colon || colon == spec || !colon[1]) {
+		snprintf(errbuf, errlen, "--listen %s: expected HOST:PORT or unix:PATH", spec);
+		return -EINVAL;
+	}
+	size_t hl = (size_t)(colon - spec);
+	if (spec[0] == '[' && colon[-1] == ']') {
+		spec++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host)) {
+		snprintf(errbuf, errlen, "--listen: host too long");
+		return -EINVAL;
+	}
+	memcpy(host, spec, hl);
+	host[hl] = '\0';
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
+	int e = getaddrinfo(host, colon + 1, &hints, &res);
+	if (e != 0) {
+		snprintf(errbuf, errlen, "--listen %s: %s", spec, gai_strerror(e));
+		return -EINVAL;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int open_listener(const struct sockaddr_storage *ss, socklen_t len, char *errbuf, size_t errlen,
+			 const char *spec)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(errbuf, errlen, "--listen %s: %s", spec, strerror(errno));
+		return -errno;
+	}
+	int one = 1;
+	if (ss->ss_family == AF_UNIX) {
+		const char *path = ((const struct sockaddr_un *)ss)->sun_path;
+		struct stat st;
+		/* Replace a stale socket from an earlier run, never another file. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(path);
+	} else {
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	}
+	mode_t old = umask(0177); /* a unix socket is for its owner only */
+	int r = bind(fd, (const struct sockaddr *)ss, len);
+	umask(old);
+	if (r < 0 || listen(fd, 1024) < 0) {
+		int e = errno;
+		snprintf(errbuf, errlen, "--listen %s: %s", spec, strerror(e));
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct accept_ctx *a = arg;
+	if (a->w->draining) {
+		close(fd);
+		return;
+	}
+	conn_accept(a->w, a->li, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	/* EMFILE and friends: log and go on; the listener stays. */
+	log_warn("accept failed: %s", strerror(e));
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		evconnlistener_disable(w->listeners[i]);
+	conn_drain_worker(w);
+}
+
+static void force_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	if (w->n_conns)
+		log_warn("worker %d: %u connections still open after the drain period; closing them", w->id,
+			 w->n_conns);
+	event_base_loopbreak(w->base);
+}
+
+static int setup_worker(struct proxy *px, struct worker *w, int id, struct accept_ctx *ctxs, int *tcp_fds,
+			char *errbuf, size_t errlen)
+{
+	w->px = px;
+	w->id = id;
+	TAILQ_INIT(&w->conns);
+	TAILQ_INIT(&w->idle);
+	w->base = event_base_new();
+	if (!w->base)
+		return -ENOMEM;
+	w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (!w->dns) {
+		/* No resolv.conf: still serve IP literals, pinned and hosts-file names. */
+		w->dns = evdns_base_new(w->base, 0);
+		if (w->dns)
+			(void)evdns_base_load_hosts(w->dns, NULL);
+	}
+	w->listeners = calloc(px->n_listeners, sizeof(*w->listeners));
+	if (!w->listeners)
+		return -ENOMEM;
+	for (size_t i = 0; i < px->n_listeners; i++) {
+		const struct listener_info *li = &px->listeners[i];
+		int fd = li->is_unix ? fcntl(li->fd, F_DUPFD_CLOEXEC, 3) : tcp_fds[i];
+		if (fd < 0)
+			return -errno;
+		ctxs[i] = (struct accept_ctx){ .w = w, .li = li };
+		w->listeners[i] = evconnlistener_new(w->base, accept_cb, &ctxs[i], LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		if (!w->listeners[i]) {
+			close(fd);
+			snprintf(errbuf, errlen, "cannot listen on %s", li->name);
+			return -ENOMEM;
+		}
+		evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
+		w->n_listeners++;
+	}
+	return 0;
+}
+
+static void free_worker(struct worker *w)
+{
+	if (!w->base)
+		return;
+	for (size_t i = 0; i < w->n_listeners; i++)
+		evconnlistener_free(w->listeners[i]);
+	free(w->listeners);
+	upstream_pool_clear(w);
+	if (w->dns)
+		evdns_base_free(w->dns, 0);
+	event_base_free(w->base);
+}
+
+/* ---- signals ---- */
+
+static void audit_event(struct proxy *px, const char *event, const char *decision, const char *detail)
+{
+	if (!px->audit)
+		return;
+	struct audit_record rec = { .event = event, .decision = decision, .detail = detail, .route = -1 };
+	int r = audit_write(px->audit, &rec);
+	if (r < 0)
+		log_error("cannot write the audit record of %s: %s", event, strerror(-r));
+}
+
+static void reload(struct proxy *px)
+{
+	char err[600], detail[700];
+	struct gen *g;
+	int r = load_gen(px->opt.policy_path, &g, err, sizeof(err));
+	if (r < 0) {
+		log_error("reload failed, keeping the running policy: %s", err);
+		snprintf(detail, sizeof(detail), "reload failed, running policy kept: %s", err);
+		audit_event(px, "reload", "error", detail);
+		return;
+	}
+	pthread_mutex_lock(&px->gen_lock);
+	struct gen *old = px->gen;
+	px->gen = g;
+	pthread_mutex_unlock(&px->gen_lock);
+	gen_unref(old);
+	log_info("policy reloaded from %s: %zu routes, %zu credentials", px->opt.policy_path, g->policy->n_routes,
+		 g->policy->n_creds);
+	snprintf(detail, sizeof(detail), "policy %s reloaded: %zu routes, %zu credentials", px->opt.policy_path,
+		 g->policy->n_routes, g->policy->n_creds);
+	audit_event(px, "reload", "allow", detail);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct proxy *px = arg;
+	if (sig == SIGHUP) {
+		reload(px);
+		return;
+	}
+	if (stopping)
+		return;
+	stopping = 1;
+	log_info("%s: finishing requests in flight, then exiting", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	for (int i = 0; i < px->n_workers; i++) {
+		struct worker *w = &px->workers[i];
+		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+		struct timeval grace = { 30, 0 };
+		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
+	}
+	event_base_loopexit(px->main_base, NULL);
+}
+
+/* ---- main ---- */
+
+static int resolve_pins(struct proxy *px, char *errbuf, size_t errlen)
+{
+	px->pins = calloc(px->opt.n_resolve + 1, sizeof(*px->pins));
+	if (!px->pins)
+		return -ENOMEM;
+	for (size_t i = 0; i < px->opt.n_resolve; i++) {
+		const char *spec = px->opt.resolve[i];
+		const char *colon = strchr(spec, ':');
+		struct resolve_pin *pin = &px->pins[i];
+		if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(pin->host)) {
+			snprintf(errbuf, errlen, "--resolve %s: expected HOST:ADDRESS", spec);
+			return -EINVAL;
+		}
+		memcpy(pin->host, spec, (size_t)(colon - spec));
+		for (char *p = pin->host; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+		const char *a = colon + 1;
+		char tmp[64];
+		size_t al = strlen(a);
+		if (al >= 2 && a[0] == '[' && a[al - 1] == ']' && al - 2 < sizeof(tmp)) {
+			memcpy(tmp, a + 1, al - 2);
+			tmp[al - 2] = '\0';
+			a = tmp;
+		}
+		if (addr_parse_literal(a, 0, &pin->addr, &pin->len) < 0) {
+			snprintf(errbuf, errlen, "--resolve %s: %s is not an IP address", spec, colon + 1);
+			return -EINVAL;
+		}
+		px->n_pins++;
+	}
+	return 0;
+}
+
+static int open_listeners(struct proxy *px, int **ret_tcp, char *errbuf, size_t errlen)
+{
+	size_t n = px->opt.n_listen;
+	px->listeners = calloc(n, sizeof(*px->listeners));
+	int *tcp = calloc(n * (size_t)px->n_workers + 1, sizeof(int));
+	if (!px->listeners || !tcp) {
+		free(tcp);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n * (size_t)px->n_workers; i++)
+		tcp[i] = -1;
+	for (size_t i = 0; i < n; i++) {
+		struct listener_info *li = &px->listeners[i];
+		struct sockaddr_storage ss;
+		socklen_t len;
+		li->fd = -1;
+		int r = parse_listen(px->opt.listen[i], &ss, &len, errbuf, errlen);
+		if (r < 0)
+			goto fail;
+		li->is_unix = ss.ss_family == AF_UNIX;
+		for (int k = 0; k < (li->is_unix ? 1 : px->n_workers); k++) {
+			int fd = open_listener(&ss, len, errbuf, errlen, px->opt.listen[i]);
+			if (fd < 0) {
+				r = fd;
+				goto fail;
+			}
+			if (k == 0 && !li->is_unix) {
+				/* With port 0 the kernel picks one: the other workers
+				 * bind the same one. */
+				socklen_t l = sizeof(ss);
+				getsockname(fd, (struct sockaddr *)&ss, &l);
+			}
+			if (li->is_unix)
+				li->fd = fd;
+			else
+				tcp[(size_t)k * n + i] = fd;
+		}
+		if (li->is_unix)
+			snprintf(li->name, sizeof(li->name), "%s", px->opt.listen[i]);
+		else
+			addr_format((struct sockaddr *)&ss, li->name, sizeof(li->name));
+		px->n_listeners++;
+		log_info("listening on %s", li->name);
+		continue;
+	fail:
+		for (size_t k = 0; k < n * (size_t)px->n_workers; k++)
+			if (tcp[k] >= 0)
+				close(tcp[k]);
+		free(tcp);
+		return r;
+	}
+	*ret_tcp = tcp;
+	return 0;
+}
+
+static int default_audit_path(char *out, size_t outlen, char *errbuf, size_t errlen)
+{
+	char dir[PATH_MAX];
+	int r = state_dir(dir, sizeof(dir), true, errbuf, errlen);
+	if (r < 0)
+		return r;
+	snprintf(out, outlen, "%s/audit.jsonl", dir);
+	return 0;
+}
+
+int proxy_main(const struct proxy_options *opt)
+{
+	struct proxy px = { .opt = *opt };
+	char err[1024] = "", audit_path[PATH_MAX], dir[PATH_MAX];
+	int *tcp = NULL;
+	int r;
+
+	secret_harden_process();
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0) {
+		log_error("cannot enable libevent threading");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&px.gen_lock, NULL);
+
+	r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	const struct policy *pol = px.gen->policy;
+
+	const char *ap = opt->audit_path ? opt->audit_path : pol->audit;
+	if (!ap) {
+		r = default_audit_path(audit_path, sizeof(audit_path), err, sizeof(err));
+		if (r < 0) {
+			log_error("%s", err);
+			goto out;
+		}
+		ap = audit_path;
+	}
+	r = audit_open(ap, &px.audit, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		goto out;
+	}
+
+	if (opt->state_dir)
+		snprintf(dir, sizeof(dir), "%s", opt->state_dir);
+	else if ((r = state_dir(dir, sizeof(dir), true, err, sizeof(err))) < 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	r = tls_ca_load_or_create(dir, &px.ca, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	px.server_ctx = tls_server_ctx_new();
+	if (!px.server_ctx) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = resolve_pins(&px, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		goto out;
+	}
+
+	px.n_workers = opt->workers > 0 ? opt->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (px.n_workers < 1)
+		px.n_workers = 1;
+	if (px.n_workers > 64)
+		px.n_workers = 64;
+	r = open_listeners(&px, &tcp, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		goto out;
+	}
+
+	px.workers = calloc((size_t)px.n_workers, sizeof(*px.workers));
+	struct accept_ctx *ctxs = calloc((size_t)px.n_workers * px.n_listeners + 1, sizeof(*ctxs));
+	if (!px.workers || !ctxs) {
+		free(ctxs);
+		r = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < px.n_workers; i++) {
+		r = setup_worker(&px, &px.workers[i], i, ctxs + (size_t)i * px.n_listeners,
+				 tcp + (size_t)i * px.n_listeners, err, sizeof(err));
+		if (r < 0) {
+			log_error("worker %d: %s", i, err[0] ? err : strerror(-r));
+			goto out_workers;
+		}
+	}
+
+	px.main_base = event_base_new();
+	struct event *sigs[3];
+	int signums[3] = { SIGHUP, SIGTERM, SIGINT };
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(px.main_base, signums[i], signal_cb, &px);
+		event_add(sigs[i], NULL);
+	}
+
+	char detail[PATH_MAX + 128];
+	snprintf(detail, sizeof(detail), "keyward %s (pid %d) serving policy %s: %zu routes, %zu credentials",
+		 KEYWARD_VERSION, (int)getpid(), opt->policy_path, pol->n_routes, pol->n_creds);
+	audit_event(&px, "start", NULL, detail);
+	log_info("policy %s: %zu routes, %zu credentials; audit log %s", opt->policy_path, pol->n_routes,
+		 pol->n_creds, ap);
+
+	int started = 0;
+	for (int i = 0; i < px.n_workers; i++) {
+		if (pthread_create(&px.workers[i].thread, NULL, worker_main, &px.workers[i]) != 0) {
+			log_error("cannot start worker thread %d", i);
+			break;
+		}
+		started++;
+	}
+	if (started == px.n_workers)
+		event_base_dispatch(px.main_base);
+	else
+		signal_cb(SIGTERM, 0, &px);
+	for (int i = 0; i < started; i++)
+		pthread_join(px.workers[i].thread, NULL);
+	audit_event(&px, "stop", NULL, "keyward stopped");
+	log_info("stopped");
+	for (int i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	event_base_free(px.main_base);
+	r = 0;
+
+out_workers:
+	for (int i = 0; i < px.n_workers; i++)
+		free_worker(&px.workers[i]);
+	free(ctxs);
+out:
+	free(px.workers);
+	for (size_t i = 0; i < px.n_listeners; i++) {
+		if (px.listeners[i].is_unix) {
+			close(px.listeners[i].fd);
+			unlink(px.listeners[i].name + 5);
+		}
+	}
+	free(px.listeners);
+	free(tcp);
+	free(px.pins);
+	SSL_CTX_free(px.server_ctx);
+	tls_ca_free(px.ca);
+	audit_close(px.audit);
+	gen_unref(px.gen);
+	pthread_mutex_destroy(&px.gen_lock);
+	return r;
+}

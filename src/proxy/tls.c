@@ -1,0 +1,514 @@
+#include "proxy/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/log.h"
+
+#define LEAF_CACHE_SLOTS 1024
+#define LEAF_DAYS 30
+
+struct leaf {
+	char *host;
+	X509 *cert;
+	time_t not_after;
+};
+
+struct tls_ca {
+	X509 *cert;
+	EVP_PKEY *key;
+	EVP_PKEY *leaf_key; /* one key for every leaf: minting stays cheap */
+	pthread_mutex_t lock;
+	struct leaf cache[LEAF_CACHE_SLOTS];
+};
+
+static int ex_host_index = -1;
+static int ex_mismatch_index = -1;
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+
+static void ex_free_host(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	free(ptr);
+}
+
+static void ex_init(void)
+{
+	ex_host_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, ex_free_host);
+	ex_mismatch_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+void tls_error_string(char *out, size_t outlen)
+{
+	unsigned long e = ERR_peek_last_error();
+	if (!e) {
+		snprintf(out, outlen, "TLS error");
+		return;
+	}
+	ERR_error_string_n(e, out, outlen);
+	ERR_clear_error();
+}
+
+static bool is_ip_literal(const char *host)
+{
+	unsigned char b[16];
+	return inet_pton(AF_INET, host, b) == 1 || inet_pton(AF_INET6, host, b) == 1;
+}
+
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509V3_set_ctx_nodb(&ctx);
+	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (!ext)
+		return -EINVAL;
+	int ok = X509_add_ext(cert, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok ? 0 : -EINVAL;
+}
+
+static int random_serial(X509 *cert)
+{
+	unsigned char b[16];
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return -EIO;
+	b[0] &= 0x7f; /* positive */
+	BIGNUM *bn = BN_bin2bn(b, sizeof(b), NULL);
+	if (!bn)
+		return -ENOMEM;
+	ASN1_INTEGER *serial = BN_to_ASN1_INTEGER(bn, NULL);
+	BN_free(bn);
+	if (!serial)
+		return -ENOMEM;
+	int ok = X509_set_serialNumber(cert, serial);
+	ASN1_INTEGER_free(serial);
+	return ok ? 0 : -ENOMEM;
+}
+
+static X509 *make_ca_cert(EVP_PKEY *key)
+{
+	X509 *cert = X509_new();
+	char cn[128], host[64] = "localhost";
+	if (!cert)
+		return NULL;
+	(void)gethostname(host, sizeof(host) - 1);
+	snprintf(cn, sizeof(cn), "keyward CA (%s)", host);
+	X509_NAME *name = X509_get_subject_name(cert);
+	if (!X509_set_version(cert, 2) || random_serial(cert) < 0 ||
+	    !X509_gmtime_adj(X509_getm_notBefore(cert), -3600) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(cert), (long)3650 * 24 * 3600) ||
+	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"keyward", -1, -1, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) ||
+	    !X509_set_issuer_name(cert, name) || !X509_set_pubkey(cert, key) ||
+	    add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") < 0 ||
+	    add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign") < 0 ||
+	    add_ext(cert, cert, NID_subject_key_identifier, "hash") < 0 ||
+	    !X509_sign(cert, key, EVP_sha256())) {
+		X509_free(cert);
+		return NULL;
+	}
+	return cert;
+}
+
+static int ca_init(struct tls_ca *ca)
+{
+	ca->leaf_key = EVP_EC_gen("P-256");
+	if (!ca->leaf_key)
+		return -ENOMEM;
+	pthread_mutex_init(&ca->lock, NULL);
+	return 0;
+}
+
+int tls_ca_new_ephemeral(struct tls_ca **ret)
+{
+	struct tls_ca *ca = calloc(1, sizeof(*ca));
+	if (!ca)
+		return -ENOMEM;
+	ca->key = EVP_EC_gen("P-256");
+	if (ca->key)
+		ca->cert = make_ca_cert(ca->key);
+	if (!ca->cert || ca_init(ca) < 0) {
+		EVP_PKEY_free(ca->key);
+		X509_free(ca->cert);
+		free(ca);
+		return -ENOMEM;
+	}
+	*ret = ca;
+	return 0;
+}
+
+static int write_new_file(const char *path, mode_t mode, int (*writer)(FILE *, void *), void *arg)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	FILE *f = fdopen(fd, "w");
+	if (!f) {
+		int r = -errno;
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	int r = writer(f, arg);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
+		r = r < 0 ? r : -errno;
+	if (fclose(f) != 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+static int write_key(FILE *f, void *key)
+{
+	return PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) ? 0 : -EIO;
+}
+
+static int write_cert(FILE *f, void *cert)
+{
+	return PEM_write_X509(f, cert) ? 0 : -EIO;
+}
+
+/* Opens a file we are about to trust: no symlinks, and for a private key,
+ * nobody but the owner may read it. */
+static FILE *open_private(const char *path, bool is_key, char *errbuf, size_t errlen, int *err)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		*err = -errno;
+		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		*err = -EINVAL;
+		snprintf(errbuf, errlen, "%s: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if (is_key && (st.st_mode & 077)) {
+		*err = -EPERM;
+		snprintf(errbuf, errlen,
+			 "%s: CA key is readable by group or others (mode %03o); fix with: chmod 600 %s",
+			 path, st.st_mode & 0777, path);
+		close(fd);
+		return NULL;
+	}
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		*err = -errno;
+		close(fd);
+	}
+	return f;
+}
+
+int tls_ca_load_or_create(const char *dir, struct tls_ca **ret, char *errbuf, size_t errlen)
+{
+	char cert_path[4096], key_path[4096];
+	int r = 0;
+
+	snprintf(cert_path, sizeof(cert_path), "%s/ca.pem", dir);
+	snprintf(key_path, sizeof(key_path), "%s/ca-key.pem", dir);
+
+	struct tls_ca *ca = calloc(1, sizeof(*ca));
+	if (!ca)
+		return -ENOMEM;
+
+	if (access(key_path, F_OK) < 0 && errno == ENOENT) {
+		ca->key = EVP_EC_gen("P-256");
+		if (ca->key)
+			ca->cert = make_ca_cert(ca->key);
+		if (!ca->cert) {
+			snprintf(errbuf, errlen, "cannot create a CA certificate");
+			r = -ENOMEM;
+			goto fail;
+		}
+		r = write_new_file(key_path, 0600, write_key, ca->key);
+		if (r == 0) {
+			unlink(cert_path);
+			r = write_new_file(cert_path, 0644, write_cert, ca->cert);
+		}
+		if (r < 0) {
+			snprintf(errbuf, errlen, "%s: cannot write the CA: %s", dir, strerror(-r));
+			unlink(key_path);
+			goto fail;
+		}
+		log_info("created a new CA in %s (export it with: keyward ca export)", dir);
+	} else {
+		FILE *f = open_private(key_path, true, errbuf, errlen, &r);
+		if (!f)
+			goto fail;
+		ca->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!ca->key) {
+			snprintf(errbuf, errlen, "%s: not a PEM private key", key_path);
+			r = -EINVAL;
+			goto fail;
+		}
+		f = open_private(cert_path, false, errbuf, errlen, &r);
+		if (!f)
+			goto fail;
+		ca->cert = PEM_read_X509(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!ca->cert) {
+			snprintf(errbuf, errlen, "%s: not a PEM certificate", cert_path);
+			r = -EINVAL;
+			goto fail;
+		}
+		if (X509_check_private_key(ca->cert, ca->key) != 1) {
+			snprintf(errbuf, errlen, "%s does not belong to %s", key_path, cert_path);
+			r = -EINVAL;
+			goto fail;
+		}
+	}
+	r = ca_init(ca);
+	if (r < 0) {
+		snprintf(errbuf, errlen, "cannot create a leaf key");
+		goto fail;
+	}
+	ERR_clear_error();
+	*ret = ca;
+	return 0;
+fail:
+	ERR_clear_error();
+	EVP_PKEY_free(ca->key);
+	X509_free(ca->cert);
+	free(ca);
+	return r;
+}
+
+void tls_ca_free(struct tls_ca *ca)
+{
+	if (!ca)
+		return;
+	for (size_t i = 0; i < LEAF_CACHE_SLOTS; i++) {
+		free(ca->cache[i].host);
+		X509_free(ca->cache[i].cert);
+	}
+	EVP_PKEY_free(ca->leaf_key);
+	EVP_PKEY_free(ca->key);
+	X509_free(ca->cert);
+	pthread_mutex_destroy(&ca->lock);
+	free(ca);
+}
+
+char *tls_ca_cert_pem(const struct tls_ca *ca)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *out = NULL, *data;
+	if (!b)
+		return NULL;
+	if (PEM_write_bio_X509(b, ca->cert)) {
+		long n = BIO_get_mem_data(b, &data);
+		out = strndup(data, (size_t)n);
+	}
+	BIO_free(b);
+	return out;
+}
+
+static X509 *mint_leaf(struct tls_ca *ca, const char *host)
+{
+	char san[300];
+	X509 *cert = X509_new();
+	if (!cert)
+		return NULL;
+	snprintf(san, sizeof(san), "%s:%s", is_ip_literal(host) ? "IP" : "DNS", host);
+	X509_NAME *name = X509_get_subject_name(cert);
+	/* CN is limited to 64 bytes; clients use the SAN anyway. */
+	char cn[65];
+	snprintf(cn, sizeof(cn), "%s", host);
+	if (!X509_set_version(cert, 2) || random_serial(cert) < 0 ||
+	    !X509_gmtime_adj(X509_getm_notBefore(cert), -3600) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(cert), (long)LEAF_DAYS * 24 * 3600) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) ||
+	    !X509_set_issuer_name(cert, X509_get_subject_name(ca->cert)) ||
+	    !X509_set_pubkey(cert, ca->leaf_key) ||
+	    add_ext(cert, ca->cert, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+	    add_ext(cert, ca->cert, NID_key_usage, "critical,digitalSignature") < 0 ||
+	    add_ext(cert, ca->cert, NID_ext_key_usage, "serverAuth") < 0 ||
+	    add_ext(cert, ca->cert, NID_authority_key_identifier, "keyid:always") < 0 ||
+	    add_ext(cert, ca->cert, NID_subject_alt_name, san) < 0 ||
+	    !X509_sign(cert, ca->key, EVP_sha256())) {
+		X509_free(cert);
+		return NULL;
+	}
+	return cert;
+}
+
+static size_t host_slot(const char *host)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (const char *p = host; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	return (size_t)(h % LEAF_CACHE_SLOTS);
+}
+
+/* Returns a new reference to the leaf for host, minting it if the cache
+ * has none (or an expiring one) in the host's slot. */
+static X509 *leaf_for_host(struct tls_ca *ca, const char *host)
+{
+	size_t s = host_slot(host);
+	time_t now = time(NULL);
+	X509 *cert = NULL;
+
+	pthread_mutex_lock(&ca->lock);
+	struct leaf *l = &ca->cache[s];
+	if (l->host && streq(l->host, host) && l->not_after > now + 24 * 3600) {
+		cert = l->cert;
+		X509_up_ref(cert);
+	}
+	pthread_mutex_unlock(&ca->lock);
+	if (cert)
+		return cert;
+
+	cert = mint_leaf(ca, host);
+	if (!cert)
+		return NULL;
+	char *copy = strdup(host);
+	if (!copy)
+		return cert;
+	pthread_mutex_lock(&ca->lock);
+	free(l->host);
+	X509_free(l->cert);
+	l->host = copy;
+	l->cert = cert;
+	l->not_after = now + (time_t)LEAF_DAYS * 24 * 3600;
+	X509_up_ref(cert);
+	pthread_mutex_unlock(&ca->lock);
+	return cert;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+		       unsigned int inlen, void *arg)
+{
+	/* We speak only HTTP/1.1 inside a tunnel. */
+	for (unsigned i = 0; i < inlen;) {
+		unsigned len = in[i];
+		if (i + 1 + len > inlen)
+			break;
+		if (len == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+			*out = in + i + 1;
+			*outlen = 8;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + len;
+	}
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	const char *want = SSL_get_ex_data(ssl, ex_host_index);
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (!sni || !want)
+		return SSL_TLSEXT_ERR_OK;
+	size_t n = strlen(sni);
+	if (n && sni[n - 1] == '.')
+		n--;
+	if (strlen(want) == n && strncasecmp(sni, want, n) == 0)
+		return SSL_TLSEXT_ERR_OK;
+	/* The host that is checked is the host that is dialled: a ClientHello
+	 * for another name than the CONNECT target is refused. */
+	SSL_set_ex_data(ssl, ex_mismatch_index, (void *)1);
+	*alert = SSL_AD_UNRECOGNIZED_NAME;
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+SSL_CTX *tls_server_ctx_new(void)
+{
+	pthread_once(&ex_once, ex_init);
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx)
+		return NULL;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"keyward", 7);
+	return ctx;
+}
+
+SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host)
+{
+	X509 *leaf = leaf_for_host(ca, host);
+	if (!leaf)
+		return NULL;
+	SSL *ssl = SSL_new(ctx);
+	char *want = strdup(host);
+	if (!ssl || !want || SSL_use_certificate(ssl, leaf) != 1 || SSL_use_PrivateKey(ssl, ca->leaf_key) != 1) {
+		X509_free(leaf);
+		SSL_free(ssl);
+		free(want);
+		return NULL;
+	}
+	X509_free(leaf);
+	/* Names only: an IP literal tunnel has no SNI to compare. */
+	if (!is_ip_literal(host))
+		SSL_set_ex_data(ssl, ex_host_index, want);
+	else
+		free(want), want = NULL;
+	return ssl;
+}
+
+bool tls_server_sni_mismatch(SSL *ssl)
+{
+	return SSL_get_ex_data(ssl, ex_mismatch_index) != NULL;
+}
+
+SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		snprintf(errbuf, errlen, "cannot create a TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(errbuf, errlen, "cannot load the system's trusted CA certificates");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (extra_ca && SSL_CTX_load_verify_locations(ctx, extra_ca, NULL) != 1) {
+		snprintf(errbuf, errlen, "%s: cannot load CA certificates from this file", extra_ca);
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	static const unsigned char alpn[] = "\x08http/1.1";
+	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+	return ctx;
+}
+
+SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *host)
+{
+	SSL *ssl = SSL_new(ctx);
+	if (!ssl)
+		return NULL;
+	if (is_ip_literal(host)) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1)
+			goto fail;
+	} else {
+		if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1)
+			goto fail;
+		/* No wildcard matching of a partial label like f*.example.com. */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	}
+	return ssl;
+fail:
+	SSL_free(ssl);
+	return NULL;
+}

@@ -1,0 +1,366 @@
+/* Connections to upstreams: resolving, the address check, TCP and TLS
+ * connect, and a per-worker pool of idle keep-alive connections.
+ *
+ * Trust: the host name has passed the policy before we get here, so a DNS
+ * query is only ever made for a host some route allows. The addresses DNS
+ * returns are not trusted: each is checked before it is dialled, and the
+ * address that was checked is the one we connect to (no second lookup). */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+
+#include "common/log.h"
+#include "proxy/addr.h"
+#include "proxy/internal.h"
+
+static void upstream_free(struct upstream *u)
+{
+	if (u->kick)
+		event_free(u->kick);
+	if (u->bev)
+		bufferevent_free(u->bev);
+	buf_free(&u->head);
+	free(u->hdrs);
+	free(u);
+}
+
+/* Runs fn(u) from the event loop soon, replacing any pending kick. The
+ * event dies with u, so a released upstream is never called back. */
+static int kick(struct upstream *u, void (*fn)(evutil_socket_t, short, void *))
+{
+	struct timeval zero = { 0, 0 };
+	if (!u->kick) {
+		u->kick = evtimer_new(u->w->base, fn, u);
+		if (!u->kick)
+			return -ENOMEM;
+	} else {
+		event_del(u->kick);
+		if (evtimer_assign(u->kick, u->w->base, fn, u) < 0)
+			return -ENOMEM;
+	}
+	return evtimer_add(u->kick, &zero);
+}
+
+static void fail(struct upstream *u, int err)
+{
+	struct conn *c = u->conn;
+	upstream_ready_fn ready = u->ready;
+	u->ready = NULL;
+	if (c && ready)
+		ready(c, u, err, u->why);
+}
+
+static void try_next_address(struct upstream *u);
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream *u = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		int fd = bufferevent_getfd(bev);
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		u->connected = true;
+		upstream_ready_fn ready = u->ready;
+		u->ready = NULL;
+		ready(u->conn, u, 0, NULL);
+		return;
+	}
+
+	/* A failure while connecting: say why, try the next address. */
+	if (what & BEV_EVENT_TIMEOUT) {
+		snprintf(u->why, sizeof(u->why), "connecting to %s timed out", u->peer);
+	} else if (u->tls) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		if (vr != X509_V_OK) {
+			snprintf(u->why, sizeof(u->why), "TLS certificate of %s could not be verified: %s", u->host,
+				 X509_verify_cert_error_string(vr));
+		} else if (e) {
+			char es[160];
+			ERR_error_string_n(e, es, sizeof(es));
+			snprintf(u->why, sizeof(u->why), "TLS handshake with %s (%s) failed: %s", u->host, u->peer,
+				 es);
+		} else {
+			int err = EVUTIL_SOCKET_ERROR();
+			snprintf(u->why, sizeof(u->why), "cannot connect to %s (%s): %s", u->host, u->peer,
+				 err ? strerror(err) : "connection closed during TLS handshake");
+		}
+	} else {
+		int err = EVUTIL_SOCKET_ERROR();
+		snprintf(u->why, sizeof(u->why), "cannot connect to %s (%s): %s", u->host, u->peer,
+			 err ? strerror(err) : "connection closed");
+	}
+	ERR_clear_error();
+	bufferevent_free(u->bev);
+	u->bev = NULL;
+	/* A certificate problem is the same on every address: stop there. */
+	if (u->tls && strstr(u->why, "certificate")) {
+		fail(u, -EPROTO);
+		return;
+	}
+	try_next_address(u);
+}
+
+static void try_next_address(struct upstream *u)
+{
+	struct event_base *base = u->w->base;
+
+	if (u->next_addr >= u->n_addrs) {
+		fail(u, -ECONNREFUSED);
+		return;
+	}
+	int i = u->next_addr++;
+	addr_format((struct sockaddr *)&u->addrs[i], u->peer, sizeof(u->peer));
+	if (u->tls) {
+		SSL *ssl = tls_client_ssl_new(u->ctx, u->host);
+		if (!ssl) {
+			snprintf(u->why, sizeof(u->why), "cannot set up TLS for %s", u->host);
+			fail(u, -ENOMEM);
+			return;
+		}
+		u->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+							BEV_OPT_CLOSE_ON_FREE);
+		if (u->bev)
+			bufferevent_openssl_set_allow_dirty_shutdown(u->bev, 1);
+		else
+			SSL_free(ssl);
+	} else {
+		u->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (!u->bev) {
+		snprintf(u->why, sizeof(u->why), "out of memory");
+		fail(u, -ENOMEM);
+		return;
+	}
+	struct timeval tv = { UPSTREAM_CONNECT_SECONDS, 0 };
+	bufferevent_set_timeouts(u->bev, &tv, &tv);
+	bufferevent_setcb(u->bev, NULL, NULL, event_cb, u);
+	if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->addrs[i], (int)u->addr_lens[i]) < 0) {
+		int err = EVUTIL_SOCKET_ERROR();
+		snprintf(u->why, sizeof(u->why), "cannot connect to %s (%s): %s", u->host, u->peer, strerror(err));
+		bufferevent_free(u->bev);
+		u->bev = NULL;
+		try_next_address(u);
+	}
+}
+
+/* Keeps the addresses we may dial; remembers why others were refused. */
+static void add_address(struct upstream *u, const struct sockaddr *sa, socklen_t len, bool allow_private)
+{
+	const char *what;
+	if (u->n_addrs >= MAX_ADDRS || len > sizeof(u->addrs[0]))
+		return;
+	if (!allow_private && addr_is_restricted(sa, &what)) {
+		char a[64];
+		addr_format(sa, a, sizeof(a));
+		snprintf(u->why, sizeof(u->why),
+			 "%s resolves to %s, a %s address; a route may allow this with allow_private: true",
+			 u->host, a, what);
+		return;
+	}
+	memcpy(&u->addrs[u->n_addrs], sa, len);
+	u->addr_lens[u->n_addrs] = len;
+	((struct sockaddr_in *)&u->addrs[u->n_addrs])->sin_port = htons(u->port);
+	u->n_addrs++;
+}
+
+static void start_connect(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *u = arg;
+	if (u->n_addrs == 0) {
+		fail(u, -EACCES);
+		return;
+	}
+	try_next_address(u);
+}
+
+static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	struct upstream *u = arg;
+
+	u->dns_req = NULL;
+	if (!u->conn) { /* released while resolving */
+		if (res)
+			evutil_freeaddrinfo(res);
+		upstream_free(u);
+		return;
+	}
+	if (result != 0) {
+		snprintf(u->why, sizeof(u->why), "cannot resolve %s: %s", u->host, evutil_gai_strerror(result));
+		if (res)
+			evutil_freeaddrinfo(res);
+		fail(u, -EHOSTUNREACH);
+		return;
+	}
+	for (struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next)
+		add_address(u, ai->ai_addr, (socklen_t)ai->ai_addrlen, u->allow_private);
+	evutil_freeaddrinfo(res);
+	/* This may run inside evdns_getaddrinfo (hosts file): connect from
+	 * the loop, so the ready callback never runs within upstream_get. */
+	if (kick(u, start_connect) < 0) {
+		snprintf(u->why, sizeof(u->why), "out of memory");
+		fail(u, -ENOMEM);
+	}
+}
+
+static void pool_key(char *out, size_t n, const struct upstream_target *t)
+{
+	snprintf(out, n, "%s|%s|%u|%s", t->scheme == SCHEME_HTTPS ? "https" : "http", t->host, t->port,
+		 t->ca_key ? t->ca_key : "");
+}
+
+static void deferred_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *u = arg;
+	upstream_ready_fn ready = u->ready;
+	u->ready = NULL;
+	if (ready && u->conn)
+		ready(u->conn, u, 0, NULL);
+}
+
+static const struct resolve_pin *find_pin(struct proxy *px, const char *host)
+{
+	for (size_t i = 0; i < px->n_pins; i++)
+		if (streq(px->pins[i].host, host))
+			return &px->pins[i];
+	return NULL;
+}
+
+int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
+		 struct upstream **ret, char *why, size_t whylen)
+{
+	char key[400];
+	pool_key(key, sizeof(key), t);
+
+	struct upstream *u;
+	TAILQ_FOREACH(u, &w->idle, link) {
+		if (!streq(u->key, key))
+			continue;
+		TAILQ_REMOVE(&w->idle, u, link);
+		w->n_idle--;
+		u->conn = c;
+		u->ready = ready;
+		bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
+		bufferevent_set_timeouts(u->bev, NULL, NULL);
+		u->reused = true;
+		if (kick(u, deferred_ready) < 0) {
+			upstream_free(u);
+			snprintf(why, whylen, "out of memory");
+			return -ENOMEM;
+		}
+		*ret = u;
+		return 0;
+	}
+
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	u->w = w;
+	u->conn = c;
+	u->ready = ready;
+	snprintf(u->key, sizeof(u->key), "%s", key);
+	snprintf(u->host, sizeof(u->host), "%s", t->host);
+	u->port = t->port;
+	u->tls = t->scheme == SCHEME_HTTPS;
+	u->ctx = t->ctx;
+	u->allow_private = t->allow_private;
+
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const struct resolve_pin *pin = find_pin(w->px, t->host);
+	if (pin) {
+		add_address(u, (const struct sockaddr *)&pin->addr, pin->len, t->allow_private);
+	} else if (addr_parse_literal(t->host, t->port, &ss, &len) == 0) {
+		add_address(u, (struct sockaddr *)&ss, len, t->allow_private);
+	} else {
+		if (!w->dns) {
+			snprintf(why, whylen, "no DNS resolver is available to resolve %s", t->host);
+			free(u);
+			return -EHOSTUNREACH;
+		}
+		struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+						 .ai_protocol = IPPROTO_TCP };
+		/* The callback may run before evdns_getaddrinfo returns (hosts
+		 * file); dns_cb copes, since u is fully set up by now. */
+		struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(w->dns, t->host, NULL, &hints, dns_cb, u);
+		if (req)
+			u->dns_req = req;
+		*ret = u;
+		return 0;
+	}
+	if (kick(u, start_connect) < 0) {
+		upstream_free(u);
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	*ret = u;
+	return 0;
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream *u = arg;
+	TAILQ_REMOVE(&u->w->idle, u, link);
+	u->w->n_idle--;
+	upstream_free(u);
+}
+
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+	/* An idle upstream must not talk: whatever it sends cannot belong to
+	 * any request. Drop the connection. */
+	idle_event_cb(bev, BEV_EVENT_ERROR, arg);
+}
+
+void upstream_release(struct upstream *u, bool reusable)
+{
+	if (!u)
+		return;
+	struct worker *w = u->w;
+	u->conn = NULL;
+	u->ready = NULL;
+	if (u->dns_req) {
+		/* dns_cb frees it once the cancel (or the answer) arrives. */
+		struct evdns_getaddrinfo_request *req = u->dns_req;
+		u->dns_req = NULL;
+		evdns_getaddrinfo_cancel(req);
+		return;
+	}
+	if (!reusable || !u->bev || !u->connected || w->draining ||
+	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0) {
+		upstream_free(u);
+		return;
+	}
+	if (w->n_idle >= POOL_MAX_PER_WORKER) {
+		struct upstream *old = TAILQ_FIRST(&w->idle);
+		TAILQ_REMOVE(&w->idle, old, link);
+		w->n_idle--;
+		upstream_free(old);
+	}
+	u->state = 0;
+	buf_reset(&u->head);
+	u->head_scan = 0;
+	struct timeval tv = { POOL_IDLE_SECONDS, 0 };
+	bufferevent_set_timeouts(u->bev, &tv, NULL);
+	bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
+	bufferevent_enable(u->bev, EV_READ);
+	TAILQ_INSERT_TAIL(&w->idle, u, link);
+	w->n_idle++;
+}
+
+void upstream_pool_clear(struct worker *w)
+{
+	struct upstream *u;
+	while ((u = TAILQ_FIRST(&w->idle))) {
+		TAILQ_REMOVE(&w->idle, u, link);
+		w->n_idle--;
+		upstream_free(u);
+	}
+}

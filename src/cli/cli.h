@@ -1,0 +1,12 @@
+/* Subcommands: each parses its own arguments and calls the modules.
+ * Return value is the process exit status: 0 success, 1 failure, 2 usage
+ * or policy error. */
+#pragma once
+
+int cmd_proxy(int argc, char **argv);
+int cmd_policy(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
+int cmd_ca(int argc, char **argv);
+
+/* True if argv has -h or --help before any "--". */
+int cli_wants_help(int argc, char **argv);

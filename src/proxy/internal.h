@@ -1,0 +1,154 @@
+/* Structures shared by the proxy's files (conn.c, upstream.c, proxy.c).
+ * Not for other modules: they use proxy.h. */
+#pragma once
+
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/queue.h>
+
+#include "audit/audit.h"
+#include "common/buf.h"
+#include "common/secret.h"
+#include "policy/policy.h"
+#include "proxy/http1.h"
+#include "proxy/proxy.h"
+#include "proxy/tls.h"
+
+/* Flow control: stop reading one side when the other's output holds this
+ * much, resume when it drains below LOW. Bounds memory per connection. */
+#define WATER_HIGH (256 * 1024)
+#define WATER_LOW (64 * 1024)
+#define POOL_MAX_PER_WORKER 256
+#define POOL_IDLE_SECONDS 30
+#define UPSTREAM_CONNECT_SECONDS 10
+#define UPSTREAM_IDLE_SECONDS 300
+#define MAX_ADDRS 8
+
+/* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
+ * reference for their whole life, so a reload never changes a request
+ * half-way. */
+struct gen {
+	atomic_int refs;
+	struct policy *policy;
+	struct secret **secrets;  /* per credential, NULL if its source failed */
+	char **secret_errors;     /* per credential, why it failed */
+	SSL_CTX *client_ctx;      /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx;      /* per route with its own upstream_ca, else NULL */
+};
+
+struct gen *gen_ref(struct gen *g);
+void gen_unref(struct gen *g);
+
+struct listener_info {
+	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */
+	int fd;
+	bool is_unix;
+};
+
+struct conn;
+struct upstream;
+
+struct worker {
+	struct proxy *px;
+	int id;
+	struct event_base *base;
+	struct evdns_base *dns;
+	pthread_t thread;
+	struct evconnlistener **listeners;
+	size_t n_listeners;
+	TAILQ_HEAD(, conn) conns;
+	unsigned n_conns;
+	TAILQ_HEAD(, upstream) idle;
+	unsigned n_idle;
+	bool draining;
+};
+
+struct resolve_pin {
+	char host[256];
+	struct sockaddr_storage addr; /* port 0 */
+	socklen_t len;
+};
+
+struct proxy {
+	struct proxy_options opt;
+	pthread_mutex_t gen_lock;
+	struct gen *gen;
+	struct tls_ca *ca;
+	SSL_CTX *server_ctx;
+	struct audit_log *audit;
+	struct listener_info *listeners;
+	size_t n_listeners;
+	struct worker *workers;
+	int n_workers;
+	struct resolve_pin *pins;
+	size_t n_pins;
+	atomic_int active; /* connections open, all workers */
+	struct event_base *main_base;
+};
+
+struct gen *proxy_current_gen(struct proxy *px);
+
+/* conn.c */
+void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa,
+		 int salen);
+void conn_drain_worker(struct worker *w);
+
+/* upstream.c: dialing, DNS, pool */
+struct upstream_target {
+	enum scheme scheme;
+	const char *host; /* name or IP literal (no brackets) */
+	uint16_t port;
+	bool allow_private;
+	SSL_CTX *ctx; /* for https */
+	const char *ca_key; /* identifies ctx for pooling ("" for default) */
+};
+
+/* Called once when the upstream is connected (err 0) or could not be
+ * reached (err < 0 and a reason for people in why). */
+typedef void (*upstream_ready_fn)(struct conn *c, struct upstream *u, int err, const char *why);
+
+struct upstream {
+	TAILQ_ENTRY(upstream) link;
+	struct worker *w;
+	struct bufferevent *bev;
+	struct conn *conn;
+	char key[400];
+	upstream_ready_fn ready;
+	struct event *kick;
+	/* dialing */
+	struct evdns_getaddrinfo_request *dns_req;
+	struct sockaddr_storage addrs[MAX_ADDRS];
+	socklen_t addr_lens[MAX_ADDRS];
+	int n_addrs, next_addr;
+	char host[256];
+	uint16_t port;
+	bool tls;
+	bool allow_private;
+	SSL_CTX *ctx;
+	bool connected;
+	bool reused; /* came from the pool: may have been closed meanwhile */
+	char why[256];
+	char peer[64];
+	/* response parsing, owned by conn.c while in use */
+	struct http1 parser;
+	struct buf head;
+	size_t head_scan;
+	struct http_header *hdrs;
+	unsigned max_headers;
+	struct http_head resp;
+	int state;
+};
+
+/* Starts getting a connection for c: from the pool, or by dialing. The
+ * ready callback runs later (never from within this call). Returns 0, or a
+ * negative errno if nothing could be started (reason in why). */
+int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
+		 struct upstream **ret, char *why, size_t whylen) WUR;
+/* Returns u to the pool when reusable, else closes it. */
+void upstream_release(struct upstream *u, bool reusable);
+void upstream_pool_clear(struct worker *w);

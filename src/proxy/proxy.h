@@ -1,0 +1,27 @@
+/* `keyward proxy`: the deny-by-default HTTP(S) proxy that attaches real
+ * credentials. One event loop per worker thread; every connection lives on
+ * one worker. See docs/proxy.md. */
+#pragma once
+
+#include <stddef.h>
+
+#include "common/util.h"
+
+#define PROXY_MAX_LISTEN 16
+#define PROXY_MAX_RESOLVE 64
+
+struct proxy_options {
+	const char *policy_path;
+	const char *listen[PROXY_MAX_LISTEN]; /* "HOST:PORT", "[::1]:PORT", "unix:PATH" */
+	size_t n_listen;
+	const char *audit_path; /* overrides the policy's audit: */
+	const char *resolve[PROXY_MAX_RESOLVE]; /* "HOST:ADDR" pins */
+	size_t n_resolve;
+	int workers;  /* 0: one per CPU */
+	const char *state_dir; /* for the CA; NULL: state_dir() */
+	const char *ready_file; /* if set, "PORT\n" of the first listener is written here once listening */
+};
+
+/* Runs the proxy until SIGTERM/SIGINT (drain, then return 0). Returns a
+ * negative errno on a start-up failure, with the reason logged. */
+int proxy_main(const struct proxy_options *opt) WUR;

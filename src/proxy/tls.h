@@ -1,0 +1,43 @@
+/* TLS on both sides of the proxy.
+ *
+ * Towards the sandbox: keyward's CA mints a leaf certificate per host
+ * (ECDSA P-256, SAN = that host), cached, so that a CONNECT tunnel can be
+ * opened and the requests inside checked. The CA key never leaves this
+ * process (a 0600 file in the state directory for `keyward proxy`).
+ * Towards upstreams: always verified against the system roots plus an
+ * optional extra CA file; there is no way to turn verification off. */
+#pragma once
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+
+#include "common/util.h"
+
+struct tls_ca;
+
+/* Loads dir/ca.pem and dir/ca-key.pem, creating both on first use. The key
+ * file must not be readable by group or others. */
+int tls_ca_load_or_create(const char *dir, struct tls_ca **ret, char *errbuf, size_t errlen) WUR;
+/* A CA that lives only in memory (for one `keyward run`). */
+int tls_ca_new_ephemeral(struct tls_ca **ret) WUR;
+void tls_ca_free(struct tls_ca *ca);
+/* The CA certificate as PEM; the caller frees the string. */
+char *tls_ca_cert_pem(const struct tls_ca *ca);
+
+/* A server context for intercepted tunnels (ALPN http/1.1 only). */
+SSL_CTX *tls_server_ctx_new(void);
+/* Makes a server SSL for a tunnel to host (a name or IP literal): sets the
+ * minted leaf and remembers host, so that a ClientHello whose SNI names a
+ * different host fails the handshake. Returns NULL on failure. */
+SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host);
+/* Whether the handshake on ssl was refused because of an SNI mismatch. */
+bool tls_server_sni_mismatch(SSL *ssl);
+
+/* A client context that verifies upstreams against the system roots and,
+ * if extra_ca is not NULL, the CAs in that PEM file. */
+SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen);
+/* A client SSL for host: SNI (names only) and host name or IP verification. */
+SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *host);
+
+/* Describes the last TLS error on this thread (for audit "detail"). */
+void tls_error_string(char *out, size_t outlen);
