@@ -1,0 +1,1741 @@
+/* Policy loading: YAML text -> struct policy.
+ *
+ * Trust boundary: the policy file is written by the operator, but it may
+ * come from a repository the sandboxed code can edit, so it is parsed as
+ * hostile input. libyaml's event API feeds a small tree of our own, built
+ * with ceilings on size, depth and node count; anchors and aliases are
+ * refused outright (no billion laughs), tags too. Validation then walks the
+ * tree with one schema per mapping: an unknown or duplicate key is an error,
+ * never ignored, because a typo in a security policy must not widen it.
+ * Every message names FILE:LINE:COLUMN. Messages never echo from: or
+ * placeholder: values, in case a real secret was pasted there by mistake. */
+#include "policy/policy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+#include <openssl/evp.h>
+
+#include "common/encode.h"
+
+#define POLICY_MAX_BYTES (1024 * 1024)
+#define POLICY_MAX_DEPTH 32
+#define POLICY_MAX_NODES 100000
+#define POLICY_MAX_CREDS 1024
+#define POLICY_MAX_ROUTES 4096
+#define ROUTE_MAX_METHODS 64
+#define ROUTE_MAX_PATHS 256
+#define GLOB_MAX 1024
+#define HOST_MAX 253
+#define PLACEHOLDER_MIN 16
+#define PLACEHOLDER_MAX 256
+
+static const char inject_expected[] =
+	"(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or "
+	"{query: PARAM})";
+
+/* ---- the YAML tree ---- */
+
+enum ynode_type { Y_SCALAR, Y_MAP, Y_SEQ };
+
+struct ynode {
+	enum ynode_type type;
+	int line, column;       /* 1-based, of the node's first character */
+	char *value;            /* Y_SCALAR: NUL-terminated copy */
+	size_t len;             /* Y_SCALAR: bytes in value (may hold a NUL) */
+	bool plain;             /* Y_SCALAR: unquoted, so it may be null */
+	struct ynode **items;   /* Y_SEQ: items; Y_MAP: key, value, key, value... */
+	size_t n, cap;
+};
+
+static void ynode_free(struct ynode *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->n; i++)
+		ynode_free(n->items[i]);
+	free(n->items);
+	free(n->value);
+	free(n);
+}
+
+struct ctx {
+	const char *name;
+	struct policy_error *err;
+	size_t n_nodes;
+};
+
+/* ---- messages ---- */
+
+static int fail_at(struct ctx *c, int line, int column, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail_at(struct ctx *c, int line, int column, const char *fmt, ...)
+{
+	if (!c->err)
+		return -EINVAL;
+	char *m = c->err->message;
+	size_t sz = sizeof(c->err->message);
+	int n;
+	if (line > 0)
+		n = snprintf(m, sz, "%s:%d:%d: ", c->name, line, column);
+	else
+		n = snprintf(m, sz, "%s: ", c->name);
+	if (n >= 0 && (size_t)n < sz) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m + n, sz - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+#define fail(c, node, ...) fail_at((c), (node)->line, (node)->column, __VA_ARGS__)
+
+static int fail_oom(struct ctx *c)
+{
+	fail_at(c, 0, 0, "out of memory");
+	return -ENOMEM;
+}
+
+/* Text from the file, made safe to print inside quotes: at most 64 bytes,
+ * and nothing that could move a terminal's cursor. */
+struct quoted {
+	char s[72];
+};
+
+static const char *quote(struct quoted *q, const char *s)
+{
+	size_t i = 0;
+	for (; s[i] && i < 64; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		q->s[i] = (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') ? '?' : (char)ch;
+	}
+	if (s[i]) {
+		memcpy(q->s + i, "...", 3);
+		i += 3;
+	}
+	q->s[i] = '\0';
+	return q->s;
+}
+
+#define Q(s) quote(&(struct quoted){ { 0 } }, (s))
+
+/* ---- text checks before libyaml sees it ---- */
+
+/* Length of the UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF) with its code point, or 0. */
+static size_t utf8_decode(const unsigned char *p, size_t n, unsigned *ret_cp)
+{
+	unsigned cp, min;
+	size_t len;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2, cp = p[0] & 0x1f, min = 0x80;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3, cp = p[0] & 0x0f, min = 0x800;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4, cp = p[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	*ret_cp = cp;
+	return len;
+}
+
+/* YAML 1.2 section 5.1 allows only printable characters; libyaml checks
+ * too, but its reader errors carry no line, and NUL would end our copies. */
+static int check_text(struct ctx *c, const char *text, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	int line = 1, column = 1;
+
+	if (len > POLICY_MAX_BYTES)
+		return fail_at(c, 0, 0, "policy is larger than 1 MiB");
+	for (size_t i = 0; i < len;) {
+		unsigned cp = p[i];
+		size_t step = 1;
+		if (cp == 0)
+			return fail_at(c, line, column, "NUL byte in policy");
+		if (cp >= 0x80) {
+			step = utf8_decode(p + i, len - i, &cp);
+			if (step == 0)
+				return fail_at(c, line, column, "invalid UTF-8 in policy");
+		}
+		if ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') || cp == 0x7f ||
+		    (cp >= 0x80 && cp <= 0x9f && cp != 0x85) || cp == 0xfffe || cp == 0xffff)
+			return fail_at(c, line, column, "control character U+%04X in policy", cp);
+		if (cp == '\n' || (cp == '\r' && (i + 1 == len || p[i + 1] != '\n'))) {
+			line++;
+			column = 1;
+		} else if (cp != '\r') {
+			column++;
+		}
+		i += step;
+	}
+	return 0;
+}
+
+/* ---- events to tree ---- */
+
+struct builder {
+	struct ynode *stack[POLICY_MAX_DEPTH];
+	size_t depth;
+	struct ynode *root;
+	int documents;
+};
+
+static int fail_mark(struct ctx *c, yaml_mark_t m, const char *msg)
+{
+	return fail_at(c, (int)m.line + 1, (int)m.column + 1, "%s", msg);
+}
+
+struct keyref {
+	const char *s;
+	size_t len;
+	size_t idx; /* pair index in the mapping */
+};
+
+static int keyref_cmp(const void *a, const void *b)
+{
+	const struct keyref *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int d = memcmp(x->s, y->s, n);
+	if (d == 0 && x->len != y->len)
+		d = x->len < y->len ? -1 : 1;
+	if (d == 0)
+		d = x->idx < y->idx ? -1 : 1;
+	return d;
+}
+
+/* Duplicate keys are an error (YAML 1.2 3.2.1.1 requires unique keys, and
+ * libyaml does not check): "allow_private: false" then "...: true" must not
+ * depend on which one a reader keeps. Sorting keeps hostile input O(n log n). */
+static int check_duplicates(struct ctx *c, const struct ynode *map)
+{
+	size_t nkeys = map->n / 2;
+	if (nkeys < 2)
+		return 0;
+	struct keyref *k = calloc(nkeys, sizeof(*k));
+	if (!k)
+		return fail_oom(c);
+	for (size_t i = 0; i < nkeys; i++)
+		k[i] = (struct keyref){ map->items[2 * i]->value, map->items[2 * i]->len, i };
+	qsort(k, nkeys, sizeof(*k), keyref_cmp);
+
+	size_t dup = SIZE_MAX, first = 0, run = 0;
+	for (size_t i = 1; i < nkeys; i++) {
+		if (k[i].len != k[run].len || memcmp(k[i].s, k[run].s, k[i].len) != 0) {
+			run = i;
+			continue;
+		}
+		if (k[i].idx < dup) {
+			dup = k[i].idx;
+			first = k[run].idx;
+		}
+	}
+	free(k);
+	if (dup == SIZE_MAX)
+		return 0;
+	const struct ynode *key = map->items[2 * dup];
+	return fail(c, key, "duplicate key \"%s\" (first at line %d)", Q(key->value),
+		    map->items[2 * first]->line);
+}
+
+static int builder_add(struct ctx *c, struct builder *b, struct ynode *node)
+{
+	if (b->depth == 0) {
+		b->root = node;
+		return 0;
+	}
+	struct ynode *parent = b->stack[b->depth - 1];
+	if (parent->type == Y_MAP && parent->n % 2 == 0 && node->type != Y_SCALAR) {
+		int r = fail(c, node, "mapping keys must be plain strings");
+		ynode_free(node);
+		return r;
+	}
+	if (parent->n == parent->cap) {
+		size_t cap = parent->cap ? parent->cap * 2 : 8;
+		struct ynode **items = realloc(parent->items, cap * sizeof(*items));
+		if (!items) {
+			ynode_free(node);
+			return fail_oom(c);
+		}
+		parent->items = items;
+		parent->cap = cap;
+	}
+	parent->items[parent->n++] = node;
+	return 0;
+}
+
+static int builder_node(struct ctx *c, struct builder *b, const yaml_event_t *ev)
+{
+	const yaml_char_t *anchor, *tag;
+	enum ynode_type type;
+
+	switch (ev->type) {
+	case YAML_SCALAR_EVENT:
+		type = Y_SCALAR;
+		anchor = ev->data.scalar.anchor;
+		tag = ev->data.scalar.tag;
+		break;
+	case YAML_SEQUENCE_START_EVENT:
+		type = Y_SEQ;
+		anchor = ev->data.sequence_start.anchor;
+		tag = ev->data.sequence_start.tag;
+		break;
+	default:
+		type = Y_MAP;
+		anchor = ev->data.mapping_start.anchor;
+		tag = ev->data.mapping_start.tag;
+		break;
+	}
+	if (anchor)
+		return fail_mark(c, ev->start_mark, "anchors are not allowed in a policy");
+	if (tag)
+		return fail_mark(c, ev->start_mark, "tags are not allowed in a policy");
+	if (++c->n_nodes > POLICY_MAX_NODES)
+		return fail_mark(c, ev->start_mark, "policy has more than 100000 YAML nodes");
+	if (type != Y_SCALAR && b->depth == POLICY_MAX_DEPTH)
+		return fail_mark(c, ev->start_mark, "policy nests deeper than 32 levels");
+
+	struct ynode *n = calloc(1, sizeof(*n));
+	if (!n)
+		return fail_oom(c);
+	n->type = type;
+	n->line = (int)ev->start_mark.line + 1;
+	n->column = (int)ev->start_mark.column + 1;
+	if (type == Y_SCALAR) {
+		n->len = ev->data.scalar.length;
+		n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+		n->value = malloc(n->len + 1);
+		if (!n->value) {
+			free(n);
+			return fail_oom(c);
+		}
+		memcpy(n->value, ev->data.scalar.value, n->len);
+		n->value[n->len] = '\0';
+	}
+	int r = builder_add(c, b, n);
+	if (r < 0)
+		return r;
+	if (type != Y_SCALAR)
+		b->stack[b->depth++] = n;
+	return 0;
+}
+
+static int builder_event(struct ctx *c, struct builder *b, const yaml_event_t *ev)
+{
+	switch (ev->type) {
+	case YAML_DOCUMENT_START_EVENT:
+		if (b->documents++ > 0)
+			return fail_mark(c, ev->start_mark,
+					 "a policy is a single YAML document (found a second \"---\")");
+		return 0;
+	case YAML_ALIAS_EVENT:
+		return fail_mark(c, ev->start_mark, "aliases are not allowed in a policy");
+	case YAML_SCALAR_EVENT:
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		return builder_node(c, b, ev);
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT: {
+		struct ynode *n = b->stack[--b->depth];
+		return n->type == Y_MAP ? check_duplicates(c, n) : 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+static int fail_yaml(struct ctx *c, const yaml_parser_t *parser)
+{
+	const char *problem = parser->problem ? parser->problem : "unknown error";
+
+	if (parser->error == YAML_MEMORY_ERROR)
+		return fail_oom(c);
+	if (parser->error == YAML_READER_ERROR)
+		/* check_text has refused what the reader refuses; no mark here */
+		return fail_at(c, 0, 0, "invalid YAML: %s", problem);
+	/* "host: *.example.com" unquoted is the likeliest way to get here */
+	if (parser->context && strstr(parser->context, "alias"))
+		return fail_at(c, (int)parser->problem_mark.line + 1,
+			       (int)parser->problem_mark.column + 1,
+			       "invalid YAML: %s (%s at line %d; a value that starts with '*' "
+			       "must be quoted, as in host: \"*.example.com\")",
+			       problem, parser->context, (int)parser->context_mark.line + 1);
+	if (parser->context)
+		return fail_at(c, (int)parser->problem_mark.line + 1,
+			       (int)parser->problem_mark.column + 1, "invalid YAML: %s (%s at line %d)",
+			       problem, parser->context, (int)parser->context_mark.line + 1);
+	return fail_at(c, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1,
+		       "invalid YAML: %s", problem);
+}
+
+/* Parses the text into a tree; *ret is NULL for an empty stream. */
+static int yaml_to_tree(struct ctx *c, const char *text, size_t len, struct ynode **ret)
+{
+	struct builder b = { .depth = 0 };
+	yaml_parser_t parser;
+	bool done = false;
+	int r = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return fail_oom(c);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	/* no BOM sniffing into UTF-16: check_text validated UTF-8 */
+	yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+	while (!done && r >= 0) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&parser, &ev)) {
+			r = fail_yaml(c, &parser);
+			break;
+		}
+		r = builder_event(c, &b, &ev);
+		done = ev.type == YAML_STREAM_END_EVENT;
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	if (r < 0) {
+		ynode_free(b.root);
+		return r;
+	}
+	*ret = b.root;
+	return 0;
+}
+
+/* ---- typed values ---- */
+
+static bool ynode_is_null(const struct ynode *n)
+{
+	return n->type == Y_SCALAR && n->plain &&
+	       (n->len == 0 || streq(n->value, "~") || streq(n->value, "null") ||
+		streq(n->value, "Null") || streq(n->value, "NULL"));
+}
+
+static const char *ynode_kind(const struct ynode *n)
+{
+	if (ynode_is_null(n))
+		return "nothing";
+	return n->type == Y_MAP ? "a mapping" : n->type == Y_SEQ ? "a sequence" : "a string";
+}
+
+/* A string value, borrowed from the tree. */
+static int get_string(struct ctx *c, const struct ynode *n, const char *key, const char **ret)
+{
+	if (n->type != Y_SCALAR || ynode_is_null(n))
+		return fail(c, n, "%s: expected a string, found %s", key, ynode_kind(n));
+	if (strlen(n->value) != n->len)
+		return fail(c, n, "%s: NUL character in string", key);
+	*ret = n->value;
+	return 0;
+}
+
+static int get_nonempty(struct ctx *c, const struct ynode *n, const char *key, const char **ret)
+{
+	const char *s;
+	int r = get_string(c, n, key, &s);
+	if (r < 0)
+		return r;
+	if (!*s)
+		return fail(c, n, "%s: is empty", key);
+	*ret = s;
+	return 0;
+}
+
+static int dup_string(struct ctx *c, const char *s, char **ret)
+{
+	char *d = strdup(s);
+	if (!d)
+		return fail_oom(c);
+	*ret = d;
+	return 0;
+}
+
+/* Decimal digits only: no sign, no hex, no "1e3", no "1_000". */
+static int parse_digits(const char **s, uint64_t *ret)
+{
+	uint64_t v = 0;
+	const char *p = *s;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *p - '0', &v))
+			return -ERANGE;
+	}
+	*s = p;
+	*ret = v;
+	return 0;
+}
+
+static int get_uint(struct ctx *c, const struct ynode *n, const char *key, uint64_t min,
+		    uint64_t max, uint64_t *ret)
+{
+	const char *s;
+	uint64_t v = 0;
+
+	if (get_string(c, n, key, &s) < 0 || parse_digits(&s, &v) < 0 || *s || v < min ||
+	    v > max)
+		return fail(c, n, "%s: expected an integer from %llu to %llu", key,
+			    (unsigned long long)min, (unsigned long long)max);
+	*ret = v;
+	return 0;
+}
+
+static int get_bool(struct ctx *c, const struct ynode *n, const char *key, bool *ret)
+{
+	if (n->type == Y_SCALAR && streq(n->value, "true")) {
+		*ret = true;
+		return 0;
+	}
+	if (n->type == Y_SCALAR && streq(n->value, "false")) {
+		*ret = false;
+		return 0;
+	}
+	return fail(c, n, "%s: expected true or false", key);
+}
+
+struct unit {
+	const char *name;
+	uint64_t factor;
+};
+
+static const struct unit size_units[] = {
+	{ "", 1 },
+	{ "B", 1 },
+	{ "KB", 1000 },
+	{ "MB", 1000 * 1000 },
+	{ "GB", 1000 * 1000 * 1000 },
+	{ "KiB", 1024 },
+	{ "MiB", 1024 * 1024 },
+	{ "GiB", 1024 * 1024 * 1024 },
+};
+
+static const struct unit duration_units[] = {
+	{ "ms", 1 },
+	{ "s", 1000 },
+	{ "m", 60 * 1000 },
+	{ "h", 60 * 60 * 1000 },
+};
+
+static int parse_with_unit(const char *s, const struct unit *units, size_t n_units,
+			   uint64_t *ret)
+{
+	uint64_t v;
+	if (parse_digits(&s, &v) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n_units; i++) {
+		if (strcaseeq(s, units[i].name)) {
+			if (__builtin_mul_overflow(v, units[i].factor, ret))
+				return -ERANGE;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* "10MB" (10^7), "512KiB" (2^19), "65536" (bytes). */
+static int get_size(struct ctx *c, const struct ynode *n, const char *key, uint64_t min,
+		    uint64_t max, uint64_t *ret)
+{
+	const char *s;
+	uint64_t v;
+	int r = get_string(c, n, key, &s);
+	if (r < 0)
+		return r;
+	r = parse_with_unit(s, size_units, ARRAY_SIZE(size_units), &v);
+	if (r < 0 || v < min || v > max)
+		return fail(c, n,
+			    "%s: expected a size from %llu to %llu bytes, such as 65536, "
+			    "512KiB or 10MB",
+			    key, (unsigned long long)min, (unsigned long long)max);
+	*ret = v;
+	return 0;
+}
+
+/* "500ms", "10s", "2m", "1h"; a bare number is refused (seconds or ms?). */
+static int get_duration(struct ctx *c, const struct ynode *n, const char *key, unsigned *ret_ms)
+{
+	const char *s;
+	uint64_t v;
+	int r = get_string(c, n, key, &s);
+	if (r < 0)
+		return r;
+	r = parse_with_unit(s, duration_units, ARRAY_SIZE(duration_units), &v);
+	if (r < 0 || v < 1 || v > 24 * 60 * 60 * 1000)
+		return fail(c, n,
+			    "%s: expected a duration from 1ms to 24h with a unit, such as "
+			    "500ms, 10s or 2m",
+			    key);
+	*ret_ms = (unsigned)v;
+	return 0;
+}
+
+/* [A-Za-z_][A-Za-z0-9_]* (POSIX shell names). */
+static bool valid_env_name(const char *s)
+{
+	if (!*s || (*s >= '0' && *s <= '9'))
+		return false;
+	for (; *s; s++)
+		if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9')))
+			return false;
+	return true;
+}
+
+/* RFC 9110 5.6.2 tchar. */
+static bool is_tchar(char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool valid_token(const char *s, size_t max)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if (!is_tchar(s[n]))
+			return false;
+	return n > 0 && n <= max;
+}
+
+static bool is_unreserved(unsigned char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+	       ch == '-' || ch == '.' || ch == '_' || ch == '~';
+}
+
+/* ---- mapping walk ---- */
+
+/* Key equality that a NUL inside a quoted key ("host\0x") cannot fool. */
+static bool key_is(const struct ynode *k, const char *name)
+{
+	return k->len == strlen(name) && memcmp(k->value, name, k->len) == 0;
+}
+
+/* Looks up each key of `map` in `keys` (NULL-terminated) and stores its
+ * value node in found[i]; an unknown key is an error naming `where`. */
+static int map_fields(struct ctx *c, const struct ynode *map, const char *const *keys,
+		      const struct ynode **found, const struct ynode **found_keys,
+		      const char *where)
+{
+	for (size_t i = 0; i + 1 < map->n; i += 2) {
+		const struct ynode *k = map->items[i];
+		size_t j = 0;
+		while (keys[j] && !key_is(k, keys[j]))
+			j++;
+		if (!keys[j])
+			return fail(c, k, "unknown key \"%s\" in %s", Q(k->value), where);
+		found[j] = map->items[i + 1];
+		if (found_keys)
+			found_keys[j] = k;
+	}
+	return 0;
+}
+
+static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
+{
+	if (n->type != Y_MAP)
+		return fail(c, n, "%s: expected a mapping, found %s", key, ynode_kind(n));
+	return 0;
+}
+
+/* ---- limits ---- */
+
+enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_N };
+static const char *const limit_keys[] = { "max_header_bytes", "max_headers", "header_timeout",
+					  "idle_timeout", "max_body", NULL };
+
+static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
+{
+	const struct ynode *f[L_N] = { 0 };
+	uint64_t v;
+	int r;
+
+	r = expect_map(c, n, "limits");
+	if (r < 0)
+		return r;
+	r = map_fields(c, n, limit_keys, f, NULL, "limits");
+	if (r < 0)
+		return r;
+	if (f[L_HEADER_BYTES]) {
+		r = get_size(c, f[L_HEADER_BYTES], "max_header_bytes", 1024, 1024 * 1024, &v);
+		if (r < 0)
+			return r;
+		l->max_header_bytes = (size_t)v;
+	}
+	if (f[L_HEADERS]) {
+		r = get_uint(c, f[L_HEADERS], "max_headers", 1, 1000, &v);
+		if (r < 0)
+			return r;
+		l->max_headers = (unsigned)v;
+	}
+	if (f[L_HEADER_TIMEOUT]) {
+		r = get_duration(c, f[L_HEADER_TIMEOUT], "header_timeout", &l->header_timeout_ms);
+		if (r < 0)
+			return r;
+	}
+	if (f[L_IDLE_TIMEOUT]) {
+		r = get_duration(c, f[L_IDLE_TIMEOUT], "idle_timeout", &l->idle_timeout_ms);
+		if (r < 0)
+			return r;
+	}
+	if (f[L_MAX_BODY]) {
+		r = get_size(c, f[L_MAX_BODY], "max_body", 0, UINT64_MAX, &l->max_body);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- credentials ---- */
+
+static bool valid_cred_name(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++) {
+		char ch = s[n];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+			return false;
+	}
+	return n >= 1 && n <= 64;
+}
+
+static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred)
+{
+	static const char *const later[] = { "aws", "oauth2_client_credentials", "oauth2_refresh",
+					     "github_app" };
+	const char *kind;
+	int r = get_string(c, n, "kind", &kind);
+	if (r < 0)
+		return r;
+	if (streq(kind, "secret"))
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(later); i++)
+		if (streq(kind, later[i]))
+			return fail(c, n,
+				    "credential \"%s\": kind %s is not supported yet in this "
+				    "version (only secret)",
+				    cred, kind);
+	return fail(c, n, "credential \"%s\": unknown kind \"%s\" (expected secret)", cred, Q(kind));
+}
+
+static int parse_from(struct ctx *c, const struct ynode *n, struct policy_credential *cred)
+{
+	const char *from;
+	int r = get_nonempty(c, n, "from", &from);
+	if (r < 0)
+		return r;
+
+	if (strncmp(from, "env:", 4) == 0) {
+		if (!valid_env_name(from + 4))
+			return fail(c, n,
+				    "from: env: needs a variable name matching "
+				    "[A-Za-z_][A-Za-z0-9_]*");
+		cred->source = SOURCE_ENV;
+		return dup_string(c, from + 4, &cred->source_arg);
+	}
+	if (strncmp(from, "file:", 5) == 0) {
+		if (!from[5])
+			return fail(c, n, "from: file: needs a path");
+		cred->source = SOURCE_FILE;
+		return dup_string(c, from + 5, &cred->source_arg);
+	}
+	if (strncmp(from, "vault:", 6) == 0 || strncmp(from, "exec:", 5) == 0)
+		return fail(c, n,
+			    "from: source %.*s: is not supported yet in this version (use env:VAR "
+			    "or file:PATH)",
+			    from[0] == 'v' ? 5 : 4, from);
+	/* The value is not echoed: it may be a secret pasted in the wrong place. */
+	return fail(c, n, "from: unknown credential source (expected env:VAR or file:PATH)");
+}
+
+/* Printable ASCII without space, quotes or backslash: it must survive
+ * shells, JSON, headers and URLs unchanged, and be found by a byte search. */
+static int check_placeholder(struct ctx *c, const struct ynode *n, const char *s)
+{
+	size_t len = strlen(s);
+	if (len < PLACEHOLDER_MIN || len > PLACEHOLDER_MAX)
+		return fail(c, n, "placeholder: must be %d to %d characters long", PLACEHOLDER_MIN,
+			    PLACEHOLDER_MAX);
+	for (const char *p = s; *p; p++)
+		if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\'' || *p == '\\')
+			return fail(c, n,
+				    "placeholder: only printable ASCII without spaces, quotes or "
+				    "backslashes");
+	return 0;
+}
+
+enum { C_FROM, C_ENV, C_PLACEHOLDER, C_KIND, C_N };
+static const char *const cred_keys[] = { "from", "env", "placeholder", "kind", NULL };
+
+static int parse_credential(struct ctx *c, const struct ynode *key, const struct ynode *val,
+			    struct policy_credential *cred, const struct ynode **ret_ph_node)
+{
+	const struct ynode *f[C_N] = { 0 };
+	char where[96];
+	int r;
+
+	cred->name = NULL;
+	if (!valid_cred_name(key->value))
+		return fail(c, key,
+			    "invalid credential name \"%s\" (1 to 64 of A-Z a-z 0-9 _ . -)",
+			    Q(key->value));
+	r = dup_string(c, key->value, &cred->name);
+	if (r < 0)
+		return r;
+	cred->line = key->line;
+	cred->column = key->column;
+	if (val->type != Y_MAP)
+		return fail(c, val, "credential \"%s\": expected a mapping with from:, found %s",
+			    cred->name, ynode_kind(val));
+
+	/* kind first: another kind has other keys, which would otherwise be
+	 * reported as unknown instead of as not supported yet */
+	for (size_t i = 0; i + 1 < val->n; i += 2)
+		if (key_is(val->items[i], "kind")) {
+			r = parse_kind(c, val->items[i + 1], cred->name);
+			if (r < 0)
+				return r;
+		}
+	snprintf(where, sizeof(where), "credential \"%s\"", cred->name);
+	r = map_fields(c, val, cred_keys, f, NULL, where);
+	if (r < 0)
+		return r;
+	if (!f[C_FROM])
+		return fail(c, val, "credential \"%s\" has no from: (env:VAR or file:PATH)",
+			    cred->name);
+	r = parse_from(c, f[C_FROM], cred);
+	if (r < 0)
+		return r;
+
+	if (f[C_ENV]) {
+		const char *env;
+		r = get_nonempty(c, f[C_ENV], "env", &env);
+		if (r < 0)
+			return r;
+		if (!valid_env_name(env))
+			return fail(c, f[C_ENV],
+				    "env: invalid variable name \"%s\" (expected "
+				    "[A-Za-z_][A-Za-z0-9_]*)",
+				    Q(env));
+		r = dup_string(c, env, &cred->env);
+		if (r < 0)
+			return r;
+	}
+
+	if (f[C_PLACEHOLDER]) {
+		const char *ph;
+		r = get_string(c, f[C_PLACEHOLDER], "placeholder", &ph);
+		if (r < 0)
+			return r;
+		r = check_placeholder(c, f[C_PLACEHOLDER], ph);
+		if (r < 0)
+			return r;
+		*ret_ph_node = f[C_PLACEHOLDER];
+		return dup_string(c, ph, &cred->placeholder);
+	}
+	char ph[3 + 64 + 1 + 24 + 1];
+	r = policy_derive_placeholder(cred->name, ph, sizeof(ph));
+	if (r < 0)
+		return fail_oom(c);
+	*ret_ph_node = key;
+	return dup_string(c, ph, &cred->placeholder);
+}
+
+/* The proxy finds placeholders by byte search: one that contains another
+ * would be swapped for the wrong secret, or half-swapped. */
+static int check_credentials_apart(struct ctx *c, const struct policy *p,
+				   const struct ynode *const *ph_nodes)
+{
+	for (size_t j = 1; j < p->n_creds; j++) {
+		const struct policy_credential *b = &p->creds[j];
+		for (size_t i = 0; i < j; i++) {
+			const struct policy_credential *a = &p->creds[i];
+			if (streq(a->placeholder, b->placeholder))
+				return fail(c, ph_nodes[j],
+					    "credentials \"%s\" and \"%s\" have the same placeholder",
+					    a->name, b->name);
+			if (strstr(a->placeholder, b->placeholder))
+				return fail(c, ph_nodes[j],
+					    "the placeholder of credential \"%s\" is part of the "
+					    "placeholder of credential \"%s\"",
+					    b->name, a->name);
+			if (strstr(b->placeholder, a->placeholder))
+				return fail(c, ph_nodes[j],
+					    "the placeholder of credential \"%s\" is part of the "
+					    "placeholder of credential \"%s\"",
+					    a->name, b->name);
+			if (a->env && b->env && streq(a->env, b->env))
+				return fail_at(c, b->line, b->column,
+					    "credentials \"%s\" and \"%s\" both set env: %s",
+					    a->name, b->name, a->env);
+		}
+	}
+	return 0;
+}
+
+static int parse_credentials(struct ctx *c, const struct ynode *n, struct policy *p)
+{
+	int r = expect_map(c, n, "credentials");
+	if (r < 0)
+		return r;
+	size_t count = n->n / 2;
+	if (count > POLICY_MAX_CREDS)
+		return fail(c, n, "credentials: more than %d credentials", POLICY_MAX_CREDS);
+	if (count == 0)
+		return 0;
+	p->creds = calloc(count, sizeof(*p->creds));
+	const struct ynode **ph_nodes = calloc(count, sizeof(*ph_nodes));
+	if (!p->creds || !ph_nodes) {
+		free(ph_nodes);
+		return fail_oom(c);
+	}
+	for (size_t i = 0; i < count && r >= 0; i++) {
+		p->n_creds++; /* policy_free frees a half-filled entry */
+		r = parse_credential(c, n->items[2 * i], n->items[2 * i + 1], &p->creds[i],
+				     &ph_nodes[i]);
+	}
+	if (r >= 0)
+		r = check_credentials_apart(c, p, ph_nodes);
+	free(ph_nodes);
+	return r;
+}
+
+/* ---- routes: host ---- */
+
+/* Addresses a route reaches only by naming them (RFC 1918, RFC 6598,
+ * RFC 3927, RFC 1122 loopback and "this network", RFC 4193, RFC 4291). */
+static bool ipv4_is_private(const unsigned char a[4])
+{
+	return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 100 && (a[1] & 0xc0) == 64) ||
+	       (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
+	       (a[0] == 192 && a[1] == 168);
+}
+
+static bool ipv6_is_private(const struct in6_addr *a)
+{
+	static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const unsigned char *b = a->s6_addr;
+	if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a))
+		return true;
+	if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80))
+		return true;
+	return memcmp(b, v4mapped, 12) == 0 && ipv4_is_private(b + 12);
+}
+
+static bool name_is_localhost(const char *h)
+{
+	size_t n = strlen(h);
+	/* RFC 6761 6.3: localhost and every name under it are loopback */
+	return streq(h, "localhost") || (n >= 10 && streq(h + n - 10, ".localhost"));
+}
+
+static int parse_host_ipv6(struct ctx *c, const struct ynode *n, const char *h,
+			   struct policy_route *route)
+{
+	size_t len = strlen(h);
+	char inner[INET6_ADDRSTRLEN];
+	struct in6_addr a;
+
+	if (h[len - 1] != ']' || len - 2 >= sizeof(inner))
+		return fail(c, n, "host: invalid IPv6 literal \"%s\"", Q(h));
+	memcpy(inner, h + 1, len - 2);
+	inner[len - 2] = '\0';
+	if (inet_pton(AF_INET6, inner, &a) != 1)
+		return fail(c, n, "host: invalid IPv6 literal \"%s\"", Q(h));
+	if (!inet_ntop(AF_INET6, &a, inner, sizeof(inner)))
+		return fail_oom(c);
+	route->allow_private = ipv6_is_private(&a);
+	return dup_string(c, inner, &route->host);
+}
+
+/* DNS name labels: [a-z0-9-], 1 to 63 each (RFC 1035 2.3.4). */
+static int check_labels(struct ctx *c, const struct ynode *n, const char *orig, const char *h)
+{
+	size_t label = 0;
+	for (const char *p = h;; p++) {
+		if (*p == '.' || !*p) {
+			if (label == 0)
+				return fail(c, n, "host: empty label in \"%s\"", Q(orig));
+			if (label > 63)
+				return fail(c, n, "host: label longer than 63 characters in \"%s\"",
+					    Q(orig));
+			if (!*p)
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (*p == '*')
+			return fail(c, n,
+				    "host: '*' is allowed only as the whole first label, as in "
+				    "*.example.com");
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+			return fail(c, n,
+				    "host: invalid character '%c' in \"%s\" (allowed: a-z 0-9 . -)",
+				    (*p > 0x20 && *p < 0x7f) ? *p : '?', Q(orig));
+		label++;
+	}
+}
+
+static int parse_host(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	char h[HOST_MAX + 3];
+	const char *orig;
+	int r = get_nonempty(c, n, "host", &orig);
+	if (r < 0)
+		return r;
+	size_t len = strlen(orig);
+	if (len > HOST_MAX + 1)
+		return fail(c, n, "host: longer than %d characters", HOST_MAX);
+	for (size_t i = 0; i <= len; i++)
+		h[i] = (orig[i] >= 'A' && orig[i] <= 'Z') ? (char)(orig[i] - 'A' + 'a') : orig[i];
+	if (len > 1 && h[len - 1] == '.' && h[len - 2] != '.')
+		h[--len] = '\0'; /* "example.com." is the same (absolute) name */
+
+	if (strstr(h, "://"))
+		return fail(c, n, "host: expected a host name, not a URL");
+	if (h[0] == '[')
+		return parse_host_ipv6(c, n, h, route);
+	if (strchr(h, ':')) {
+		struct in6_addr a;
+		if (inet_pton(AF_INET6, h, &a) == 1)
+			return fail(c, n, "host: write an IPv6 address in brackets, as in [::1]");
+		return fail(c, n, "host: must not contain a port; use port:");
+	}
+	if (streq(h, "*"))
+		return fail(c, n, "host: \"*\" alone would allow every host; name them");
+
+	const char *name = h;
+	if (h[0] == '*') {
+		if (h[1] != '.')
+			return fail(c, n,
+				    "host: '*' is allowed only as the whole first label, as in "
+				    "*.example.com");
+		route->wildcard = true;
+		name = h + 2;
+	}
+	r = check_labels(c, n, orig, name);
+	if (r < 0)
+		return r;
+
+	/* A numeric last label makes the whole name an IPv4 address to many
+	 * resolvers ("1.2.3", "0x7f.1"): only dotted-quad is accepted. */
+	const char *last = strrchr(name, '.');
+	last = last ? last + 1 : name;
+	if (strspn(last, "0123456789") == strlen(last)) {
+		unsigned char a[4];
+		if (route->wildcard)
+			return fail(c, n, "host: a wildcard needs a domain name, not an address");
+		if (inet_pton(AF_INET, name, a) != 1)
+			return fail(c, n, "host: invalid IPv4 address \"%s\"", Q(orig));
+		route->allow_private = ipv4_is_private(a);
+	} else {
+		route->allow_private = name_is_localhost(name);
+	}
+	/* a wildcard is stored as its suffix with the dot: ".example.com" */
+	return dup_string(c, route->wildcard ? h + 1 : h, &route->host);
+}
+
+/* ---- routes: methods and paths ---- */
+
+static int parse_methods(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "methods: expected a sequence such as [GET, POST], found %s",
+			    ynode_kind(n));
+	if (n->n == 0)
+		return fail(c, n, "methods: is empty; leave it out to allow every method");
+	if (n->n > ROUTE_MAX_METHODS)
+		return fail(c, n, "methods: more than %d methods", ROUTE_MAX_METHODS);
+	route->methods = calloc(n->n + 1, sizeof(char *));
+	if (!route->methods)
+		return fail_oom(c);
+	for (size_t i = 0; i < n->n; i++) {
+		const struct ynode *item = n->items[i];
+		const char *m;
+		int r = get_nonempty(c, item, "methods", &m);
+		if (r < 0)
+			return r;
+		if (!valid_token(m, 32))
+			return fail(c, item, "methods: \"%s\" is not an HTTP method", Q(m));
+		r = dup_string(c, m, &route->methods[i]);
+		if (r < 0)
+			return r;
+		for (char *p = route->methods[i]; *p; p++)
+			if (*p >= 'a' && *p <= 'z')
+				*p = (char)(*p - 'a' + 'A');
+		const char *up = route->methods[i];
+		if (streq(up, "CONNECT"))
+			return fail(c, item,
+				    "methods: CONNECT is not allowed (the proxy answers CONNECT "
+				    "itself, by host and port)");
+		if (streq(up, "TRACE"))
+			return fail(c, item,
+				    "methods: TRACE is not allowed (it echoes the request, "
+				    "injected credentials included)");
+		for (size_t j = 0; j < i; j++)
+			if (streq(route->methods[j], up))
+				return fail(c, item, "methods: %s is listed twice", up);
+	}
+	return 0;
+}
+
+/* Globs are matched against normalised paths (path.h), so a glob that no
+ * normalised path can contain is an error, not a rule that silently never
+ * matches. Escapes are normalised the same way as paths: "%7e" -> "~",
+ * "%2f" -> "%2F". */
+static int parse_glob(struct ctx *c, const struct ynode *n, char **ret)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *g;
+	int r = get_nonempty(c, n, "paths", &g);
+	if (r < 0)
+		return r;
+	size_t len = strlen(g);
+	if (len > GLOB_MAX)
+		return fail(c, n, "paths: glob longer than %d characters", GLOB_MAX);
+	if (g[0] != '/')
+		return fail(c, n, "paths: glob \"%s\" must start with '/'", Q(g));
+
+	_cleanup_free_ char *out = malloc(len + 1);
+	if (!out)
+		return fail_oom(c);
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)g[i];
+		if (ch == '?' || ch == '#')
+			return fail(c, n,
+				    "paths: glob \"%s\" contains '%c'; globs match the path only, "
+				    "never a query or fragment",
+				    Q(g), ch);
+		if (ch < 0x21 || ch >= 0x7f)
+			return fail(c, n,
+				    "paths: glob \"%s\" contains a space, control or non-ASCII "
+				    "character; write it percent-encoded",
+				    Q(g));
+		if (ch != '%') {
+			out[o++] = (char)ch;
+			continue;
+		}
+		int hi = i + 2 < len ? hex_value(g[i + 1]) : -1;
+		int lo = i + 2 < len ? hex_value(g[i + 2]) : -1;
+		if (hi < 0 || lo < 0)
+			return fail(c, n, "paths: glob \"%s\" has a malformed %%-escape", Q(g));
+		unsigned v = (unsigned)(hi << 4 | lo);
+		if (is_unreserved((unsigned char)v)) {
+			out[o++] = (char)v;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[v >> 4];
+			out[o++] = hex[v & 15];
+		}
+		i += 2;
+	}
+	out[o] = '\0';
+
+	if (strstr(out, "//"))
+		return fail(c, n,
+			    "paths: glob \"%s\" contains \"//\", which a normalised path never "
+			    "contains",
+			    Q(g));
+	for (const char *s = out; (s = strchr(s, '/')); s++) {
+		size_t seg = strcspn(s + 1, "/");
+		if ((seg == 1 && s[1] == '.') || (seg == 2 && s[1] == '.' && s[2] == '.'))
+			return fail(c, n,
+				    "paths: glob \"%s\" contains a \".\" or \"..\" segment, which a "
+				    "normalised path never contains",
+				    Q(g));
+	}
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+static int parse_paths(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "paths: expected a sequence such as [\"/repos/**\"], found %s",
+			    ynode_kind(n));
+	if (n->n == 0)
+		return fail(c, n, "paths: is empty; leave it out to allow every path");
+	if (n->n > ROUTE_MAX_PATHS)
+		return fail(c, n, "paths: more than %d globs", ROUTE_MAX_PATHS);
+	route->paths = calloc(n->n + 1, sizeof(char *));
+	if (!route->paths)
+		return fail_oom(c);
+	for (size_t i = 0; i < n->n; i++) {
+		int r = parse_glob(c, n->items[i], &route->paths[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- routes: credential and inject ---- */
+
+static int find_route_credential(struct ctx *c, const struct ynode *n, struct policy *p,
+				 struct policy_route *route)
+{
+	const char *name;
+	int r = get_nonempty(c, n, "credential", &name);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < p->n_creds; i++)
+		if (streq(p->creds[i].name, name)) {
+			route->credential = &p->creds[i];
+			return 0;
+		}
+	if (p->n_creds == 0)
+		return fail(c, n, "unknown credential \"%s\" (no credentials are defined)", Q(name));
+
+	char list[200];
+	size_t o = 0;
+	for (size_t i = 0; i < p->n_creds; i++) {
+		int w = snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", p->creds[i].name);
+		if (w < 0 || (size_t)w >= sizeof(list) - o) {
+			/* keep "..." in bounds: cut back far enough for it */
+			o = o < sizeof(list) - 6 ? o : sizeof(list) - 6;
+			memcpy(list + o, ", ...", 6);
+			break;
+		}
+		o += (size_t)w;
+	}
+	return fail(c, n, "unknown credential \"%s\" (defined: %s)", Q(name), list);
+}
+
+/* Framing and hop-by-hop headers (RFC 9110 7.6.1, RFC 9112 6): injecting
+ * one would change how the request is delimited or routed. */
+static bool header_is_forbidden(const char *name)
+{
+	static const char *const forbidden[] = {
+		"host",    "content-length", "transfer-encoding", "connection",
+		"keep-alive", "proxy-connection", "proxy-authorization", "te",
+		"trailer", "upgrade",        "expect",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(forbidden); i++)
+		if (strcaseeq(name, forbidden[i]))
+			return true;
+	return false;
+}
+
+static int parse_inject_header(struct ctx *c, const struct ynode *name_node,
+			       const struct ynode *value_node, struct policy_route *route)
+{
+	const char *name, *value = "{secret}";
+	int r = get_nonempty(c, name_node, "inject: header", &name);
+	if (r < 0)
+		return r;
+	if (!valid_token(name, 64))
+		return fail(c, name_node, "inject: header: \"%s\" is not a valid header name", Q(name));
+	if (header_is_forbidden(name))
+		return fail(c, name_node,
+			    "inject: header: %s cannot be injected (it frames or routes the "
+			    "request)",
+			    name);
+	if (value_node) {
+		r = get_nonempty(c, value_node, "inject: value", &value);
+		if (r < 0)
+			return r;
+		if (strlen(value) > 1024)
+			return fail(c, value_node, "inject: value: longer than 1024 characters");
+		for (const char *p = value; *p; p++)
+			if ((*p < 0x20 && *p != '\t') || *p > 0x7e)
+				return fail(c, value_node,
+					    "inject: value: only printable ASCII, spaces and tabs "
+					    "(RFC 9110 5.5)");
+		if (!strstr(value, "{secret}"))
+			return fail(c, value_node, "inject: value: must contain {secret}");
+	}
+	route->inject = INJECT_HEADER;
+	r = dup_string(c, name, &route->inject_header);
+	if (r < 0)
+		return r;
+	return dup_string(c, value, &route->inject_value);
+}
+
+enum { I_BASIC, I_HEADER, I_VALUE, I_QUERY, I_N };
+static const char *const inject_keys[] = { "basic", "header", "value", "query", NULL };
+
+static int parse_inject_map(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	const struct ynode *f[I_N] = { 0 }, *k[I_N] = { 0 };
+	const struct ynode *mode = NULL;
+
+	for (size_t i = 0; i + 1 < n->n; i += 2) {
+		const struct ynode *key = n->items[i];
+		size_t j = 0;
+		while (inject_keys[j] && !key_is(key, inject_keys[j]))
+			j++;
+		if (!inject_keys[j])
+			return fail(c, key, "unknown inject mode \"%s\" %s", Q(key->value),
+				    inject_expected);
+		f[j] = n->items[i + 1];
+		k[j] = key;
+		if (j == I_VALUE)
+			continue;
+		if (mode)
+			return fail(c, key, "inject: %s and %s cannot be combined; choose one",
+				    mode->value, key->value);
+		mode = key;
+	}
+	if (!mode) {
+		if (f[I_VALUE])
+			return fail(c, k[I_VALUE], "inject: value: needs header:");
+		return fail(c, n, "inject: empty mapping %s", inject_expected);
+	}
+	if (f[I_VALUE] && !f[I_HEADER])
+		return fail(c, k[I_VALUE], "inject: value: goes only with header:");
+
+	if (f[I_HEADER])
+		return parse_inject_header(c, f[I_HEADER], f[I_VALUE], route);
+	if (f[I_QUERY]) {
+		const char *q;
+		int r = get_nonempty(c, f[I_QUERY], "inject: query", &q);
+		if (r < 0)
+			return r;
+		size_t len = strlen(q);
+		for (size_t i = 0; i < len; i++)
+			if (!is_unreserved((unsigned char)q[i]))
+				return fail(c, f[I_QUERY],
+					    "inject: query: parameter name must be letters, digits "
+					    "and - . _ ~");
+		if (len > 128)
+			return fail(c, f[I_QUERY], "inject: query: longer than 128 characters");
+		route->inject = INJECT_QUERY;
+		return dup_string(c, q, &route->inject_query);
+	}
+	/* basic: USER; RFC 7617 2: a user-id containing ':' cannot be encoded */
+	const char *user;
+	int r = get_nonempty(c, f[I_BASIC], "inject: basic", &user);
+	if (r < 0)
+		return r;
+	if (strlen(user) > 256)
+		return fail(c, f[I_BASIC], "inject: basic: longer than 256 characters");
+	for (const char *p = user; *p; p++) {
+		if (*p == ':')
+			return fail(c, f[I_BASIC], "inject: basic: a user name cannot contain ':'");
+		if (*p < 0x20 || *p > 0x7e)
+			return fail(c, f[I_BASIC], "inject: basic: only printable ASCII");
+	}
+	route->inject = INJECT_BASIC;
+	return dup_string(c, user, &route->inject_user);
+}
+
+static int parse_inject(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	if (n->type == Y_MAP)
+		return parse_inject_map(c, n, route);
+	if (n->type == Y_SEQ || ynode_is_null(n))
+		return fail(c, n, "inject: found %s %s", ynode_kind(n), inject_expected);
+	if (streq(n->value, "bearer"))
+		route->inject = INJECT_BEARER;
+	else if (streq(n->value, "basic"))
+		route->inject = INJECT_BASIC;
+	else if (streq(n->value, "swap"))
+		route->inject = INJECT_SWAP;
+	else
+		return fail(c, n, "unknown inject mode \"%s\" %s", Q(n->value), inject_expected);
+	return 0;
+}
+
+/* ---- routes ---- */
+
+enum {
+	R_HOST,
+	R_PORT,
+	R_SCHEME,
+	R_METHODS,
+	R_PATHS,
+	R_CREDENTIAL,
+	R_INJECT,
+	R_UPSTREAM_CA,
+	R_MAX_BODY,
+	R_ALLOW_PRIVATE,
+	R_N
+};
+static const char *const route_keys[] = { "host",       "port",        "scheme",   "methods",
+					  "paths",      "credential",  "inject",   "upstream_ca",
+					  "max_body",   "allow_private", NULL };
+
+static int parse_route_rest(struct ctx *c, const struct ynode *const *f,
+			    struct policy_route *route)
+{
+	uint64_t v;
+	int r;
+
+	if (f[R_PORT]) {
+		r = get_uint(c, f[R_PORT], "port", 1, 65535, &v);
+		if (r < 0)
+			return r;
+		route->port = (uint16_t)v;
+	}
+	if (f[R_SCHEME]) {
+		const char *s;
+		r = get_string(c, f[R_SCHEME], "scheme", &s);
+		if (r < 0)
+			return r;
+		if (streq(s, "https"))
+			route->scheme = SCHEME_HTTPS;
+		else if (streq(s, "http"))
+			route->scheme = SCHEME_HTTP;
+		else
+			return fail(c, f[R_SCHEME], "scheme: expected https or http");
+	}
+	if (f[R_UPSTREAM_CA]) {
+		const char *s;
+		r = get_nonempty(c, f[R_UPSTREAM_CA], "upstream_ca", &s);
+		if (r < 0)
+			return r;
+		r = dup_string(c, s, &route->upstream_ca);
+		if (r < 0)
+			return r;
+	}
+	if (f[R_MAX_BODY]) {
+		r = get_size(c, f[R_MAX_BODY], "max_body", 0, UINT64_MAX, &route->max_body);
+		if (r < 0)
+			return r;
+	}
+	if (f[R_ALLOW_PRIVATE]) {
+		bool b = false;
+		r = get_bool(c, f[R_ALLOW_PRIVATE], "allow_private", &b);
+		if (r < 0)
+			return r;
+		if (!b && route->allow_private)
+			return fail(c, f[R_ALLOW_PRIVATE],
+				    "allow_private: false contradicts host \"%s\", which names a "
+				    "loopback or private address",
+				    route->host);
+		route->allow_private = b;
+	}
+	return 0;
+}
+
+static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p,
+		       struct policy_route *route)
+{
+	const struct ynode *f[R_N] = { 0 }, *k[R_N] = { 0 };
+	int r;
+
+	route->line = n->line;
+	route->column = n->column;
+	if (n->type != Y_MAP)
+		return fail(c, n, "routes: each route is a mapping with host:, found %s",
+			    ynode_kind(n));
+	r = map_fields(c, n, route_keys, f, k, "route");
+	if (r < 0)
+		return r;
+	if (!f[R_HOST])
+		return fail(c, n, "route has no host:");
+	r = parse_host(c, f[R_HOST], route);
+	if (r < 0)
+		return r;
+	if (f[R_METHODS]) {
+		r = parse_methods(c, f[R_METHODS], route);
+		if (r < 0)
+			return r;
+	}
+	if (f[R_PATHS]) {
+		r = parse_paths(c, f[R_PATHS], route);
+		if (r < 0)
+			return r;
+	}
+	if (f[R_CREDENTIAL]) {
+		r = find_route_credential(c, f[R_CREDENTIAL], p, route);
+		if (r < 0)
+			return r;
+		if (!f[R_INJECT])
+			return fail(c, k[R_CREDENTIAL], "route has credential but no inject: mode");
+	}
+	if (f[R_INJECT]) {
+		if (!f[R_CREDENTIAL])
+			return fail(c, k[R_INJECT], "route has inject: but no credential:");
+		r = parse_inject(c, f[R_INJECT], route);
+		if (r < 0)
+			return r;
+	}
+	return parse_route_rest(c, f, route);
+}
+
+static int parse_routes(struct ctx *c, const struct ynode *n, struct policy *p)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "routes: expected a sequence of routes, found %s", ynode_kind(n));
+	if (n->n > POLICY_MAX_ROUTES)
+		return fail(c, n, "routes: more than %d routes", POLICY_MAX_ROUTES);
+	if (n->n == 0)
+		return 0;
+	p->routes = calloc(n->n, sizeof(*p->routes));
+	if (!p->routes)
+		return fail_oom(c);
+	for (size_t i = 0; i < n->n; i++) {
+		p->n_routes++;
+		p->routes[i].index = i;
+		int r = parse_route(c, n->items[i], p, &p->routes[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- top level ---- */
+
+/* The sandbox section belongs to the sandbox module; here only its shape
+ * and key names are checked, so that a typo is still an error. */
+static const char *const sandbox_keys[] = { "workspace", "paths", "read_only", "read_write",
+					    "env",       "limits", NULL };
+
+static int parse_sandbox(struct ctx *c, const struct ynode *n)
+{
+	const struct ynode *f[ARRAY_SIZE(sandbox_keys)] = { 0 };
+	int r = expect_map(c, n, "sandbox");
+	if (r < 0)
+		return r;
+	return map_fields(c, n, sandbox_keys, f, NULL, "sandbox");
+}
+
+enum { T_VERSION, T_CREDENTIALS, T_ROUTES, T_SANDBOX, T_AUDIT, T_UPSTREAM_CA, T_LIMITS, T_N };
+static const char *const top_keys[] = { "version", "credentials", "routes", "sandbox",
+					"audit",   "upstream_ca", "limits", NULL };
+
+static int parse_top_path(struct ctx *c, const struct ynode *n, const char *key, char **ret)
+{
+	const char *s;
+	int r = get_nonempty(c, n, key, &s);
+	if (r < 0)
+		return r;
+	return dup_string(c, s, ret);
+}
+
+static int parse_policy(struct ctx *c, const struct ynode *root, struct policy *p)
+{
+	const struct ynode *f[T_N] = { 0 }, *k[T_N] = { 0 };
+	int r;
+
+	if (!root || ynode_is_null(root))
+		return fail_at(c, 1, 1, "policy is empty (it starts with version: 1)");
+	if (root->type != Y_MAP)
+		return fail(c, root, "policy must be a mapping that starts with version: 1");
+	r = map_fields(c, root, top_keys, f, k, "policy");
+	if (r < 0)
+		return r;
+	if (!f[T_VERSION])
+		return fail(c, root, "policy has no version: (this keyward reads version: 1)");
+	if (f[T_VERSION]->type != Y_SCALAR || !streq(f[T_VERSION]->value, "1"))
+		return fail(c, f[T_VERSION],
+			    "unsupported policy version \"%s\" (this keyward reads version 1)",
+			    f[T_VERSION]->type == Y_SCALAR ? Q(f[T_VERSION]->value) : "?");
+	if (f[T_LIMITS]) {
+		r = parse_limits(c, f[T_LIMITS], &p->limits);
+		if (r < 0)
+			return r;
+	}
+	if (f[T_CREDENTIALS]) {
+		r = parse_credentials(c, f[T_CREDENTIALS], p);
+		if (r < 0)
+			return r;
+	}
+	if (f[T_ROUTES]) {
+		r = parse_routes(c, f[T_ROUTES], p);
+		if (r < 0)
+			return r;
+	}
+	if (f[T_SANDBOX]) {
+		r = parse_sandbox(c, f[T_SANDBOX]);
+		if (r < 0)
+			return r;
+	}
+	if (f[T_AUDIT]) {
+		r = parse_top_path(c, f[T_AUDIT], "audit", &p->audit);
+		if (r < 0)
+			return r;
+	}
+	if (f[T_UPSTREAM_CA]) {
+		r = parse_top_path(c, f[T_UPSTREAM_CA], "upstream_ca", &p->upstream_ca);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- public ---- */
+
+int policy_load_string(const char *name, const char *yaml, size_t len, struct policy **ret,
+		       struct policy_error *err)
+{
+	struct policy_error scratch;
+	struct ctx c = { .name = name ? name : "policy", .err = err ? err : &scratch };
+	struct ynode *root = NULL;
+	struct policy *p = NULL;
+	int r;
+
+	r = check_text(&c, yaml, len);
+	if (r < 0)
+		return r;
+	r = yaml_to_tree(&c, yaml, len, &root);
+	if (r < 0)
+		return r;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		r = fail_oom(&c);
+		goto out;
+	}
+	p->limits = (struct policy_limits){
+		.max_header_bytes = 64 * 1024,
+		.max_headers = 100,
+		.header_timeout_ms = 10 * 1000,
+		.idle_timeout_ms = 60 * 1000,
+		.max_body = 0,
+	};
+	r = dup_string(&c, c.name, &p->path);
+	if (r >= 0)
+		r = parse_policy(&c, root, p);
+	if (r >= 0)
+		*ret = TAKE_PTR(p);
+out:
+	policy_free(p);
+	ynode_free(root);
+	return r < 0 ? r : 0;
+}
+
+int policy_load(const char *path, struct policy **ret, struct policy_error *err)
+{
+	struct policy_error scratch;
+	struct ctx c = { .name = path, .err = err ? err : &scratch };
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *data = NULL;
+	struct stat st;
+	size_t len = 0;
+
+	/* O_NONBLOCK: a FIFO must not hang the open; it is refused below */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		int e = errno;
+		fail_at(&c, 0, 0, "cannot open: %s", strerror(e));
+		return -e;
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		fail_at(&c, 0, 0, "cannot stat: %s", strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode))
+		return fail_at(&c, 0, 0, "not a regular file");
+	if (st.st_size > POLICY_MAX_BYTES)
+		return fail_at(&c, 0, 0, "policy is larger than 1 MiB");
+
+	/* read to the ceiling plus one: the file may grow after fstat */
+	data = malloc(POLICY_MAX_BYTES + 1);
+	if (!data)
+		return fail_oom(&c);
+	while (len <= POLICY_MAX_BYTES) {
+		ssize_t n = read(fd, data + len, POLICY_MAX_BYTES + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+			fail_at(&c, 0, 0, "cannot read: %s", strerror(e));
+			return -e;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	return policy_load_string(path, data, len, ret, err);
+}
+
+static void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+void policy_free(struct policy *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_creds; i++) {
+		struct policy_credential *cr = &p->creds[i];
+		free(cr->name);
+		free(cr->source_arg);
+		free(cr->env);
+		free(cr->placeholder);
+	}
+	free(p->creds);
+	for (size_t i = 0; i < p->n_routes; i++) {
+		struct policy_route *r = &p->routes[i];
+		free(r->host);
+		strv_free(r->methods);
+		strv_free(r->paths);
+		free(r->inject_user);
+		free(r->inject_header);
+		free(r->inject_value);
+		free(r->inject_query);
+		free(r->upstream_ca);
+	}
+	free(p->routes);
+	free(p->audit);
+	free(p->upstream_ca);
+	free(p->path);
+	free(p);
+}
+
+const struct policy_credential *policy_credential_find(const struct policy *p, const char *name)
+{
+	if (!p || !name)
+		return NULL;
+	for (size_t i = 0; i < p->n_creds; i++)
+		if (streq(p->creds[i].name, name))
+			return &p->creds[i];
+	return NULL;
+}
+
+int policy_derive_placeholder(const char *name, char *out, size_t outlen)
+{
+	static const char domain[] = "keyward placeholder v1"; /* hashed with its NUL */
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	char hex[2 * 12 + 1];
+
+	if (!name)
+		return -EINVAL;
+	size_t nlen = strlen(name);
+	size_t need = 3 + nlen + 1 + 24;
+	if (need + 1 > outlen || need > INT32_MAX)
+		return -ENOBUFS;
+
+	EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
+	if (!md_ctx)
+		return -ENOMEM;
+	int ok = EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(md_ctx, domain, sizeof(domain)) &&
+		 EVP_DigestUpdate(md_ctx, name, nlen) && EVP_DigestFinal_ex(md_ctx, md, &mdlen);
+	EVP_MD_CTX_free(md_ctx);
+	if (!ok || mdlen < 12)
+		return -EIO;
+
+	hex_encode(md, 12, hex);
+	memcpy(out, "kw_", 3);
+	memcpy(out + 3, name, nlen);
+	out[3 + nlen] = '_';
+	memcpy(out + 4 + nlen, hex, 24);
+	out[need] = '\0';
+	return (int)need;
+}
