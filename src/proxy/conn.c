@@ -474,16 +474,17 @@ static void process_head(struct conn *c)
 static void read_head(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	const struct policy_limits *lim = &proxy_current_gen(c->w->px)->policy->limits;
-	size_t max = lim->max_header_bytes;
-	gen_unref(proxy_current_gen(c->w->px)); /* limits read; drop the extra ref */
+	struct gen *g = proxy_current_gen(c->w->px);
+	struct policy_limits lim = g->policy->limits;
+	gen_unref(g);
+	size_t max = lim.max_header_bytes;
 
 	while (c->state == C_HEAD) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			return;
 		if (c->head.len == 0)
-			arm_timer(c, lim->header_timeout_ms);
+			arm_timer(c, lim.header_timeout_ms);
 		c->head.max = max + 1;
 		size_t room = max + 1 - c->head.len;
 		size_t take = avail < room ? avail : room;
@@ -916,6 +917,9 @@ static void send_request(struct conn *c)
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why)
 {
 	if (err < 0) {
+		char reason[256];
+		snprintf(reason, sizeof(reason), "%s", why ? why : "upstream unreachable");
+		why = reason; /* u->why dies with u */
 		c->up = NULL;
 		upstream_release(u, false);
 		int status = err == -EACCES ? 403 : 502;
@@ -1047,9 +1051,9 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	http1_next(&c->parser);
 	c->parser.on_body = NULL;
 	reset_request(c);
-	struct policy_limits lim = proxy_current_gen(c->w->px)->policy->limits;
-	gen_unref(proxy_current_gen(c->w->px));
-	arm_timer(c, lim.idle_timeout_ms);
+	struct gen *g = proxy_current_gen(c->w->px);
+	arm_timer(c, g->policy->limits.idle_timeout_ms);
+	gen_unref(g);
 	bufferevent_enable(c->bev, EV_READ);
 	read_head(c);
 }

@@ -1,0 +1,49 @@
+# keyward: the two commands a new machine needs are `make demo` and `make test`.
+# Both install missing Debian packages first (scripts/deps.sh).
+
+PYTHON ?= /usr/bin/python3
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+
+.PHONY: all deps build test test-unit test-e2e demo clean format-check
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# Every suite runs against the ASan+UBSan build: a memory error or
+# undefined behaviour anywhere fails the run.
+test: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs
+	KEYWARD_BIN=$(CURDIR)/$(ASAN_BUILD)/keyward \
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+test-unit: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	meson test -C $(ASAN_BUILD) --print-errorlogs
+
+test-e2e: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	KEYWARD_BIN=$(CURDIR)/$(ASAN_BUILD)/keyward $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+demo: build
+	$(PYTHON) examples/demo.py --keyward $(CURDIR)/$(BUILD)/keyward
+
+format-check:
+	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,175 @@
+"""Fixtures for end-to-end tests: the real keyward binary, real TLS upstreams on
+loopback that record exactly what they receive, and a check that no made-up
+secret ever shows up in keyward's output or audit log."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from kwtest import Upstream, make_certs, SECRET, SECRET2, PLACEHOLDER, PLACEHOLDER2
+
+# The tests choose their own CA bundles and proxies; variables of the
+# machine running them (requests lets REQUESTS_CA_BUNDLE override a
+# session's verify=) must not decide.
+for _v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY",
+           "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_v, None)
+
+KEYWARD = os.environ.get("KEYWARD_BIN") or str(
+    pathlib.Path(__file__).resolve().parents[2] / "build" / "keyward")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def upstream(certs):
+    """An HTTPS upstream on 127.0.0.1 whose certificate names api.test."""
+    u = Upstream(tls=certs)
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def plain_upstream():
+    u = Upstream(tls=None)
+    yield u
+    u.close()
+
+
+class Proxy:
+    """A running `keyward proxy` with its own state directory and audit log."""
+
+    def __init__(self, tmp, policy_text, env=None, args=(), resolve=("api.test:127.0.0.1",)):
+        self.tmp = pathlib.Path(tmp)
+        self.home = self.tmp / "home"
+        self.policy = self.tmp / "policy.yaml"
+        self.policy.write_text(policy_text)
+        self.audit = self.tmp / "audit.jsonl"
+        self.stderr_path = self.tmp / "proxy.stderr"
+        e = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "KEYWARD_HOME": str(self.home),
+            "TEST_TOKEN": SECRET,
+            "TEST_TOKEN2": SECRET2,
+            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1"),
+            "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        }
+        e.update(env or {})
+        cmd = [KEYWARD, "proxy", "--policy", str(self.policy), "--listen", "127.0.0.1:0",
+               "--audit", str(self.audit), "--workers", "2"]
+        for r in resolve:
+            cmd += ["--resolve", r]
+        cmd += list(args)
+        self.stderr_file = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, env=e, cwd=self.tmp)
+        self.port = self._wait_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca = self.tmp / "keyward-ca.pem"
+        self.ca.write_bytes(subprocess.run([KEYWARD, "ca", "export"], env=e, check=True,
+                                           capture_output=True).stdout)
+
+    def _wait_port(self):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = self.stderr_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if "listening on 127.0.0.1:" in line:
+                    return int(line.rsplit(":", 1)[1])
+            if self.proc.poll() is not None:
+                raise AssertionError(f"keyward exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        raise AssertionError("keyward did not start listening:\n" + self.stderr_path.read_text())
+
+    @property
+    def stderr(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def records(self):
+        import json
+        return [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
+
+    def requests(self):
+        return [r for r in self.records() if r["event"] == "request"]
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("keyward did not exit on SIGTERM")
+        out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        self.stderr_file.close()
+        return out
+
+    def check_clean(self):
+        """No sanitizer report, no secret anywhere in what keyward wrote."""
+        out = self.stop()
+        err = self.stderr
+        assert "ERROR: AddressSanitizer" not in err, err
+        assert "ERROR: LeakSanitizer" not in err, err
+        assert "runtime error:" not in err, err
+        blobs = {"stdout": out, "stderr": err,
+                 "audit": self.audit.read_text() if self.audit.exists() else ""}
+        for name, blob in blobs.items():
+            for s in (SECRET, SECRET2):
+                assert s not in blob, f"secret found in {name}"
+        if self.audit.exists() and self.audit.stat().st_size:
+            v = subprocess.run([KEYWARD, "audit", "verify", str(self.audit)], capture_output=True, text=True)
+            assert v.returncode == 0, v.stdout + v.stderr
+        assert self.proc.returncode == 0, f"keyward exit status {self.proc.returncode}\n{err}"
+
+
+@pytest.fixture
+def proxy_factory(tmp_path):
+    started = []
+
+    def start(policy_text, **kw):
+        d = tmp_path / f"p{len(started)}"
+        d.mkdir()
+        p = Proxy(d, policy_text, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.check_clean()
+
+
+def policy_for(upstream, extra_routes="", route_extra="", inject="bearer", paths='["/api/**"]',
+               methods=None, credential=True):
+    """A policy with one credentialed route to the test upstream."""
+    m = f"\n    methods: {methods}" if methods else ""
+    cred = f"\n    credential: test\n    inject: {inject}" if credential else ""
+    scheme = "" if upstream.tls else "\n    scheme: http"
+    ca = f"\n    upstream_ca: {upstream.ca_file}" if upstream.tls else ""
+    return f"""version: 1
+credentials:
+  test:
+    from: env:TEST_TOKEN
+    env: TEST_TOKEN
+    placeholder: {PLACEHOLDER}
+  other:
+    from: env:TEST_TOKEN2
+    env: OTHER_TOKEN
+    placeholder: {PLACEHOLDER2}
+routes:
+  - host: {upstream.host}
+    port: {upstream.port}{scheme}{m}
+    paths: {paths}{cred}{ca}
+    allow_private: true{route_extra}
+{extra_routes}"""

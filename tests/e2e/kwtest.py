@@ -1,0 +1,251 @@
+"""Helpers shared by the end-to-end tests: made-up secrets, certificates, and
+an upstream HTTP(S) server that records the raw requests it receives."""
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+# Made-up secrets: tests search every output for them.
+SECRET = "kwtest-REAL-SECRET-7f3a9c1e5b2d"
+SECRET2 = "kwtest-OTHER-SECRET-0d4e8b6a2c9f"
+PLACEHOLDER = "kw_test_placeholder_0123456789abcdef"
+PLACEHOLDER2 = "kw_other_placeholder_fedcba9876543210"
+
+
+def make_certs(d):
+    """A test CA and a server certificate for api.test, localhost, 127.0.0.1, ::1."""
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True, cwd=d)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=keyward test upstream CA")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=api.test")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=DNS:api.test,DNS:*.api.test,DNS:localhost,IP:127.0.0.1,IP:::1\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+class Request:
+    def __init__(self, head, method, target, version, headers, body):
+        self.head = head
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers  # list of (name, value) as received
+        self.body = body
+
+    def header(self, name):
+        vals = [v for n, v in self.headers if n.lower() == name.lower()]
+        return vals[0] if vals else None
+
+
+class Upstream:
+    """A small HTTP/1.1 server written against raw sockets, so tests see the
+    exact request keyward forwarded. Paths:
+      /sse           three events, 0.3 s apart, chunked
+      /big/N         N bytes of body (Content-Length)
+      /chunked/N     N bytes as chunks of 1000
+      /status/NNN    that status, no body for 1xx/204/304
+      /close         a body delimited by closing the connection
+      /continue      answers 100 Continue first, then 200
+      /ws            answers an Upgrade with 101 and then echoes bytes
+      anything else  200 with a JSON description of the request
+    """
+
+    def __init__(self, tls=None, host="api.test"):
+        self.host = host
+        self.requests = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.ctx = None
+        self.ca_file = None
+        self.tls = tls is not None
+        if tls is not None:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(str(tls / "server.pem"), str(tls / "server.key"))
+            self.ctx.set_alpn_protocols(["http/1.1"])
+            self.ca_file = str(tls / "ca.pem")
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(10)
+            if self.ctx:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            f = c.makefile("rb")
+            while True:
+                req = self._read_request(f)
+                if req is None:
+                    return
+                with self.lock:
+                    self.requests.append(req)
+                if not self._respond(c, f, req):
+                    return
+        except (OSError, ssl.SSLError, ValueError):
+            return
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _read_request(self, f):
+        head = b""
+        while True:
+            line = f.readline(65537)
+            if not line:
+                return None
+            head += line
+            if line in (b"\r\n", b"\n"):
+                break
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ", 2)
+        headers = []
+        for l in lines[1:]:
+            if not l:
+                continue
+            n, v = l.split(":", 1)
+            headers.append((n, v.strip()))
+        hd = {n.lower(): v for n, v in headers}
+        body = b""
+        if hd.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(f.readline().split(b";")[0], 16)
+                if size == 0:
+                    while f.readline() not in (b"\r\n", b""):
+                        pass
+                    break
+                body += f.read(size)
+                f.read(2)
+        elif "content-length" in hd:
+            body = f.read(int(hd["content-length"]))
+        return Request(head, method, target, version, headers, body)
+
+    def _respond(self, c, f, req):
+        path = req.target.split("?")[0]
+        if path == "/sse":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(3):
+                ev = f"data: event {i}\n\n".encode()
+                c.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
+                time.sleep(0.3)
+            c.sendall(b"0\r\n\r\n")
+            return True
+        if path.startswith("/big/"):
+            n = int(path.split("/")[2])
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            block = b"x" * 65536
+            while n > 0:
+                k = min(n, len(block))
+                c.sendall(block[:k])
+                n -= k
+            return True
+        if path.startswith("/chunked/"):
+            n = int(path.split("/")[2])
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while n > 0:
+                k = min(n, 1000)
+                c.sendall(b"%x\r\n%s\r\n" % (k, b"y" * k))
+                n -= k
+            c.sendall(b"0\r\n\r\n")
+            return True
+        if path.startswith("/status/"):
+            st = int(path.split("/")[2])
+            if st in (204, 304) or st < 200:
+                c.sendall(b"HTTP/1.1 %d Status\r\n\r\n" % st)
+                if st < 200:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            else:
+                c.sendall(b"HTTP/1.1 %d Status\r\nContent-Length: 6\r\n\r\nstatus" % st)
+            return True
+        if path == "/close":
+            c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+            return False
+        if path == "/ws":
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return False
+                c.sendall(data)
+        desc = {
+            "method": req.method,
+            "target": req.target,
+            "headers": req.headers,
+            "body_len": len(req.body),
+        }
+        body = json.dumps(desc).encode()
+        if req.method == "HEAD":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+        return True
+
+
+def raw_request(port, data, timeout=5, tls_host=None, ca=None, read_all=True):
+    """Sends raw bytes to the proxy (optionally inside a CONNECT tunnel) and
+    returns everything it answers until it closes or goes quiet."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls_host:
+        host, p = tls_host
+        s.sendall(f"CONNECT {host}:{p} HTTP/1.1\r\nHost: {host}:{p}\r\n\r\n".encode())
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            chunk = s.recv(4096)
+            if not chunk:
+                return resp
+            resp += chunk
+        if not resp.startswith(b"HTTP/1.1 200"):
+            return resp
+        ctx = ssl.create_default_context(cafile=ca)
+        s = ctx.wrap_socket(s, server_hostname=host)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if not read_all:
+                break
+    except (socket.timeout, ssl.SSLError, ConnectionResetError):
+        pass
+    s.close()
+    return out
+
+
+def status_of(resp):
+    try:
+        return int(resp.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None

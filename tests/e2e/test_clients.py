@@ -1,0 +1,148 @@
+"""Real clients through keyward to real TLS servers on loopback: the secret
+is attached outside the client, placeholders are swapped, refusals are
+clear, and the audit log records every decision."""
+
+import json
+import subprocess
+
+import httpx
+import requests
+
+from conftest import policy_for
+from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET
+
+
+def curl(proxy, url, *args):
+    r = subprocess.run(["curl", "-sS", "--max-time", "20", "-x", proxy.url, "--cacert", str(proxy.ca),
+                        "-w", "\n%{http_code}", *args, url], capture_output=True, text=True)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body, r.stderr
+
+
+def test_curl_https_bearer_injected(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream))
+    code, body, _ = curl(p, f"https://api.test:{upstream.port}/api/repos?x=1",
+                         "-H", f"Authorization: Bearer {PLACEHOLDER}")
+    assert code == 200, body
+    got = upstream.requests[-1]
+    assert got.header("Authorization") == f"Bearer {SECRET}"
+    assert got.target == "/api/repos?x=1"
+    assert PLACEHOLDER not in got.head.decode()
+    rec = p.requests()[-1]
+    assert rec["decision"] == "allow" and rec["credential"] == "test" and rec["status"] == 200
+    assert rec["path"] == "/api/repos" and rec["scheme"] == "https"
+
+
+def test_curl_without_placeholder_still_gets_credential(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream))
+    code, _, _ = curl(p, f"https://api.test:{upstream.port}/api/x")
+    assert code == 200
+    assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET}"
+
+
+def test_client_authorization_is_replaced_not_forwarded(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream))
+    code, _, _ = curl(p, f"https://api.test:{upstream.port}/api/x", "-H", "Authorization: Bearer client-own",
+                      "-H", "Proxy-Authorization: Basic Zm9vOmJhcg==")
+    assert code == 200
+    got = upstream.requests[-1]
+    assert [v for n, v in got.headers if n.lower() == "authorization"] == [f"Bearer {SECRET}"]
+    assert got.header("Proxy-Authorization") is None
+
+
+def test_plain_http_route(proxy_factory, plain_upstream):
+    p = proxy_factory(policy_for(plain_upstream))
+    code, _, _ = curl(p, f"http://api.test:{plain_upstream.port}/api/x")
+    assert code == 200
+    assert plain_upstream.requests[-1].header("Authorization") == f"Bearer {SECRET}"
+
+
+def test_python_requests(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, inject="{header: X-Api-Key, value: 'key={secret}'}"))
+    s = requests.Session()
+    s.proxies = {"https": p.url, "http": p.url}
+    s.verify = str(p.ca)
+    r = s.post(f"https://api.test:{upstream.port}/api/items", json={"a": 1},
+               headers={"X-Api-Key": PLACEHOLDER})
+    assert r.status_code == 200, r.text
+    assert upstream.requests[-1].header("X-Api-Key") == f"key={SECRET}"
+    assert json.loads(upstream.requests[-1].body) == {"a": 1}
+    r = s.get(f"https://api.test:{upstream.port}/elsewhere")
+    assert r.status_code == 403
+    assert r.json()["check"] == "path"
+
+
+def test_httpx(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, inject="{query: api_key}"))
+    with httpx.Client(proxies=p.url, verify=str(p.ca)) as c:
+        r = c.get(f"https://api.test:{upstream.port}/api/q", params={"api_key": PLACEHOLDER, "b": "2"})
+        assert r.status_code == 200, r.text
+        r2 = c.get(f"https://api.test:{upstream.port}/api/q2")
+        assert r2.status_code == 200
+    targets = [q.target for q in upstream.requests]
+    assert targets[0] == f"/api/q?b=2&api_key={SECRET}"
+    assert targets[1] == f"/api/q2?api_key={SECRET}"
+
+
+def test_basic_swap_keeps_user(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, inject="swap"))
+    code, _, _ = curl(p, f"https://api.test:{upstream.port}/api/x", "-u", f"alice:{PLACEHOLDER}")
+    assert code == 200
+    import base64
+    auth = upstream.requests[-1].header("Authorization")
+    assert base64.b64decode(auth.split()[1]).decode() == f"alice:{SECRET}"
+
+
+def test_denials_answer_json_and_are_audited(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, methods="[GET]"))
+    base = f"https://api.test:{upstream.port}"
+    code, body, _ = curl(p, f"{base}/api/x", "-X", "DELETE")
+    assert code == 403 and json.loads(body)["check"] == "method"
+    code, body, _ = curl(p, f"{base}/admin")
+    assert code == 403 and json.loads(body)["check"] == "path"
+    assert "hint" in json.loads(body)
+    code, body, err = curl(p, "https://unlisted.example:443/")
+    assert code == 403 or "403" in err
+    reasons = [r["reason"] for r in p.requests() if r["decision"] == "deny"]
+    assert reasons == ["method", "path", "host"]
+    assert upstream.requests == []
+
+
+def test_placeholder_to_other_destination_is_a_leak(proxy_factory, upstream):
+    extra = f"""  - host: api.test
+    port: {upstream.port}
+    paths: ["/public/**"]
+    upstream_ca: {upstream.ca_file}
+    allow_private: true
+"""
+    p = proxy_factory(policy_for(upstream, extra_routes=extra))
+    code, body, _ = curl(p, f"https://api.test:{upstream.port}/public/x?token={PLACEHOLDER}")
+    assert code == 403 and json.loads(body)["check"] == "leak"
+    code, body, _ = curl(p, f"https://api.test:{upstream.port}/public/x", "-u", f"u:{PLACEHOLDER}")
+    assert code == 403 and json.loads(body)["check"] == "leak"
+    # The other credential's placeholder on the test credential's route.
+    code, body, _ = curl(p, f"https://api.test:{upstream.port}/api/x", "-H", f"X-Other: {PLACEHOLDER2}")
+    assert code == 403 and json.loads(body)["check"] == "leak"
+    assert upstream.requests == []
+    assert [r["reason"] for r in p.requests()] == ["leak", "leak", "leak"]
+
+
+def test_pooled_upstream_connections(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream))
+    s = requests.Session()
+    s.proxies = {"https": p.url}
+    s.verify = str(p.ca)
+    for i in range(5):
+        assert s.get(f"https://api.test:{upstream.port}/api/{i}").status_code == 200
+    assert len(upstream.requests) == 5
+    assert upstream.connections <= 2  # one per worker at most
+
+
+def test_upstream_certificate_is_verified(proxy_factory, upstream):
+    # No upstream_ca: the test CA is not trusted, so the request must fail.
+    text = policy_for(upstream).replace(f"\n    upstream_ca: {upstream.ca_file}", "")
+    p = proxy_factory(text)
+    code, body, _ = curl(p, f"https://api.test:{upstream.port}/api/x")
+    assert code == 502
+    assert "certificate" in json.loads(body)["message"]
+    assert upstream.requests == []
