@@ -919,24 +919,53 @@ static int parse_credentials(struct ctx *c, const struct ynode *n, struct policy
 
 /* ---- routes: host ---- */
 
-/* Addresses a route reaches only by naming them (RFC 1918, RFC 6598,
- * RFC 3927, RFC 1122 loopback and "this network", RFC 4193, RFC 4291). */
+/* Addresses the proxy refuses to dial unless a route allows it; a route
+ * that names one as its host allows it. This mirrors the list of
+ * src/proxy/addr.c (loopback, private, CGNAT, link-local, documentation,
+ * benchmarking, multicast, reserved...) so that any literal the proxy
+ * would refuse is reachable when a route spells it out. */
 static bool ipv4_is_private(const unsigned char a[4])
 {
-	return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 100 && (a[1] & 0xc0) == 64) ||
-	       (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
-	       (a[0] == 192 && a[1] == 168);
+	static const struct {
+		unsigned char net[4];
+		unsigned bits;
+	} ranges[] = {
+		{ { 0, 0, 0, 0 }, 8 },       { { 10, 0, 0, 0 }, 8 },     { { 100, 64, 0, 0 }, 10 },
+		{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 }, { { 172, 16, 0, 0 }, 12 },
+		{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },   { { 192, 168, 0, 0 }, 16 },
+		{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+		{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
+	};
+	uint32_t v = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
+	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
+		const unsigned char *n = ranges[i].net;
+		uint32_t net = (uint32_t)n[0] << 24 | (uint32_t)n[1] << 16 | (uint32_t)n[2] << 8 | n[3];
+		uint32_t mask = ~UINT32_C(0) << (32 - ranges[i].bits);
+		if ((v & mask) == net)
+			return true;
+	}
+	return false;
 }
 
 static bool ipv6_is_private(const struct in6_addr *a)
 {
+	static const unsigned char zero[16];
 	static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
 	const unsigned char *b = a->s6_addr;
-	if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a))
+
+	/* ::, ::1, and forms that carry an IPv4 address: judged by it */
+	if (memcmp(b, zero, 15) == 0 && b[15] <= 1)
 		return true;
-	if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80))
-		return true;
-	return memcmp(b, v4mapped, 12) == 0 && ipv4_is_private(b + 12);
+	if (memcmp(b, v4mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 || memcmp(b, zero, 12) == 0)
+		return ipv4_is_private(b + 12);
+	if (b[0] == 0x20 && b[1] == 0x02) /* 6to4 */
+		return ipv4_is_private(b + 2);
+	return (b[0] & 0xfe) == 0xfc ||                         /* fc00::/7 unique local */
+	       (b[0] == 0xfe && (b[1] & 0x80) == 0x80) ||       /* fe80::/10, fec0::/10 */
+	       b[0] == 0xff ||                                  /* multicast */
+	       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || /* doc */
+	       (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0);  /* 100::/64 discard */
 }
 
 static bool name_is_localhost(const char *h)
