@@ -1612,6 +1612,10 @@ int policy_load_string(const char *name, const char *yaml, size_t len, struct po
 	struct policy *p = NULL;
 	int r;
 
+	if (!yaml) {
+		yaml = "";
+		len = 0;
+	}
 	r = check_text(&c, yaml, len);
 	if (r < 0)
 		return r;
