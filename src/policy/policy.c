@@ -1645,6 +1645,41 @@ out:
 	return r < 0 ? r : 0;
 }
 
+/* Makes *p relative to dir (the policy file's folder) when it is relative,
+ * so that a policy means the same whatever directory keyward starts in. */
+static int rebase(char **p, const char *dir, size_t dl)
+{
+	if (!*p || (*p)[0] == '/' || dl == 0)
+		return 0;
+	size_t n = strlen(*p);
+	char *q = malloc(dl + 1 + n + 1);
+	if (!q)
+		return -ENOMEM;
+	memcpy(q, dir, dl);
+	q[dl] = '/';
+	memcpy(q + dl + 1, *p, n + 1);
+	free(*p);
+	*p = q;
+	return 0;
+}
+
+static int resolve_relative_paths(struct policy *p, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	if (slash && dl == 0)
+		dl = 1; /* the policy is in "/" */
+	int r = rebase(&p->audit, path, dl);
+	if (r == 0)
+		r = rebase(&p->upstream_ca, path, dl);
+	for (size_t i = 0; r == 0 && i < p->n_creds; i++)
+		if (p->creds[i].source == SOURCE_FILE)
+			r = rebase(&p->creds[i].source_arg, path, dl);
+	for (size_t i = 0; r == 0 && i < p->n_routes; i++)
+		r = rebase(&p->routes[i].upstream_ca, path, dl);
+	return r;
+}
+
 int policy_load(const char *path, struct policy **ret, struct policy_error *err)
 {
 	struct policy_error scratch;
@@ -1688,7 +1723,17 @@ int policy_load(const char *path, struct policy **ret, struct policy_error *err)
 			break;
 		len += (size_t)n;
 	}
-	return policy_load_string(path, data, len, ret, err);
+	struct policy *pol;
+	int r = policy_load_string(path, data, len, &pol, err);
+	if (r < 0)
+		return r;
+	r = resolve_relative_paths(pol, path);
+	if (r < 0) {
+		policy_free(pol);
+		return fail_oom(&c);
+	}
+	*ret = pol;
+	return 0;
 }
 
 static void strv_free(char **v)

@@ -80,6 +80,7 @@ struct conn {
 	bool is_head;
 	bool retried;
 	bool audited;
+	const char *leaked; /* credential whose placeholder was caught leaking */
 	struct buf out;    /* upstream request head (holds the secret briefly) */
 	struct upstream *up;
 };
@@ -169,6 +170,7 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 	if (!log)
 		return 0;
 	const struct policy_credential *cred = c->route ? c->route->credential : NULL;
+	const char *cred_name = cred ? cred->name : c->leaked;
 	struct audit_record rec = {
 		.event = event,
 		.listener = c->li->name,
@@ -179,7 +181,7 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 		.port = c->host[0] ? c->port : 0,
 		.path = c->path.len ? c->path.data : NULL,
 		.route = c->route ? (int)c->route->index : -1,
-		.credential = cred ? cred->name : NULL,
+		.credential = cred_name,
 		.decision = decision,
 		.reason = reason,
 		.detail = detail,
@@ -291,6 +293,25 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 	refuse(c, 403, "Forbidden", "deny", check, msg, hint);
 }
 
+/* Refuses the request if it carries the placeholder of any credential
+ * other than `allowed` (NULL: any at all). Returns true if it did. */
+static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
+{
+	const char *where = NULL;
+	const struct policy_credential *leaked = inject_find_leak(c->gen->policy, &c->req, allowed, &where);
+	if (!leaked)
+		return false;
+	char text[768], hint[256];
+	snprintf(text, sizeof(text),
+		 "the placeholder of credential %s appears in %s of a request to %s, which is not bound to it",
+		 leaked->name, where, c->host);
+	snprintf(hint, sizeof(hint), "placeholders may only be sent to routes with credential: %s", leaked->name);
+	c->route = NULL;
+	c->leaked = leaked->name;
+	refuse(c, 403, "Forbidden", "deny", "leak", text, hint);
+	return true;
+}
+
 static void bad_request(struct conn *c, const char *why)
 {
 	char msg[512];
@@ -314,6 +335,7 @@ static void reset_request(struct conn *c)
 	c->max_body = 0;
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
 	c->retried = c->audited = false;
+	c->leaked = NULL;
 	buf_reset(&c->head);
 	c->head_scan = 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
@@ -546,13 +568,10 @@ static void handle_connect(struct conn *c)
 	snprintf(c->host, sizeof(c->host), "%s", host);
 	c->port = port;
 
-	const struct policy_route *closest = NULL;
-	enum match_fail f = policy_match_host(c->gen->policy, SCHEME_HTTPS, host, port, &closest);
-	if (f != MATCH_OK) {
-		struct match_result m = { .fail = f, .route = closest };
-		refuse_match(c, &m);
-		return;
-	}
+	/* A tunnel to a host no route allows is intercepted all the same: no
+	 * name is resolved and nothing is dialled, but the request inside can
+	 * be refused with a clear answer, and a placeholder in it audited as
+	 * the leak attempt it is. */
 	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
 		refuse(c, 503, "Service Unavailable", "error", "audit",
 		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
@@ -766,6 +785,8 @@ static void handle_request(struct conn *c)
 	struct match_result m;
 	policy_match(c->gen->policy, &mr, &m);
 	if (m.fail != MATCH_OK) {
+		if (refuse_leak(c, NULL))
+			return;
 		refuse_match(c, &m);
 		return;
 	}
@@ -780,20 +801,8 @@ static void handle_request(struct conn *c)
 		       "send the path without encoded slashes, backslashes or control characters");
 		return;
 	}
-	const char *where = NULL;
-	const struct policy_credential *leaked = inject_find_leak(c->gen->policy, &c->req, cred, &where);
-	if (leaked) {
-		snprintf(text, sizeof(text),
-			 "the placeholder of credential %s appears in %s of a request to %s, which is not bound to it",
-			 leaked->name, where, c->host);
-		c->route = NULL; /* the record names the leaked credential's route-less request */
-		(void)leaked;
-		char hint[256];
-		snprintf(hint, sizeof(hint), "placeholders may only be sent to routes with credential: %s",
-			 leaked->name);
-		refuse(c, 403, "Forbidden", "deny", "leak", text, hint);
+	if (refuse_leak(c, cred))
 		return;
-	}
 
 	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
 	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {

@@ -182,6 +182,21 @@ long http1_head_length(const char *p, size_t n, size_t *resume, const char **why
 	return 0;
 }
 
+/* RFC 9110 5.6.2 token characters. */
+static bool is_token(const char *p, size_t n)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c && strchr(extra, c))))
+			return false;
+	}
+	return true;
+}
+
 int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head *out, const char **why)
 {
 	struct http_header *headers = out->headers;
@@ -213,6 +228,24 @@ int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head 
 			*why = "trailing bytes in message head";
 			return -EBADMSG;
 		}
+	}
+	/* What llhttp's default build lets through and RFC 9112 does not:
+	 * whitespace between a field name and its colon (5.1: must be
+	 * rejected), other non-token bytes in names, an HTTP/0.9 request
+	 * line, and Transfer-Encoding in HTTP/1.0 (6.1: faulty framing). */
+	for (unsigned k = 0; k < out->n_headers; k++) {
+		if (!is_token(out->headers[k].name, out->headers[k].name_len)) {
+			*why = "invalid header field name";
+			return -EBADMSG;
+		}
+	}
+	if (out->major != 1 || out->minor > 1) {
+		*why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 only)";
+		return -EBADMSG;
+	}
+	if (out->minor == 0 && out->chunked) {
+		*why = "Transfer-Encoding in an HTTP/1.0 message";
+		return -EBADMSG;
 	}
 	int i = http_head_find(out, "expect");
 	if (i >= 0 && memcaseeq(out->headers[i].value, out->headers[i].value_len, "100-continue"))

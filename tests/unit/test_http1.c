@@ -1,1 +1,239 @@
-int main(void){return 0;}
+/* http1: the strict head checks in front of llhttp, and framing. Negative
+ * cases first: every form an intermediary and an upstream could read
+ * differently must be refused. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proxy/http1.h"
+
+struct head_case {
+	const char *raw;
+	long expect; /* >0 head length, 0 incomplete, -1 refused */
+	const char *why; /* substring of the reason, when refused */
+};
+
+static const struct head_case head_cases[] = {
+	/* refused by the byte-level checks */
+	{ "GET / HTTP/1.1\nHost: a\n\n", -1, "bare LF" },
+	{ "GET / HTTP/1.1\r\nHost: a\n\r\n", -1, "bare LF" },
+	{ "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", -1, "bare CR" },
+	{ "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", -1, "obs-fold" },
+	{ "GET / HTTP/1.1\r\nHost: a\r\n\tfolded\r\n\r\n", -1, "obs-fold" },
+	{ "GET / HTTP/1.1\r\nX: \x01\r\n\r\n", -1, "control" },
+	{ "GET / HTTP/1.1\r\nX: \x7f\r\n\r\n", -1, "control" },
+	{ "\r\nGET / HTTP/1.1\r\n\r\n", -1, "empty line" },
+	/* incomplete */
+	{ "GET / HTTP/1.1\r\nHost: a\r\n", 0, NULL },
+	{ "GET / HTTP/1.1\r\nHost: a\r\n\r", 0, NULL },
+	{ "GET / HTTP/1.1\r", 0, NULL },
+	/* complete */
+	{ "GET / HTTP/1.1\r\n\r\n", 18, NULL },
+	{ "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27, NULL },
+	{ "GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY", 27, NULL },
+	{ "GET / HTTP/1.1\r\nX: a\tb\r\n\r\n", 26, NULL },
+};
+
+static void test_head_length_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(head_cases) / sizeof(head_cases[0]); i++) {
+		const struct head_case *c = &head_cases[i];
+		size_t n = strlen(c->raw);
+		size_t resume = 0;
+		const char *why = NULL;
+		long r = http1_head_length(c->raw, n, &resume, &why);
+		if (c->expect < 0) {
+			assert_int_equal(r, -EBADMSG);
+			assert_non_null(strstr(why, c->why));
+		} else {
+			assert_int_equal(r, c->expect);
+		}
+	}
+}
+
+static void test_head_length_nul(void **state)
+{
+	static const char raw[] = "GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n";
+	size_t resume = 0;
+	const char *why = NULL;
+	assert_int_equal(http1_head_length(raw, sizeof(raw) - 1, &resume, &why), -EBADMSG);
+	assert_non_null(strstr(why, "NUL"));
+}
+
+static void test_head_length_byte_by_byte(void **state)
+{
+	/* Fed one byte at a time, the answer is the same as all at once, and
+	 * a CR at the end of the data is looked at again. */
+	static const char good[] = "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+	static const char bad[] = "POST /x HTTP/1.1\r\nHost: a\r\n continued\r\n\r\n";
+	size_t resume = 0;
+	const char *why = NULL;
+	long r = 0;
+	size_t n;
+	for (n = 1; n <= strlen(good); n++) {
+		r = http1_head_length(good, n, &resume, &why);
+		if (r != 0)
+			break;
+	}
+	assert_int_equal(r, (long)(strstr(good, "abc") - good));
+	resume = 0;
+	for (n = 1; n <= strlen(bad); n++) {
+		r = http1_head_length(bad, n, &resume, &why);
+		if (r != 0)
+			break;
+	}
+	assert_int_equal(r, -EBADMSG);
+}
+
+struct parse_case {
+	const char *raw;
+	bool ok;
+	bool chunked;
+	int64_t content_length; /* -1: none */
+};
+
+static const struct parse_case parse_cases[] = {
+	/* framing ambiguities llhttp refuses in strict mode */
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost : a\r\n\r\n", false, false, -1 },
+	{ "GET / HTTP/1.1 extra\r\n\r\n", false, false, -1 },
+	{ "GET /\r\n\r\n", false, false, -1 },
+	{ "G@T / HTTP/1.1\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", false, false, -1 },
+	{ "GET / HTTP/2.0\r\n\r\n", false, false, -1 },
+	{ "GET / HTTP/1.1\r\nX\x01Y: a\r\n\r\n", false, false, -1 },
+	/* accepted */
+	{ "GET /a?b HTTP/1.1\r\nHost: a\r\n\r\n", true, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", true, false, 12 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true, true, -1 },
+	{ "CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n", true, false, -1 },
+};
+
+static void test_parse_table(void **state)
+{
+	struct http_header hdrs[16];
+	for (size_t i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); i++) {
+		const struct parse_case *c = &parse_cases[i];
+		struct http1 h;
+		struct http_head hd = { .headers = hdrs, .max_headers = 16 };
+		const char *why = NULL;
+		http1_init(&h, HTTP1_REQUEST);
+		int r = http1_parse_head(&h, c->raw, strlen(c->raw), &hd, &why);
+		if (!c->ok) {
+			assert_int_equal(r, -EBADMSG);
+			assert_non_null(why);
+			continue;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(hd.chunked, c->chunked);
+		assert_int_equal(hd.has_content_length, c->content_length >= 0);
+		if (c->content_length >= 0)
+			assert_int_equal(hd.content_length, c->content_length);
+	}
+}
+
+static void test_too_many_headers(void **state)
+{
+	struct http_header hdrs[2];
+	struct http_head hd = { .headers = hdrs, .max_headers = 2 };
+	struct http1 h;
+	const char *why = NULL;
+	static const char raw[] = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+	http1_init(&h, HTTP1_REQUEST);
+	assert_int_equal(http1_parse_head(&h, raw, strlen(raw), &hd, &why), -EBADMSG);
+	assert_true(hd.too_many_headers);
+}
+
+static int collect(void *ctx, const char *p, size_t n)
+{
+	char *out = ctx;
+	strncat(out, p, n);
+	return 0;
+}
+
+static void test_chunked_body_and_pipelining(void **state)
+{
+	struct http_header hdrs[8];
+	struct http_head hd = { .headers = hdrs, .max_headers = 8 };
+	struct http1 h;
+	const char *why = NULL;
+	static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	static const char body[] = "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\nGET /next HTTP/1.1\r\n";
+	char out[64] = "";
+	size_t consumed;
+
+	http1_init(&h, HTTP1_REQUEST);
+	assert_int_equal(http1_parse_head(&h, head, strlen(head), &hd, &why), 0);
+	h.on_body = collect;
+	h.ctx = out;
+	assert_int_equal(http1_feed_body(&h, body, strlen(body), &consumed, &why), 1);
+	assert_string_equal(out, "abcde");
+	/* The next request's bytes are not consumed. */
+	assert_string_equal(body + consumed, "GET /next HTTP/1.1\r\n");
+}
+
+static void test_bad_chunk_size(void **state)
+{
+	struct http_header hdrs[8];
+	struct http_head hd = { .headers = hdrs, .max_headers = 8 };
+	struct http1 h;
+	const char *why = NULL;
+	static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	static const char *const bodies[] = { "zz\r\n", "ffffffffffffffffff\r\n", "-1\r\n" };
+	for (size_t i = 0; i < 3; i++) {
+		size_t consumed;
+		http1_init(&h, HTTP1_REQUEST);
+		assert_int_equal(http1_parse_head(&h, head, strlen(head), &hd, &why), 0);
+		assert_int_equal(http1_feed_body(&h, bodies[i], strlen(bodies[i]), &consumed, &why), -EBADMSG);
+	}
+}
+
+static void test_response_to_head_has_no_body(void **state)
+{
+	struct http_header hdrs[8];
+	struct http_head hd = { .headers = hdrs, .max_headers = 8 };
+	struct http1 h;
+	const char *why = NULL;
+	static const char raw[] = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+	http1_init(&h, HTTP1_RESPONSE);
+	h.skip_body = true;
+	assert_int_equal(http1_parse_head(&h, raw, strlen(raw), &hd, &why), 0);
+	assert_int_equal(hd.status, 200);
+	assert_true(http1_message_done(&h));
+}
+
+static void test_list_has(void **state)
+{
+	assert_true(http_list_has("keep-alive, Upgrade", 19, "upgrade"));
+	assert_true(http_list_has(" close ", 7, "close"));
+	assert_false(http_list_has("closed", 6, "close"));
+	assert_false(http_list_has("", 0, "close"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_head_length_table),
+		cmocka_unit_test(test_head_length_nul),
+		cmocka_unit_test(test_head_length_byte_by_byte),
+		cmocka_unit_test(test_parse_table),
+		cmocka_unit_test(test_too_many_headers),
+		cmocka_unit_test(test_chunked_body_and_pipelining),
+		cmocka_unit_test(test_bad_chunk_size),
+		cmocka_unit_test(test_response_to_head_has_no_body),
+		cmocka_unit_test(test_list_has),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -454,7 +454,8 @@ static void test_example_file(void **state)
 	assert_int_equal(r->inject, INJECT_NONE);
 	assert_null(r->paths);
 
-	assert_string_equal(p->audit, "keyward-audit.jsonl");
+	/* Relative paths are taken from the policy file's directory. */
+	assert_string_equal(p->audit, "data/policy/keyward-audit.jsonl");
 	assert_null(p->upstream_ca);
 	assert_int_equal(p->limits.max_header_bytes, 65536);
 	assert_int_equal(p->limits.max_headers, 100);
