@@ -662,6 +662,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 /* ---- requests ---- */
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
+static void forward(struct conn *c, const struct secret *secret, bool fresh);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -830,6 +831,14 @@ static void handle_request(struct conn *c)
 
 	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
+	forward(c, secret, false);
+}
+
+/* Builds the upstream head and gets a connection for the current request.
+ * fresh: do not take one from the pool (a retry after a stale one). */
+static void forward(struct conn *c, const struct secret *secret, bool fresh)
+{
+	const struct policy_route *rt = c->route;
 	c->out.max = limits(c)->max_header_bytes + 16384;
 	struct outbound o = {
 		.req = &c->req,
@@ -858,6 +867,7 @@ static void handle_request(struct conn *c)
 		.allow_private = rt->allow_private,
 		.ctx = c->gen->route_ctx[ri] ? c->gen->route_ctx[ri] : c->gen->client_ctx,
 		.ca_key = rt->upstream_ca ? rt->upstream_ca : c->gen->policy->upstream_ca,
+		.fresh = fresh,
 	};
 	char errbuf[256];
 	c->state = C_CONNECTING;
@@ -867,6 +877,13 @@ static void handle_request(struct conn *c)
 		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
 		return;
 	}
+}
+
+/* The secret of the current request's credential (checked available). */
+static const struct secret *route_secret(struct conn *c)
+{
+	const struct policy_credential *cred = c->route->credential;
+	return cred ? c->gen->secrets[cred - c->gen->policy->creds] : NULL;
 }
 
 /* llhttp body sink: forward the payload upstream, re-framed. Chunked
@@ -1264,15 +1281,16 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		upstream_failed(c, "closed the connection in the middle of the response body");
 		return;
 	}
-	if ((what & BEV_EVENT_EOF) && u->reused && !c->response_started && !c->retried && c->body_done &&
-	    c->bytes_in == 0 && u->head.len == 0) {
-		/* A pooled connection the upstream had closed meanwhile: try once
-		 * more on a new one. The request had no body, so it is intact. */
+	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && u->reused && !c->response_started && !c->retried &&
+	    c->body_done && c->bytes_in == 0 && u->head.len == 0) {
+		/* A pooled connection the upstream closed while it was idle (the
+		 * close raced our request). The request had no body, so it can be
+		 * sent again, once, on a new connection. */
 		c->retried = true;
-		log_debug("retrying %s on a new connection to %s", c->method, c->host);
-		upstream_release(u, false);
+		log_debug("retrying %s %s on a new connection", c->method, c->host);
 		c->up = NULL;
-		upstream_failed(c, "closed a reused connection");
+		upstream_release(u, false);
+		forward(c, route_secret(c), true);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {

@@ -106,6 +106,7 @@ struct upstream_target {
 	bool allow_private;
 	SSL_CTX *ctx; /* for https */
 	const char *ca_key; /* identifies ctx for pooling ("" for default) */
+	bool fresh;         /* skip the pool */
 };
 
 /* Called once when the upstream is connected (err 0) or could not be

@@ -239,6 +239,8 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 
 	struct upstream *u;
 	TAILQ_FOREACH(u, &w->idle, link) {
+		if (t->fresh)
+			break;
 		if (!streq(u->key, key))
 			continue;
 		TAILQ_REMOVE(&w->idle, u, link);

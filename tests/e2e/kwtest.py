@@ -52,6 +52,9 @@ class Upstream:
       /chunked/N     N bytes as chunks of 1000
       /status/NNN    that status, no body for 1xx/204/304
       /close         a body delimited by closing the connection
+      .../drop       answers as keep-alive, then closes the connection
+      .../dropnext   answers, then reads the next request on that connection
+                     and closes without answering it
       /continue      answers 100 Continue first, then 200
       /ws            answers an Upgrade with 101 and then echoes bytes
       anything else  200 with a JSON description of the request
@@ -61,6 +64,7 @@ class Upstream:
         self.host = host
         self.requests = []
         self.connections = 0
+        self.dropped = 0
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,12 +105,21 @@ class Upstream:
             if self.ctx:
                 c = self.ctx.wrap_socket(c, server_side=True)
             f = c.makefile("rb")
+            drop_next = False
             while True:
                 req = self._read_request(f)
                 if req is None:
                     return
+                if drop_next:
+                    # The request arrived on a connection we decided to
+                    # close: close without answering, as a server whose
+                    # idle timeout fired just then would.
+                    with self.lock:
+                        self.dropped += 1
+                    return
                 with self.lock:
                     self.requests.append(req)
+                drop_next = req.target.endswith("/dropnext")
                 if not self._respond(c, f, req):
                     return
         except (OSError, ssl.SSLError, ValueError):
@@ -186,6 +199,11 @@ class Upstream:
             else:
                 c.sendall(b"HTTP/1.1 %d Status\r\nContent-Length: 6\r\n\r\nstatus" % st)
             return True
+        if path.endswith("/drop"):
+            # Keep-alive by the headers, then closes anyway: the race a
+            # connection pool must survive.
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop")
+            return False
         if path == "/close":
             c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
             return False
@@ -249,3 +267,154 @@ def status_of(resp):
         return int(resp.split(b" ", 2)[1])
     except (IndexError, ValueError):
         return None
+
+
+# ---- helpers for streaming and lifecycle tests ----
+
+def open_tunnel(port, host, uport, ca, timeout=10):
+    """A TLS socket to host:uport through keyward's CONNECT on port, or raises."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(f"CONNECT {host}:{uport} HTTP/1.1\r\nHost: {host}:{uport}\r\n\r\n".encode())
+    resp = b""
+    while b"\r\n\r\n" not in resp:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        resp += chunk
+    if not resp.startswith(b"HTTP/1.1 200"):
+        s.close()
+        raise AssertionError(f"CONNECT refused: {resp!r}")
+    ctx = ssl.create_default_context(cafile=str(ca))
+    return ctx.wrap_socket(s, server_hostname=host)
+
+
+class HttpConn:
+    """A buffered HTTP/1.1 client over a raw (or TLS) socket, for tests that
+    need to see exactly what comes back on one connection."""
+
+    def __init__(self, sock):
+        self.s = sock
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def _more(self):
+        data = self.s.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def read_until(self, sep):
+        while sep not in self.buf:
+            self._more()
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._more()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_head(self):
+        """(status, {lower-case name: value}, raw head) of the next response head."""
+        raw = self.read_until(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for l in lines[1:]:
+            if l:
+                n, v = l.split(":", 1)
+                headers[n.strip().lower()] = v.strip()
+        return status, headers, raw
+
+    def read_response(self, method="GET", skip_interim=True):
+        """(status, headers, body, raw head); 1xx heads are skipped unless asked."""
+        while True:
+            status, headers, raw = self.read_head()
+            if status >= 200 or status == 101 or not skip_interim:
+                break
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            return status, headers, b"", raw
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = bytearray()
+            while True:
+                size = int(self.read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    while self.read_until(b"\r\n") != b"\r\n":
+                        pass
+                    break
+                body += self.read_exact(size)
+                self.read_exact(2)
+            return status, headers, bytes(body), raw
+        if "content-length" in headers:
+            return status, headers, self.read_exact(int(headers["content-length"])), raw
+        body = self.buf
+        self.buf = b""
+        while True:
+            try:
+                data = self.s.recv(65536)
+            except (ssl.SSLError, ConnectionResetError):
+                break
+            if not data:
+                break
+            body += data
+        return status, headers, body, raw
+
+    def closed_by_peer(self, timeout):
+        """True if the peer closes within timeout with nothing more to say."""
+        self.s.settimeout(timeout)
+        try:
+            data = self.s.recv(65536)
+        except socket.timeout:
+            return False
+        except (ssl.SSLError, ConnectionResetError):
+            return True
+        if data:
+            self.buf += data
+            return False
+        return True
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def vmrss_kib(pid):
+    """Resident set size of a process in KiB, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class RssSampler:
+    """Samples a process's VmRSS in a thread; .peak is the largest seen (KiB)."""
+
+    def __init__(self, pid, interval=0.01):
+        self.pid = pid
+        self.interval = interval
+        self.peak = vmrss_kib(pid)
+        self.samples = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, vmrss_kib(self.pid))
+                self.samples += 1
+            except (OSError, AssertionError):
+                return
+            time.sleep(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(5)
+        return self.peak

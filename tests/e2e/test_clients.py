@@ -146,3 +146,31 @@ def test_upstream_certificate_is_verified(proxy_factory, upstream):
     assert code == 502
     assert "certificate" in json.loads(body)["message"]
     assert upstream.requests == []
+
+
+def test_pool_survives_upstream_closing_idle_connections(proxy_factory, upstream):
+    """An upstream that closes after each response without saying so: every
+    request must still succeed (a stale pooled connection is retried once on
+    a new one when the request has no body)."""
+    p = proxy_factory(policy_for(upstream))
+    s = requests.Session()
+    s.proxies = {"https": p.url}
+    for i in range(10):
+        r = s.get(f"https://api.test:{upstream.port}/api/{i}/drop", verify=str(p.ca))
+        assert r.status_code == 200, r.text
+        assert r.text == "drop"
+    assert len([q for q in upstream.requests if q.target.endswith("/drop")]) >= 10
+    assert all(r["status"] == 200 for r in p.requests())
+
+
+def test_request_retried_when_pooled_connection_dies(proxy_factory, upstream):
+    """The upstream reads the request on a reused connection and closes it
+    without an answer: keyward sends the request again on a new connection."""
+    p = proxy_factory(policy_for(upstream), args=("--workers", "1", "--verbose"))
+    s = requests.Session()
+    s.proxies = {"https": p.url}
+    for i in range(4):
+        r = s.get(f"https://api.test:{upstream.port}/api/{i}/dropnext", verify=str(p.ca))
+        assert r.status_code == 200, r.text
+    assert upstream.dropped >= 3
+    assert p.stderr.count("retrying GET") == upstream.dropped
