@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test test-unit test-e2e demo clean format-check
+.PHONY: all deps build test test-unit test-e2e demo clean format-check bench
 
 all: build
 
@@ -47,3 +47,8 @@ format-check:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# Throughput, latency and memory of an optimised build (build-bench) next to
+# nginx on loopback; writes bench/results/DATE-HOST.md (see bench/README.md).
+bench:
+	bench/run.sh

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Turns the raw files of one bench/run.sh run into the results page.
+
+    report.py WORKDIR OUT.md
+
+Reads WORKDIR/raw/{load,single}-{direct,keyward,nginx}-N.txt (wrk output)
+with their .cmd and .cpu files, tunnel-*.txt and intunnel-*.txt (curl -w
+lines), mem-*.json (idle_conns.py), perf-*.txt and meta.txt. Writes OUT.md
+and prints a summary.
+"""
+import json
+import pathlib
+import re
+import statistics
+import sys
+
+TARGETS = ("direct", "keyward", "nginx")
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+# The goals of the performance issue.
+GOAL_RATIO = 1.0      # keyward req/s >= nginx req/s on the same job
+GOAL_ADDED_P50 = 10.0  # µs added at p50
+GOAL_PER_CONN = 20.0   # KiB per idle client connection
+
+
+def to_us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(path):
+    t = path.read_text()
+    r = {"text": t}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", t)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in ([\d.]+\w+)", t)
+    r["requests"] = int(m.group(1)) if m else 0
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", t, re.M))
+    for k in ("50", "75", "90", "99"):
+        r["p" + k] = to_us(lat[k]) if k in lat else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    r["sockerr"] = sum(map(int, m.groups())) if m else 0
+    cpu = path.with_name(path.name + ".cpu")
+    r["cpu_us_per_req"] = float("nan")
+    r["up_cpu_us_per_req"] = float("nan")
+    if cpu.exists():
+        kv = dict(x.split("=") for x in cpu.read_text().split())
+        tck = int(kv["clk_tck"])
+        if r["requests"]:
+            r["cpu_us_per_req"] = int(kv["server_ticks"]) / tck * 1e6 / r["requests"]
+            r["up_cpu_us_per_req"] = int(kv["upstream_ticks"]) / tck * 1e6 / r["requests"]
+    cmd = path.with_name(path.name + ".cmd")
+    r["cmd"] = cmd.read_text().strip() if cmd.exists() else ""
+    return r
+
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
+    return v[k]
+
+
+def read_curl(path):
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        f = line.split()
+        if len(f) == 5:
+            rows.append((int(f[0]), *(float(x) * 1e6 for x in f[1:])))
+    return rows
+
+
+def fmt_us(x):
+    if x != x:
+        return "n/a"
+    if x >= 10000:
+        return f"{x / 1000:.1f} ms"
+    if x >= 1000:
+        return f"{x / 1000:.2f} ms"
+    return f"{x:.0f} µs"
+
+
+def main():
+    work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    meta = dict(l.split("=", 1) for l in (work / "meta.txt").read_text().splitlines() if "=" in l)
+    settings = dict(x.split("=", 1) for x in ("duration=" + meta.get("duration", "")).split())
+    raw = work / "raw"
+    runs = {}
+    for case in ("load", "single"):
+        for t in TARGETS:
+            files = sorted(raw.glob(f"{case}-{t}-*.txt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+            runs[case, t] = [parse_wrk(p) for p in files]
+
+    def med(case, t, key):
+        vals = [r[key] for r in runs[case, t] if r[key] == r[key]]
+        return statistics.median(vals) if vals else float("nan")
+
+    S = {}
+    for case in ("load", "single"):
+        for t in TARGETS:
+            S[case, t] = {k: med(case, t, k) for k in ("rps", "p50", "p75", "p90", "p99", "cpu_us_per_req",
+                                                       "up_cpu_us_per_req")}
+            S[case, t]["errors"] = sum(r["non2xx"] + r["sockerr"] for r in runs[case, t])
+    ratio = S["load", "keyward"]["rps"] / S["load", "nginx"]["rps"]
+    added = {(case, t, p): S[case, t][p] - S[case, "direct"][p]
+             for case in ("load", "single") for t in ("keyward", "nginx") for p in ("p50", "p99")}
+
+    tun = {k: read_curl(work / f"tunnel-{k}.txt") for k in ("direct", "keyward", "first")}
+    intun = {k: read_curl(work / f"intunnel-{k}.txt") for k in ("direct", "keyward")}
+
+    def curl_stats(rows, skip_first=False):
+        if skip_first:
+            rows = rows[1:]
+        ok = [r for r in rows if r[0] == 200]
+        return {
+            "n": len(rows), "ok": len(ok),
+            "app50": pct([r[2] for r in ok], 50), "app99": pct([r[2] for r in ok], 99),
+            "tot50": pct([r[4] for r in ok], 50), "tot99": pct([r[4] for r in ok], 99),
+            # inside one connection curl's time_total restarts per URL
+            "ttfb50": pct([r[3] for r in ok], 50), "ttfb99": pct([r[3] for r in ok], 99),
+        }
+
+    T = {k: curl_stats(v) for k, v in tun.items()}
+    I = {k: curl_stats(v, skip_first=True) for k, v in intun.items()}
+    mem = {}
+    for mode in ("silent", "used"):
+        p = work / f"mem-{mode}.json"
+        if p.exists():
+            mem[mode] = json.loads(p.read_text())
+
+    L = []
+    w = L.append
+    w(f"# keyward benchmark, {meta['date'][:10]} on {meta['host']}")
+    w("")
+    w("Produced by `make bench` (bench/run.sh); see bench/README.md for how to read it.")
+    w("")
+    w("## Machine and versions")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    for k, label in (("date", "date (UTC)"), ("nproc", "nproc"), ("cpu", "CPU"), ("mem", "memory"),
+                     ("kernel", "kernel"), ("os", "OS"), ("keyward_rev", "keyward git rev"),
+                     ("keyward_build", "keyward build (build-bench)"), ("cc", "compiler"), ("nginx", "nginx"),
+                     ("wrk", "wrk"), ("curl", "curl"), ("openssl", "OpenSSL"), ("libevent", "libevent")):
+        w(f"| {label} | {meta.get(k, '?')} |")
+    w(f"| load average (1/5/15 min) | {meta.get('loadavg', '?')} |")
+    w(f"| CPUs busy with other work just before the run | {meta.get('busy_start', '?')} % |")
+    w(f"| settings | {' '.join(f'{k}={v}' for k, v in settings.items())} |")
+    w("")
+    w("Everything runs on this one machine: wrk, keyward (one event loop per CPU), the nginx")
+    w("reverse proxy (`worker_processes auto`) and the nginx upstream (`worker_processes auto`)")
+    w(f"share its {meta['nproc']} CPUs, so absolute numbers are low and the load generator takes a")
+    w("share of the CPU; the ratios between the proxies are the meaningful figures.")
+    w("")
+
+    w("## Summary")
+    w("")
+    ok_ratio = ratio >= GOAL_RATIO
+    a50 = added["single", "keyward", "p50"]
+    per_conn = mem.get("silent", {}).get("per_conn_kib", float("nan"))
+    per_conn_used = mem.get("used", {}).get("per_conn_kib", float("nan"))
+    w("| goal (from the issue) | measured | met? |")
+    w("|---|---|---|")
+    w(f"| throughput ≥ nginx's on the same job | keyward {S['load', 'keyward']['rps']:,.0f} req/s, "
+      f"nginx {S['load', 'nginx']['rps']:,.0f} req/s: ratio **{ratio:.2f}** | {'yes' if ok_ratio else '**no**'} |")
+    w(f"| ≤ 10 µs added at p50 | one connection: **{a50:+.0f} µs** (nginx {added['single', 'nginx', 'p50']:+.0f} µs); "
+      f"under load (32 conns): {added['load', 'keyward', 'p50']:+.0f} µs (nginx {added['load', 'nginx', 'p50']:+.0f} µs) "
+      f"| {'yes' if a50 <= GOAL_ADDED_P50 else '**no**'} |")
+    w(f"| < 20 KiB per idle connection | **{per_conn:.1f} KiB** silent, {per_conn_used:.1f} KiB after one request "
+      f"| {'yes' if max(per_conn, per_conn_used) < GOAL_PER_CONN else '**no**'} |")
+    w("")
+
+    w("## (a) Plain HTTP: client → proxy (absolute-form) → upstream, bearer credential injected")
+    w("")
+    w("Medians of the runs; latency percentiles are wrk's (`--latency`; wrk 4 does not correct for coordinated omission);")
+    w("\"added\" is the proxy's value minus the direct run's value of the same statistic.")
+    w("CPU/req is the CPU time (user+system) of the server processes divided by the requests")
+    w("served (keyward: its process; nginx: master and workers; direct: the upstream nginx).")
+    w("")
+    for case, title in (("load", f"Load: wrk, keep-alive, {settings.get('conns')} connections, "
+                         f"{settings.get('threads')} threads, {settings.get('duration')} per run"),
+                        ("single", "One connection, one request at a time (wrk -t1 -c1): service latency")):
+        w(f"### {title}")
+        w("")
+        w("| target | req/s | p50 | p75 | p90 | p99 | added p50 | added p99 | proxy CPU/req | upstream CPU/req | errors |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for t in TARGETS:
+            s = S[case, t]
+            a = ("–", "–") if t == "direct" else (f"{added[case, t, 'p50']:+.0f} µs", f"{added[case, t, 'p99']:+.0f} µs")
+            w(f"| {t} | {s['rps']:,.0f} | {fmt_us(s['p50'])} | {fmt_us(s['p75'])} | {fmt_us(s['p90'])} | "
+              f"{fmt_us(s['p99'])} | {a[0]} | {a[1]} | "
+              f"{'–' if t == 'direct' else fmt_us(s['cpu_us_per_req'])} | {fmt_us(s['up_cpu_us_per_req'])} | {s['errors']} |")
+        w("")
+        if case == "load":
+            w(f"keyward/nginx throughput ratio: **{ratio:.3f}**.")
+            kc, nc = S["load", "keyward"]["cpu_us_per_req"], S["load", "nginx"]["cpu_us_per_req"]
+            w(f"keyward/nginx CPU per request: **{kc / nc:.2f}** ({fmt_us(kc)} vs {fmt_us(nc)}).")
+            w("")
+        if case == "single":
+            w(f"keyward/nginx throughput ratio (one connection): "
+              f"{S['single', 'keyward']['rps'] / S['single', 'nginx']['rps']:.3f}.")
+            w("")
+        w("Every run, in the order they ran (interleaved):")
+        w("")
+        w("| run | target | req/s | p50 | p75 | p90 | p99 | requests | non-2xx | socket errors |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        n = max(len(runs[case, t]) for t in TARGETS)
+        for i in range(n):
+            for t in TARGETS:
+                if i < len(runs[case, t]):
+                    r = runs[case, t][i]
+                    w(f"| {i + 1} | {t} | {r['rps']:,.2f} | {fmt_us(r['p50'])} | {fmt_us(r['p75'])} | "
+                      f"{fmt_us(r['p90'])} | {fmt_us(r['p99'])} | {r['requests']} | {r['non2xx']} | {r['sockerr']} |")
+        w("")
+
+    w("## (b) HTTPS through keyward (CONNECT, TLS interception, TLS upstream)")
+    w("")
+    w("wrk cannot speak CONNECT, and keyward serves `https://` only through CONNECT, so there is no")
+    w("throughput figure for HTTPS yet, and nginx has no comparable job (it cannot intercept CONNECT).")
+    w("Measured instead, with curl on one connection at a time:")
+    w("")
+    w(f"- **new tunnels**: {T['keyward']['n']} sequential curl processes, each a new CONNECT, a TLS handshake")
+    w("  with keyward's minted leaf (cached after the first), keyward dialing the TLS upstream, one")
+    w("  request. Baseline: the same curl straight to the TLS upstream. Times are curl's `-w` values")
+    w("  (`time_appconnect`: TLS done; `time_total`: response complete), from the start of the transfer.")
+    w("- **in one tunnel**: 2000 requests by one curl inside one intercepted tunnel (connection reused),")
+    w("  first request left out; per-request time is curl's `time_total` for each URL.")
+    w("")
+    w("| measurement | n ok | TLS done p50 | TLS done p99 | total p50 | total p99 | added total p50 | added total p99 |")
+    w("|---|---|---|---|---|---|---|---|")
+    f = T["first"]
+    w(f"| first tunnel via keyward (mints the leaf) | {f['ok']}/{f['n']} | {fmt_us(f['app50'])} | – | {fmt_us(f['tot50'])} | – | – | – |")
+    for k, label in (("direct", "new connection, direct"), ("keyward", "new tunnel via keyward")):
+        s = T[k]
+        ad = ("–", "–") if k == "direct" else (f"{s['tot50'] - T['direct']['tot50']:+.0f} µs",
+                                              f"{s['tot99'] - T['direct']['tot99']:+.0f} µs")
+        w(f"| {label} | {s['ok']}/{s['n']} | {fmt_us(s['app50'])} | {fmt_us(s['app99'])} | {fmt_us(s['tot50'])} | "
+          f"{fmt_us(s['tot99'])} | {ad[0]} | {ad[1]} |")
+    for k, label in (("direct", "request in a kept-alive connection, direct"),
+                     ("keyward", "request in a kept-alive tunnel via keyward")):
+        s = I[k]
+        ad = ("–", "–") if k == "direct" else (f"{s['tot50'] - I['direct']['tot50']:+.0f} µs",
+                                              f"{s['tot99'] - I['direct']['tot99']:+.0f} µs")
+        w(f"| {label} | {s['ok']}/{s['n']} | – | – | {fmt_us(s['tot50'])} | {fmt_us(s['tot99'])} | {ad[0]} | {ad[1]} |")
+    w("")
+    w("Left for later (issue 6): HTTPS throughput through intercepted tunnels under concurrent load")
+    w("needs a CONNECT-capable load generator (e.g. h2load/wrk2 behind a CONNECT shim, or a small C")
+    w("client); a Python client would measure itself.")
+    w("")
+
+    w("## (c) Memory per client connection")
+    w("")
+    w("VmRSS of a freshly started keyward (from /proc/PID/status), idle and with "
+      f"{mem.get('silent', {}).get('n', '?')} client connections open (bench/idle_conns.py).")
+    w("\"silent\": the connections sent nothing. \"used\": each made one keep-alive request through")
+    w("keyward (one at a time, so one upstream connection serves them all) and stays open.")
+    w("")
+    w("| mode | RSS idle | RSS with connections | per connection | still open | non-200 |")
+    w("|---|---|---|---|---|---|")
+    for mode, m in mem.items():
+        w(f"| {mode} | {m['rss_idle_kib']:,} KiB | {m['rss_loaded_kib']:,} KiB | **{m['per_conn_kib']:.1f} KiB** | "
+          f"{m.get('still_open', '?')} | {m.get('non_200', '?')} |")
+    w("")
+
+    if meta.get("perf") == "1":
+        w("## Profile of keyward under load (perf, not part of the numbers above)")
+        w("")
+        w("`perf record -g -F 999 -p KEYWARD_PID` during one more load run; self time by symbol")
+        w("(`perf report --no-children --sort dso,symbol`), entries ≥ 0.7 %:")
+        w("")
+        w("```")
+        w((work / "perf-self.txt").read_text().rstrip() if (work / "perf-self.txt").exists() else "")
+        w("```")
+        w("")
+        w("Inclusive time (`--children --sort symbol`), entries ≥ 4 %:")
+        w("")
+        w("```")
+        w((work / "perf-children.txt").read_text().rstrip() if (work / "perf-children.txt").exists() else "")
+        w("```")
+        w("")
+
+    w("## Exact commands")
+    w("")
+    w("```")
+    w("meson setup build-bench -Dbuildtype=release -Db_ndebug=true -Dwerror=false && ninja -C build-bench keyward")
+    w("nginx -p WORK/upstream -c WORK/upstream.conf -e WORK/upstream/error.log -g 'daemon off;'")
+    w("nginx -p WORK/front -c WORK/front.conf -e WORK/front/error.log -g 'daemon off;'")
+    w("KEYWARD_HOME=WORK/kw/home BENCH_TOKEN=… build-bench/keyward proxy --policy WORK/policy.yaml \\")
+    w("    --listen 127.0.0.1:0 --audit WORK/kw/audit.jsonl --resolve api.test:127.0.0.1")
+    seen = set()
+    for case in ("load", "single"):
+        for t in TARGETS:
+            for r in runs[case, t][:1]:
+                if r["cmd"] not in seen:
+                    seen.add(r["cmd"])
+                    w(f"{r['cmd']}    # {case}, {t}")
+    w("curl -sS -o /dev/null -x http://127.0.0.1:KEYWARD --cacert KEYWARD_CA -w '%{http_code} %{time_connect} "
+      "%{time_appconnect} %{time_starttransfer} %{time_total}\\n' https://api.test:UPSTREAM_TLS/api/x   # ×N, new tunnels")
+    w("curl … -x http://127.0.0.1:KEYWARD … 'https://api.test:UPSTREAM_TLS/api/x?[1-2000]'   # one tunnel")
+    w("python3 bench/idle_conns.py KEYWARD_PID 127.0.0.1 KEYWARD api.test UPSTREAM 1000 silent|used")
+    w("```")
+    w("")
+    w(f"Ports of this run: {meta.get('ports', '?')}. keyward wrote {meta.get('audit_records', '?')} audit records")
+    w("during (a) and (b).")
+    w("")
+    w("Configurations used (WORK is a temporary directory):")
+    for name, lang in (("upstream.conf", "nginx"), ("front.conf", "nginx"), ("policy.yaml", "yaml")):
+        p = raw / name
+        if p.exists():
+            w("")
+            w(f"`{name}`:")
+            w("")
+            w(f"```{lang}")
+            w(p.read_text().replace(str(work), "WORK").rstrip())
+            w("```")
+    w("")
+    w("<details><summary>Raw wrk output of every run</summary>")
+    w("")
+    for case in ("load", "single"):
+        for i in range(max(len(runs[case, t]) for t in TARGETS)):
+            for t in TARGETS:
+                if i < len(runs[case, t]):
+                    w(f"`{case} {t} #{i + 1}`")
+                    w("")
+                    w("```")
+                    w(runs[case, t][i]["text"].replace(str(work), "WORK").rstrip())
+                    w("```")
+                    w("")
+    w("</details>")
+    out.write_text("\n".join(L) + "\n")
+
+    print()
+    print(f"== keyward benchmark summary ({meta['date'][:10]}, {meta['host']}, {meta['nproc']} CPUs) ==")
+    for case, label in (("load", f"load ({settings.get('conns')} connections, {settings.get('threads')} threads)"),
+                        ("single", "one connection")):
+        print(f"{label}:")
+        for t in TARGETS:
+            s = S[case, t]
+            extra = "" if t == "direct" else \
+                f"  added p50 {added[case, t, 'p50']:+.0f} µs, p99 {added[case, t, 'p99']:+.0f} µs"
+            print(f"  {t:8} {s['rps']:>10,.0f} req/s  p50 {fmt_us(s['p50']):>8}  p99 {fmt_us(s['p99']):>8}{extra}")
+    print(f"keyward/nginx throughput: {ratio:.3f} (goal ≥ 1: {'met' if ok_ratio else 'NOT met'})")
+    print(f"added p50, one connection: {a50:+.0f} µs (goal ≤ 10 µs: {'met' if a50 <= GOAL_ADDED_P50 else 'NOT met'})")
+    print(f"HTTPS new tunnel via keyward: total p50 {fmt_us(T['keyward']['tot50'])}, p99 {fmt_us(T['keyward']['tot99'])} "
+          f"(direct new TLS connection p50 {fmt_us(T['direct']['tot50'])}, p99 {fmt_us(T['direct']['tot99'])})")
+    print(f"HTTPS request in a kept-alive tunnel: p50 {fmt_us(I['keyward']['tot50'])}, p99 {fmt_us(I['keyward']['tot99'])} "
+          f"(direct p50 {fmt_us(I['direct']['tot50'])}, p99 {fmt_us(I['direct']['tot99'])})")
+    print(f"memory per idle connection: {per_conn:.1f} KiB silent, {per_conn_used:.1f} KiB used "
+          f"(goal < 20 KiB: {'met' if max(per_conn, per_conn_used) < GOAL_PER_CONN else 'NOT met'})")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# keyward benchmark: throughput, latency and memory of `keyward proxy` on
+# loopback, next to nginx doing the same job. See bench/README.md.
+#
+#   bench/run.sh            (or: make bench)
+#
+# Every server it starts listens on 127.0.0.1 only and is stopped on exit;
+# every load run is bounded (wrk -d, fixed loop counts). Results go to
+# bench/results/YYYY-MM-DD-HOSTNAME.md and a summary is printed.
+#
+# Knobs (environment), defaults are the published settings:
+#   BENCH_DURATION=10s BENCH_CONNS=32 BENCH_THREADS=2 BENCH_RUNS=3
+#   BENCH_TUNNELS=200 BENCH_IDLE=1000 BENCH_PERF=auto (auto|0|1)
+#   BENCH_OUT=path/to/results.md
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+BUILD=$ROOT/build-bench
+
+DURATION=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNS:-32}
+THREADS=${BENCH_THREADS:-2}
+RUNS=${BENCH_RUNS:-3}
+TUNNELS=${BENCH_TUNNELS:-200}
+IDLE=${BENCH_IDLE:-1000}
+PERF=${BENCH_PERF:-auto}
+WARMUP=2s
+SECRET="bench-secret-0123456789abcdef"  # made up; nothing real is ever used here
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools ----
+ensure_tools() {
+	"$ROOT/scripts/deps.sh"   # keyward's own build dependencies
+	local missing=()
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+	command -v openssl >/dev/null || missing+=(openssl)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v python3 >/dev/null || missing+=(python3)
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing ${missing[*]}"
+		local sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo=sudo
+		export DEBIAN_FRONTEND=noninteractive
+		$sudo apt-get update -q
+		$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+	fi
+	NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# Release build in its own directory, so the numbers are for optimised code.
+# -Dwerror=false: at -O3 GCC 12 reports -Wmaybe-uninitialized false
+# positives in src/policy/policy.c that the default (-O2) build does not see.
+build_keyward() {
+	if [ ! -f "$BUILD/build.ninja" ]; then
+		meson setup "$BUILD" "$ROOT" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
+	else
+		meson configure "$BUILD" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
+	fi
+	ninja -C "$BUILD" keyward >/dev/null
+	KEYWARD=$BUILD/keyward
+}
+
+# ------------------------------------------------------------ processes ----
+PIDS=()
+WORK=""
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	[ -n "$WORK" ] && [ -z "${BENCH_KEEP:-}" ] && rm -rf "$WORK"
+	return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port
+	local i
+	for i in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	die "nothing listens on 127.0.0.1:$1"
+}
+
+# CPU time (clock ticks) used so far by a process and all its children
+# that are alive (nginx: master and workers; keyward: one process).
+cpu_ticks() { # pid
+	local total=0 p f
+	for p in "$1" $(pgrep -P "$1" || true); do
+		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		f=${f##*) }
+		set -- $f
+		total=$((total + ${12} + ${13}))
+	done
+	echo "$total"
+}
+
+start_nginx() { # name conf -> sets NGINX_PID
+	local dir=$WORK/$1
+	mkdir -p "$dir/tmp"
+	"$NGINX" -p "$dir" -c "$2" -e "$dir/error.log" -g 'daemon off;' &
+	NGINX_PID=$!
+	PIDS+=("$NGINX_PID")
+}
+
+KW_PID=""
+KW_PORT=""
+start_keyward() { # name
+	local dir=$WORK/$1
+	mkdir -p "$dir/home"
+	chmod 700 "$dir/home"
+	: >"$dir/stderr"
+	KEYWARD_HOME=$dir/home BENCH_TOKEN=$SECRET "$KEYWARD" proxy --policy "$WORK/policy.yaml" \
+		--listen 127.0.0.1:0 --audit "$dir/audit.jsonl" --resolve api.test:127.0.0.1 \
+		2>"$dir/stderr" >/dev/null &
+	KW_PID=$!
+	PIDS+=("$KW_PID")
+	local i
+	for i in $(seq 200); do
+		KW_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/stderr" | head -1) || true
+		[ -n "$KW_PORT" ] && break
+		kill -0 "$KW_PID" 2>/dev/null || { cat "$dir/stderr" >&2; die "keyward exited"; }
+		sleep 0.05
+	done
+	[ -n "$KW_PORT" ] || { cat "$dir/stderr" >&2; die "keyward did not print its port"; }
+	KEYWARD_HOME=$dir/home "$KEYWARD" ca export >"$dir/ca.pem"
+}
+
+stop_pid() { # pid
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	local keep=() p
+	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# Share of the CPUs busy over 2 s (other people's jobs share this machine).
+cpu_busy_pct() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep 2
+	b=($(head -1 /proc/stat))
+	local total=0 idle i
+	for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+	idle=$((b[4] - a[4] + b[5] - a[5]))
+	echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
+# Waits (at most BENCH_QUIET_WAIT seconds, default 300) for the machine to
+# be quiet before measuring.
+wait_quiet() {
+	local i busy n=$(((${BENCH_QUIET_WAIT:-300} + 4) / 5))
+	for i in $(seq "$n"); do
+		busy=$(cpu_busy_pct)
+		[ "$busy" -le 10 ] && break
+		log "CPUs are ${busy}% busy with other work; waiting for quiet ($i/$n)"
+		sleep 3
+	done
+	BUSY_START=$busy
+	[ "$busy" -le 10 ] || log "warning: measuring on a busy machine (${busy}% busy); numbers will be noisy"
+}
+
+# ---------------------------------------------------------------- setup ----
+make_certs() {
+	local d=$WORK/certs
+	mkdir -p "$d"
+	(
+		cd "$d"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+			-out ca.pem -days 2 -subj "/CN=keyward bench CA" 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+			-out server.csr -subj "/CN=api.test" 2>/dev/null
+		echo "subjectAltName=DNS:api.test,IP:127.0.0.1" >ext.cnf
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+			-out server.pem -days 2 -extfile ext.cnf 2>/dev/null
+	)
+}
+
+write_configs() {
+	# Upstream: answers every request from memory, no logging.
+	cat >"$WORK/upstream.conf" <<-EOF
+	worker_processes auto;
+	pid $WORK/upstream/nginx.pid;
+	events { worker_connections 8192; }
+	http {
+	    access_log off;
+	    client_body_temp_path $WORK/upstream/tmp/body;
+	    proxy_temp_path $WORK/upstream/tmp/proxy;
+	    fastcgi_temp_path $WORK/upstream/tmp/fastcgi;
+	    uwsgi_temp_path $WORK/upstream/tmp/uwsgi;
+	    scgi_temp_path $WORK/upstream/tmp/scgi;
+	    keepalive_requests 100000000;
+	    keepalive_timeout 300s;
+	    server {
+	        listen 127.0.0.1:$UP_PORT;
+	        listen 127.0.0.1:$UPS_PORT ssl;
+	        server_name api.test;
+	        ssl_certificate $WORK/certs/server.pem;
+	        ssl_certificate_key $WORK/certs/server.key;
+	        default_type text/plain;
+	        location = /api/check { return 200 "auth=\$http_authorization\n"; }
+	        location / { return 200 "ok, a small fixed body from the upstream\n"; }
+	    }
+	}
+	EOF
+	# Comparison: nginx as a reverse proxy doing keyward's job on route (a):
+	# only /api/ passes, a bearer credential is attached, upstream
+	# connections are kept alive, and every request is logged (keyward
+	# writes an audit record per request).
+	cat >"$WORK/front.conf" <<-EOF
+	worker_processes auto;
+	pid $WORK/front/nginx.pid;
+	events { worker_connections 8192; }
+	http {
+	    access_log $WORK/front/access.log;
+	    client_body_temp_path $WORK/front/tmp/body;
+	    proxy_temp_path $WORK/front/tmp/proxy;
+	    fastcgi_temp_path $WORK/front/tmp/fastcgi;
+	    uwsgi_temp_path $WORK/front/tmp/uwsgi;
+	    scgi_temp_path $WORK/front/tmp/scgi;
+	    keepalive_requests 100000000;
+	    keepalive_timeout 300s;
+	    upstream api {
+	        server 127.0.0.1:$UP_PORT;
+	        keepalive 64;
+	        keepalive_requests 100000000;
+	    }
+	    server {
+	        listen 127.0.0.1:$NGX_PORT;
+	        location /api/ {
+	            proxy_pass http://api;
+	            proxy_http_version 1.1;
+	            proxy_set_header Connection "";
+	            proxy_set_header Host \$http_host;
+	            proxy_set_header Authorization "Bearer $SECRET";
+	        }
+	        location / { return 403; }
+	    }
+	}
+	EOF
+	cat >"$WORK/policy.yaml" <<-EOF
+	version: 1
+	credentials:
+	  bench:
+	    from: env:BENCH_TOKEN
+	    env: BENCH_TOKEN
+	    placeholder: kw_bench_placeholder_0123456789abcdef
+	routes:
+	  - host: api.test
+	    port: $UP_PORT
+	    scheme: http
+	    paths: ["/api/**"]
+	    credential: bench
+	    inject: bearer
+	    allow_private: true
+	  - host: api.test
+	    port: $UPS_PORT
+	    paths: ["/api/**"]
+	    credential: bench
+	    inject: bearer
+	    upstream_ca: $WORK/certs/ca.pem
+	    allow_private: true
+	EOF
+}
+
+# The answer of each server to the check path must carry the credential.
+check_injection() {
+	local got
+	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$KW_PORT" "http://api.test:$UP_PORT/api/check")
+	[ "$got" = "auth=Bearer $SECRET" ] || die "keyward did not inject the credential (got: $got)"
+	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$NGX_PORT" "http://api.test:$UP_PORT/api/check")
+	[ "$got" = "auth=Bearer $SECRET" ] || die "nginx did not inject the credential (got: $got)"
+	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$KW_PORT" --cacert "$WORK/kw/ca.pem" \
+		"https://api.test:$UPS_PORT/api/check")
+	[ "$got" = "auth=Bearer $SECRET" ] || die "keyward (https) did not inject the credential (got: $got)"
+}
+
+# ------------------------------------------------------------- measuring ---
+port_of() { # target
+	case $1 in
+	direct) echo "$UP_PORT" ;;
+	keyward) echo "$KW_PORT" ;;
+	nginx) echo "$NGX_PORT" ;;
+	esac
+}
+
+pid_of() { # target
+	case $1 in
+	direct) echo "$UP_PID" ;;
+	keyward) echo "$KW_PID" ;;
+	nginx) echo "$NGX_PID" ;;
+	esac
+}
+
+# One wrk run; its output and the CPU time the server side used.
+run_wrk() { # case target rep threads conns duration
+	local case=$1 target=$2 rep=$3 t=$4 c=$5 d=$6
+	local port pid before after out cmd
+	port=$(port_of "$target")
+	pid=$(pid_of "$target")
+	out=$WORK/raw/$case-$target-$rep.txt
+	cmd="wrk -t$t -c$c -d$d --latency -s bench/wrk-absolute.lua http://127.0.0.1:$port/"
+	echo "BENCH_TARGET=api.test:$UP_PORT $cmd" >"$out.cmd"
+	before=$(cpu_ticks "$pid")
+	local upb
+	upb=$(cpu_ticks "$UP_PID")
+	BENCH_TARGET=api.test:$UP_PORT wrk -t"$t" -c"$c" -d"$d" --timeout 5s --latency \
+		-s "$BENCH/wrk-absolute.lua" "http://127.0.0.1:$port/" >"$out"
+	after=$(cpu_ticks "$pid")
+	echo "server_ticks=$((after - before)) upstream_ticks=$(($(cpu_ticks "$UP_PID") - upb)) clk_tck=$(getconf CLK_TCK)" >"$out.cpu"
+	log "$case $target #$rep: $(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")"
+}
+
+# Sequential new tunnels with curl: CONNECT, TLS with keyward's minted leaf,
+# one request inside, keyward dialing the TLS upstream. One curl process per
+# tunnel, so nothing is reused on the client side.
+run_tunnels() { # kind count
+	local kind=$1 n=$2 i out=$WORK/tunnel-$1.txt
+	: >"$out"
+	local fmt='%{http_code} %{time_connect} %{time_appconnect} %{time_starttransfer} %{time_total}\n'
+	for i in $(seq "$n"); do
+		case $kind in
+		keyward)
+			curl -sS -o /dev/null --max-time 10 --noproxy '' -x "http://127.0.0.1:$KW_PORT" \
+				--cacert "$WORK/kw/ca.pem" -w "$fmt" "https://api.test:$UPS_PORT/api/x" >>"$out"
+			;;
+		direct)
+			curl -sS -o /dev/null --max-time 10 --resolve "api.test:$UPS_PORT:127.0.0.1" \
+				--cacert "$WORK/certs/ca.pem" -w "$fmt" "https://api.test:$UPS_PORT/api/x" >>"$out"
+			;;
+		esac
+	done
+}
+
+# Many requests inside one intercepted tunnel (curl reuses the connection):
+# the per-request cost once the tunnel is up.
+run_in_tunnel() { # kind count
+	local kind=$1 n=$2 out=$WORK/intunnel-$1.txt
+	local fmt='%{http_code} %{time_connect} %{time_appconnect} %{time_starttransfer} %{time_total}\n'
+	case $kind in
+	keyward)
+		curl -sS -o /dev/null --max-time 60 --noproxy '' -x "http://127.0.0.1:$KW_PORT" \
+			--cacert "$WORK/kw/ca.pem" -w "$fmt" "https://api.test:$UPS_PORT/api/x?[1-$n]" >"$out"
+		;;
+	direct)
+		curl -sS -o /dev/null --max-time 60 --resolve "api.test:$UPS_PORT:127.0.0.1" \
+			--cacert "$WORK/certs/ca.pem" -w "$fmt" "https://api.test:$UPS_PORT/api/x?[1-$n]" >"$out"
+		;;
+	esac
+}
+
+run_perf() {
+	local dur=${DURATION%s}
+	perf record -g -F 999 -p "$KW_PID" -o "$WORK/perf.data" -- sleep "$dur" >/dev/null 2>&1 &
+	local perf_pid=$!
+	BENCH_TARGET=api.test:$UP_PORT wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" \
+		-s "$BENCH/wrk-absolute.lua" "http://127.0.0.1:$KW_PORT/" >/dev/null
+	wait "$perf_pid" || true
+	perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio --percent-limit 0.7 \
+		-g none 2>/dev/null | grep -v '^$' | grep -v '^#' | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' |
+		head -40 >"$WORK/perf-self.txt" || true
+	perf report -i "$WORK/perf.data" --children --sort symbol --stdio --percent-limit 4 \
+		-g none 2>/dev/null | grep -v '^$' | grep -v '^#' | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' |
+		grep -v '0x0000' | head -40 >"$WORK/perf-children.txt" || true
+}
+
+# ------------------------------------------------------------------ main ---
+main() {
+	ensure_tools
+	build_keyward
+	ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+	[ "$(ulimit -n)" -ge $((IDLE + 256)) ] || die "ulimit -n is $(ulimit -n), need $((IDLE + 256))"
+
+	wait_quiet
+	LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+	WORK=$(mktemp -d /tmp/keyward-bench.XXXXXX)
+	mkdir -p "$WORK/raw"
+	UP_PORT=$(free_port)
+	UPS_PORT=$(free_port)
+	NGX_PORT=$(free_port)
+	while [ "$UPS_PORT" = "$UP_PORT" ] || [ "$NGX_PORT" = "$UP_PORT" ] || [ "$NGX_PORT" = "$UPS_PORT" ]; do
+		NGX_PORT=$(free_port)
+		UPS_PORT=$(free_port)
+	done
+	make_certs
+	write_configs
+
+	start_nginx upstream "$WORK/upstream.conf"
+	UP_PID=$NGINX_PID
+	start_nginx front "$WORK/front.conf"
+	NGX_PID=$NGINX_PID
+	wait_port "$UP_PORT"
+	wait_port "$UPS_PORT"
+	wait_port "$NGX_PORT"
+	start_keyward kw
+	check_injection
+	log "upstream :$UP_PORT (tls :$UPS_PORT), keyward :$KW_PORT, nginx :$NGX_PORT; work dir $WORK"
+
+	local targets=(direct keyward nginx) rep t
+	# (a) throughput and latency under load, then (a1) one connection.
+	for t in "${targets[@]}"; do
+		BENCH_TARGET=api.test:$UP_PORT wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" \
+			-s "$BENCH/wrk-absolute.lua" "http://127.0.0.1:$(port_of "$t")/" >/dev/null
+	done
+	for rep in $(seq "$RUNS"); do
+		for t in "${targets[@]}"; do
+			run_wrk load "$t" "$rep" "$THREADS" "$CONNS" "$DURATION"
+		done
+	done
+	for rep in $(seq "$RUNS"); do
+		for t in "${targets[@]}"; do
+			run_wrk single "$t" "$rep" 1 1 "$DURATION"
+		done
+	done
+
+	# (b) HTTPS through keyward: new tunnels, then requests in one tunnel.
+	log "HTTPS: $TUNNELS new tunnels each, direct and through keyward"
+	run_tunnels keyward 1 # the first tunnel mints the leaf: reported apart
+	mv "$WORK/tunnel-keyward.txt" "$WORK/tunnel-first.txt"
+	run_tunnels direct "$TUNNELS"
+	run_tunnels keyward "$TUNNELS"
+	run_in_tunnel direct 2000
+	run_in_tunnel keyward 2000
+
+	# Profile (not part of the numbers above).
+	local perf_ok=0
+	if [ "$PERF" = 1 ] || { [ "$PERF" = auto ] && command -v perf >/dev/null &&
+		perf record -o /dev/null -- true >/dev/null 2>&1; }; then
+		log "perf: profiling keyward during one more ${DURATION} load run"
+		run_perf
+		perf_ok=1
+	fi
+	local audit_lines
+	audit_lines=$(wc -l <"$WORK/kw/audit.jsonl")
+	stop_pid "$KW_PID"
+
+	# (c) memory per client connection, each mode on a fresh proxy.
+	local mode
+	for mode in silent used; do
+		start_keyward "mem-$mode"
+		python3 "$BENCH/idle_conns.py" "$KW_PID" 127.0.0.1 "$KW_PORT" api.test "$UP_PORT" "$IDLE" "$mode" \
+			>"$WORK/mem-$mode.json"
+		log "memory ($mode): $(cat "$WORK/mem-$mode.json")"
+		stop_pid "$KW_PID"
+	done
+
+	# Everything about the machine and the versions, for the report.
+	local date host out
+	date=$(date +%F)
+	host=$(hostname -s 2>/dev/null || hostname)
+	out=${BENCH_OUT:-$BENCH/results/$date-$host.md}
+	mkdir -p "$(dirname "$out")"
+	{
+		echo "date=$(date -u +%FT%TZ)"
+		echo "host=$host"
+		echo "nproc=$(nproc)"
+		echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+		echo "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+		echo "kernel=$(uname -srm)"
+		echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+		echo "keyward_rev=$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src meson.build || echo ' (+ uncommitted changes in src)')"
+		echo "keyward_build=$(meson introspect --buildoptions "$BUILD" 2>/dev/null |
+			python3 -c 'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print("buildtype=%s optimization=%s b_ndebug=%s" % (o["buildtype"], o["optimization"], o["b_ndebug"]))')"
+		echo "cc=$(cc --version | head -1)"
+		echo "nginx=$("$NGINX" -v 2>&1)"
+		echo "wrk=$(wrk -v 2>&1 | head -1 | sed 's/ *Usage.*//')"
+		echo "curl=$(curl --version | head -1)"
+		echo "openssl=$(openssl version)"
+		echo "libevent=$(dpkg-query -W -f='${Version}' libevent-2.1-7 2>/dev/null || echo '?')"
+		echo "duration=$DURATION conns=$CONNS threads=$THREADS runs=$RUNS tunnels=$TUNNELS idle=$IDLE"
+		echo "ports=upstream $UP_PORT, upstream tls $UPS_PORT, nginx $NGX_PORT"
+		echo "audit_records=$audit_lines"
+		echo "perf=$perf_ok"
+		echo "loadavg=$LOADAVG_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
+		echo "busy_start=$BUSY_START"
+	} >"$WORK/meta.txt"
+	cp "$WORK/upstream.conf" "$WORK/front.conf" "$WORK/policy.yaml" "$WORK/raw/" 2>/dev/null || true
+	python3 "$BENCH/report.py" "$WORK" "$out"
+	log "results: ${out#"$ROOT"/}"
+}
+
+main "$@"
