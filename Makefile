@@ -52,3 +52,12 @@ clean:
 # nginx on loopback; writes bench/results/DATE-HOST.md (see bench/README.md).
 bench:
 	bench/run.sh
+
+# Coverage-guided fuzzing with libFuzzer (clang): each harness in fuzz/ runs
+# FUZZ_SECONDS against its corpus, and inputs that add coverage are merged
+# into fuzz/corpus/. `make test` replays those corpora. See docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD ?= build-fuzz
+.PHONY: fuzz
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh
