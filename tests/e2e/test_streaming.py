@@ -1,0 +1,623 @@
+"""Bodies both ways through keyward, over CONNECT tunnels (https) and plain
+http: chunked and Content-Length uploads, large downloads in constant memory,
+slow readers, server-sent events, bodiless responses, interim responses,
+connection-delimited bodies, keep-alive, Upgrade, body limits and timeouts."""
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import requests
+
+from conftest import policy_for
+from kwtest import (PLACEHOLDER, SECRET, HttpConn, Request, RssSampler, Upstream, open_tunnel,
+                    raw_request, status_of, vmrss_kib)
+
+MiB = 1024 * 1024
+ALL_PATHS = '["/**"]'
+
+
+@pytest.fixture(params=["https", "http"])
+def any_upstream(request, certs):
+    """The TLS upstream (reached through CONNECT) and the plain one."""
+    u = Upstream(tls=certs if request.param == "https" else None)
+    yield u
+    u.close()
+
+
+def base_url(u):
+    return f"{'https' if u.tls else 'http'}://api.test:{u.port}"
+
+
+def session(p):
+    s = requests.Session()
+    s.proxies = {"https": p.url, "http": p.url}
+    s.verify = str(p.ca)
+    return s
+
+
+def connect(p, u, timeout=10):
+    """A raw client connection that reaches u: a tunnel for https, else the proxy itself."""
+    if u.tls:
+        return HttpConn(open_tunnel(p.port, "api.test", u.port, p.ca, timeout=timeout))
+    return HttpConn(socket.create_connection(("127.0.0.1", p.port), timeout=timeout))
+
+
+def target(u, path):
+    """The request target for a raw request: origin-form in a tunnel, absolute-form for plain http."""
+    return path if u.tls else f"http://api.test:{u.port}{path}"
+
+
+def get(u, path, method="GET", extra=""):
+    return (f"{method} {target(u, path)} HTTP/1.1\r\nHost: api.test:{u.port}\r\n{extra}\r\n").encode()
+
+
+def pattern(n, seed=b"keyward"):
+    """n bytes that are not all alike, so a misplaced block changes the hash."""
+    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
+    block = bytes((b + i) & 0xFF for i, b in enumerate(block[:256])) + block[256:]
+    reps, rest = divmod(n, len(block))
+    return block * reps + block[:rest]
+
+
+class FramingUpstream(Upstream):
+    """An upstream that also records how a chunked body was framed on the
+    wire: chunk sizes, whether any chunk extension or trailer came through."""
+
+    def _read_request(self, f):
+        head = b""
+        while True:
+            line = f.readline(65537)
+            if not line:
+                return None
+            head += line
+            if line in (b"\r\n", b"\n"):
+                break
+        lines = head.decode("latin-1").split("\r\n")
+        method, tgt, version = lines[0].split(" ", 2)
+        headers = []
+        for l in lines[1:]:
+            if l:
+                n, v = l.split(":", 1)
+                headers.append((n, v.strip()))
+        hd = {n.lower(): v for n, v in headers}
+        body = bytearray()
+        sizes, size_lines, trailers = [], [], []
+        if hd.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                line = f.readline()
+                if not line:
+                    return None
+                size_lines.append(line)
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    while True:
+                        t = f.readline()
+                        if t in (b"\r\n", b""):
+                            break
+                        trailers.append(t)
+                    break
+                sizes.append(size)
+                body += f.read(size)
+                if f.read(2) != b"\r\n":
+                    raise ValueError("bad chunk end")
+        elif "content-length" in hd:
+            body = f.read(int(hd["content-length"]))
+        req = Request(head, method, tgt, version, headers, bytes(body))
+        req.chunk_sizes, req.size_lines, req.trailers = sizes, size_lines, trailers
+        return req
+
+
+class ExpectUpstream(Upstream):
+    """An upstream that honours Expect: 100-continue: it answers 100 after the
+    head and only then reads the body."""
+
+    def _serve(self, c):
+        try:
+            c.settimeout(10)
+            if self.ctx:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            f = c.makefile("rb")
+            orig = f.readline
+
+            class F:
+                def __init__(s):
+                    s.in_head = True
+                    s.expect = False
+
+                def readline(s, *a):
+                    line = orig(*a)
+                    if s.in_head and line.lower().startswith(b"expect:") and b"100-continue" in line.lower():
+                        s.expect = True
+                    if s.in_head and line in (b"\r\n", b"\n"):
+                        s.in_head = False
+                        if s.expect:
+                            c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    return line
+
+                def read(s, n):
+                    return f.read(n)
+
+            while True:
+                req = self._read_request(F())
+                if req is None:
+                    return
+                with self.lock:
+                    self.requests.append(req)
+                if not self._respond(c, f, req):
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+# ---- uploads ----
+
+@pytest.mark.parametrize("client", ["httpx-https", "requests-http", "httpx-http"])
+def test_chunked_upload_20mb_arrives_intact_with_keywards_framing(proxy_factory, certs, client):
+    # Not requests over https: requests 2.28 sends a generator body on a
+    # connection it never tunnels (TLS straight at the proxy, no CONNECT),
+    # which keyward rightly refuses as a malformed request.
+    u = FramingUpstream(tls=certs if client.endswith("https") else None)
+    try:
+        p = proxy_factory(policy_for(u))
+        data = pattern(20 * MiB + 12345)
+        want = hashlib.sha256(data).hexdigest()
+
+        def gen():
+            # Odd piece sizes, so keyward's chunks cannot simply mirror ours.
+            i, step = 0, 0
+            sizes = (1, 777, 65536, 300000, 13, 1 << 20)
+            while i < len(data):
+                k = sizes[step % len(sizes)]
+                yield data[i:i + k]
+                i += k
+                step += 1
+
+        url = f"{base_url(u)}/api/upload"
+        hdrs = {"Authorization": f"Bearer {PLACEHOLDER}"}
+        if client.startswith("httpx"):
+            with httpx.Client(proxies=p.url, verify=str(p.ca), timeout=120) as hc:
+                r = hc.post(url, content=gen(), headers=hdrs)
+        else:
+            r = session(p).post(url, data=gen(), headers=hdrs, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["body_len"] == len(data)
+        got = u.requests[-1]
+        assert got.header("Transfer-Encoding").lower() == "chunked"
+        assert got.header("Content-Length") is None
+        assert got.header("Authorization") == f"Bearer {SECRET}"
+        assert hashlib.sha256(got.body).hexdigest() == want
+        assert sum(got.chunk_sizes) == len(data)
+        assert all(l.rstrip(b"\r\n") == b"%x" % n for l, n in zip(got.size_lines, got.chunk_sizes))
+        rec = p.requests()[-1]
+        assert rec["decision"] == "allow" and rec["bytes_in"] == len(data)
+    finally:
+        u.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_chunked_upload_extensions_and_trailers_are_dropped(proxy_factory, certs, scheme):
+    u = FramingUpstream(tls=certs if scheme == "https" else None)
+    try:
+        p = proxy_factory(policy_for(u))
+        c = connect(p, u)
+        c.send(get(u, "/api/chunks", "POST", "Transfer-Encoding: chunked\r\n") +
+               b"5;name=value\r\nhello\r\n6;x\r\n world\r\n0\r\nX-Trailer: sneaky\r\n\r\n")
+        status, _, body, _ = c.read_response()
+        c.close()
+        assert status == 200, body
+        got = u.requests[-1]
+        assert got.body == b"hello world"
+        assert got.header("Transfer-Encoding").lower() == "chunked"
+        assert all(b";" not in l for l in got.size_lines), got.size_lines
+        assert got.trailers == []
+    finally:
+        u.close()
+
+
+def test_content_length_upload_50mb(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u))
+    data = pattern(50 * MiB + 7, seed=b"cl")
+    r = session(p).put(f"{base_url(u)}/api/blob", data=data, timeout=180)
+    assert r.status_code == 200, r.text
+    assert r.json()["body_len"] == len(data)
+    got = u.requests[-1]
+    assert got.header("Content-Length") == str(len(data))
+    assert got.header("Transfer-Encoding") is None
+    assert hashlib.sha256(got.body).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert p.requests()[-1]["bytes_in"] == len(data)
+
+
+# ---- downloads in constant memory ----
+
+RSS_BOUND_KIB = 64 * 1024
+# ASan keeps freed memory in a quarantine (256 MB by default), which shows up
+# in VmRSS as if keyward held it: measured growth during a 200 MB download
+# was ~290 MB with it and ~1 MB without. Memory held by keyward is what
+# these tests are about, so their proxies run with a tiny quarantine.
+SMALL_QUARANTINE = {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "detect_leaks=1") +
+                                     ":quarantine_size_mb=1").lstrip(":")}
+
+
+def test_download_200mb_constant_memory(proxy_factory, any_upstream, record_property):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS), env=SMALL_QUARANTINE)
+    n = 200 * 1000 * 1000
+    s = session(p)
+    # Warm up: first TLS handshakes, certificate minting, pools.
+    assert s.get(f"{base_url(u)}/big/1000", timeout=20).status_code == 200
+    before = vmrss_kib(p.proc.pid)
+    sampler = RssSampler(p.proc.pid)
+    got = 0
+    bad = 0
+    t0 = time.monotonic()
+    with s.get(f"{base_url(u)}/big/{n}", stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Length"] == str(n)
+        for chunk in r.iter_content(chunk_size=MiB):
+            got += len(chunk)
+            bad += len(chunk) - chunk.count(b"x")
+    dt = time.monotonic() - t0
+    peak = sampler.stop()
+    print(f"\n{u.tls and 'https' or 'http'} 200 MB download: RSS before {before} KiB, peak {peak} KiB, "
+          f"delta {peak - before} KiB, {sampler.samples} samples, {n / dt / 1e6:.0f} MB/s")
+    record_property("rss_delta_kib", peak - before)
+    assert got == n
+    assert bad == 0
+    assert peak - before < RSS_BOUND_KIB, f"keyward grew by {peak - before} KiB during a {n} byte download"
+    assert p.requests()[-1]["bytes_out"] == n
+
+
+def test_slow_reader_does_not_make_keyward_buffer(proxy_factory, any_upstream, record_property):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS), env=SMALL_QUARANTINE)
+    n = 100 * 1000 * 1000
+    c = connect(p, u, timeout=30)
+    # Warm up the path first on the same connection.
+    c.send(get(u, "/big/1000"))
+    assert c.read_response()[0] == 200
+    before = vmrss_kib(p.proc.pid)
+    sampler = RssSampler(p.proc.pid)
+    c.send(get(u, f"/big/{n}"))
+    status, headers, _ = c.read_head()
+    assert status == 200 and headers["content-length"] == str(n)
+    c.read_exact(MiB)
+    time.sleep(2.0)  # the client stops reading; keyward must stop reading upstream
+    peak = sampler.stop()
+    print(f"\n{u.tls and 'https' or 'http'} slow reader: RSS before {before} KiB, peak {peak} KiB, "
+          f"delta {peak - before} KiB")
+    record_property("rss_delta_kib", peak - before)
+    assert peak - before < RSS_BOUND_KIB, f"keyward grew by {peak - before} KiB for a stalled reader"
+    # Reading resumes: the rest arrives.
+    rest = n - MiB
+    c.s.settimeout(60)
+    while rest > 0:
+        k = len(c.read_exact(min(rest, MiB)))
+        rest -= k
+    c.close()
+
+
+def test_chunked_download_intact(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    n = 3 * 1000 * 1000 + 17
+    r = session(p).get(f"{base_url(u)}/chunked/{n}", timeout=60)
+    assert r.status_code == 200
+    assert r.content == b"y" * n
+    assert r.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    assert p.requests()[-1]["bytes_out"] == n
+
+
+def test_server_sent_events_are_not_buffered(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    s = session(p)
+    arrivals = []
+    t0 = time.monotonic()
+    buf = b""
+    with s.get(f"{base_url(u)}/sse", stream=True, timeout=10) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "text/event-stream"
+        for chunk in r.iter_content(chunk_size=None):
+            buf += chunk
+            while b"\n\n" in buf:
+                ev, buf = buf.split(b"\n\n", 1)
+                arrivals.append((ev, time.monotonic() - t0))
+    end = time.monotonic() - t0
+    assert [e for e, _ in arrivals] == [b"data: event 0", b"data: event 1", b"data: event 2"]
+    times = [t for _, t in arrivals]
+    # The upstream sends an event every 0.3 s: each must arrive when sent.
+    assert times[0] < end - 0.5, (times, end)
+    assert times[1] - times[0] > 0.2 and times[2] - times[1] > 0.2, times
+
+
+# ---- bodiless responses, interim responses ----
+
+def test_head_then_get_on_same_connection(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u))
+    c = connect(p, u)
+    c.send(get(u, "/api/head", "HEAD"))
+    status, headers, body, _ = c.read_response("HEAD")
+    assert status == 200 and int(headers["content-length"]) > 0
+    # No body bytes may follow a HEAD response: the next response must start clean.
+    c.send(get(u, "/api/after"))
+    status, headers, body, raw = c.read_response()
+    assert status == 200, raw
+    assert json.loads(body)["target"] == "/api/after"
+    c.close()
+    assert [q.method for q in u.requests] == ["HEAD", "GET"]
+    assert len({r["client"] for r in p.requests()}) == 1
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_bodiless_status_keeps_connection(proxy_factory, any_upstream, code):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    c = connect(p, u)
+    c.send(get(u, f"/status/{code}"))
+    status, headers, body, raw = c.read_response()
+    assert status == code and body == b""
+    assert headers.get("connection", "").lower() != "close", raw
+    c.send(get(u, "/api/next"))
+    status, _, body, raw = c.read_response()
+    assert status == 200, raw
+    assert json.loads(body)["target"] == "/api/next"
+    c.close()
+
+
+@pytest.mark.parametrize("code", [100, 103])
+def test_interim_response_then_final(proxy_factory, any_upstream, code):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    c = connect(p, u)
+    c.send(get(u, f"/status/{code}"))
+    status, _, _, raw = c.read_response(skip_interim=False)
+    assert status == code, raw
+    status, _, body, raw = c.read_response()
+    assert status == 200 and body == b"ok", raw
+    # Still usable afterwards.
+    c.send(get(u, "/api/next"))
+    assert c.read_response()[0] == 200
+    c.close()
+    assert p.requests()[0]["status"] == 200
+
+
+def test_expect_100_continue_relayed_from_upstream(proxy_factory, certs):
+    u = ExpectUpstream(tls=certs)
+    try:
+        p = proxy_factory(policy_for(u))
+        c = connect(p, u, timeout=5)
+        c.send(get(u, "/api/upload", "POST", "Content-Length: 11\r\nExpect: 100-continue\r\n"))
+        status, _, _, raw = c.read_response(skip_interim=False)  # waits for the 100 (timeout 5 s)
+        assert status == 100, raw
+        c.send(b"hello world")
+        status, _, body, raw = c.read_response()
+        assert status == 200, raw
+        assert json.loads(body)["body_len"] == 11
+        assert u.requests[-1].body == b"hello world"
+        c.close()
+    finally:
+        u.close()
+
+
+def test_expect_100_continue_client_sends_body_anyway(proxy_factory, any_upstream):
+    # Most clients send the body after a short wait even without a 100.
+    u = any_upstream
+    p = proxy_factory(policy_for(u))
+    c = connect(p, u)
+    c.send(get(u, "/api/upload", "POST", "Content-Length: 11\r\nExpect: 100-continue\r\n") + b"hello world")
+    status, _, body, raw = c.read_response()
+    assert status == 200, raw
+    assert u.requests[-1].body == b"hello world"
+    c.close()
+
+
+# ---- connection-delimited bodies, keep-alive ----
+
+CLOSE_XFAIL = pytest.mark.xfail(strict=True, reason=(
+    "keyward bug: a TLS upstream closing without close_notify after a close-delimited body is "
+    "taken for a reset (OpenSSL 3 unexpected EOF) and the head and body already relayed are dropped"))
+
+
+@pytest.mark.parametrize("scheme", [pytest.param("https", marks=CLOSE_XFAIL), "http"])
+def test_body_delimited_by_close(proxy_factory, certs, scheme):
+    # The upstream ends the body by closing its socket, as most servers do:
+    # over TLS without a close_notify alert.
+    u = Upstream(tls=certs if scheme == "https" else None)
+    try:
+        p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+        c = connect(p, u)
+        c.send(get(u, "/close"))
+        status, headers, body, raw = c.read_response()
+        assert status == 200, raw
+        assert headers.get("connection", "").lower() == "close"
+        assert body == b"until the end"
+        assert c.closed_by_peer(5)
+        c.close()
+        rec = p.requests()[-1]
+        assert rec["decision"] == "allow" and rec["bytes_out"] == len(b"until the end")
+    finally:
+        u.close()
+
+
+def test_keep_alive_both_sides(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u))
+    s = session(p)
+    for i in range(20):
+        r = s.get(f"{base_url(u)}/api/{i}", timeout=10)
+        assert r.status_code == 200
+        assert r.json()["target"] == f"/api/{i}"
+    assert len(u.requests) == 20
+    assert u.connections <= 2, u.connections
+    recs = p.requests()
+    assert len(recs) == 20
+    assert len({r["client"] for r in recs}) == 1, "the client connection was not kept alive"
+
+
+# ---- Upgrade ----
+
+WS_HEAD = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n")
+
+
+def test_websocket_upgrade_relays_both_ways(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    c = connect(p, u)
+    c.send(get(u, "/ws", extra=WS_HEAD))
+    status, headers, raw = c.read_head()
+    assert status == 101, raw
+    got = u.requests[-1]
+    assert got.header("Upgrade") == "websocket"
+    assert got.header("Authorization") == f"Bearer {SECRET}"
+    c.send(b"hello ws")
+    assert c.read_exact(8) == b"hello ws"
+    # A few MB both ways at once: the relay must not deadlock.
+    data = pattern(4 * MiB, seed=b"ws")
+    err = []
+
+    def writer():
+        try:
+            c.s.sendall(data)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    c.s.settimeout(30)
+    echoed = c.read_exact(len(data))
+    t.join(30)
+    assert not err
+    assert echoed == data
+    c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and not p.requests():
+        time.sleep(0.05)
+    rec = p.requests()[-1]
+    assert rec["status"] == 101 and rec["decision"] == "allow"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "keyward bug: the 101 sent to the client lacks the upstream's Upgrade header "
+    "(dropped because the upstream's Connection: Upgrade names it)"))
+def test_websocket_101_keeps_upgrade_header(proxy_factory, any_upstream):
+    # RFC 9110 7.8: a 101 must say which protocol it switches to; WebSocket
+    # clients (RFC 6455 4.1) fail the handshake without Upgrade: websocket.
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    c = connect(p, u)
+    c.send(get(u, "/ws", extra=WS_HEAD))
+    status, headers, raw = c.read_head()
+    c.close()
+    assert status == 101, raw
+    assert "upgrade" in headers.get("connection", "").lower(), raw
+    assert headers.get("upgrade", "").lower() == "websocket", raw
+
+
+def test_upgrade_to_denied_path(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u))  # only /api/**
+    c = connect(p, u)
+    c.send(get(u, "/ws", extra=WS_HEAD))
+    status, _, body, raw = c.read_response()
+    assert status == 403, raw
+    assert json.loads(body)["check"] == "path"
+    c.close()
+    assert u.requests == []
+    assert p.requests()[-1]["reason"] == "path"
+
+
+# ---- limits ----
+
+def test_body_limit_content_length(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, route_extra="\n    max_body: 1KiB"))
+    c = connect(p, u)
+    # Head only: keyward must answer from the Content-Length alone.
+    c.send(get(u, "/api/up", "POST", "Content-Length: 2048\r\n"))
+    status, _, body, raw = c.read_response()
+    assert status == 413, raw
+    assert json.loads(body)["check"] == "limit"
+    c.close()
+    assert u.requests == [] and u.connections == 0
+    rec = p.requests()[-1]
+    assert rec["decision"] == "deny" and rec["reason"] == "limit"
+    # At the limit is fine.
+    c = connect(p, u)
+    c.send(get(u, "/api/up", "POST", "Content-Length: 1024\r\n") + b"a" * 1024)
+    assert c.read_response()[0] == 200
+    c.close()
+
+
+def test_body_limit_chunked(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u, route_extra="\n    max_body: 1KiB"))
+    c = connect(p, u)
+    # Exactly the limit first, then one chunk more, then wait for the answer
+    # (sending more after the refusal would only race keyward's close).
+    c.send(get(u, "/api/up", "POST", "Transfer-Encoding: chunked\r\n") + (b"200\r\n" + b"b" * 512 + b"\r\n") * 2)
+    time.sleep(0.3)
+    c.send(b"200\r\n" + b"b" * 512 + b"\r\n")
+    status, _, body, raw = c.read_response()
+    assert status == 413, raw
+    assert json.loads(body)["check"] == "limit"
+    assert c.closed_by_peer(5)
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["decision"] == "deny" and rec["reason"] == "limit" and rec["status"] == 413, rec
+    # The upstream saw a head and at most the allowed bytes, never a complete request.
+    time.sleep(0.2)
+    assert u.requests == []
+
+
+LIMITS = "limits:\n  header_timeout: 1s\n  idle_timeout: 1s\n"
+
+
+def test_header_timeout(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u) + LIMITS)
+    c = connect(p, u)
+    c.send(get(u, "/api/x")[:-4])  # no blank line: the head never ends
+    t0 = time.monotonic()
+    c.s.settimeout(10)
+    status, _, body, raw = c.read_response()
+    dt = time.monotonic() - t0
+    assert status == 408, raw
+    assert 0.5 < dt < 5, dt
+    assert c.closed_by_peer(5)
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["reason"] == "timeout" and rec["status"] == 408
+    assert u.requests == []
+
+
+def test_idle_keep_alive_connection_closed(proxy_factory, any_upstream):
+    u = any_upstream
+    p = proxy_factory(policy_for(u) + LIMITS)
+    c = connect(p, u)
+    c.send(get(u, "/api/x"))
+    assert c.read_response()[0] == 200
+    t0 = time.monotonic()
+    assert c.closed_by_peer(8), "idle connection was not closed"
+    dt = time.monotonic() - t0
+    assert 0.5 < dt < 5, dt
+    c.close()
+    # A connection that never sends anything is closed too.
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=8)
+    t0 = time.monotonic()
+    assert s.recv(100) == b""
+    assert time.monotonic() - t0 < 5
+    s.close()
