@@ -1,0 +1,529 @@
+"""keyward's life as a process: SIGHUP reloads (good and broken policies,
+with requests in flight), SIGTERM drains, the audit log failing closed when
+it cannot be written, the command line's help and errors, and start-up
+failures that say what is wrong. No secret appears in any output."""
+
+import errno
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import KEYWARD, policy_for
+from kwtest import PLACEHOLDER, SECRET, SECRET2, HttpConn, open_tunnel
+
+MiB = 1024 * 1024
+
+
+def session(p):
+    s = requests.Session()
+    s.proxies = {"https": p.url, "http": p.url}
+    s.verify = str(p.ca)
+    return s
+
+
+def base_url(u):
+    return f"{'https' if u.tls else 'http'}://api.test:{u.port}"
+
+
+def wait_for(pred, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kw_env(home, **extra):
+    e = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "KEYWARD_HOME": str(home),
+        "TEST_TOKEN": SECRET,
+        "TEST_TOKEN2": SECRET2,
+        "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1"),
+        "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+    }
+    e.update(extra)
+    return e
+
+
+def kw(args, home, timeout=30, **extra):
+    """Runs keyward to completion; the secret must not be in what it prints."""
+    r = subprocess.run([KEYWARD, *args], env=kw_env(home, **extra), capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    for s in (SECRET, SECRET2):
+        assert s not in r.stdout and s not in r.stderr, "secret in keyward's output"
+    assert "ERROR: AddressSanitizer" not in r.stderr and "runtime error:" not in r.stderr, r.stderr
+    return r
+
+
+def assert_no_secret(*blobs):
+    for b in blobs:
+        for s in (SECRET, SECRET2):
+            assert s not in b, "secret found in keyward's output or audit log"
+
+
+# ---- SIGHUP ----
+
+def reload_and_wait(p, count_before):
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: len([r for r in p.records() if r["event"] == "reload"]) > count_before, 10, "reload record")
+
+
+def n_reloads(p):
+    return len([r for r in p.records() if r["event"] == "reload"])
+
+
+def test_sighup_reloads_policy(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream))
+    s = session(p)
+    assert s.get(f"{base_url(upstream)}/api/x", timeout=10).status_code == 200
+    p.policy.write_text(policy_for(upstream, paths='["/other/**"]'))
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: "policy reloaded" in p.stderr, 10, "'policy reloaded' in stderr")
+    # A new connection and the kept-alive one both get the new policy.
+    r = s.get(f"{base_url(upstream)}/api/x", timeout=10)
+    assert r.status_code == 403 and r.json()["check"] == "path"
+    r = session(p).get(f"{base_url(upstream)}/api/y", timeout=10)
+    assert r.status_code == 403
+    assert session(p).get(f"{base_url(upstream)}/other/z", timeout=10).status_code == 200
+    reloads = [r for r in p.records() if r["event"] == "reload"]
+    assert len(reloads) == 1 and reloads[0]["decision"] == "allow", reloads
+    assert [q.target for q in upstream.requests] == ["/api/x", "/other/z"]
+
+
+@pytest.mark.parametrize("broken,where", [
+    ("version: 1\nroutes:\n  - host: [unclosed\n", "syntax"),
+    (None, "semantic"),
+])
+def test_sighup_with_broken_policy_keeps_running_one(proxy_factory, upstream, broken, where):
+    p = proxy_factory(policy_for(upstream))
+    if broken is None:
+        broken = policy_for(upstream, inject="bearr")  # unknown inject mode
+    p.policy.write_text(broken)
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in p.stderr, 10, "'reload failed' in stderr")
+    err = [l for l in p.stderr.splitlines() if "reload failed" in l][0]
+    assert re.search(re.escape(str(p.policy)) + r":\d+:\d+: ", err), err
+    if where == "semantic":
+        assert "bearr" in err
+    # The running policy still serves.
+    assert session(p).get(f"{base_url(upstream)}/api/x", timeout=10).status_code == 200
+    assert session(p).get(f"{base_url(upstream)}/elsewhere", timeout=10).status_code == 403
+    reloads = [r for r in p.records() if r["event"] == "reload"]
+    assert len(reloads) == 1 and reloads[0]["decision"] == "error", reloads
+    assert str(p.policy) in reloads[0]["detail"]
+    # Fixing the file and reloading again works.
+    p.policy.write_text(policy_for(upstream, paths='["/other/**"]'))
+    reload_and_wait(p, 1)
+    assert [r["decision"] for r in p.records() if r["event"] == "reload"] == ["error", "allow"]
+    assert session(p).get(f"{base_url(upstream)}/api/x", timeout=10).status_code == 403
+
+
+def test_reload_during_download(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
+    n = 100_000_000
+    got = 0
+    bad = 0
+    with session(p).get(f"{base_url(upstream)}/big/{n}", stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        it = r.iter_content(chunk_size=MiB)
+        while got < 10 * MiB:
+            chunk = next(it)
+            got += len(chunk)
+            bad += len(chunk) - chunk.count(b"x")
+        # Mid-body (the client pauses, keyward is backpressured): a reload
+        # that denies this very path must not touch the request in flight.
+        p.policy.write_text(policy_for(upstream, paths='["/other/**"]'))
+        reload_and_wait(p, 0)
+        for chunk in it:
+            got += len(chunk)
+            bad += len(chunk) - chunk.count(b"x")
+    assert got == n and bad == 0
+    rec = [r for r in p.requests() if r["path"] == f"/big/{n}"][-1]
+    assert rec["decision"] == "allow" and rec["bytes_out"] == n
+    assert session(p).get(f"{base_url(upstream)}/big/10", timeout=10).status_code == 403
+
+
+# ---- SIGTERM ----
+
+def probe_new_connection(port):
+    """What a new client sees: 'refused', 'closed' (accepted, then closed or
+    reset without an answer), 'timeout', or the answer's first bytes."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    except ConnectionRefusedError:
+        return "refused"
+    try:
+        s.settimeout(5)
+        s.sendall(b"GET http://api.test/api/x HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        data = s.recv(100)
+        return data if data else "closed"
+    except (ConnectionResetError, BrokenPipeError):
+        return "closed"
+    except socket.timeout:
+        return "timeout"
+    finally:
+        s.close()
+
+
+def test_sigterm_drains_requests_in_flight(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
+    s = session(p)
+    assert s.get(f"{base_url(upstream)}/api/warm", timeout=10).status_code == 200
+    # An idle kept-alive connection must not hold the exit up.
+    idle = HttpConn(open_tunnel(p.port, "api.test", upstream.port, p.ca))
+    events = []
+    probe = {}
+    buf = b""
+    with session(p).get(f"{base_url(upstream)}/sse", stream=True, timeout=10) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_content(chunk_size=None):
+            buf += chunk
+            while b"\n\n" in buf:
+                ev, buf = buf.split(b"\n\n", 1)
+                events.append(ev)
+                if len(events) == 1:
+                    p.signal(signal.SIGTERM)
+                    wait_for(lambda: "finishing requests in flight" in p.stderr, 5, "drain message")
+                    t = threading.Thread(target=lambda: probe.setdefault("new", probe_new_connection(p.port)))
+                    t.start()
+        # iter_content ends only after the terminating chunk arrived intact.
+    assert events == [b"data: event 0", b"data: event 1", b"data: event 2"]
+    assert p.proc.wait(timeout=20) == 0
+    t.join(10)
+    assert probe["new"] in ("refused", "closed"), f"a new connection after SIGTERM got {probe['new']!r}"
+    assert idle.closed_by_peer(1)
+    idle.close()
+    recs = p.records()
+    assert recs[-1]["event"] == "stop", recs[-1]
+    sse = [r for r in recs if r.get("path") == "/sse"]
+    assert sse and sse[-1]["decision"] == "allow" and sse[-1]["status"] == 200
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "keyward bug: while draining, listening sockets stay open (only disabled), so new connections "
+    "are accepted by the kernel and hang unanswered until exit instead of being refused"))
+def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
+    # Keep the drain going for a while with a stalled download.
+    c = HttpConn(open_tunnel(p.port, "api.test", upstream.port, p.ca))
+    c.send(f"GET /big/100000000 HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n\r\n".encode())
+    assert c.read_head()[0] == 200
+    p.signal(signal.SIGTERM)
+    wait_for(lambda: "finishing requests in flight" in p.stderr, 5, "drain message")
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    result = probe_new_connection(p.port)
+    dt = time.monotonic() - t0
+    c.close()  # lets the drain finish
+    p.proc.wait(timeout=20)
+    assert result in ("refused", "closed") and dt < 2, (result, dt)
+
+
+# ---- audit log failing closed ----
+
+class RawProxy:
+    """keyward proxy started by the test itself, under a command prefix."""
+
+    def __init__(self, tmp, policy_text, audit, prefix=(), home=None):
+        self.tmp = pathlib.Path(tmp)
+        self.home = home or self.tmp / "home"
+        self.policy = self.tmp / "policy.yaml"
+        self.policy.write_text(policy_text)
+        self.stderr_path = self.tmp / "proxy.stderr"
+        self.stderr_file = open(self.stderr_path, "wb")
+        self.env = kw_env(self.home)
+        cmd = [*prefix, KEYWARD, "proxy", "--policy", str(self.policy), "--listen", "127.0.0.1:0",
+               "--audit", str(audit), "--workers", "2", "--resolve", "api.test:127.0.0.1"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, env=self.env, cwd=self.tmp)
+        deadline = time.monotonic() + 20
+        self.port = None
+        while time.monotonic() < deadline and self.port is None:
+            for line in self.stderr.splitlines():
+                if "listening on 127.0.0.1:" in line:
+                    self.port = int(line.rsplit(":", 1)[1])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        if self.port is None:
+            self.kill()
+            raise AssertionError(f"keyward did not start:\n{self.stderr}")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stderr(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        out = self.proc.stdout.read().decode(errors="replace")
+        self.stderr_file.close()
+        return out
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.stderr_file.close()
+
+
+def unshare_works(tmp):
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        return False
+    d = tmp / "probe"
+    d.mkdir()
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs -o size=64k tmpfs "$0"', str(d)], capture_output=True, timeout=10)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def full_disk_proxy(tmp_path, plain_upstream):
+    """A proxy whose audit log lives on a 64 KiB tmpfs of its own mount
+    namespace; the test fills it through /proc/PID/root."""
+    if not unshare_works(tmp_path):
+        pytest.skip("needs root and unshare -m with tmpfs mounts")
+    fs = tmp_path / "auditfs"
+    fs.mkdir()
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+              'mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"', str(fs)]
+    p = RawProxy(tmp_path, policy_for(plain_upstream), fs / "audit.jsonl", prefix=prefix)
+    # unshare and sh exec: the pid is keyward's, and its root sees the tmpfs.
+    p.fs = pathlib.Path(f"/proc/{p.proc.pid}/root") / str(fs).lstrip("/")
+    p.audit = p.fs / "audit.jsonl"
+    assert p.audit.exists()
+    yield p
+    if p.proc.poll() is None:
+        out = p.stop()
+    else:
+        out = p.proc.stdout.read().decode(errors="replace")
+    assert_no_secret(out, p.stderr)
+    assert "ERROR: AddressSanitizer" not in p.stderr and "runtime error:" not in p.stderr, p.stderr
+
+
+def fill(d):
+    """Fills the file system of d; returns the filler's path."""
+    f = d / "filler"
+    with open(f, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    # Also the bytes of a partly used page.
+    with open(d / "filler2", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0")
+        except OSError:
+            pass
+    return f
+
+
+def get_plain(p, u, path, timeout=10):
+    return requests.get(f"http://api.test:{u.port}{path}", proxies={"http": p.url}, timeout=timeout)
+
+
+def audit_lines(p):
+    return p.audit.read_bytes().split(b"\n")
+
+
+def test_audit_log_unwritable_fails_closed(full_disk_proxy, plain_upstream):
+    p, u = full_disk_proxy, plain_upstream
+    assert get_plain(p, u, "/api/before").status_code == 200
+    assert_no_secret(p.audit.read_text())
+    fill(p.fs)
+    # The audit file's last page still has room for a few records (tmpfs
+    # allocates by pages); after that, the first request whose record
+    # cannot be written finds out (see the strict test below), and from
+    # then on keyward must refuse.
+    statuses = []
+    for i in range(20):
+        r = get_plain(p, u, f"/api/full{i}")
+        statuses.append(r.status_code)
+        if r.status_code == 503:
+            break
+    assert statuses[-1] == 503, statuses
+    print("statuses after the disk filled:", statuses)
+    body = r.json()
+    assert body["check"] == "audit"
+    assert "cannot write the audit record" in p.stderr
+    recorded = {r.get("path") for r in (json.loads(l) for l in audit_lines(p) if l)}
+    unaudited = [q.target for q in u.requests if q.target not in recorded]
+    assert len(unaudited) <= 1, unaudited
+    # Refusals go on while the disk stays full.
+    assert get_plain(p, u, "/api/still-full").status_code == 503
+    # HTTPS is refused too, at the CONNECT.
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "-x", p.url, "-o", "/dev/null", "-w", "%{http_code}",
+                        "https://api.test:1/"], capture_output=True, text=True, timeout=20)
+    assert r.stdout.strip() == "503" or "503" in r.stderr, (r.stdout, r.stderr)
+    # The file holds complete lines only.
+    data = p.audit.read_bytes()
+    assert data.endswith(b"\n")
+    v = subprocess.run([KEYWARD, "audit", "verify", str(p.audit)], capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0, v.stdout + v.stderr
+    # Space again: service resumes (the first write that works heals it).
+    for f in ("filler", "filler2"):
+        (p.fs / f).unlink()
+    after = [get_plain(p, u, f"/api/after{i}").status_code for i in range(3)]
+    assert after[-1] == 200 and after.count(200) >= 2, after
+    v = subprocess.run([KEYWARD, "audit", "verify", str(p.audit)], capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0, v.stdout + v.stderr
+    recs = [json.loads(l) for l in audit_lines(p) if l]
+    assert [r["path"] for r in recs if r.get("path", "").startswith("/api/after") and r["status"] == 200]
+    assert_no_secret(p.audit.read_text())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "keyward bug: the first request after the audit log becomes unwritable is forwarded (with the "
+    "credential) and answered 200 though its record cannot be written; health is only learnt afterwards"))
+def test_first_request_after_audit_failure_is_not_served(full_disk_proxy, plain_upstream):
+    # Each request either has its record in the log or never reached the
+    # upstream: "a request is forwarded only after ... its audit record
+    # could be written" (conn.c).
+    p, u = full_disk_proxy, plain_upstream
+    assert get_plain(p, u, "/api/before").status_code == 200
+    fill(p.fs)
+    for i in range(20):
+        path = f"/api/full{i}"
+        r = get_plain(p, u, path)
+        time.sleep(0.1)  # the record of a served request is written as it completes
+        recorded = {x.get("path") for x in (json.loads(l) for l in audit_lines(p) if l)}
+        if path not in recorded:
+            assert path not in [q.target for q in u.requests], f"{path} was forwarded but never audited"
+            assert r.status_code == 503, r.status_code
+        if r.status_code == 503:
+            break
+    assert r.status_code == 503
+
+
+# ---- the command line ----
+
+def test_policy_check(tmp_path, upstream):
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(policy_for(upstream))
+    r = kw(["policy", "check", str(pol)], tmp_path / "home")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert PLACEHOLDER in r.stdout
+    assert "valid policy" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nroutes:\n  - host: [unclosed\n")
+    r = kw(["policy", "check", str(bad)], tmp_path / "home")
+    assert r.returncode == 2
+    assert re.search(re.escape(str(bad)) + r":\d+:\d+: ", r.stderr), r.stderr
+    bad.write_text(policy_for(upstream, inject="bearr"))
+    r = kw(["policy", "check", str(bad)], tmp_path / "home")
+    assert r.returncode == 2
+    assert re.search(re.escape(str(bad)) + r":\d+:\d+: .*bearr", r.stderr), r.stderr
+    # A valid policy whose credential cannot be read now: 1, and says which.
+    r = subprocess.run([KEYWARD, "policy", "check", str(pol)], capture_output=True, text=True, timeout=30,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYWARD_HOME": str(tmp_path / "h")})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "TEST_TOKEN" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args,mentions", [
+    (["--help"], ["proxy", "policy check", "audit verify", "ca export"]),
+    (["proxy", "--help"], ["--policy", "--listen", "--audit", "--resolve", "--workers", "SIGHUP"]),
+    (["audit", "--help"], ["verify", "show"]),
+    (["ca", "--help"], ["export"]),
+    (["policy", "--help"], ["check"]),
+])
+def test_help(tmp_path, args, mentions):
+    r = kw(args, tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    for m in mentions:
+        assert m in r.stdout, f"{m!r} not in help of {args}"
+
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["proxy", "--no-such-option"], ["audit", "frob", "x"],
+                                  ["policy"], ["ca", "import"], ["proxy", "--listen", "127.0.0.1:0"]])
+def test_usage_errors_exit_2(tmp_path, args):
+    r = kw(args, tmp_path / "home")
+    assert r.returncode == 2, (args, r.returncode, r.stderr)
+    assert r.stderr.strip(), "a usage error must say something"
+
+
+# ---- start-up failures ----
+
+def proxy_cmd(policy, listen="127.0.0.1:0", *extra):
+    return ["proxy", "--policy", str(policy), "--listen", listen, "--workers", "1", *extra]
+
+
+def test_missing_policy_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    r = kw(proxy_cmd(missing), tmp_path / "home")
+    assert r.returncode in (1, 2)
+    assert str(missing) in r.stderr
+    assert "listening" not in r.stderr
+
+
+def test_listen_port_in_use(tmp_path, upstream):
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(policy_for(upstream))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        r = kw(proxy_cmd(pol, f"127.0.0.1:{port}", "--audit", str(tmp_path / "a.jsonl")), tmp_path / "home")
+    finally:
+        s.close()
+    assert r.returncode != 0
+    assert f"127.0.0.1:{port}" in r.stderr and "in use" in r.stderr, r.stderr
+
+
+def test_ca_key_readable_by_others_is_refused(tmp_path, upstream):
+    home = tmp_path / "home"
+    r = kw(["ca", "export"], home)
+    assert r.returncode == 0 and "BEGIN CERTIFICATE" in r.stdout
+    key = home / "ca-key.pem"
+    assert key.exists(), list(home.iterdir())
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(policy_for(upstream))
+    r = kw(proxy_cmd(pol, "127.0.0.1:0", "--audit", str(tmp_path / "a.jsonl")), home)
+    assert r.returncode != 0
+    assert "chmod 600" in r.stderr and str(key) in r.stderr, r.stderr
+    assert "listening" not in r.stderr
+    r = kw(["ca", "export"], home)
+    assert r.returncode != 0 and "chmod 600" in r.stderr
+    assert "BEGIN CERTIFICATE" not in r.stdout
+
+
+def test_self_started_proxy_leaks_no_secret(tmp_path, upstream):
+    # Fixture-started proxies are checked at teardown; this one is not.
+    p = RawProxy(tmp_path, policy_for(upstream), tmp_path / "audit.jsonl")
+    try:
+        ca = tmp_path / "ca.pem"
+        ca.write_text(kw(["ca", "export"], p.home).stdout)
+        s = requests.Session()
+        s.proxies = {"https": p.url}
+        s.verify = str(ca)
+        assert s.get(f"{base_url(upstream)}/api/x", headers={"Authorization": f"Bearer {PLACEHOLDER}"},
+                     timeout=10).status_code == 200
+        assert s.get(f"{base_url(upstream)}/nope?t={PLACEHOLDER}", timeout=10).status_code == 403
+        assert upstream.requests[0].header("Authorization") == f"Bearer {SECRET}"
+    finally:
+        out = p.stop()
+    assert p.proc.returncode == 0
+    assert_no_secret(out, p.stderr, (tmp_path / "audit.jsonl").read_text())
