@@ -259,12 +259,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct policy_credential *leaked = NULL;
 	const char *where = NULL;
 	for (size_t i = 0; i < policy->n_creds; i++) {
-		const struct policy_credential *c = inject_find_leak(policy, &req, &policy->creds[i], &where);
+		const struct policy_credential *c = inject_find_leak(policy, &req, NULL, path, &policy->creds[i], &where);
 		fuzz_assert(c != &policy->creds[i]);
 		if (c)
 			fuzz_assert(where && *where);
 	}
-	leaked = inject_find_leak(policy, &req, rt->credential, &where);
+	leaked = inject_find_leak(policy, &req, NULL, path, rt->credential, &where);
 
 	/* The route's host as conn.c holds it: no brackets, a name under a
 	 * wildcard. */

@@ -298,7 +298,8 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 {
 	const char *where = NULL;
-	const struct policy_credential *leaked = inject_find_leak(c->gen->policy, &c->req, allowed, &where);
+	const struct policy_credential *leaked =
+		inject_find_leak(c->gen->policy, &c->req, c->host, c->path.len ? c->path.data : NULL, allowed, &where);
 	if (!leaked)
 		return false;
 	char text[768], hint[256];
@@ -1025,6 +1026,8 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 		return true;
 	if (memcaseeq(x->name, x->name_len, "content-length") || memcaseeq(x->name, x->name_len, "transfer-encoding"))
 		return false; /* the body is relayed with its own framing */
+	if (upgrade && memcaseeq(x->name, x->name_len, "upgrade"))
+		return false; /* a 101 names the protocol it switches to */
 	for (unsigned i = 0; i < h->n_headers; i++) {
 		const struct http_header *c = &h->headers[i];
 		if (!memcaseeq(c->name, c->name_len, "connection"))
@@ -1097,7 +1100,7 @@ static void upstream_failed(struct conn *c, const char *what)
 	}
 	snprintf(text, sizeof(text), "%s %s after the response started", c->host, what);
 	(void)conn_audit(c, "request", "error", "upstream", text);
-	conn_free(c);
+	close_after_flush(c); /* what the client already has queued still goes out */
 }
 
 static void relay_response_body(struct conn *c)

@@ -47,6 +47,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct http1 *h = self(p);
 	struct http_head *hd = h->head;
+	/* Trailer fields (after a chunked body) arrive in pieces cut by TCP;
+	 * keyward drops trailers, so they are not collected at all. */
+	if (h->headers_done)
+		return 0;
 	if (h->last_cb == 1 && h->last_end == at) {
 		hd->headers[hd->n_headers - 1].name_len += len;
 		h->last_end = at + len;
@@ -66,6 +70,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct http1 *h = self(p);
+	if (h->headers_done)
+		return 0;
 	struct http_header *hh = &h->head->headers[h->head->n_headers - 1];
 	if (h->last_cb == 2 && h->last_end == at) {
 		hh->value_len += len;
@@ -182,6 +188,13 @@ long http1_head_length(const char *p, size_t n, size_t *resume, const char **why
 	return 0;
 }
 
+/* RFC 9112 4: status-line = HTTP-version SP 3DIGIT SP reason. */
+static bool status_digits(const char *p, size_t n)
+{
+	return n >= 13 && p[8] == ' ' && p[9] >= '1' && p[9] <= '9' && p[10] >= '0' && p[10] <= '9' &&
+	       p[11] >= '0' && p[11] <= '9' && (p[12] == ' ' || p[12] == '\r');
+}
+
 /* RFC 9110 5.6.2 token characters. */
 static bool is_token(const char *p, size_t n)
 {
@@ -241,6 +254,10 @@ int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head 
 	}
 	if (out->major != 1 || out->minor > 1) {
 		*why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 only)";
+		return -EBADMSG;
+	}
+	if (h->parser.type == HTTP_RESPONSE && (out->status < 100 || out->status > 999 || !status_digits(p, n))) {
+		*why = "status code is not three digits";
 		return -EBADMSG;
 	}
 	if (out->minor == 0 && out->chunked) {

@@ -82,7 +82,29 @@ static int basic_decode(const char *v, size_t n, struct buf *out)
 	return base64_decode(v, n, out);
 }
 
+/* Percent-decodes for searching only: a malformed escape is kept as it is,
+ * so one bad escape cannot hide the rest of the target. */
+static int decode_lenient(const char *in, size_t n, struct buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = in[i];
+		if (ch == '%') {
+			int hi = i + 1 < n ? hex_value(in[i + 1]) : -1;
+			int lo = i + 2 < n ? hex_value(in[i + 2]) : -1;
+			if (hi >= 0 && lo >= 0) {
+				ch = (char)(hi << 4 | lo);
+				i += 2;
+			}
+		}
+		int r = buf_append(out, &ch, 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req,
+						 const char *host, const char *path,
 						 const struct policy_credential *allowed, const char **where)
 {
 	struct buf tmp;
@@ -98,12 +120,24 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
 			break;
 		}
 		buf_reset(&tmp);
-		if (percent_decode(req->url, req->url_len, &tmp) == 0 && has_placeholder(tmp.data, tmp.len, c)) {
+		if (decode_lenient(req->url, req->url_len, &tmp) == 0 && has_placeholder(tmp.data, tmp.len, c)) {
 			found = c, *where = "request target (percent-encoded)";
+			break;
+		}
+		if (host && has_placeholder(host, strlen(host), c)) {
+			found = c, *where = "the host name";
+			break;
+		}
+		if (path && has_placeholder(path, strlen(path), c)) {
+			found = c, *where = "the normalised path";
 			break;
 		}
 		for (unsigned i = 0; i < req->n_headers; i++) {
 			const struct http_header *h = &req->headers[i];
+			if (has_placeholder(h->name, h->name_len, c)) {
+				found = c, *where = "a header name";
+				break;
+			}
 			if (has_placeholder(h->value, h->value_len, c)) {
 				found = c, *where = "a request header";
 				break;

@@ -33,13 +33,15 @@ struct outbound {
  * cannot be rewritten safely. */
 int inject_request_head(const struct outbound *o, struct buf *out, const char **why) WUR;
 
-/* Looks for any credential's placeholder in the request's header values
- * (Basic credentials decoded) and request target (raw and percent-decoded).
- * Returns the first credential found other than `allowed`, or NULL; *where
- * names where it was seen ("header Authorization", "query"). */
+/* Looks for any credential's placeholder in the request's header names and
+ * values (Basic credentials decoded), the request target (raw and
+ * percent-decoded, malformed escapes passed through), and in host and path
+ * (the target host and the normalised path, either may be NULL). Returns
+ * the first credential found other than `allowed`, or NULL; *where names
+ * where it was seen. */
 const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req,
-						 const struct policy_credential *allowed,
-						 const char **where);
+						 const char *host, const char *path,
+						 const struct policy_credential *allowed, const char **where);
 
 /* Whether a header is hop-by-hop (RFC 9110 7.6.1) or otherwise rewritten by
  * the proxy, so never copied as is. */

@@ -225,8 +225,11 @@ static void *worker_main(void *arg)
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
+	/* Close the listening sockets: new connections are refused by the
+	 * kernel at once instead of waiting in the backlog. */
 	for (size_t i = 0; i < w->n_listeners; i++)
-		evconnlistener_disable(w->listeners[i]);
+		evconnlistener_free(w->listeners[i]);
+	w->n_listeners = 0;
 	conn_drain_worker(w);
 }
 

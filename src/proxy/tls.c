@@ -475,7 +475,10 @@ SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	/* A body delimited by the end of the connection ends with a TCP close
+	 * that many servers send without close_notify; llhttp then decides
+	 * whether the message was complete. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		snprintf(errbuf, errlen, "cannot load the system's trusted CA certificates");
 		SSL_CTX_free(ctx);

@@ -211,9 +211,6 @@ def test_sigterm_drains_requests_in_flight(proxy_factory, upstream):
     assert sse and sse[-1]["decision"] == "allow" and sse[-1]["status"] == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "keyward bug: while draining, listening sockets stay open (only disabled), so new connections "
-    "are accepted by the kernel and hang unanswered until exit instead of being refused"))
 def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
     p = proxy_factory(policy_for(upstream, paths='["/**"]'))
     # Keep the drain going for a while with a stalled download.

@@ -459,8 +459,6 @@ def test_placeholder_in_custom_header(via):
     "bad=%zz&t=" + pct_all(PLACEHOLDER),
     "t=" + pct_all(PLACEHOLDER) + "&bad=%",
 ], ids=["before", "after"])
-@pytest.mark.xfail(strict=True, reason="keyward bug: a malformed escape in the query makes percent_decode fail, "
-                   "so inject_find_leak skips the decoded search and the encoded placeholder is forwarded")
 def test_placeholder_percent_encoded_next_to_a_malformed_escape(via, query):
     # A malformed escape anywhere in the target must not switch off the
     # search of the decoded target.
@@ -469,8 +467,6 @@ def test_placeholder_percent_encoded_next_to_a_malformed_escape(via, query):
     assert_refused(v, resp, 403, "leak")
 
 
-@pytest.mark.xfail(strict=True, reason="keyward bug (docs/fuzzing.md F5): inject_find_leak searches header "
-                   "values only; a placeholder in a header name is forwarded")
 def test_placeholder_in_header_name(via):
     v = via(public=True)
     resp = v.request("GET", "/public/x", headers=[f"X-{PLACEHOLDER}: 1"])
@@ -487,10 +483,6 @@ def wildcard_route(up):
 
 
 def test_placeholder_in_host_name(mode, up, proxy_factory, request):
-    if mode == "tunnel":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "keyward bug: the CONNECT target is not searched for placeholders; an HTTP/1.0 request "
-            "without Host inside the tunnel passes the leak check and keyward resolves and dials the name")))
     # The placeholder as a DNS label of an uncredentialed wildcard route.
     # HTTP/1.0 needs no Host header, so inside a tunnel the name travels only
     # in the CONNECT target (and SNI), and would be sent to a resolver.

@@ -424,12 +424,7 @@ def test_expect_100_continue_client_sends_body_anyway(proxy_factory, any_upstrea
 
 # ---- connection-delimited bodies, keep-alive ----
 
-CLOSE_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "keyward bug: a TLS upstream closing without close_notify after a close-delimited body is "
-    "taken for a reset (OpenSSL 3 unexpected EOF) and the head and body already relayed are dropped"))
-
-
-@pytest.mark.parametrize("scheme", [pytest.param("https", marks=CLOSE_XFAIL), "http"])
+@pytest.mark.parametrize("scheme", ["https", "http"])
 def test_body_delimited_by_close(proxy_factory, certs, scheme):
     # The upstream ends the body by closing its socket, as most servers do:
     # over TLS without a close_notify alert.
@@ -501,9 +496,6 @@ def test_websocket_upgrade_relays_both_ways(proxy_factory, any_upstream):
     assert rec["status"] == 101 and rec["decision"] == "allow"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "keyward bug: the 101 sent to the client lacks the upstream's Upgrade header "
-    "(dropped because the upstream's Connection: Upgrade names it)"))
 def test_websocket_101_keeps_upgrade_header(proxy_factory, any_upstream):
     # RFC 9110 7.8: a 101 must say which protocol it switches to; WebSocket
     # clients (RFC 6455 4.1) fail the handshake without Upgrade: websocket.

@@ -198,7 +198,8 @@ static const struct policy_credential *leak(struct fixture *f, const char *raw, 
 	const char *why = NULL, *where = NULL;
 	http1_init(&h, HTTP1_REQUEST);
 	assert_int_equal(http1_parse_head(&h, raw, strlen(raw), &hd, &why), 0);
-	return inject_find_leak(f->p, &hd, allowed ? policy_credential_find(f->p, allowed) : NULL, &where);
+	return inject_find_leak(f->p, &hd, NULL, NULL, allowed ? policy_credential_find(f->p, allowed) : NULL,
+				&where);
 }
 
 static void test_leaks_found(void **state)
