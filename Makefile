@@ -24,6 +24,7 @@ $(ASAN_BUILD)/build.ninja:
 # Every suite runs against the ASan+UBSan build: a memory error or
 # undefined behaviour anywhere fails the run.
 test: deps $(ASAN_BUILD)/build.ninja
+	$(MAKE) --no-print-directory format-check
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(ASAN_BUILD) --print-errorlogs
@@ -43,7 +44,7 @@ demo: build
 	$(PYTHON) examples/demo.py --keyward $(CURDIR)/$(BUILD)/keyward
 
 format-check:
-	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c
+	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c fuzz/*.c fuzz/*.h
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -259,7 +259,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct policy_credential *leaked = NULL;
 	const char *where = NULL;
 	for (size_t i = 0; i < policy->n_creds; i++) {
-		const struct policy_credential *c = inject_find_leak(policy, &req, NULL, path, &policy->creds[i], &where);
+		const struct policy_credential *c =
+		    inject_find_leak(policy, &req, NULL, path, &policy->creds[i], &where);
 		fuzz_assert(c != &policy->creds[i]);
 		if (c)
 			fuzz_assert(where && *where);

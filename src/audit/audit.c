@@ -32,39 +32,38 @@
 #define AUDIT_HASH_HEX 64
 /* A last line longer than this is not one of ours: refuse rather than read
  * an unbounded amount into memory. verify.c uses the same bound. */
-#define AUDIT_MAX_LINE (1024 * 1024)
+#define AUDIT_MAX_LINE   (1024 * 1024)
 #define AUDIT_TAIL_BLOCK 65536
 
 /* Per-field cuts. The sandbox controls path and detail (which quotes it);
  * the short fields are names, addresses and words. */
-#define AUDIT_CUT_LONG 4096
+#define AUDIT_CUT_LONG  4096
 #define AUDIT_CUT_SHORT 256
-#define AUDIT_CUT_MARK "\xe2\x80\xa6" /* U+2026 HORIZONTAL ELLIPSIS */
-#define AUDIT_LINE_MAX 65536
+#define AUDIT_CUT_MARK  "\xe2\x80\xa6" /* U+2026 HORIZONTAL ELLIPSIS */
+#define AUDIT_LINE_MAX  65536
 
 /* Worst case of one escaped string: every byte as \u00XX, plus the
  * marker and the quotes; of a key: ,"duration_us": ; of a number: 20. */
 #define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
-#define AUDIT_KEY_WORST 16
-#define AUDIT_LINE_WORST                                                   \
-	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + \
-	 20 * AUDIT_KEY_WORST + 8 * 20 + 32 + AUDIT_HASH_HEX + 2 + 4)
+#define AUDIT_KEY_WORST    16
+#define AUDIT_LINE_WORST                                                                                              \
+	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 20 * AUDIT_KEY_WORST + 8 * 20 + \
+	 32 + AUDIT_HASH_HEX + 2 + 4)
 _Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");
 
 struct audit_log {
 	pthread_mutex_t lock;
 	int fd;
 	char *path;
-	uint64_t seq;                   /* seq of the next record */
-	char prev[AUDIT_HASH_HEX + 1];  /* hash of the last complete line */
-	off_t size;                     /* file size after the last complete line */
-	bool dirty;                     /* a failed write could not be truncated away */
+	uint64_t seq;                  /* seq of the next record */
+	char prev[AUDIT_HASH_HEX + 1]; /* hash of the last complete line */
+	off_t size;                    /* file size after the last complete line */
+	bool dirty;                    /* a failed write could not be truncated away */
 	atomic_bool healthy;
-	struct buf line;                /* reused under lock */
+	struct buf line; /* reused under lock */
 };
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
@@ -155,8 +154,7 @@ static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t err
 		return (int)k;
 	}
 	if (last != '\n') {
-		set_err(errbuf, errlen, "%s: the last line is incomplete (no newline at the end); ",
-			log->path);
+		set_err(errbuf, errlen, "%s: the last line is incomplete (no newline at the end); ", log->path);
 		goto bad;
 	}
 	int r = tail_line_start(log->fd, size, &start);
@@ -184,8 +182,7 @@ static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t err
 	json_t *seq = json_object_get(obj, "seq");
 	json_t *prev = json_object_get(obj, "prev");
 	bool ok = json_is_object(obj) && json_is_integer(seq) && json_integer_value(seq) >= 0 &&
-		  json_integer_value(seq) < INT64_MAX && json_is_string(prev) &&
-		  is_hash_hex(json_string_value(prev));
+	          json_integer_value(seq) < INT64_MAX && json_is_string(prev) && is_hash_hex(json_string_value(prev));
 	if (ok)
 		log->seq = (uint64_t)json_integer_value(seq) + 1;
 	json_decref(obj);
@@ -201,9 +198,9 @@ bad:
 		size_t used = strnlen(errbuf, errlen);
 		if (used + 1 < errlen)
 			snprintf(errbuf + used, errlen - used,
-				 "run `keyward audit verify %s` to see what is wrong, then move the "
-				 "file aside (e.g. mv %s %s.damaged) so that keyward starts a new log",
-				 log->path, log->path, log->path);
+			         "run `keyward audit verify %s` to see what is wrong, then move the "
+			         "file aside (e.g. mv %s %s.damaged) so that keyward starts a new log",
+			         log->path, log->path, log->path);
 	}
 	return -EBADMSG;
 }
@@ -245,12 +242,10 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 	 * swapped between a write open and a read open. O_NONBLOCK keeps a
 	 * FIFO planted at the path from blocking the open; it is refused below.
 	 * O_NOFOLLOW: a symlink could point the log at another file. */
-	log->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
-		       0600);
+	log->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
 	if (log->fd < 0) {
 		r = -errno;
-		set_err(errbuf, errlen, "%s: %s", path,
-			r == -ELOOP ? "is a symbolic link (refused)" : strerror(-r));
+		set_err(errbuf, errlen, "%s: %s", path, r == -ELOOP ? "is a symbolic link (refused)" : strerror(-r));
 		goto fail;
 	}
 	if (fstat(log->fd, &st) < 0) {
@@ -274,7 +269,7 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 	if (flock(log->fd, LOCK_EX | LOCK_NB) < 0) {
 		r = -errno;
 		set_err(errbuf, errlen, "%s: %s", path,
-			r == -EWOULDBLOCK ? "in use by another keyward process" : strerror(-r));
+		        r == -EWOULDBLOCK ? "in use by another keyward process" : strerror(-r));
 		if (r == -EWOULDBLOCK)
 			r = -EBUSY;
 		goto fail;
@@ -359,8 +354,7 @@ static int format_time(struct buf *b, bool *first)
 
 /* Builds the line, newline included. Key order is fixed (docs/audit.md);
  * "prev" comes last so that the next line's hash covers the whole record. */
-static int record_build(struct buf *b, const struct audit_record *rec, uint64_t seq,
-			const char *prev)
+static int record_build(struct buf *b, const struct audit_record *rec, uint64_t seq, const char *prev)
 {
 	bool first = true;
 	bool request = streq(rec->event, "request");

@@ -16,11 +16,11 @@
 #include "common/util.h"
 
 struct audit_record {
-	const char *event;      /* "request", "start", "stop", "reload" */
-	const char *listener;   /* e.g. "127.0.0.1:8080", "unix:/run/k.sock" */
-	const char *client;     /* peer address, or NULL */
-	const char *method;     /* NULL for non-request events */
-	const char *scheme;     /* "http" / "https" */
+	const char *event;    /* "request", "start", "stop", "reload" */
+	const char *listener; /* e.g. "127.0.0.1:8080", "unix:/run/k.sock" */
+	const char *client;   /* peer address, or NULL */
+	const char *method;   /* NULL for non-request events */
+	const char *scheme;   /* "http" / "https" */
 	const char *host;
 	int port;               /* 0: omitted */
 	const char *path;       /* the normalised path that was checked (no query) */

@@ -17,9 +17,9 @@
 #include "common/buf.h"
 #include "common/encode.h"
 
-#define VERIFY_MAX_LINE (1024 * 1024) /* as in audit.c */
+#define VERIFY_MAX_LINE   (1024 * 1024) /* as in audit.c */
 #define VERIFY_READ_BLOCK 65536
-#define HASH_HEX 64
+#define HASH_HEX          64
 
 enum { LINE_EOF = 0, LINE_FULL = 1, LINE_PARTIAL = 2 };
 
@@ -67,8 +67,8 @@ static int reader_next(struct line_reader *lr)
 }
 
 struct chain {
-	uint64_t seq;             /* expected seq of the next record */
-	char prev[HASH_HEX + 1];  /* expected prev of the next record */
+	uint64_t seq;            /* expected seq of the next record */
+	char prev[HASH_HEX + 1]; /* expected prev of the next record */
 	uint64_t records;
 };
 
@@ -88,8 +88,7 @@ static const char *obj_str(json_t *obj, const char *key)
 
 /* Checks one complete line against the chain and advances it. Returns 0
  * and *ret_obj (the parsed record, caller's), or -EBADMSG with why. */
-static int check_line(struct chain *c, const char *line, size_t len, json_t **ret_obj,
-		      char *why, size_t whylen)
+static int check_line(struct chain *c, const char *line, size_t len, json_t **ret_obj, char *why, size_t whylen)
 {
 	json_error_t jerr;
 	int r = -EBADMSG;
@@ -107,18 +106,18 @@ static int check_line(struct chain *c, const char *line, size_t len, json_t **re
 		snprintf(why, whylen, "no integer \"seq\"");
 	} else if (json_integer_value(seq) < 0 || (uint64_t)json_integer_value(seq) != c->seq) {
 		snprintf(why, whylen,
-			 "seq out of order: a record was deleted, inserted or moved, or seq was "
-			 "edited (expected seq %" PRIu64 ", found %" JSON_INTEGER_FORMAT ")",
-			 c->seq, json_integer_value(seq));
+		         "seq out of order: a record was deleted, inserted or moved, or seq was "
+		         "edited (expected seq %" PRIu64 ", found %" JSON_INTEGER_FORMAT ")",
+		         c->seq, json_integer_value(seq));
 	} else if (!prev) {
 		snprintf(why, whylen, "no string \"prev\"");
 	} else if (!streq(prev, c->prev)) {
 		snprintf(why, whylen, "%s (expected prev %s, found %.80s)",
-			 c->records == 0 ? "the first record does not start the chain (the start "
-					   "of the log was removed?)"
-					 : "chain broken: the line before was changed, or lines "
-					   "were deleted or reordered",
-			 c->prev, prev);
+		         c->records == 0 ? "the first record does not start the chain (the start "
+		                           "of the log was removed?)"
+		                         : "chain broken: the line before was changed, or lines "
+		                           "were deleted or reordered",
+		         c->prev, prev);
 	} else if (!obj_str(obj, "time")) {
 		snprintf(why, whylen, "no string \"time\"");
 	} else if (!obj_str(obj, "event")) {
@@ -228,8 +227,8 @@ static int put_request(struct buf *b, json_t *obj)
 	}
 	if (r == 0 && host)
 		r = put_clean(b, host);
-	bool default_port = scheme && ((streq(scheme, "https") && port == 443) ||
-				       (streq(scheme, "http") && port == 80));
+	bool default_port =
+	    scheme && ((streq(scheme, "https") && port == 443) || (streq(scheme, "http") && port == 80));
 	if (r == 0 && port > 0 && !default_port)
 		r = buf_printf(b, ":%" JSON_INTEGER_FORMAT, port);
 	if (r == 0 && obj_str(obj, "path"))
@@ -308,8 +307,7 @@ static int show_record(FILE *out, json_t *obj)
 	if (r == 0)
 		r = buf_printf(&b, "  #%-5" JSON_INTEGER_FORMAT "  ", obj_int(obj, "seq"));
 	if (r == 0)
-		r = streq(obj_str(obj, "event"), "request") ? put_request(&b, obj)
-							     : put_event(&b, obj);
+		r = streq(obj_str(obj, "event"), "request") ? put_request(&b, obj) : put_event(&b, obj);
 	if (r == 0)
 		r = buf_append(&b, "\n", 1);
 	if (r == 0 && fwrite(b.data, 1, b.len, out) != b.len)
@@ -353,13 +351,13 @@ static int walk(const char *path, FILE *out, bool show)
 			snprintf(why, sizeof(why), "%s", "line longer than 1 MiB");
 			r = -EBADMSG;
 		} else if (r == LINE_PARTIAL) {
-			snprintf(why, sizeof(why), "%s", "the last line is incomplete (no newline at the end): "
-					     "a write was cut short or the file was truncated");
+			snprintf(why, sizeof(why), "%s",
+			         "the last line is incomplete (no newline at the end): "
+			         "a write was cut short or the file was truncated");
 			r = -EBADMSG;
 		} else if (r == LINE_FULL) {
 			json_t *obj = NULL;
-			r = check_line(&c, lr->line.data ? lr->line.data : "", lr->line.len, &obj,
-				       why, sizeof(why));
+			r = check_line(&c, lr->line.data ? lr->line.data : "", lr->line.len, &obj, why, sizeof(why));
 			if (r == 0 && show)
 				r = show_record(out, obj);
 			json_decref(obj);
@@ -378,10 +376,8 @@ static int walk(const char *path, FILE *out, bool show)
 		if (c.records == 0)
 			fprintf(out, "%s: 0 records, chain intact\n", path);
 		else
-			fprintf(out,
-				"%s: %" PRIu64 " records, chain intact; last seq %" PRIu64
-				", last hash %s\n",
-				path, c.records, c.seq - 1, c.prev);
+			fprintf(out, "%s: %" PRIu64 " records, chain intact; last seq %" PRIu64 ", last hash %s\n",
+			        path, c.records, c.seq - 1, c.prev);
 	}
 	buf_free(&lr->line);
 	free(lr);

@@ -5,16 +5,15 @@
 #include "audit/audit.h"
 #include "cli/cli.h"
 
-static const char usage[] =
-	"Usage: keyward audit verify FILE\n"
-	"       keyward audit show FILE\n"
-	"\n"
-	"verify  checks that every record of an audit log is intact: each line is\n"
-	"        valid, numbered in sequence and carries the SHA-256 of the line\n"
-	"        before it. Names the first line that breaks the chain; exit 1 then.\n"
-	"show    prints the log for people, one line per decision, and verifies it.\n"
-	"\n"
-	"See docs/audit.md for the record format.\n";
+static const char usage[] = "Usage: keyward audit verify FILE\n"
+                            "       keyward audit show FILE\n"
+                            "\n"
+                            "verify  checks that every record of an audit log is intact: each line is\n"
+                            "        valid, numbered in sequence and carries the SHA-256 of the line\n"
+                            "        before it. Names the first line that breaks the chain; exit 1 then.\n"
+                            "show    prints the log for people, one line per decision, and verifies it.\n"
+                            "\n"
+                            "See docs/audit.md for the record format.\n";
 
 int cmd_audit(int argc, char **argv)
 {

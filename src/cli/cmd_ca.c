@@ -8,14 +8,13 @@
 #include "common/state.h"
 #include "proxy/tls.h"
 
-static const char usage[] =
-	"Usage: keyward ca export\n"
-	"\n"
-	"Prints the certificate of keyward's CA (PEM), creating the CA in the state\n"
-	"directory on first use. Clients of `keyward proxy` must trust it, e.g.:\n"
-	"  keyward ca export > keyward-ca.pem\n"
-	"  curl --proxy http://127.0.0.1:8080 --cacert keyward-ca.pem https://...\n"
-	"The CA key (ca-key.pem, mode 0600) never leaves the state directory.\n";
+static const char usage[] = "Usage: keyward ca export\n"
+                            "\n"
+                            "Prints the certificate of keyward's CA (PEM), creating the CA in the state\n"
+                            "directory on first use. Clients of `keyward proxy` must trust it, e.g.:\n"
+                            "  keyward ca export > keyward-ca.pem\n"
+                            "  curl --proxy http://127.0.0.1:8080 --cacert keyward-ca.pem https://...\n"
+                            "The CA key (ca-key.pem, mode 0600) never leaves the state directory.\n";
 
 int cmd_ca(int argc, char **argv)
 {

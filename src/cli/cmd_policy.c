@@ -5,15 +5,14 @@
 #include "policy/policy.h"
 #include "secrets/source.h"
 
-static const char usage[] =
-	"Usage: keyward policy check FILE\n"
-	"\n"
-	"Validates a policy file and prints what it allows: each credential with\n"
-	"its source, whether that source can be read now, the sandbox variable and\n"
-	"the placeholder clients send in place of the secret; then each route.\n"
-	"Errors name FILE:LINE:COLUMN; the exit status is 2 for an invalid policy,\n"
-	"1 if it is valid but a credential's source cannot be read, else 0.\n"
-	"Secret values are never printed. See docs/policy.md.\n";
+static const char usage[] = "Usage: keyward policy check FILE\n"
+                            "\n"
+                            "Validates a policy file and prints what it allows: each credential with\n"
+                            "its source, whether that source can be read now, the sandbox variable and\n"
+                            "the placeholder clients send in place of the secret; then each route.\n"
+                            "Errors name FILE:LINE:COLUMN; the exit status is 2 for an invalid policy,\n"
+                            "1 if it is valid but a credential's source cannot be read, else 0.\n"
+                            "Secret values are never printed. See docs/policy.md.\n";
 
 static const char *inject_name(const struct policy_route *r, char *buf, size_t n)
 {
@@ -96,7 +95,8 @@ int cmd_policy(int argc, char **argv)
 			printf("%s%s", g == r->paths ? "" : ", ", *g);
 		printf("\n");
 		if (r->credential)
-			printf("      credential: %s, inject: %s\n", r->credential->name, inject_name(r, ib, sizeof(ib)));
+			printf("      credential: %s, inject: %s\n", r->credential->name,
+			       inject_name(r, ib, sizeof(ib)));
 		if (r->allow_private)
 			printf("      may dial loopback/private addresses\n");
 		if (r->upstream_ca)

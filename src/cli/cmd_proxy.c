@@ -8,40 +8,43 @@
 #include "common/log.h"
 #include "proxy/proxy.h"
 
-static const char usage[] =
-	"Usage: keyward proxy --policy FILE --listen ADDR [--listen ADDR]... [OPTIONS]\n"
-	"\n"
-	"Runs the deny-by-default HTTP(S) forward proxy. Clients send absolute-form\n"
-	"requests for http:// and CONNECT for https://; tunnels are intercepted with\n"
-	"certificates from keyward's CA (see `keyward ca export`). A request passes\n"
-	"only if a route of the policy allows its host, port, method and normalised\n"
-	"path; only then is the route's credential attached. Every decision is\n"
-	"written to a hash-chained audit log.\n"
-	"\n"
-	"Options:\n"
-	"  -p, --policy FILE     the policy (YAML, see docs/policy.md); required\n"
-	"  -l, --listen ADDR     HOST:PORT, [IPV6]:PORT or unix:PATH; repeatable;\n"
-	"                        port 0 picks a free port (printed at start)\n"
-	"  -a, --audit FILE      audit log (default: the policy's audit:, else\n"
-	"                        audit.jsonl in the state directory)\n"
-	"      --resolve HOST:ADDRESS\n"
-	"                        dial ADDRESS for HOST instead of asking DNS\n"
-	"                        (repeatable; private addresses still need\n"
-	"                        allow_private: true on the route)\n"
-	"  -w, --workers N       event loops (default: one per CPU)\n"
-	"  -v, --verbose         log more (repeat for debug)\n"
-	"  -h, --help            show this help\n"
-	"\n"
-	"Signals: SIGHUP reloads the policy (a broken one is reported and the\n"
-	"running one kept); SIGTERM or SIGINT finish requests in flight, then exit.\n";
+static const char usage[] = "Usage: keyward proxy --policy FILE --listen ADDR [--listen ADDR]... [OPTIONS]\n"
+                            "\n"
+                            "Runs the deny-by-default HTTP(S) forward proxy. Clients send absolute-form\n"
+                            "requests for http:// and CONNECT for https://; tunnels are intercepted with\n"
+                            "certificates from keyward's CA (see `keyward ca export`). A request passes\n"
+                            "only if a route of the policy allows its host, port, method and normalised\n"
+                            "path; only then is the route's credential attached. Every decision is\n"
+                            "written to a hash-chained audit log.\n"
+                            "\n"
+                            "Options:\n"
+                            "  -p, --policy FILE     the policy (YAML, see docs/policy.md); required\n"
+                            "  -l, --listen ADDR     HOST:PORT, [IPV6]:PORT or unix:PATH; repeatable;\n"
+                            "                        port 0 picks a free port (printed at start)\n"
+                            "  -a, --audit FILE      audit log (default: the policy's audit:, else\n"
+                            "                        audit.jsonl in the state directory)\n"
+                            "      --resolve HOST:ADDRESS\n"
+                            "                        dial ADDRESS for HOST instead of asking DNS\n"
+                            "                        (repeatable; private addresses still need\n"
+                            "                        allow_private: true on the route)\n"
+                            "  -w, --workers N       event loops (default: one per CPU)\n"
+                            "  -v, --verbose         log more (repeat for debug)\n"
+                            "  -h, --help            show this help\n"
+                            "\n"
+                            "Signals: SIGHUP reloads the policy (a broken one is reported and the\n"
+                            "running one kept); SIGTERM or SIGINT finish requests in flight, then exit.\n";
 
 int cmd_proxy(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "policy", required_argument, NULL, 'p' },  { "listen", required_argument, NULL, 'l' },
-		{ "audit", required_argument, NULL, 'a' },   { "resolve", required_argument, NULL, 'r' },
-		{ "workers", required_argument, NULL, 'w' }, { "verbose", no_argument, NULL, 'v' },
-		{ "quiet", no_argument, NULL, 'q' },         { "help", no_argument, NULL, 'h' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "audit", required_argument, NULL, 'a' },
+		{ "resolve", required_argument, NULL, 'r' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct proxy_options o = { 0 };

@@ -63,8 +63,8 @@ int state_dir(char *out, size_t outlen, bool create, char *errbuf, size_t errlen
 	}
 	if (st.st_mode & 077) {
 		snprintf(errbuf, errlen,
-			 "%s: state directory is accessible by group or others (mode %03o); fix with: chmod 700 %s",
-			 out, st.st_mode & 0777, out);
+		         "%s: state directory is accessible by group or others (mode %03o); fix with: chmod 700 %s",
+		         out, st.st_mode & 0777, out);
 		return -EPERM;
 	}
 	return 0;

@@ -8,7 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define WUR __attribute__((warn_unused_result))
+#define WUR           __attribute__((warn_unused_result))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static inline bool streq(const char *a, const char *b)
@@ -41,20 +41,20 @@ static inline void closep(int *fd)
 
 /* A local that is freed (or closed) when it goes out of scope; hand it out
  * with TAKE_PTR / TAKE_FD. */
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_(f)    __attribute__((cleanup(f)))
+#define _cleanup_free_  _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 
-#define TAKE_PTR(p)                         \
-	({                                  \
-		__typeof__(p) _tp_ = (p);   \
-		(p) = NULL;                 \
-		_tp_;                       \
+#define TAKE_PTR(p)                       \
+	({                                \
+		__typeof__(p) _tp_ = (p); \
+		(p) = NULL;               \
+		_tp_;                     \
 	})
 
-#define TAKE_FD(fd)                 \
-	({                          \
-		int _tf_ = (fd);    \
-		(fd) = -1;          \
-		_tf_;               \
+#define TAKE_FD(fd)              \
+	({                       \
+		int _tf_ = (fd); \
+		(fd) = -1;       \
+		_tf_;            \
 	})

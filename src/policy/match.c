@@ -102,8 +102,7 @@ static void glob_close(const struct glob_tok *t, size_t n, unsigned char *set, s
 }
 
 /* Thompson simulation: one pass over the path, one bit per glob position. */
-static bool glob_run(const struct glob_tok *t, size_t n, const char *path, unsigned char *cur,
-		     unsigned char *next)
+static bool glob_run(const struct glob_tok *t, size_t n, const char *path, unsigned char *cur, unsigned char *next)
 {
 	memset(cur, 0, n + 1);
 	glob_close(t, n, cur, 0);
@@ -218,9 +217,8 @@ static bool route_allows_path(const struct policy_route *r, const char *path)
  * orders failures: a route allows a request only if every check passes. */
 enum match_depth { D_NONE, D_HOST, D_SCHEME, D_PORT, D_METHOD, D_ALL };
 
-static enum match_depth route_depth(const struct policy_route *r, enum scheme scheme,
-				    const char *host, uint16_t port, const char *method,
-				    const char *path, bool host_only)
+static enum match_depth route_depth(const struct policy_route *r, enum scheme scheme, const char *host, uint16_t port,
+                                    const char *method, const char *path, bool host_only)
 {
 	if (!route_host_matches(r, host))
 		return D_NONE;
@@ -240,16 +238,16 @@ static enum match_depth route_depth(const struct policy_route *r, enum scheme sc
 static enum match_fail depth_fail(enum match_depth d)
 {
 	static const enum match_fail fail[] = {
-		[D_NONE] = MATCH_HOST,     [D_HOST] = MATCH_SCHEME, [D_SCHEME] = MATCH_PORT,
-		[D_PORT] = MATCH_METHOD,   [D_METHOD] = MATCH_PATH, [D_ALL] = MATCH_OK,
+		[D_NONE] = MATCH_HOST,   [D_HOST] = MATCH_SCHEME, [D_SCHEME] = MATCH_PORT,
+		[D_PORT] = MATCH_METHOD, [D_METHOD] = MATCH_PATH, [D_ALL] = MATCH_OK,
 	};
 	return fail[d];
 }
 
 /* The first route that passes; else the first of those that got furthest. */
-static enum match_fail match_routes(const struct policy *p, enum scheme scheme, const char *host,
-				    uint16_t port, const char *method, const char *path,
-				    bool host_only, const struct policy_route **ret_route)
+static enum match_fail match_routes(const struct policy *p, enum scheme scheme, const char *host, uint16_t port,
+                                    const char *method, const char *path, bool host_only,
+                                    const struct policy_route **ret_route)
 {
 	const struct policy_route *best = NULL;
 	enum match_depth best_depth = D_NONE;
@@ -271,13 +269,13 @@ static enum match_fail match_routes(const struct policy *p, enum scheme scheme, 
 void policy_match(const struct policy *p, const struct match_request *req, struct match_result *ret)
 {
 	const struct policy_route *route;
-	enum match_fail fail = match_routes(p, req->scheme, req->host, req->port, req->method,
-					    req->path, false, &route);
+	enum match_fail fail =
+	    match_routes(p, req->scheme, req->host, req->port, req->method, req->path, false, &route);
 	*ret = (struct match_result){ .fail = fail, .route = route };
 }
 
-enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host,
-				  uint16_t port, const struct policy_route **closest)
+enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host, uint16_t port,
+                                  const struct policy_route **closest)
 {
 	const struct policy_route *route;
 	enum match_fail fail = match_routes(p, scheme, host, port, NULL, NULL, true, &route);

@@ -19,8 +19,8 @@ static const char hex_upper[] = "0123456789ABCDEF";
 /* RFC 3986 2.3: only these may be decoded without changing the meaning. */
 static bool is_unreserved(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '-' || c == '.' || c == '_' || c == '~';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+	       c == '_' || c == '~';
 }
 
 /* Value of the escape at in[i] ('%' known), or -EINVAL if malformed. */

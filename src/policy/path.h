@@ -9,12 +9,12 @@
 /* Flags describing forms that are ambiguous between proxy and upstream. A
  * credentialed route refuses a path with any of them. */
 enum {
-	PATH_ENCODED_SLASH = 1 << 0,     /* %2F */
-	PATH_BACKSLASH = 1 << 1,         /* \ or %5C */
-	PATH_ENCODED_NUL = 1 << 2,       /* %00 */
-	PATH_ENCODED_CONTROL = 1 << 3,   /* %01-%1F, %7F */
-	PATH_ENCODED_PERCENT = 1 << 4,   /* %25: double encoding */
-	PATH_SEMICOLON = 1 << 6,         /* ';' (matrix params, Tomcat-style) */
+	PATH_ENCODED_SLASH = 1 << 0,   /* %2F */
+	PATH_BACKSLASH = 1 << 1,       /* \ or %5C */
+	PATH_ENCODED_NUL = 1 << 2,     /* %00 */
+	PATH_ENCODED_CONTROL = 1 << 3, /* %01-%1F, %7F */
+	PATH_ENCODED_PERCENT = 1 << 4, /* %25: double encoding */
+	PATH_SEMICOLON = 1 << 6,       /* ';' (matrix params, Tomcat-style) */
 };
 
 /* Normalises the path part of a request target (everything before '?').

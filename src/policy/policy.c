@@ -23,21 +23,21 @@
 
 #include "common/encode.h"
 
-#define POLICY_MAX_BYTES (1024 * 1024)
-#define POLICY_MAX_DEPTH 32
-#define POLICY_MAX_NODES 100000
-#define POLICY_MAX_CREDS 1024
+#define POLICY_MAX_BYTES  (1024 * 1024)
+#define POLICY_MAX_DEPTH  32
+#define POLICY_MAX_NODES  100000
+#define POLICY_MAX_CREDS  1024
 #define POLICY_MAX_ROUTES 4096
 #define ROUTE_MAX_METHODS 64
-#define ROUTE_MAX_PATHS 256
-#define GLOB_MAX 1024
-#define HOST_MAX 253
-#define PLACEHOLDER_MIN 16
-#define PLACEHOLDER_MAX 256
+#define ROUTE_MAX_PATHS   256
+#define GLOB_MAX          1024
+#define HOST_MAX          253
+#define PLACEHOLDER_MIN   16
+#define PLACEHOLDER_MAX   256
 
 static const char inject_expected[] =
-	"(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or "
-	"{query: PARAM})";
+    "(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or "
+    "{query: PARAM})";
 
 /* ---- the YAML tree ---- */
 
@@ -45,11 +45,11 @@ enum ynode_type { Y_SCALAR, Y_MAP, Y_SEQ };
 
 struct ynode {
 	enum ynode_type type;
-	int line, column;       /* 1-based, of the node's first character */
-	char *value;            /* Y_SCALAR: NUL-terminated copy */
-	size_t len;             /* Y_SCALAR: bytes in value (may hold a NUL) */
-	bool plain;             /* Y_SCALAR: unquoted, so it may be null */
-	struct ynode **items;   /* Y_SEQ: items; Y_MAP: key, value, key, value... */
+	int line, column;     /* 1-based, of the node's first character */
+	char *value;          /* Y_SCALAR: NUL-terminated copy */
+	size_t len;           /* Y_SCALAR: bytes in value (may hold a NUL) */
+	bool plain;           /* Y_SCALAR: unquoted, so it may be null */
+	struct ynode **items; /* Y_SEQ: items; Y_MAP: key, value, key, value... */
 	size_t n, cap;
 };
 
@@ -72,8 +72,7 @@ struct ctx {
 
 /* ---- messages ---- */
 
-static int fail_at(struct ctx *c, int line, int column, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+static int fail_at(struct ctx *c, int line, int column, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int fail_at(struct ctx *c, int line, int column, const char *fmt, ...)
 {
 	if (!c->err)
@@ -251,8 +250,7 @@ static int check_duplicates(struct ctx *c, const struct ynode *map)
 	if (dup == SIZE_MAX)
 		return 0;
 	const struct ynode *key = map->items[2 * dup];
-	return fail(c, key, "duplicate key \"%s\" (first at line %d)", Q(key->value),
-		    map->items[2 * first]->line);
+	return fail(c, key, "duplicate key \"%s\" (first at line %d)", Q(key->value), map->items[2 * first]->line);
 }
 
 static int builder_add(struct ctx *c, struct builder *b, struct ynode *node)
@@ -343,7 +341,7 @@ static int builder_event(struct ctx *c, struct builder *b, const yaml_event_t *e
 	case YAML_DOCUMENT_START_EVENT:
 		if (b->documents++ > 0)
 			return fail_mark(c, ev->start_mark,
-					 "a policy is a single YAML document (found a second \"---\")");
+			                 "a policy is a single YAML document (found a second \"---\")");
 		return 0;
 	case YAML_ALIAS_EVENT:
 		return fail_mark(c, ev->start_mark, "aliases are not allowed in a policy");
@@ -372,17 +370,16 @@ static int fail_yaml(struct ctx *c, const yaml_parser_t *parser)
 		return fail_at(c, 0, 0, "invalid YAML: %s", problem);
 	/* "host: *.example.com" unquoted is the likeliest way to get here */
 	if (parser->context && strstr(parser->context, "alias"))
-		return fail_at(c, (int)parser->problem_mark.line + 1,
-			       (int)parser->problem_mark.column + 1,
-			       "invalid YAML: %s (%s at line %d; a value that starts with '*' "
-			       "must be quoted, as in host: \"*.example.com\")",
-			       problem, parser->context, (int)parser->context_mark.line + 1);
+		return fail_at(c, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1,
+		               "invalid YAML: %s (%s at line %d; a value that starts with '*' "
+		               "must be quoted, as in host: \"*.example.com\")",
+		               problem, parser->context, (int)parser->context_mark.line + 1);
 	if (parser->context)
-		return fail_at(c, (int)parser->problem_mark.line + 1,
-			       (int)parser->problem_mark.column + 1, "invalid YAML: %s (%s at line %d)",
-			       problem, parser->context, (int)parser->context_mark.line + 1);
-	return fail_at(c, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1,
-		       "invalid YAML: %s", problem);
+		return fail_at(c, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1,
+		               "invalid YAML: %s (%s at line %d)", problem, parser->context,
+		               (int)parser->context_mark.line + 1);
+	return fail_at(c, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1, "invalid YAML: %s",
+	               problem);
 }
 
 /* Parses the text into a tree; *ret is NULL for an empty stream. */
@@ -422,8 +419,8 @@ static int yaml_to_tree(struct ctx *c, const char *text, size_t len, struct ynod
 static bool ynode_is_null(const struct ynode *n)
 {
 	return n->type == Y_SCALAR && n->plain &&
-	       (n->len == 0 || streq(n->value, "~") || streq(n->value, "null") ||
-		streq(n->value, "Null") || streq(n->value, "NULL"));
+	       (n->len == 0 || streq(n->value, "~") || streq(n->value, "null") || streq(n->value, "Null") ||
+	        streq(n->value, "NULL"));
 }
 
 static const char *ynode_kind(const struct ynode *n)
@@ -482,16 +479,14 @@ static int parse_digits(const char **s, uint64_t *ret)
 	return 0;
 }
 
-static int get_uint(struct ctx *c, const struct ynode *n, const char *key, uint64_t min,
-		    uint64_t max, uint64_t *ret)
+static int get_uint(struct ctx *c, const struct ynode *n, const char *key, uint64_t min, uint64_t max, uint64_t *ret)
 {
 	const char *s;
 	uint64_t v = 0;
 
-	if (get_string(c, n, key, &s) < 0 || parse_digits(&s, &v) < 0 || *s || v < min ||
-	    v > max)
-		return fail(c, n, "%s: expected an integer from %llu to %llu", key,
-			    (unsigned long long)min, (unsigned long long)max);
+	if (get_string(c, n, key, &s) < 0 || parse_digits(&s, &v) < 0 || *s || v < min || v > max)
+		return fail(c, n, "%s: expected an integer from %llu to %llu", key, (unsigned long long)min,
+		            (unsigned long long)max);
 	*ret = v;
 	return 0;
 }
@@ -532,8 +527,7 @@ static const struct unit duration_units[] = {
 	{ "h", 60 * 60 * 1000 },
 };
 
-static int parse_with_unit(const char *s, const struct unit *units, size_t n_units,
-			   uint64_t *ret)
+static int parse_with_unit(const char *s, const struct unit *units, size_t n_units, uint64_t *ret)
 {
 	uint64_t v;
 	if (parse_digits(&s, &v) < 0)
@@ -549,8 +543,7 @@ static int parse_with_unit(const char *s, const struct unit *units, size_t n_uni
 }
 
 /* "10MB" (10^7), "512KiB" (2^19), "65536" (bytes). */
-static int get_size(struct ctx *c, const struct ynode *n, const char *key, uint64_t min,
-		    uint64_t max, uint64_t *ret)
+static int get_size(struct ctx *c, const struct ynode *n, const char *key, uint64_t min, uint64_t max, uint64_t *ret)
 {
 	const char *s;
 	uint64_t v;
@@ -560,9 +553,9 @@ static int get_size(struct ctx *c, const struct ynode *n, const char *key, uint6
 	r = parse_with_unit(s, size_units, ARRAY_SIZE(size_units), &v);
 	if (r < 0 || v < min || v > max)
 		return fail(c, n,
-			    "%s: expected a size from %llu to %llu bytes, such as 65536, "
-			    "512KiB or 10MB",
-			    key, (unsigned long long)min, (unsigned long long)max);
+		            "%s: expected a size from %llu to %llu bytes, such as 65536, "
+		            "512KiB or 10MB",
+		            key, (unsigned long long)min, (unsigned long long)max);
 	*ret = v;
 	return 0;
 }
@@ -578,9 +571,9 @@ static int get_duration(struct ctx *c, const struct ynode *n, const char *key, u
 	r = parse_with_unit(s, duration_units, ARRAY_SIZE(duration_units), &v);
 	if (r < 0 || v < 1 || v > 24 * 60 * 60 * 1000)
 		return fail(c, n,
-			    "%s: expected a duration from 1ms to 24h with a unit, such as "
-			    "500ms, 10s or 2m",
-			    key);
+		            "%s: expected a duration from 1ms to 24h with a unit, such as "
+		            "500ms, 10s or 2m",
+		            key);
 	*ret_ms = (unsigned)v;
 	return 0;
 }
@@ -591,8 +584,7 @@ static bool valid_env_name(const char *s)
 	if (!*s || (*s >= '0' && *s <= '9'))
 		return false;
 	for (; *s; s++)
-		if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-		      (*s >= '0' && *s <= '9')))
+		if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
 			return false;
 	return true;
 }
@@ -615,8 +607,8 @@ static bool valid_token(const char *s, size_t max)
 
 static bool is_unreserved(unsigned char ch)
 {
-	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-	       ch == '-' || ch == '.' || ch == '_' || ch == '~';
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+	       ch == '.' || ch == '_' || ch == '~';
 }
 
 /* ---- mapping walk ---- */
@@ -629,9 +621,8 @@ static bool key_is(const struct ynode *k, const char *name)
 
 /* Looks up each key of `map` in `keys` (NULL-terminated) and stores its
  * value node in found[i]; an unknown key is an error naming `where`. */
-static int map_fields(struct ctx *c, const struct ynode *map, const char *const *keys,
-		      const struct ynode **found, const struct ynode **found_keys,
-		      const char *where)
+static int map_fields(struct ctx *c, const struct ynode *map, const char *const *keys, const struct ynode **found,
+                      const struct ynode **found_keys, const char *where)
 {
 	for (size_t i = 0; i + 1 < map->n; i += 2) {
 		const struct ynode *k = map->items[i];
@@ -658,7 +649,7 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 
 enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_N };
 static const char *const limit_keys[] = { "max_header_bytes", "max_headers", "header_timeout",
-					  "idle_timeout", "max_body", NULL };
+	                                  "idle_timeout",     "max_body",    NULL };
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
@@ -709,8 +700,8 @@ static bool valid_cred_name(const char *s)
 	size_t n = 0;
 	for (; s[n]; n++) {
 		char ch = s[n];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+		      ch == '.' || ch == '-'))
 			return false;
 	}
 	return n >= 1 && n <= 64;
@@ -718,8 +709,7 @@ static bool valid_cred_name(const char *s)
 
 static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred)
 {
-	static const char *const later[] = { "aws", "oauth2_client_credentials", "oauth2_refresh",
-					     "github_app" };
+	static const char *const later[] = { "aws", "oauth2_client_credentials", "oauth2_refresh", "github_app" };
 	const char *kind;
 	int r = get_string(c, n, "kind", &kind);
 	if (r < 0)
@@ -729,9 +719,9 @@ static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred)
 	for (size_t i = 0; i < ARRAY_SIZE(later); i++)
 		if (streq(kind, later[i]))
 			return fail(c, n,
-				    "credential \"%s\": kind %s is not supported yet in this "
-				    "version (only secret)",
-				    cred, kind);
+			            "credential \"%s\": kind %s is not supported yet in this "
+			            "version (only secret)",
+			            cred, kind);
 	return fail(c, n, "credential \"%s\": unknown kind \"%s\" (expected secret)", cred, Q(kind));
 }
 
@@ -745,8 +735,8 @@ static int parse_from(struct ctx *c, const struct ynode *n, struct policy_creden
 	if (strncmp(from, "env:", 4) == 0) {
 		if (!valid_env_name(from + 4))
 			return fail(c, n,
-				    "from: env: needs a variable name matching "
-				    "[A-Za-z_][A-Za-z0-9_]*");
+			            "from: env: needs a variable name matching "
+			            "[A-Za-z_][A-Za-z0-9_]*");
 		cred->source = SOURCE_ENV;
 		return dup_string(c, from + 4, &cred->source_arg);
 	}
@@ -758,9 +748,9 @@ static int parse_from(struct ctx *c, const struct ynode *n, struct policy_creden
 	}
 	if (strncmp(from, "vault:", 6) == 0 || strncmp(from, "exec:", 5) == 0)
 		return fail(c, n,
-			    "from: source %.*s: is not supported yet in this version (use env:VAR "
-			    "or file:PATH)",
-			    from[0] == 'v' ? 5 : 4, from);
+		            "from: source %.*s: is not supported yet in this version (use env:VAR "
+		            "or file:PATH)",
+		            from[0] == 'v' ? 5 : 4, from);
 	/* The value is not echoed: it may be a secret pasted in the wrong place. */
 	return fail(c, n, "from: unknown credential source (expected env:VAR or file:PATH)");
 }
@@ -771,13 +761,12 @@ static int check_placeholder(struct ctx *c, const struct ynode *n, const char *s
 {
 	size_t len = strlen(s);
 	if (len < PLACEHOLDER_MIN || len > PLACEHOLDER_MAX)
-		return fail(c, n, "placeholder: must be %d to %d characters long", PLACEHOLDER_MIN,
-			    PLACEHOLDER_MAX);
+		return fail(c, n, "placeholder: must be %d to %d characters long", PLACEHOLDER_MIN, PLACEHOLDER_MAX);
 	for (const char *p = s; *p; p++)
 		if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\'' || *p == '\\')
 			return fail(c, n,
-				    "placeholder: only printable ASCII without spaces, quotes or "
-				    "backslashes");
+			            "placeholder: only printable ASCII without spaces, quotes or "
+			            "backslashes");
 	return 0;
 }
 
@@ -785,7 +774,7 @@ enum { C_FROM, C_ENV, C_PLACEHOLDER, C_KIND, C_N };
 static const char *const cred_keys[] = { "from", "env", "placeholder", "kind", NULL };
 
 static int parse_credential(struct ctx *c, const struct ynode *key, const struct ynode *val,
-			    struct policy_credential *cred, const struct ynode **ret_ph_node)
+                            struct policy_credential *cred, const struct ynode **ret_ph_node)
 {
 	const struct ynode *f[C_N] = { 0 };
 	char where[96];
@@ -793,17 +782,15 @@ static int parse_credential(struct ctx *c, const struct ynode *key, const struct
 
 	cred->name = NULL;
 	if (!valid_cred_name(key->value))
-		return fail(c, key,
-			    "invalid credential name \"%s\" (1 to 64 of A-Z a-z 0-9 _ . -)",
-			    Q(key->value));
+		return fail(c, key, "invalid credential name \"%s\" (1 to 64 of A-Z a-z 0-9 _ . -)", Q(key->value));
 	r = dup_string(c, key->value, &cred->name);
 	if (r < 0)
 		return r;
 	cred->line = key->line;
 	cred->column = key->column;
 	if (val->type != Y_MAP)
-		return fail(c, val, "credential \"%s\": expected a mapping with from:, found %s",
-			    cred->name, ynode_kind(val));
+		return fail(c, val, "credential \"%s\": expected a mapping with from:, found %s", cred->name,
+		            ynode_kind(val));
 
 	/* kind first: another kind has other keys, which would otherwise be
 	 * reported as unknown instead of as not supported yet */
@@ -818,8 +805,7 @@ static int parse_credential(struct ctx *c, const struct ynode *key, const struct
 	if (r < 0)
 		return r;
 	if (!f[C_FROM])
-		return fail(c, val, "credential \"%s\" has no from: (env:VAR or file:PATH)",
-			    cred->name);
+		return fail(c, val, "credential \"%s\" has no from: (env:VAR or file:PATH)", cred->name);
 	r = parse_from(c, f[C_FROM], cred);
 	if (r < 0)
 		return r;
@@ -831,9 +817,9 @@ static int parse_credential(struct ctx *c, const struct ynode *key, const struct
 			return r;
 		if (!valid_env_name(env))
 			return fail(c, f[C_ENV],
-				    "env: invalid variable name \"%s\" (expected "
-				    "[A-Za-z_][A-Za-z0-9_]*)",
-				    Q(env));
+			            "env: invalid variable name \"%s\" (expected "
+			            "[A-Za-z_][A-Za-z0-9_]*)",
+			            Q(env));
 		r = dup_string(c, env, &cred->env);
 		if (r < 0)
 			return r;
@@ -860,31 +846,28 @@ static int parse_credential(struct ctx *c, const struct ynode *key, const struct
 
 /* The proxy finds placeholders by byte search: one that contains another
  * would be swapped for the wrong secret, or half-swapped. */
-static int check_credentials_apart(struct ctx *c, const struct policy *p,
-				   const struct ynode *const *ph_nodes)
+static int check_credentials_apart(struct ctx *c, const struct policy *p, const struct ynode *const *ph_nodes)
 {
 	for (size_t j = 1; j < p->n_creds; j++) {
 		const struct policy_credential *b = &p->creds[j];
 		for (size_t i = 0; i < j; i++) {
 			const struct policy_credential *a = &p->creds[i];
 			if (streq(a->placeholder, b->placeholder))
-				return fail(c, ph_nodes[j],
-					    "credentials \"%s\" and \"%s\" have the same placeholder",
-					    a->name, b->name);
+				return fail(c, ph_nodes[j], "credentials \"%s\" and \"%s\" have the same placeholder",
+				            a->name, b->name);
 			if (strstr(a->placeholder, b->placeholder))
 				return fail(c, ph_nodes[j],
-					    "the placeholder of credential \"%s\" is part of the "
-					    "placeholder of credential \"%s\"",
-					    b->name, a->name);
+				            "the placeholder of credential \"%s\" is part of the "
+				            "placeholder of credential \"%s\"",
+				            b->name, a->name);
 			if (strstr(b->placeholder, a->placeholder))
 				return fail(c, ph_nodes[j],
-					    "the placeholder of credential \"%s\" is part of the "
-					    "placeholder of credential \"%s\"",
-					    a->name, b->name);
+				            "the placeholder of credential \"%s\" is part of the "
+				            "placeholder of credential \"%s\"",
+				            a->name, b->name);
 			if (a->env && b->env && streq(a->env, b->env))
-				return fail_at(c, b->line, b->column,
-					    "credentials \"%s\" and \"%s\" both set env: %s",
-					    a->name, b->name, a->env);
+				return fail_at(c, b->line, b->column, "credentials \"%s\" and \"%s\" both set env: %s",
+				               a->name, b->name, a->env);
 		}
 	}
 	return 0;
@@ -908,8 +891,7 @@ static int parse_credentials(struct ctx *c, const struct ynode *n, struct policy
 	}
 	for (size_t i = 0; i < count && r >= 0; i++) {
 		p->n_creds++; /* policy_free frees a half-filled entry */
-		r = parse_credential(c, n->items[2 * i], n->items[2 * i + 1], &p->creds[i],
-				     &ph_nodes[i]);
+		r = parse_credential(c, n->items[2 * i], n->items[2 * i + 1], &p->creds[i], &ph_nodes[i]);
 	}
 	if (r >= 0)
 		r = check_credentials_apart(c, p, ph_nodes);
@@ -930,11 +912,11 @@ static bool ipv4_is_private(const unsigned char a[4])
 		unsigned char net[4];
 		unsigned bits;
 	} ranges[] = {
-		{ { 0, 0, 0, 0 }, 8 },       { { 10, 0, 0, 0 }, 8 },     { { 100, 64, 0, 0 }, 10 },
-		{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 }, { { 172, 16, 0, 0 }, 12 },
-		{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },   { { 192, 168, 0, 0 }, 16 },
-		{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
-		{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
+		{ { 0, 0, 0, 0 }, 8 },     { { 10, 0, 0, 0 }, 8 },      { { 100, 64, 0, 0 }, 10 },
+		{ { 127, 0, 0, 0 }, 8 },   { { 169, 254, 0, 0 }, 16 },  { { 172, 16, 0, 0 }, 12 },
+		{ { 192, 0, 0, 0 }, 24 },  { { 192, 0, 2, 0 }, 24 },    { { 192, 168, 0, 0 }, 16 },
+		{ { 198, 18, 0, 0 }, 15 }, { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+		{ { 224, 0, 0, 0 }, 4 },   { { 240, 0, 0, 0 }, 4 },
 	};
 	uint32_t v = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
 	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
@@ -961,11 +943,11 @@ static bool ipv6_is_private(const struct in6_addr *a)
 		return ipv4_is_private(b + 12);
 	if (b[0] == 0x20 && b[1] == 0x02) /* 6to4 */
 		return ipv4_is_private(b + 2);
-	return (b[0] & 0xfe) == 0xfc ||                         /* fc00::/7 unique local */
-	       (b[0] == 0xfe && (b[1] & 0x80) == 0x80) ||       /* fe80::/10, fec0::/10 */
-	       b[0] == 0xff ||                                  /* multicast */
+	return (b[0] & 0xfe) == 0xfc ||                                          /* fc00::/7 unique local */
+	       (b[0] == 0xfe && (b[1] & 0x80) == 0x80) ||                        /* fe80::/10, fec0::/10 */
+	       b[0] == 0xff ||                                                   /* multicast */
 	       (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || /* doc */
-	       (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0);  /* 100::/64 discard */
+	       (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0);                    /* 100::/64 discard */
 }
 
 static bool name_is_localhost(const char *h)
@@ -975,8 +957,7 @@ static bool name_is_localhost(const char *h)
 	return streq(h, "localhost") || (n >= 10 && streq(h + n - 10, ".localhost"));
 }
 
-static int parse_host_ipv6(struct ctx *c, const struct ynode *n, const char *h,
-			   struct policy_route *route)
+static int parse_host_ipv6(struct ctx *c, const struct ynode *n, const char *h, struct policy_route *route)
 {
 	size_t len = strlen(h);
 	char inner[INET6_ADDRSTRLEN];
@@ -1003,8 +984,7 @@ static int check_labels(struct ctx *c, const struct ynode *n, const char *orig, 
 			if (label == 0)
 				return fail(c, n, "host: empty label in \"%s\"", Q(orig));
 			if (label > 63)
-				return fail(c, n, "host: label longer than 63 characters in \"%s\"",
-					    Q(orig));
+				return fail(c, n, "host: label longer than 63 characters in \"%s\"", Q(orig));
 			if (!*p)
 				return 0;
 			label = 0;
@@ -1012,12 +992,11 @@ static int check_labels(struct ctx *c, const struct ynode *n, const char *orig, 
 		}
 		if (*p == '*')
 			return fail(c, n,
-				    "host: '*' is allowed only as the whole first label, as in "
-				    "*.example.com");
+			            "host: '*' is allowed only as the whole first label, as in "
+			            "*.example.com");
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
-			return fail(c, n,
-				    "host: invalid character '%c' in \"%s\" (allowed: a-z 0-9 . -)",
-				    (*p > 0x20 && *p < 0x7f) ? *p : '?', Q(orig));
+			return fail(c, n, "host: invalid character '%c' in \"%s\" (allowed: a-z 0-9 . -)",
+			            (*p > 0x20 && *p < 0x7f) ? *p : '?', Q(orig));
 		label++;
 	}
 }
@@ -1054,8 +1033,8 @@ static int parse_host(struct ctx *c, const struct ynode *n, struct policy_route 
 	if (h[0] == '*') {
 		if (h[1] != '.')
 			return fail(c, n,
-				    "host: '*' is allowed only as the whole first label, as in "
-				    "*.example.com");
+			            "host: '*' is allowed only as the whole first label, as in "
+			            "*.example.com");
 		route->wildcard = true;
 		name = h + 2;
 	}
@@ -1086,8 +1065,7 @@ static int parse_host(struct ctx *c, const struct ynode *n, struct policy_route 
 static int parse_methods(struct ctx *c, const struct ynode *n, struct policy_route *route)
 {
 	if (n->type != Y_SEQ)
-		return fail(c, n, "methods: expected a sequence such as [GET, POST], found %s",
-			    ynode_kind(n));
+		return fail(c, n, "methods: expected a sequence such as [GET, POST], found %s", ynode_kind(n));
 	if (n->n == 0)
 		return fail(c, n, "methods: is empty; leave it out to allow every method");
 	if (n->n > ROUTE_MAX_METHODS)
@@ -1112,12 +1090,12 @@ static int parse_methods(struct ctx *c, const struct ynode *n, struct policy_rou
 		const char *up = route->methods[i];
 		if (streq(up, "CONNECT"))
 			return fail(c, item,
-				    "methods: CONNECT is not allowed (the proxy answers CONNECT "
-				    "itself, by host and port)");
+			            "methods: CONNECT is not allowed (the proxy answers CONNECT "
+			            "itself, by host and port)");
 		if (streq(up, "TRACE"))
 			return fail(c, item,
-				    "methods: TRACE is not allowed (it echoes the request, "
-				    "injected credentials included)");
+			            "methods: TRACE is not allowed (it echoes the request, "
+			            "injected credentials included)");
 		for (size_t j = 0; j < i; j++)
 			if (streq(route->methods[j], up))
 				return fail(c, item, "methods: %s is listed twice", up);
@@ -1150,14 +1128,14 @@ static int parse_glob(struct ctx *c, const struct ynode *n, char **ret)
 		unsigned char ch = (unsigned char)g[i];
 		if (ch == '?' || ch == '#')
 			return fail(c, n,
-				    "paths: glob \"%s\" contains '%c'; globs match the path only, "
-				    "never a query or fragment",
-				    Q(g), ch);
+			            "paths: glob \"%s\" contains '%c'; globs match the path only, "
+			            "never a query or fragment",
+			            Q(g), ch);
 		if (ch < 0x21 || ch >= 0x7f)
 			return fail(c, n,
-				    "paths: glob \"%s\" contains a space, control or non-ASCII "
-				    "character; write it percent-encoded",
-				    Q(g));
+			            "paths: glob \"%s\" contains a space, control or non-ASCII "
+			            "character; write it percent-encoded",
+			            Q(g));
 		if (ch != '%') {
 			out[o++] = (char)ch;
 			continue;
@@ -1180,16 +1158,16 @@ static int parse_glob(struct ctx *c, const struct ynode *n, char **ret)
 
 	if (strstr(out, "//"))
 		return fail(c, n,
-			    "paths: glob \"%s\" contains \"//\", which a normalised path never "
-			    "contains",
-			    Q(g));
+		            "paths: glob \"%s\" contains \"//\", which a normalised path never "
+		            "contains",
+		            Q(g));
 	for (const char *s = out; (s = strchr(s, '/')); s++) {
 		size_t seg = strcspn(s + 1, "/");
 		if ((seg == 1 && s[1] == '.') || (seg == 2 && s[1] == '.' && s[2] == '.'))
 			return fail(c, n,
-				    "paths: glob \"%s\" contains a \".\" or \"..\" segment, which a "
-				    "normalised path never contains",
-				    Q(g));
+			            "paths: glob \"%s\" contains a \".\" or \"..\" segment, which a "
+			            "normalised path never contains",
+			            Q(g));
 	}
 	*ret = TAKE_PTR(out);
 	return 0;
@@ -1198,8 +1176,7 @@ static int parse_glob(struct ctx *c, const struct ynode *n, char **ret)
 static int parse_paths(struct ctx *c, const struct ynode *n, struct policy_route *route)
 {
 	if (n->type != Y_SEQ)
-		return fail(c, n, "paths: expected a sequence such as [\"/repos/**\"], found %s",
-			    ynode_kind(n));
+		return fail(c, n, "paths: expected a sequence such as [\"/repos/**\"], found %s", ynode_kind(n));
 	if (n->n == 0)
 		return fail(c, n, "paths: is empty; leave it out to allow every path");
 	if (n->n > ROUTE_MAX_PATHS)
@@ -1217,8 +1194,7 @@ static int parse_paths(struct ctx *c, const struct ynode *n, struct policy_route
 
 /* ---- routes: credential and inject ---- */
 
-static int find_route_credential(struct ctx *c, const struct ynode *n, struct policy *p,
-				 struct policy_route *route)
+static int find_route_credential(struct ctx *c, const struct ynode *n, struct policy *p, struct policy_route *route)
 {
 	const char *name;
 	int r = get_nonempty(c, n, "credential", &name);
@@ -1252,9 +1228,17 @@ static int find_route_credential(struct ctx *c, const struct ynode *n, struct po
 static bool header_is_forbidden(const char *name)
 {
 	static const char *const forbidden[] = {
-		"host",    "content-length", "transfer-encoding", "connection",
-		"keep-alive", "proxy-connection", "proxy-authorization", "te",
-		"trailer", "upgrade",        "expect",
+		"host",
+		"content-length",
+		"transfer-encoding",
+		"connection",
+		"keep-alive",
+		"proxy-connection",
+		"proxy-authorization",
+		"te",
+		"trailer",
+		"upgrade",
+		"expect",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(forbidden); i++)
 		if (strcaseeq(name, forbidden[i]))
@@ -1262,8 +1246,8 @@ static bool header_is_forbidden(const char *name)
 	return false;
 }
 
-static int parse_inject_header(struct ctx *c, const struct ynode *name_node,
-			       const struct ynode *value_node, struct policy_route *route)
+static int parse_inject_header(struct ctx *c, const struct ynode *name_node, const struct ynode *value_node,
+                               struct policy_route *route)
 {
 	const char *name, *value = "{secret}";
 	int r = get_nonempty(c, name_node, "inject: header", &name);
@@ -1273,9 +1257,9 @@ static int parse_inject_header(struct ctx *c, const struct ynode *name_node,
 		return fail(c, name_node, "inject: header: \"%s\" is not a valid header name", Q(name));
 	if (header_is_forbidden(name))
 		return fail(c, name_node,
-			    "inject: header: %s cannot be injected (it frames or routes the "
-			    "request)",
-			    name);
+		            "inject: header: %s cannot be injected (it frames or routes the "
+		            "request)",
+		            name);
 	if (value_node) {
 		r = get_nonempty(c, value_node, "inject: value", &value);
 		if (r < 0)
@@ -1285,8 +1269,8 @@ static int parse_inject_header(struct ctx *c, const struct ynode *name_node,
 		for (const char *p = value; *p; p++)
 			if ((*p < 0x20 && *p != '\t') || *p > 0x7e)
 				return fail(c, value_node,
-					    "inject: value: only printable ASCII, spaces and tabs "
-					    "(RFC 9110 5.5)");
+				            "inject: value: only printable ASCII, spaces and tabs "
+				            "(RFC 9110 5.5)");
 		if (!strstr(value, "{secret}"))
 			return fail(c, value_node, "inject: value: must contain {secret}");
 	}
@@ -1311,15 +1295,14 @@ static int parse_inject_map(struct ctx *c, const struct ynode *n, struct policy_
 		while (inject_keys[j] && !key_is(key, inject_keys[j]))
 			j++;
 		if (!inject_keys[j])
-			return fail(c, key, "unknown inject mode \"%s\" %s", Q(key->value),
-				    inject_expected);
+			return fail(c, key, "unknown inject mode \"%s\" %s", Q(key->value), inject_expected);
 		f[j] = n->items[i + 1];
 		k[j] = key;
 		if (j == I_VALUE)
 			continue;
 		if (mode)
-			return fail(c, key, "inject: %s and %s cannot be combined; choose one",
-				    mode->value, key->value);
+			return fail(c, key, "inject: %s and %s cannot be combined; choose one", mode->value,
+			            key->value);
 		mode = key;
 	}
 	if (!mode) {
@@ -1341,8 +1324,8 @@ static int parse_inject_map(struct ctx *c, const struct ynode *n, struct policy_
 		for (size_t i = 0; i < len; i++)
 			if (!is_unreserved((unsigned char)q[i]))
 				return fail(c, f[I_QUERY],
-					    "inject: query: parameter name must be letters, digits "
-					    "and - . _ ~");
+				            "inject: query: parameter name must be letters, digits "
+				            "and - . _ ~");
 		if (len > 128)
 			return fail(c, f[I_QUERY], "inject: query: longer than 128 characters");
 		route->inject = INJECT_QUERY;
@@ -1397,12 +1380,10 @@ enum {
 	R_ALLOW_PRIVATE,
 	R_N
 };
-static const char *const route_keys[] = { "host",       "port",        "scheme",   "methods",
-					  "paths",      "credential",  "inject",   "upstream_ca",
-					  "max_body",   "allow_private", NULL };
+static const char *const route_keys[] = { "host",   "port",        "scheme",   "methods",       "paths", "credential",
+	                                  "inject", "upstream_ca", "max_body", "allow_private", NULL };
 
-static int parse_route_rest(struct ctx *c, const struct ynode *const *f,
-			    struct policy_route *route)
+static int parse_route_rest(struct ctx *c, const struct ynode *const *f, struct policy_route *route)
 {
 	uint64_t v;
 	int r;
@@ -1446,16 +1427,15 @@ static int parse_route_rest(struct ctx *c, const struct ynode *const *f,
 			return r;
 		if (!b && route->allow_private)
 			return fail(c, f[R_ALLOW_PRIVATE],
-				    "allow_private: false contradicts host \"%s\", which names a "
-				    "loopback or private address",
-				    route->host);
+			            "allow_private: false contradicts host \"%s\", which names a "
+			            "loopback or private address",
+			            route->host);
 		route->allow_private = b;
 	}
 	return 0;
 }
 
-static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p,
-		       struct policy_route *route)
+static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, struct policy_route *route)
 {
 	const struct ynode *f[R_N] = { 0 }, *k[R_N] = { 0 };
 	int r;
@@ -1463,8 +1443,7 @@ static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p,
 	route->line = n->line;
 	route->column = n->column;
 	if (n->type != Y_MAP)
-		return fail(c, n, "routes: each route is a mapping with host:, found %s",
-			    ynode_kind(n));
+		return fail(c, n, "routes: each route is a mapping with host:, found %s", ynode_kind(n));
 	r = map_fields(c, n, route_keys, f, k, "route");
 	if (r < 0)
 		return r;
@@ -1525,8 +1504,7 @@ static int parse_routes(struct ctx *c, const struct ynode *n, struct policy *p)
 
 /* The sandbox section belongs to the sandbox module; here only its shape
  * and key names are checked, so that a typo is still an error. */
-static const char *const sandbox_keys[] = { "workspace", "paths", "read_only", "read_write",
-					    "env",       "limits", NULL };
+static const char *const sandbox_keys[] = { "workspace", "paths", "read_only", "read_write", "env", "limits", NULL };
 
 static int parse_sandbox(struct ctx *c, const struct ynode *n)
 {
@@ -1539,7 +1517,7 @@ static int parse_sandbox(struct ctx *c, const struct ynode *n)
 
 enum { T_VERSION, T_CREDENTIALS, T_ROUTES, T_SANDBOX, T_AUDIT, T_UPSTREAM_CA, T_LIMITS, T_N };
 static const char *const top_keys[] = { "version", "credentials", "routes", "sandbox",
-					"audit",   "upstream_ca", "limits", NULL };
+	                                "audit",   "upstream_ca", "limits", NULL };
 
 static int parse_top_path(struct ctx *c, const struct ynode *n, const char *key, char **ret)
 {
@@ -1565,9 +1543,8 @@ static int parse_policy(struct ctx *c, const struct ynode *root, struct policy *
 	if (!f[T_VERSION])
 		return fail(c, root, "policy has no version: (this keyward reads version: 1)");
 	if (f[T_VERSION]->type != Y_SCALAR || !streq(f[T_VERSION]->value, "1"))
-		return fail(c, f[T_VERSION],
-			    "unsupported policy version \"%s\" (this keyward reads version 1)",
-			    f[T_VERSION]->type == Y_SCALAR ? Q(f[T_VERSION]->value) : "?");
+		return fail(c, f[T_VERSION], "unsupported policy version \"%s\" (this keyward reads version 1)",
+		            f[T_VERSION]->type == Y_SCALAR ? Q(f[T_VERSION]->value) : "?");
 	if (f[T_LIMITS]) {
 		r = parse_limits(c, f[T_LIMITS], &p->limits);
 		if (r < 0)
@@ -1603,8 +1580,7 @@ static int parse_policy(struct ctx *c, const struct ynode *root, struct policy *
 
 /* ---- public ---- */
 
-int policy_load_string(const char *name, const char *yaml, size_t len, struct policy **ret,
-		       struct policy_error *err)
+int policy_load_string(const char *name, const char *yaml, size_t len, struct policy **ret, struct policy_error *err)
 {
 	struct policy_error scratch;
 	struct ctx c = { .name = name ? name : "policy", .err = err ? err : &scratch };
@@ -1802,9 +1778,8 @@ int policy_derive_placeholder(const char *name, char *out, size_t outlen)
 	EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 	if (!md_ctx)
 		return -ENOMEM;
-	int ok = EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) &&
-		 EVP_DigestUpdate(md_ctx, domain, sizeof(domain)) &&
-		 EVP_DigestUpdate(md_ctx, name, nlen) && EVP_DigestFinal_ex(md_ctx, md, &mdlen);
+	int ok = EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(md_ctx, domain, sizeof(domain)) &&
+	         EVP_DigestUpdate(md_ctx, name, nlen) && EVP_DigestFinal_ex(md_ctx, md, &mdlen);
 	EVP_MD_CTX_free(md_ctx);
 	if (!ok || mdlen < 12)
 		return -EIO;

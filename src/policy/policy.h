@@ -18,7 +18,7 @@ enum cred_source {
 };
 
 struct policy_credential {
-	char *name;        /* the key under credentials:; [A-Za-z0-9_.-]+ */
+	char *name; /* the key under credentials:; [A-Za-z0-9_.-]+ */
 	enum cred_source source;
 	char *source_arg;  /* VAR or PATH */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
@@ -38,44 +38,44 @@ enum inject_mode {
 enum scheme { SCHEME_HTTPS, SCHEME_HTTP };
 
 struct policy_route {
-	size_t index;            /* 0-based position in routes: */
-	int line, column;        /* where the route starts */
-	char *host;              /* lower case, no trailing dot; for a wildcard
+	size_t index;                         /* 0-based position in routes: */
+	int line, column;                     /* where the route starts */
+	char *host;                           /* lower case, no trailing dot; for a wildcard
 	                            the suffix including the dot: ".example.com" */
-	bool wildcard;           /* host was "*.example.com" */
-	uint16_t port;           /* 0: the scheme's default (443 / 80) */
-	enum scheme scheme;      /* https unless the route says scheme: http */
-	char **methods;          /* upper case; NULL-terminated; NULL = all */
-	char **paths;            /* globs; NULL-terminated; NULL = all */
+	bool wildcard;                        /* host was "*.example.com" */
+	uint16_t port;                        /* 0: the scheme's default (443 / 80) */
+	enum scheme scheme;                   /* https unless the route says scheme: http */
+	char **methods;                       /* upper case; NULL-terminated; NULL = all */
+	char **paths;                         /* globs; NULL-terminated; NULL = all */
 	struct policy_credential *credential; /* borrowed from the policy; or NULL */
 	enum inject_mode inject;
-	char *inject_user;       /* INJECT_BASIC: user name, NULL = keep client's */
-	char *inject_header;     /* INJECT_HEADER: header name */
-	char *inject_value;      /* INJECT_HEADER: template containing {secret} */
-	char *inject_query;      /* INJECT_QUERY: parameter name */
-	char *upstream_ca;       /* PEM file of extra trusted CAs, or NULL */
-	uint64_t max_body;       /* request body ceiling in bytes; 0 = policy's */
-	bool allow_private;      /* host names a loopback/private address or
+	char *inject_user;   /* INJECT_BASIC: user name, NULL = keep client's */
+	char *inject_header; /* INJECT_HEADER: header name */
+	char *inject_value;  /* INJECT_HEADER: template containing {secret} */
+	char *inject_query;  /* INJECT_QUERY: parameter name */
+	char *upstream_ca;   /* PEM file of extra trusted CAs, or NULL */
+	uint64_t max_body;   /* request body ceiling in bytes; 0 = policy's */
+	bool allow_private;  /* host names a loopback/private address or
 	                            `allow_private: true`: dialing such an
 	                            address is allowed for this route */
 };
 
 struct policy_limits {
-	size_t max_header_bytes;     /* request/response head, default 64 KiB */
-	unsigned max_headers;        /* default 100 */
-	unsigned header_timeout_ms;  /* whole head must arrive, default 10 s */
-	unsigned idle_timeout_ms;    /* keep-alive idle, default 60 s */
-	uint64_t max_body;           /* default request body ceiling, 0 = none */
+	size_t max_header_bytes;    /* request/response head, default 64 KiB */
+	unsigned max_headers;       /* default 100 */
+	unsigned header_timeout_ms; /* whole head must arrive, default 10 s */
+	unsigned idle_timeout_ms;   /* keep-alive idle, default 60 s */
+	uint64_t max_body;          /* default request body ceiling, 0 = none */
 };
 
 struct policy {
-	char *path;                          /* file it was loaded from */
-	struct policy_credential *creds;     /* n_creds entries */
+	char *path;                      /* file it was loaded from */
+	struct policy_credential *creds; /* n_creds entries */
 	size_t n_creds;
-	struct policy_route *routes;         /* n_routes entries, in file order */
+	struct policy_route *routes; /* n_routes entries, in file order */
 	size_t n_routes;
-	char *audit;                         /* audit: path, or NULL */
-	char *upstream_ca;                   /* top-level upstream_ca:, or NULL */
+	char *audit;       /* audit: path, or NULL */
+	char *upstream_ca; /* top-level upstream_ca:, or NULL */
 	struct policy_limits limits;
 };
 
@@ -90,7 +90,7 @@ struct policy_error {
 int policy_load(const char *path, struct policy **ret, struct policy_error *err) WUR;
 /* The same from memory; `name` is used in messages. */
 int policy_load_string(const char *name, const char *yaml, size_t len, struct policy **ret,
-		       struct policy_error *err) WUR;
+                       struct policy_error *err) WUR;
 void policy_free(struct policy *p);
 
 /* The credential with this name, or NULL. */
@@ -131,8 +131,8 @@ struct match_result {
 void policy_match(const struct policy *p, const struct match_request *req, struct match_result *ret);
 /* Whether any route could allow some request to scheme://host:port (used to
  * refuse a CONNECT before any TLS or DNS work). */
-enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host,
-				  uint16_t port, const struct policy_route **closest);
+enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host, uint16_t port,
+                                  const struct policy_route **closest);
 /* Host name pattern test: exact (case-insensitive) or wildcard suffix. */
 bool route_host_matches(const struct policy_route *r, const char *host);
 /* Glob on a normalised path: '*' matches within one segment, '**' matches

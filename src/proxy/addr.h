@@ -15,8 +15,7 @@
 bool addr_is_restricted(const struct sockaddr *sa, const char **what);
 
 /* Parses an IPv4 or IPv6 literal (no brackets) with the given port. */
-int addr_parse_literal(const char *host, unsigned port, struct sockaddr_storage *ret,
-		       socklen_t *ret_len) WUR;
+int addr_parse_literal(const char *host, unsigned port, struct sockaddr_storage *ret, socklen_t *ret_len) WUR;
 
 /* Formats sa as "1.2.3.4:80" or "[::1]:80". */
 void addr_format(const struct sockaddr *sa, char *out, size_t outlen);

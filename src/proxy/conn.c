@@ -26,14 +26,14 @@
 #include "proxy/internal.h"
 
 enum conn_state {
-	C_HEAD,          /* reading a request head */
-	C_CONNECTING,    /* waiting for an upstream */
-	C_BODY,          /* streaming the request body upstream */
-	C_RESPONSE,      /* request sent, relaying the response */
-	C_CONNECT_SENT,  /* CONNECT allowed, 200 being written */
-	C_HANDSHAKE,     /* TLS handshake of an intercepted tunnel */
-	C_RELAY,         /* after a 101: bytes both ways */
-	C_CLOSING,       /* flushing the last bytes, then close */
+	C_HEAD,         /* reading a request head */
+	C_CONNECTING,   /* waiting for an upstream */
+	C_BODY,         /* streaming the request body upstream */
+	C_RESPONSE,     /* request sent, relaying the response */
+	C_CONNECT_SENT, /* CONNECT allowed, 200 being written */
+	C_HANDSHAKE,    /* TLS handshake of an intercepted tunnel */
+	C_RELAY,        /* after a 101: bytes both ways */
+	C_CLOSING,      /* flushing the last bytes, then close */
 };
 
 enum up_state { U_HEAD, U_BODY };
@@ -73,15 +73,15 @@ struct conn {
 	uint64_t bytes_in, bytes_out;
 	struct timespec start;
 	int status;
-	bool keep_alive;   /* client connection persists after this response */
-	bool body_done;    /* request body fully read */
+	bool keep_alive; /* client connection persists after this response */
+	bool body_done;  /* request body fully read */
 	bool response_started;
 	bool upgrade;
 	bool is_head;
 	bool retried;
 	bool audited;
 	const char *leaked; /* credential whose placeholder was caught leaking */
-	struct buf out;    /* upstream request head (holds the secret briefly) */
+	struct buf out;     /* upstream request head (holds the secret briefly) */
 	struct upstream *up;
 };
 
@@ -162,8 +162,7 @@ static uint64_t elapsed_us(const struct timespec *start)
 }
 
 /* Writes the record of the current request. Returns audit_write's result. */
-static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason,
-		      const char *detail)
+static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
 {
 	c->audited = true;
 	struct audit_log *log = c->w->px->audit;
@@ -193,14 +192,14 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 	int r = audit_write(log, &rec);
 	if (r < 0)
 		log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again",
-			  c->method, c->host, c->path.len ? c->path.data : "", strerror(-r));
+		          c->method, c->host, c->path.len ? c->path.data : "", strerror(-r));
 	return r;
 }
 
 /* ---- responses made by the proxy ---- */
 
-static void send_json(struct conn *c, int status, const char *status_text, const char *check,
-		      const char *message, const char *hint, bool close)
+static void send_json(struct conn *c, int status, const char *status_text, const char *check, const char *message,
+                      const char *hint, bool close)
 {
 	struct buf body;
 	buf_init(&body, 16384);
@@ -224,10 +223,10 @@ static void send_json(struct conn *c, int status, const char *status_text, const
 	}
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
-			    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-			    "Cache-Control: no-store\r\nX-Keyward-Decision: %s%s%s\r\n%s\r\n",
-			    status, status_text, len, status == 403 ? "deny" : "error", check ? "; check=" : "",
-			    check ? check : "", close ? "Connection: close\r\n" : "");
+	                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	                    "Cache-Control: no-store\r\nX-Keyward-Decision: %s%s%s\r\n%s\r\n",
+	                    status, status_text, len, status == 403 ? "deny" : "error", check ? "; check=" : "",
+	                    check ? check : "", close ? "Connection: close\r\n" : "");
 	if (!c->is_head)
 		evbuffer_add(out, data, len);
 	c->status = status;
@@ -236,8 +235,8 @@ static void send_json(struct conn *c, int status, const char *status_text, const
 
 /* Refuses the current request: answer, audit, close. Closing is simplest
  * and safe: whatever body follows is never parsed. */
-static void refuse(struct conn *c, int status, const char *status_text, const char *decision,
-		   const char *check, const char *message, const char *hint)
+static void refuse(struct conn *c, int status, const char *status_text, const char *decision, const char *check,
+                   const char *message, const char *hint)
 {
 	send_json(c, status, status_text, check, message, hint, true);
 	(void)conn_audit(c, "request", decision, check, message);
@@ -262,7 +261,7 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 	default:
 		snprintf(msg, sizeof(msg), "no route allows host %s", c->host);
 		snprintf(hint, sizeof(hint), "to allow it, add a route with host: %s to %s", c->host,
-			 c->gen->policy->path);
+		         c->gen->policy->path);
 		break;
 	case MATCH_PORT:
 		snprintf(msg, sizeof(msg), "no route allows %s on port %u", c->host, c->port);
@@ -270,10 +269,11 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 		break;
 	case MATCH_SCHEME:
 		snprintf(msg, sizeof(msg), "no route allows %s over %s", c->host,
-			 c->scheme == SCHEME_HTTPS ? "https" : "plain http");
-		snprintf(hint, sizeof(hint), "%s", c->scheme == SCHEME_HTTP ?
-			 "plain-http upstreams need scheme: http on the route; clients should use https" :
-			 "the route says scheme: http; add a route for https");
+		         c->scheme == SCHEME_HTTPS ? "https" : "plain http");
+		snprintf(hint, sizeof(hint), "%s",
+		         c->scheme == SCHEME_HTTP
+		             ? "plain-http upstreams need scheme: http on the route; clients should use https"
+		             : "the route says scheme: http; add a route for https");
 		break;
 	case MATCH_METHOD: {
 		char list[256] = "";
@@ -287,7 +287,7 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 	case MATCH_PATH:
 		snprintf(msg, sizeof(msg), "no path of the route for %s matches %s", c->host, c->path.data);
 		snprintf(hint, sizeof(hint), "to allow it, add a glob matching %s to paths: of %s", c->path.data,
-			 where);
+		         where);
 		break;
 	}
 	refuse(c, 403, "Forbidden", "deny", check, msg, hint);
@@ -299,13 +299,13 @@ static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 {
 	const char *where = NULL;
 	const struct policy_credential *leaked =
-		inject_find_leak(c->gen->policy, &c->req, c->host, c->path.len ? c->path.data : NULL, allowed, &where);
+	    inject_find_leak(c->gen->policy, &c->req, c->host, c->path.len ? c->path.data : NULL, allowed, &where);
 	if (!leaked)
 		return false;
 	char text[768], hint[256];
 	snprintf(text, sizeof(text),
-		 "the placeholder of credential %s appears in %s of a request to %s, which is not bound to it",
-		 leaked->name, where, c->host);
+	         "the placeholder of credential %s appears in %s of a request to %s, which is not bound to it",
+	         leaked->name, where, c->host);
 	snprintf(hint, sizeof(hint), "placeholders may only be sent to routes with credential: %s", leaked->name);
 	c->route = NULL;
 	c->leaked = leaked->name;
@@ -365,8 +365,7 @@ static int normalize_host(const char *in, size_t n, bool bracketed, char *out, s
 		char ch = tmp[i];
 		if (ch >= 'A' && ch <= 'Z')
 			tmp[i] = (char)(ch - 'A' + 'a');
-		else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-			   ch == '_'))
+		else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_'))
 			return -EINVAL;
 		if (tmp[i] == '.' && (i == 0 || tmp[i - 1] == '.'))
 			return -EINVAL;
@@ -653,7 +652,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (e)
 			ERR_error_string_n(e, es, sizeof(es));
 		snprintf(detail, sizeof(detail),
-			 "TLS handshake with the client failed (does it trust keyward's CA?): %s", es);
+		         "TLS handshake with the client failed (does it trust keyward's CA?): %s", es);
 		(void)conn_audit(c, "connect", "error", "tls", detail);
 	}
 	ERR_clear_error();
@@ -731,7 +730,7 @@ static int resolve_target(struct conn *c, const char **path, size_t *path_len, c
 	}
 	if (!host_header_matches(c)) {
 		*msg = c->in_tunnel ? "Host header does not name the host of the tunnel"
-				    : "Host header does not name the host of the request target";
+		                    : "Host header does not name the host of the request target";
 		return -EPERM;
 	}
 	*path = url;
@@ -782,7 +781,11 @@ static void handle_request(struct conn *c)
 	c->path.len = (size_t)nl;
 
 	struct match_request mr = {
-		.scheme = c->scheme, .host = c->host, .port = c->port, .method = c->method, .path = c->path.data,
+		.scheme = c->scheme,
+		.host = c->host,
+		.port = c->port,
+		.method = c->method,
+		.path = c->path.data,
 	};
 	struct match_result m;
 	policy_match(c->gen->policy, &mr, &m);
@@ -798,7 +801,7 @@ static void handle_request(struct conn *c)
 
 	if (cred && flags) {
 		snprintf(text, sizeof(text), "path contains %s, which is refused on credentialed routes",
-			 path_flag_name(flags));
+		         path_flag_name(flags));
 		refuse(c, 403, "Forbidden", "deny", "ambiguous-path", text,
 		       "send the path without encoded slashes, backslashes or control characters");
 		return;
@@ -809,7 +812,7 @@ static void handle_request(struct conn *c)
 	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
 	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {
 		snprintf(text, sizeof(text), "request body of %" PRIu64 " bytes is larger than the limit of %" PRIu64,
-			 c->req.content_length, c->max_body);
+		         c->req.content_length, c->max_body);
 		refuse(c, 413, "Content Too Large", "deny", "limit", text, "raise max_body: on the route");
 		return;
 	}
@@ -824,7 +827,7 @@ static void handle_request(struct conn *c)
 		secret = c->gen->secrets[ci];
 		if (!secret) {
 			snprintf(text, sizeof(text), "credential %s is not available: %s", cred->name,
-				 c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
+			         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
 			refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
 			return;
 		}
@@ -979,9 +982,10 @@ static void pump_request_body(struct conn *c)
 		if (r == -EPIPE && c->max_body && c->bytes_in > c->max_body) {
 			char text[200];
 			snprintf(text, sizeof(text), "request body is larger than the limit of %" PRIu64 " bytes",
-				 c->max_body);
+			         c->max_body);
 			if (!c->response_started)
-				refuse(c, 413, "Content Too Large", "deny", "limit", text, "raise max_body: on the route");
+				refuse(c, 413, "Content Too Large", "deny", "limit", text,
+				       "raise max_body: on the route");
 			else {
 				(void)conn_audit(c, "request", "error", "limit", text);
 				conn_free(c);

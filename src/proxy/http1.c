@@ -11,8 +11,7 @@ static struct http1 *self(llhttp_t *p)
 
 /* llhttp may split a span across callbacks when its input is split; we
  * always hand it a whole head, but join adjacent pieces to be safe. */
-static int span(struct http1 *h, int kind, const char *at, size_t len, const char **ptr,
-		size_t *plen)
+static int span(struct http1 *h, int kind, const char *at, size_t len, const char **ptr, size_t *plen)
 {
 	if (*ptr && h->last_cb == kind && h->last_end == at) {
 		*plen += len;
@@ -191,8 +190,8 @@ long http1_head_length(const char *p, size_t n, size_t *resume, const char **why
 /* RFC 9112 4: status-line = HTTP-version SP 3DIGIT SP reason. */
 static bool status_digits(const char *p, size_t n)
 {
-	return n >= 13 && p[8] == ' ' && p[9] >= '1' && p[9] <= '9' && p[10] >= '0' && p[10] <= '9' &&
-	       p[11] >= '0' && p[11] <= '9' && (p[12] == ' ' || p[12] == '\r');
+	return n >= 13 && p[8] == ' ' && p[9] >= '1' && p[9] <= '9' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' &&
+	       p[11] <= '9' && (p[12] == ' ' || p[12] == '\r');
 }
 
 /* RFC 9110 5.6.2 token characters. */

@@ -73,8 +73,7 @@ long http1_head_length(const char *p, size_t n, size_t *resume, const char **why
 /* Parses a complete head (as measured by http1_head_length). Fields in
  * *out point into p, which must stay alive. Returns 0, or -EBADMSG with a
  * reason in *why. For a response to HEAD, set skip_body first. */
-int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head *out,
-		     const char **why) WUR;
+int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head *out, const char **why) WUR;
 
 /* Feeds body bytes of the current message. Calls on_body for payload.
  * Returns 1 when the message is complete (*consumed bytes belong to it and

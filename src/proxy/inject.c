@@ -11,8 +11,17 @@
 bool inject_header_is_hop(const char *name, size_t len)
 {
 	static const char *const hop[] = {
-		"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-		"te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+		"connection",
+		"keep-alive",
+		"proxy-connection",
+		"proxy-authorization",
+		"proxy-authenticate",
+		"te",
+		"trailer",
+		"transfer-encoding",
+		"upgrade",
+		"host",
+		"content-length",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
 		if (memcaseeq(name, len, hop[i]))
@@ -41,8 +50,8 @@ static bool named_by_connection(const struct http_head *h, const char *name, siz
 
 /* Appends s with every occurrence of needle replaced by rep. Returns the
  * number of replacements or a negative errno. */
-static int replace_all(struct buf *out, const char *s, size_t n, const char *needle, size_t nl,
-		       const char *rep, size_t rl)
+static int replace_all(struct buf *out, const char *s, size_t n, const char *needle, size_t nl, const char *rep,
+                       size_t rl)
 {
 	int count = 0;
 	size_t i = 0;
@@ -103,9 +112,9 @@ static int decode_lenient(const char *in, size_t n, struct buf *out)
 	return 0;
 }
 
-const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req,
-						 const char *host, const char *path,
-						 const struct policy_credential *allowed, const char **where)
+const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req, const char *host,
+                                                 const char *path, const struct policy_credential *allowed,
+                                                 const char **where)
 {
 	struct buf tmp;
 	const struct policy_credential *found = NULL;
@@ -168,7 +177,7 @@ static int put_header(struct buf *out, const char *name, size_t nl, const char *
 /* Copies one client header with the route credential's placeholder swapped
  * for the secret, also inside Basic credentials. */
 static int copy_swapped(struct buf *out, const struct http_header *h, const struct policy_credential *c,
-			const struct secret *s)
+                        const struct secret *s)
 {
 	const char *ph = c->placeholder;
 	size_t pl = strlen(ph);
@@ -317,8 +326,8 @@ static int put_credential(struct buf *out, const struct outbound *o, const struc
 		break;
 	}
 	case INJECT_HEADER:
-		r = replace_all(&v, rt->inject_value, strlen(rt->inject_value), "{secret}", 8,
-				(const char *)s->data, s->len);
+		r = replace_all(&v, rt->inject_value, strlen(rt->inject_value), "{secret}", 8, (const char *)s->data,
+		                s->len);
 		if (r >= 0)
 			r = put_header(out, rt->inject_header, strlen(rt->inject_header), v.data, v.len);
 		break;

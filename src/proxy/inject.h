@@ -16,11 +16,11 @@
 
 struct outbound {
 	const struct http_head *req;
-	const char *path;  /* normalised path */
+	const char *path; /* normalised path */
 	size_t path_len;
 	const char *query; /* raw query without '?', or NULL */
 	size_t query_len;
-	const char *host;  /* for the Host header */
+	const char *host; /* for the Host header */
 	uint16_t port;
 	enum scheme scheme;
 	const struct policy_route *route;
@@ -39,9 +39,9 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
  * (the target host and the normalised path, either may be NULL). Returns
  * the first credential found other than `allowed`, or NULL; *where names
  * where it was seen. */
-const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req,
-						 const char *host, const char *path,
-						 const struct policy_credential *allowed, const char **where);
+const struct policy_credential *inject_find_leak(const struct policy *p, const struct http_head *req, const char *host,
+                                                 const char *path, const struct policy_credential *allowed,
+                                                 const char **where);
 
 /* Whether a header is hop-by-hop (RFC 9110 7.6.1) or otherwise rewritten by
  * the proxy, so never copied as is. */

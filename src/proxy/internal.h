@@ -21,13 +21,13 @@
 
 /* Flow control: stop reading one side when the other's output holds this
  * much, resume when it drains below LOW. Bounds memory per connection. */
-#define WATER_HIGH (256 * 1024)
-#define WATER_LOW (64 * 1024)
-#define POOL_MAX_PER_WORKER 256
-#define POOL_IDLE_SECONDS 30
+#define WATER_HIGH               (256 * 1024)
+#define WATER_LOW                (64 * 1024)
+#define POOL_MAX_PER_WORKER      256
+#define POOL_IDLE_SECONDS        30
 #define UPSTREAM_CONNECT_SECONDS 10
-#define UPSTREAM_IDLE_SECONDS 300
-#define MAX_ADDRS 8
+#define UPSTREAM_IDLE_SECONDS    300
+#define MAX_ADDRS                8
 
 /* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
  * reference for their whole life, so a reload never changes a request
@@ -35,10 +35,10 @@
 struct gen {
 	atomic_int refs;
 	struct policy *policy;
-	struct secret **secrets;  /* per credential, NULL if its source failed */
-	char **secret_errors;     /* per credential, why it failed */
-	SSL_CTX *client_ctx;      /* system roots + policy upstream_ca */
-	SSL_CTX **route_ctx;      /* per route with its own upstream_ca, else NULL */
+	struct secret **secrets; /* per credential, NULL if its source failed */
+	char **secret_errors;    /* per credential, why it failed */
+	SSL_CTX *client_ctx;     /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx;     /* per route with its own upstream_ca, else NULL */
 };
 
 struct gen *gen_ref(struct gen *g);
@@ -94,8 +94,7 @@ struct proxy {
 struct gen *proxy_current_gen(struct proxy *px);
 
 /* conn.c */
-void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa,
-		 int salen);
+void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen);
 void conn_drain_worker(struct worker *w);
 
 /* upstream.c: dialing, DNS, pool */
@@ -104,7 +103,7 @@ struct upstream_target {
 	const char *host; /* name or IP literal (no brackets) */
 	uint16_t port;
 	bool allow_private;
-	SSL_CTX *ctx; /* for https */
+	SSL_CTX *ctx;       /* for https */
 	const char *ca_key; /* identifies ctx for pooling ("" for default) */
 	bool fresh;         /* skip the pool */
 };
@@ -149,7 +148,7 @@ struct upstream {
  * ready callback runs later (never from within this call). Returns 0, or a
  * negative errno if nothing could be started (reason in why). */
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
-		 struct upstream **ret, char *why, size_t whylen) WUR;
+                 struct upstream **ret, char *why, size_t whylen) WUR;
 /* Returns u to the pool when reusable, else closes it. */
 void upstream_release(struct upstream *u, bool reusable);
 void upstream_pool_clear(struct worker *w);

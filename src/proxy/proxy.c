@@ -166,7 +166,7 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t
 }
 
 static int open_listener(const struct sockaddr_storage *ss, socklen_t len, char *errbuf, size_t errlen,
-			 const char *spec)
+                         const char *spec)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -238,12 +238,12 @@ static void force_exit_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = arg;
 	if (w->n_conns)
 		log_warn("worker %d: %u connections still open after the drain period; closing them", w->id,
-			 w->n_conns);
+		         w->n_conns);
 	event_base_loopbreak(w->base);
 }
 
-static int setup_worker(struct proxy *px, struct worker *w, int id, struct accept_ctx *ctxs, int *tcp_fds,
-			char *errbuf, size_t errlen)
+static int setup_worker(struct proxy *px, struct worker *w, int id, struct accept_ctx *ctxs, int *tcp_fds, char *errbuf,
+                        size_t errlen)
 {
 	w->px = px;
 	w->id = id;
@@ -322,9 +322,9 @@ static void reload(struct proxy *px)
 	pthread_mutex_unlock(&px->gen_lock);
 	gen_unref(old);
 	log_info("policy reloaded from %s: %zu routes, %zu credentials", px->opt.policy_path, g->policy->n_routes,
-		 g->policy->n_creds);
+	         g->policy->n_creds);
 	snprintf(detail, sizeof(detail), "policy %s reloaded: %zu routes, %zu credentials", px->opt.policy_path,
-		 g->policy->n_routes, g->policy->n_creds);
+	         g->policy->n_routes, g->policy->n_creds);
 	audit_event(px, "reload", "allow", detail);
 }
 
@@ -528,7 +528,7 @@ int proxy_main(const struct proxy_options *opt)
 	}
 	for (int i = 0; i < px.n_workers; i++) {
 		r = setup_worker(&px, &px.workers[i], i, ctxs + (size_t)i * px.n_listeners,
-				 tcp + (size_t)i * px.n_listeners, err, sizeof(err));
+		                 tcp + (size_t)i * px.n_listeners, err, sizeof(err));
 		if (r < 0) {
 			log_error("worker %d: %s", i, err[0] ? err : strerror(-r));
 			goto out_workers;
@@ -545,10 +545,10 @@ int proxy_main(const struct proxy_options *opt)
 
 	char detail[PATH_MAX + 128];
 	snprintf(detail, sizeof(detail), "keyward %s (pid %d) serving policy %s: %zu routes, %zu credentials",
-		 KEYWARD_VERSION, (int)getpid(), opt->policy_path, pol->n_routes, pol->n_creds);
+	         KEYWARD_VERSION, (int)getpid(), opt->policy_path, pol->n_routes, pol->n_creds);
 	audit_event(&px, "start", NULL, detail);
-	log_info("policy %s: %zu routes, %zu credentials; audit log %s", opt->policy_path, pol->n_routes,
-		 pol->n_creds, ap);
+	log_info("policy %s: %zu routes, %zu credentials; audit log %s", opt->policy_path, pol->n_routes, pol->n_creds,
+	         ap);
 
 	int started = 0;
 	for (int i = 0; i < px.n_workers; i++) {

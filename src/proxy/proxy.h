@@ -7,18 +7,18 @@
 
 #include "common/util.h"
 
-#define PROXY_MAX_LISTEN 16
+#define PROXY_MAX_LISTEN  16
 #define PROXY_MAX_RESOLVE 64
 
 struct proxy_options {
 	const char *policy_path;
 	const char *listen[PROXY_MAX_LISTEN]; /* "HOST:PORT", "[::1]:PORT", "unix:PATH" */
 	size_t n_listen;
-	const char *audit_path; /* overrides the policy's audit: */
+	const char *audit_path;                 /* overrides the policy's audit: */
 	const char *resolve[PROXY_MAX_RESOLVE]; /* "HOST:ADDR" pins */
 	size_t n_resolve;
-	int workers;  /* 0: one per CPU */
-	const char *state_dir; /* for the CA; NULL: state_dir() */
+	int workers;            /* 0: one per CPU */
+	const char *state_dir;  /* for the CA; NULL: state_dir() */
 	const char *ready_file; /* if set, "PORT\n" of the first listener is written here once listening */
 };
 

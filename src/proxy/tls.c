@@ -15,7 +15,7 @@
 #include "common/log.h"
 
 #define LEAF_CACHE_SLOTS 1024
-#define LEAF_DAYS 30
+#define LEAF_DAYS        30
 
 struct leaf {
 	char *host;
@@ -111,8 +111,7 @@ static X509 *make_ca_cert(EVP_PKEY *key)
 	    !X509_set_issuer_name(cert, name) || !X509_set_pubkey(cert, key) ||
 	    add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") < 0 ||
 	    add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign") < 0 ||
-	    add_ext(cert, cert, NID_subject_key_identifier, "hash") < 0 ||
-	    !X509_sign(cert, key, EVP_sha256())) {
+	    add_ext(cert, cert, NID_subject_key_identifier, "hash") < 0 || !X509_sign(cert, key, EVP_sha256())) {
 		X509_free(cert);
 		return NULL;
 	}
@@ -198,8 +197,8 @@ static FILE *open_private(const char *path, bool is_key, char *errbuf, size_t er
 	if (is_key && (st.st_mode & 077)) {
 		*err = -EPERM;
 		snprintf(errbuf, errlen,
-			 "%s: CA key is readable by group or others (mode %03o); fix with: chmod 600 %s",
-			 path, st.st_mode & 0777, path);
+		         "%s: CA key is readable by group or others (mode %03o); fix with: chmod 600 %s", path,
+		         st.st_mode & 0777, path);
 		close(fd);
 		return NULL;
 	}
@@ -330,14 +329,12 @@ static X509 *mint_leaf(struct tls_ca *ca, const char *host)
 	    !X509_gmtime_adj(X509_getm_notBefore(cert), -3600) ||
 	    !X509_gmtime_adj(X509_getm_notAfter(cert), (long)LEAF_DAYS * 24 * 3600) ||
 	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) ||
-	    !X509_set_issuer_name(cert, X509_get_subject_name(ca->cert)) ||
-	    !X509_set_pubkey(cert, ca->leaf_key) ||
+	    !X509_set_issuer_name(cert, X509_get_subject_name(ca->cert)) || !X509_set_pubkey(cert, ca->leaf_key) ||
 	    add_ext(cert, ca->cert, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
 	    add_ext(cert, ca->cert, NID_key_usage, "critical,digitalSignature") < 0 ||
 	    add_ext(cert, ca->cert, NID_ext_key_usage, "serverAuth") < 0 ||
 	    add_ext(cert, ca->cert, NID_authority_key_identifier, "keyid:always") < 0 ||
-	    add_ext(cert, ca->cert, NID_subject_alt_name, san) < 0 ||
-	    !X509_sign(cert, ca->key, EVP_sha256())) {
+	    add_ext(cert, ca->cert, NID_subject_alt_name, san) < 0 || !X509_sign(cert, ca->key, EVP_sha256())) {
 		X509_free(cert);
 		return NULL;
 	}
@@ -388,7 +385,7 @@ static X509 *leaf_for_host(struct tls_ca *ca, const char *host)
 }
 
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-		       unsigned int inlen, void *arg)
+                       unsigned int inlen, void *arg)
 {
 	/* We speak only HTTP/1.1 inside a tunnel. */
 	for (unsigned i = 0; i < inlen;) {

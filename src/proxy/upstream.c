@@ -79,21 +79,20 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		unsigned long e = bufferevent_get_openssl_error(bev);
 		if (vr != X509_V_OK) {
 			snprintf(u->why, sizeof(u->why), "TLS certificate of %s could not be verified: %s", u->host,
-				 X509_verify_cert_error_string(vr));
+			         X509_verify_cert_error_string(vr));
 		} else if (e) {
 			char es[160];
 			ERR_error_string_n(e, es, sizeof(es));
-			snprintf(u->why, sizeof(u->why), "TLS handshake with %s (%s) failed: %s", u->host, u->peer,
-				 es);
+			snprintf(u->why, sizeof(u->why), "TLS handshake with %s (%s) failed: %s", u->host, u->peer, es);
 		} else {
 			int err = EVUTIL_SOCKET_ERROR();
 			snprintf(u->why, sizeof(u->why), "cannot connect to %s (%s): %s", u->host, u->peer,
-				 err ? strerror(err) : "connection closed during TLS handshake");
+			         err ? strerror(err) : "connection closed during TLS handshake");
 		}
 	} else {
 		int err = EVUTIL_SOCKET_ERROR();
 		snprintf(u->why, sizeof(u->why), "cannot connect to %s (%s): %s", u->host, u->peer,
-			 err ? strerror(err) : "connection closed");
+		         err ? strerror(err) : "connection closed");
 	}
 	ERR_clear_error();
 	bufferevent_free(u->bev);
@@ -123,8 +122,8 @@ static void try_next_address(struct upstream *u)
 			fail(u, -ENOMEM);
 			return;
 		}
-		u->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-							BEV_OPT_CLOSE_ON_FREE);
+		u->bev =
+		    bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 		if (u->bev)
 			bufferevent_openssl_set_allow_dirty_shutdown(u->bev, 1);
 		else
@@ -159,8 +158,8 @@ static void add_address(struct upstream *u, const struct sockaddr *sa, socklen_t
 		char a[64];
 		addr_format(sa, a, sizeof(a));
 		snprintf(u->why, sizeof(u->why),
-			 "%s resolves to %s, a %s address; a route may allow this with allow_private: true",
-			 u->host, a, what);
+		         "%s resolves to %s, a %s address; a route may allow this with allow_private: true", u->host, a,
+		         what);
 		return;
 	}
 	memcpy(&u->addrs[u->n_addrs], sa, len);
@@ -211,7 +210,7 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 static void pool_key(char *out, size_t n, const struct upstream_target *t)
 {
 	snprintf(out, n, "%s|%s|%u|%s", t->scheme == SCHEME_HTTPS ? "https" : "http", t->host, t->port,
-		 t->ca_key ? t->ca_key : "");
+	         t->ca_key ? t->ca_key : "");
 }
 
 static void deferred_ready(evutil_socket_t fd, short what, void *arg)
@@ -232,13 +231,14 @@ static const struct resolve_pin *find_pin(struct proxy *px, const char *host)
 }
 
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
-		 struct upstream **ret, char *why, size_t whylen)
+                 struct upstream **ret, char *why, size_t whylen)
 {
 	char key[400];
 	pool_key(key, sizeof(key), t);
 
 	struct upstream *u;
-	TAILQ_FOREACH(u, &w->idle, link) {
+	TAILQ_FOREACH(u, &w->idle, link)
+	{
 		if (t->fresh)
 			break;
 		if (!streq(u->key, key))
@@ -287,8 +287,9 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 			free(u);
 			return -EHOSTUNREACH;
 		}
-		struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-						 .ai_protocol = IPPROTO_TCP };
+		struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC,
+			                         .ai_socktype = SOCK_STREAM,
+			                         .ai_protocol = IPPROTO_TCP };
 		/* The callback may run before evdns_getaddrinfo returns (hosts
 		 * file); dns_cb copes, since u is fully set up by now. */
 		struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(w->dns, t->host, NULL, &hints, dns_cb, u);

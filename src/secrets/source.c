@@ -8,20 +8,19 @@
 
 #define SECRET_MAX 65536
 
-static int check_value(const struct policy_credential *c, const unsigned char *v, size_t n, char *errbuf,
-		       size_t errlen)
+static int check_value(const struct policy_credential *c, const unsigned char *v, size_t n, char *errbuf, size_t errlen)
 {
 	if (n == 0) {
 		snprintf(errbuf, errlen, "credential %s: the secret from %s:%s is empty", c->name,
-			 c->source == SOURCE_ENV ? "env" : "file", c->source_arg);
+		         c->source == SOURCE_ENV ? "env" : "file", c->source_arg);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (v[i] < 0x20 || v[i] == 0x7f) {
 			snprintf(errbuf, errlen,
-				 "credential %s: the secret from %s:%s contains a control byte at offset %zu "
-				 "(only one trailing newline is allowed)",
-				 c->name, c->source == SOURCE_ENV ? "env" : "file", c->source_arg, i);
+			         "credential %s: the secret from %s:%s contains a control byte at offset %zu "
+			         "(only one trailing newline is allowed)",
+			         c->name, c->source == SOURCE_ENV ? "env" : "file", c->source_arg, i);
 			return -EINVAL;
 		}
 	}
@@ -32,8 +31,7 @@ static int fetch_env(const struct policy_credential *c, struct secret **ret, cha
 {
 	const char *v = getenv(c->source_arg);
 	if (!v) {
-		snprintf(errbuf, errlen, "credential %s: environment variable %s is not set", c->name,
-			 c->source_arg);
+		snprintf(errbuf, errlen, "credential %s: environment variable %s is not set", c->name, c->source_arg);
 		return -ENOENT;
 	}
 	int r = check_value(c, (const unsigned char *)v, strlen(v), errbuf, errlen);
@@ -49,7 +47,7 @@ static int fetch_file(const struct policy_credential *c, struct secret **ret, ch
 	if (fd < 0) {
 		int e = errno;
 		snprintf(errbuf, errlen, "credential %s: %s: %s%s", c->name, path, strerror(e),
-			 e == ELOOP ? " (secret files may not be symbolic links)" : "");
+		         e == ELOOP ? " (secret files may not be symbolic links)" : "");
 		return -e;
 	}
 	struct stat st;
@@ -60,8 +58,8 @@ static int fetch_file(const struct policy_credential *c, struct secret **ret, ch
 	}
 	if (st.st_mode & 077) {
 		snprintf(errbuf, errlen,
-			 "credential %s: %s is readable by group or others (mode %03o); fix with: chmod 600 %s",
-			 c->name, path, st.st_mode & 0777, path);
+		         "credential %s: %s is readable by group or others (mode %03o); fix with: chmod 600 %s",
+		         c->name, path, st.st_mode & 0777, path);
 		close(fd);
 		return -EPERM;
 	}

@@ -77,7 +77,7 @@ static void test_literal_forms(void **state)
 	socklen_t len;
 	/* Forms that some resolvers read as 127.0.0.1 are not literals here. */
 	static const char *const not_literals[] = { "127.1", "0x7f.0.0.1", "0177.0.0.1", "2130706433",
-						    "[::1]", "1.2.3.4.5", "", "localhost" };
+		                                    "[::1]", "1.2.3.4.5",  "",           "localhost" };
 	for (size_t i = 0; i < sizeof(not_literals) / sizeof(not_literals[0]); i++)
 		assert_int_not_equal(addr_parse_literal(not_literals[i], 80, &ss, &len), 0);
 	assert_int_not_equal(addr_parse_literal("1.2.3.4", 70000, &ss, &len), 0);

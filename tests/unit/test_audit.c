@@ -126,9 +126,7 @@ static void write_records(const char *path, int n)
 	if (r < 0)
 		fail_msg("audit_open: %s", err);
 	for (int i = 0; i < n; i++) {
-		const struct audit_record *rec = i % 3 == 0 ? &ev_start
-					       : i % 3 == 1 ? &req_allow
-							    : &req_deny;
+		const struct audit_record *rec = i % 3 == 0 ? &ev_start : i % 3 == 1 ? &req_allow : &req_deny;
 		assert_int_equal(audit_write(log, rec), 0);
 	}
 	assert_true(audit_healthy(log));
@@ -140,8 +138,7 @@ static void write_records(const char *path, int n)
 static long failing_line(const char *path, const char *out)
 {
 	size_t pl = strlen(path);
-	if (strncmp(out, path, pl) != 0 || out[pl] != ':' || out[pl + 1] < '0' ||
-	    out[pl + 1] > '9')
+	if (strncmp(out, path, pl) != 0 || out[pl] != ':' || out[pl + 1] < '0' || out[pl + 1] > '9')
 		return 0;
 	return strtol(out + pl + 1, NULL, 10);
 }
@@ -219,9 +216,9 @@ static void test_open_refuses_non_regular(void **state)
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		const char *p = streq(cases[i].name, "link")   ? link
-				: streq(cases[i].name, "fifo") ? fifo
-				: streq(cases[i].name, "dir")  ? dir
-							       : cases[i].name;
+		                : streq(cases[i].name, "fifo") ? fifo
+		                : streq(cases[i].name, "dir")  ? dir
+		                                               : cases[i].name;
 		err[0] = '\0';
 		log = NULL;
 		int r = audit_open(p, &log, err, sizeof(err));
@@ -239,8 +236,7 @@ static void test_open_refuses_damaged_tail(void **state)
 {
 	static const char zeros[] = "0000000000000000000000000000000000000000000000000000000000000000";
 	char valid[256];
-	snprintf(valid, sizeof(valid),
-		 "{\"seq\":0,\"time\":\"t\",\"event\":\"start\",\"prev\":\"%s\"}\n", zeros);
+	snprintf(valid, sizeof(valid), "{\"seq\":0,\"time\":\"t\",\"event\":\"start\",\"prev\":\"%s\"}\n", zeros);
 
 	char *long_line = malloc(1024 * 1024 + 64);
 	memset(long_line, ' ', 1024 * 1024 + 62);
@@ -391,24 +387,21 @@ static void test_verify_flip_every_byte(void **state)
 			total++;
 			if (r == 0) {
 				if (k != 5)
-					fail_msg("byte %zu (line %ld) ^%02x not detected: %s", off, k,
-						 masks[m], out);
+					fail_msg("byte %zu (line %ld) ^%02x not detected: %s", off, k, masks[m], out);
 				/* Same seq, different last hash. */
 				assert_non_null(strstr(out, "last seq 4"));
-				assert_string_not_equal(strstr(out, "last hash"),
-							strstr(orig_summary, "last hash"));
+				assert_string_not_equal(strstr(out, "last hash"), strstr(orig_summary, "last hash"));
 				caught_by_hash++;
 			} else {
 				assert_int_equal(r, -EBADMSG);
 				if (at != k && at != k + 1)
-					fail_msg("byte %zu (line %ld) ^%02x reported at line %ld: %s",
-						 off, k, masks[m], at, out);
+					fail_msg("byte %zu (line %ld) ^%02x reported at line %ld: %s", off, k, masks[m],
+					         at, out);
 			}
 			free(out);
 		}
 	}
-	print_message("%u of %u flips caught only through the last hash\n", caught_by_hash,
-		      total);
+	print_message("%u of %u flips caught only through the last hash\n", caught_by_hash, total);
 	free(copy);
 	free(orig);
 	free(orig_summary);
@@ -527,12 +520,10 @@ static void test_verify_bad_lines(void **state)
 		{ "empty line", "\n", "not valid JSON" },
 		{ "array", "[]\n", "not a JSON object" },
 		{ "no seq", "{\"time\":\"t\",\"event\":\"e\",\"prev\":\"%s\"}\n", "no integer \"seq\"" },
-		{ "float seq", "{\"seq\":0.0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"%s\"}\n",
-		  "no integer \"seq\"" },
+		{ "float seq", "{\"seq\":0.0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"%s\"}\n", "no integer \"seq\"" },
 		{ "no prev", "{\"seq\":0,\"time\":\"t\",\"event\":\"e\"}\n", "no string \"prev\"" },
 		{ "no time", "{\"seq\":0,\"event\":\"e\",\"prev\":\"%s\"}\n", "no string \"time\"" },
-		{ "int event", "{\"seq\":0,\"time\":\"t\",\"event\":1,\"prev\":\"%s\"}\n",
-		  "no string \"event\"" },
+		{ "int event", "{\"seq\":0,\"time\":\"t\",\"event\":1,\"prev\":\"%s\"}\n", "no string \"event\"" },
 		{ "bad first prev", "{\"seq\":0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"1%.63s\"}\n",
 		  "does not start the chain" },
 		/* Two values under one key: readers could disagree on which counts. */
@@ -540,8 +531,8 @@ static void test_verify_bad_lines(void **state)
 		  "{\"seq\":0,\"time\":\"t\",\"event\":\"e\",\"decision\":\"allow\","
 		  "\"decision\":\"deny\",\"prev\":\"%s\"}\n",
 		  "duplicate" },
-		{ "invalid utf-8",
-		  "{\"seq\":0,\"time\":\"t\",\"event\":\"\xff\",\"prev\":\"%s\"}\n", "not valid JSON" },
+		{ "invalid utf-8", "{\"seq\":0,\"time\":\"t\",\"event\":\"\xff\",\"prev\":\"%s\"}\n",
+		  "not valid JSON" },
 		{ "trailing garbage", "{\"seq\":0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"%s\"} x\n",
 		  "not valid JSON" },
 	};
@@ -667,8 +658,7 @@ static void test_write_reopen_continue(void **state)
 	assert_int_equal(split_lines(data, len, starts, ARRAY_SIZE(starts)), 6);
 	char last[65], want[256];
 	sha256_hex(data + starts[5], starts[6] - starts[5] - 1, last);
-	snprintf(want, sizeof(want), "%s: 6 records, chain intact; last seq 5, last hash %s\n",
-		 path, last);
+	snprintf(want, sizeof(want), "%s: 6 records, chain intact; last seq 5, last hash %s\n", path, last);
 	assert_string_equal(out, want);
 	for (int i = 0; i < 6; i++) {
 		char seq[32];
@@ -793,10 +783,10 @@ static void test_concurrent_writers(void **state)
 static void test_hostile_strings(void **state)
 {
 	static const char path_in[] = "/a\"b\\c\nd\re\tf\x01\x1b[31m\xff\xfe\xc0\x80"
-				      "\xed\xa0\x80\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa8";
+	                              "\xed\xa0\x80\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa8";
 	static const char path_back[] = "/a\"b\\c\nd\re\tf\x01\x1b[31m\xc3\xbf\xc3\xbe\xc3\x80\xc2\x80"
-					"\xc3\xad\xc2\xa0\xc2\x80\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
-					"\xe2\x80\xa8";
+	                                "\xc3\xad\xc2\xa0\xc2\x80\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
+	                                "\xe2\x80\xa8";
 	static const char detail_in[] = "x\n{\"seq\":99,\"prev\":\"0\"}\n\"}";
 	char *path = new_path(), *out, err[256];
 	struct audit_log *log = NULL;

@@ -19,19 +19,34 @@ struct bytes {
 	const char *p;
 	size_t n;
 };
-#define B(s) { s, sizeof(s) - 1 }
+#define B(s)                     \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
 
 /* ---- base64 ---- */
 
 static void test_base64_decode_rejects(void **state)
 {
 	static const struct bytes bad[] = {
-		B("Z"),        B("Zg"),        B("Zg="),      B("Zm9vY"),    /* length */
+		B("Z"),
+		B("Zg"),
+		B("Zg="),
+		B("Zm9vY"), /* length */
 		B("Zg=="
-		  "Zg=="),                                                   /* padding inside */
-		B("===="),     B("Z==="),      B("Z=g="),     B("Zg=a"),     /* padding shape */
-		B("Zm9v\n"),   B("Zm 9v"),     B(" Zm9v"),    B("Zm9v\r\n"), /* whitespace */
-		B("Zm9-"),     B("Zm9_"),      B("Zm9.") ,    B("Zm\x009v"), /* alphabet */
+		  "Zg=="), /* padding inside */
+		B("===="),
+		B("Z==="),
+		B("Z=g="),
+		B("Zg=a"), /* padding shape */
+		B("Zm9v\n"),
+		B("Zm 9v"),
+		B(" Zm9v"),
+		B("Zm9v\r\n"), /* whitespace */
+		B("Zm9-"),
+		B("Zm9_"),
+		B("Zm9."),
+		B("Zm\x009v"), /* alphabet */
 		B("Zm\xc3\xa9"),
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -146,9 +161,8 @@ static void test_hex(void **state)
 		char c;
 		int v;
 	} digits[] = {
-		{ 'g', -1 }, { 'G', -1 }, { ' ', -1 }, { '/', -1 }, { ':', -1 }, { '@', -1 },
-		{ '`', -1 }, { '\0', -1 }, { '0', 0 }, { '9', 9 },  { 'a', 10 }, { 'f', 15 },
-		{ 'A', 10 }, { 'F', 15 },
+		{ 'g', -1 },  { 'G', -1 }, { ' ', -1 }, { '/', -1 }, { ':', -1 }, { '@', -1 }, { '`', -1 },
+		{ '\0', -1 }, { '0', 0 },  { '9', 9 },  { 'a', 10 }, { 'f', 15 }, { 'A', 10 }, { 'F', 15 },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(digits); i++)
 		assert_int_equal(hex_value(digits[i].c), digits[i].v);
@@ -160,8 +174,8 @@ static void test_hex(void **state)
 static void test_percent_decode_rejects(void **state)
 {
 	static const struct bytes bad[] = {
-		B("%"), B("%4"), B("a%"), B("a%4"), B("%G1"), B("%1G"), B("%%41"), B("% 41"),
-		B("%-1"), B("%+1"), B("%0x"), B("ok%2"),
+		B("%"),    B("%4"),   B("a%"),  B("a%4"), B("%G1"), B("%1G"),
+		B("%%41"), B("% 41"), B("%-1"), B("%+1"), B("%0x"), B("ok%2"),
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct buf out;
@@ -177,14 +191,9 @@ static void test_percent_decode(void **state)
 	static const struct {
 		struct bytes in, out;
 	} v[] = {
-		{ B(""), B("") },
-		{ B("abc"), B("abc") },
-		{ B("%41%42"), B("AB") },
-		{ B("%2f%2F"), B("//") },
-		{ B("a+b"), B("a+b") }, /* '+' is not a space here: that is form encoding */
-		{ B("%00"), B("\0") },
-		{ B("%C3%A9"), B("\xc3\xa9") },
-		{ B("%25"), B("%") },
+		{ B(""), B("") },         { B("abc"), B("abc") },         { B("%41%42"), B("AB") },
+		{ B("%2f%2F"), B("//") }, { B("a+b"), B("a+b") }, /* '+' is not a space here: that is form encoding */
+		{ B("%00"), B("\0") },    { B("%C3%A9"), B("\xc3\xa9") }, { B("%25"), B("%") },
 		{ B("%2541"), B("%41") }, /* decoded once, not twice */
 		{ B("x%20"), B("x ") },
 	};
@@ -240,21 +249,15 @@ static void test_mem_find(void **state)
 		struct bytes hay, needle;
 		long at;
 	} v[] = {
-		{ B(""), B("a"), -1 },
-		{ B("ab"), B("abc"), -1 },
-		{ B("abc"), B("abd"), -1 },
-		{ B("aaab"), B("aab"), 1 },
-		{ B("abc"), B(""), 0 },
-		{ B(""), B(""), 0 },
-		{ B("abc"), B("abc"), 0 },
-		{ B("xxabc"), B("abc"), 2 },
-		{ B("ab\0cd"), B("\0c"), 2 },
-		{ B("ghp_x ghp_kwPLACE"), B("ghp_kw"), 6 },
+		{ B(""), B("a"), -1 },        { B("ab"), B("abc"), -1 },
+		{ B("abc"), B("abd"), -1 },   { B("aaab"), B("aab"), 1 },
+		{ B("abc"), B(""), 0 },       { B(""), B(""), 0 },
+		{ B("abc"), B("abc"), 0 },    { B("xxabc"), B("abc"), 2 },
+		{ B("ab\0cd"), B("\0c"), 2 }, { B("ghp_x ghp_kwPLACE"), B("ghp_kw"), 6 },
 		{ B("ABC"), B("abc"), -1 }, /* case matters */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
-		assert_int_equal(mem_find(v[i].hay.p, v[i].hay.n, v[i].needle.p, v[i].needle.n),
-				 v[i].at);
+		assert_int_equal(mem_find(v[i].hay.p, v[i].hay.n, v[i].needle.p, v[i].needle.n), v[i].at);
 }
 
 /* ---- json ---- */
@@ -286,15 +289,15 @@ static void test_json_str_escapes(void **state)
 		{ B("\xe2\x80\xa8"), "\"\xe2\x80\xa8\"" },
 		/* Not UTF-8: each byte as \u00XX. */
 		{ B("\xff"), "\"\\u00ff\"" },
-		{ B("\x80"), "\"\\u0080\"" },              /* lone continuation */
-		{ B("\xc3"), "\"\\u00c3\"" },              /* cut short at the end */
-		{ B("\xc3x"), "\"\\u00c3x\"" },            /* cut short mid-string */
+		{ B("\x80"), "\"\\u0080\"" },   /* lone continuation */
+		{ B("\xc3"), "\"\\u00c3\"" },   /* cut short at the end */
+		{ B("\xc3x"), "\"\\u00c3x\"" }, /* cut short mid-string */
 		{ B("\xe2\x82"), "\"\\u00e2\\u0082\"" },
-		{ B("\xc0\x80"), "\"\\u00c0\\u0080\"" },   /* overlong NUL */
-		{ B("\xc1\xbf"), "\"\\u00c1\\u00bf\"" },   /* overlong */
-		{ B("\xe0\x80\xaf"), "\"\\u00e0\\u0080\\u00af\"" },         /* overlong '/' */
+		{ B("\xc0\x80"), "\"\\u00c0\\u0080\"" },                       /* overlong NUL */
+		{ B("\xc1\xbf"), "\"\\u00c1\\u00bf\"" },                       /* overlong */
+		{ B("\xe0\x80\xaf"), "\"\\u00e0\\u0080\\u00af\"" },            /* overlong '/' */
 		{ B("\xf0\x80\x80\xaf"), "\"\\u00f0\\u0080\\u0080\\u00af\"" }, /* overlong */
-		{ B("\xed\xa0\x80"), "\"\\u00ed\\u00a0\\u0080\"" },         /* surrogate */
+		{ B("\xed\xa0\x80"), "\"\\u00ed\\u00a0\\u0080\"" },            /* surrogate */
 		{ B("\xf4\x90\x80\x80"), "\"\\u00f4\\u0090\\u0080\\u0080\"" }, /* > U+10FFFF */
 		{ B("\xf8\x88\x80\x80\x80"), "\"\\u00f8\\u0088\\u0080\\u0080\\u0080\"" },
 		{ B("a\xffz\xc3\xa9"), "\"a\\u00ffz\xc3\xa9\"" },
@@ -347,7 +350,7 @@ static void test_json_writers(void **state)
 	assert_int_equal(json_kv_str(&b, &first, "z", NULL), 0);
 	assert_int_equal(buf_append(&b, "}", 1), 0);
 	assert_string_equal(b.data, "{\"a\":\"x\\\"y\",\"n\":-9223372036854775808,"
-				    "\"m\":9223372036854775807,\"z\":null}");
+	                            "\"m\":9223372036854775807,\"z\":null}");
 	buf_reset(&b);
 	assert_int_equal(json_cstr(&b, NULL), 0);
 	assert_string_equal(b.data, "null");
@@ -366,18 +369,12 @@ static void test_json_writers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_base64_decode_rejects),
-		cmocka_unit_test(test_base64_vectors),
-		cmocka_unit_test(test_base64_round_trip),
-		cmocka_unit_test(test_base64_decode_lenient_pad_bits),
-		cmocka_unit_test(test_base64_ceiling),
-		cmocka_unit_test(test_hex),
-		cmocka_unit_test(test_percent_decode_rejects),
-		cmocka_unit_test(test_percent_decode),
-		cmocka_unit_test(test_percent_encode),
-		cmocka_unit_test(test_mem_find),
-		cmocka_unit_test(test_json_str_escapes),
-		cmocka_unit_test(test_json_str_always_valid),
+		cmocka_unit_test(test_base64_decode_rejects),  cmocka_unit_test(test_base64_vectors),
+		cmocka_unit_test(test_base64_round_trip),      cmocka_unit_test(test_base64_decode_lenient_pad_bits),
+		cmocka_unit_test(test_base64_ceiling),         cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_percent_decode_rejects), cmocka_unit_test(test_percent_decode),
+		cmocka_unit_test(test_percent_encode),         cmocka_unit_test(test_mem_find),
+		cmocka_unit_test(test_json_str_escapes),       cmocka_unit_test(test_json_str_always_valid),
 		cmocka_unit_test(test_json_writers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,7 +14,7 @@
 
 struct head_case {
 	const char *raw;
-	long expect; /* >0 head length, 0 incomplete, -1 refused */
+	long expect;     /* >0 head length, 0 incomplete, -1 refused */
 	const char *why; /* substring of the reason, when refused */
 };
 

@@ -14,23 +14,23 @@
 #include "common/encode.h"
 #include "proxy/inject.h"
 
-#define PH "kw_test_placeholder_0123456789"
-#define PH2 "kw_other_placeholder_9876543210"
+#define PH     "kw_test_placeholder_0123456789"
+#define PH2    "kw_other_placeholder_9876543210"
 #define SECRET "s3cr3t/+=&value"
 
 static const char policy_yaml[] =
-	"version: 1\n"
-	"credentials:\n"
-	"  test: {from: env:T, placeholder: " PH "}\n"
-	"  other: {from: env:O, placeholder: " PH2 "}\n"
-	"routes:\n"
-	"  - {host: bearer.test, credential: test, inject: bearer}\n"
-	"  - {host: basic.test, credential: test, inject: {basic: x-access-token}}\n"
-	"  - {host: basickeep.test, credential: test, inject: basic}\n"
-	"  - {host: header.test, credential: test, inject: {header: X-Api-Key, value: 'Token {secret}'}}\n"
-	"  - {host: query.test, credential: test, inject: {query: key}}\n"
-	"  - {host: swap.test, credential: test, inject: swap}\n"
-	"  - {host: open.test}\n";
+    "version: 1\n"
+    "credentials:\n"
+    "  test: {from: env:T, placeholder: " PH "}\n"
+    "  other: {from: env:O, placeholder: " PH2 "}\n"
+    "routes:\n"
+    "  - {host: bearer.test, credential: test, inject: bearer}\n"
+    "  - {host: basic.test, credential: test, inject: {basic: x-access-token}}\n"
+    "  - {host: basickeep.test, credential: test, inject: basic}\n"
+    "  - {host: header.test, credential: test, inject: {header: X-Api-Key, value: 'Token {secret}'}}\n"
+    "  - {host: query.test, credential: test, inject: {query: key}}\n"
+    "  - {host: swap.test, credential: test, inject: swap}\n"
+    "  - {host: open.test}\n";
 
 struct fixture {
 	struct policy *p;
@@ -102,9 +102,9 @@ static char *rewrite(struct fixture *f, const char *host, const char *raw)
 static void test_hop_by_hop_and_client_credentials_removed(void **state)
 {
 	char *h = rewrite(*state, "bearer.test",
-			  "GET /x HTTP/1.1\r\nHost: bearer.test\r\nAuthorization: Bearer mine\r\n"
-			  "Proxy-Authorization: Basic eDp5\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"
-			  "Keep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nAccept: */*\r\n\r\n");
+	                  "GET /x HTTP/1.1\r\nHost: bearer.test\r\nAuthorization: Bearer mine\r\n"
+	                  "Proxy-Authorization: Basic eDp5\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"
+	                  "Keep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nAccept: */*\r\n\r\n");
 	assert_null(strstr(h, "mine"));
 	assert_null(strstr(h, "Proxy-"));
 	assert_null(strstr(h, "X-Drop"));
@@ -119,7 +119,8 @@ static void test_hop_by_hop_and_client_credentials_removed(void **state)
 
 static void test_basic_with_user(void **state)
 {
-	char *h = rewrite(*state, "basic.test", "GET / HTTP/1.1\r\nHost: basic.test\r\nAuthorization: Basic Zm9vOmJhcg==\r\n\r\n");
+	char *h = rewrite(*state, "basic.test",
+	                  "GET / HTTP/1.1\r\nHost: basic.test\r\nAuthorization: Basic Zm9vOmJhcg==\r\n\r\n");
 	struct buf plain;
 	buf_init(&plain, 1024);
 	const char *v = strstr(h, "Authorization: Basic ") + 21;
@@ -170,8 +171,9 @@ static void test_query_injection(void **state)
 
 static void test_swap_everywhere(void **state)
 {
-	char *h = rewrite(*state, "swap.test",
-			  "GET /p?t=" PH " HTTP/1.1\r\nHost: s\r\nAuthorization: token " PH "\r\nX-A: a" PH "b\r\n\r\n");
+	char *h =
+	    rewrite(*state, "swap.test",
+	            "GET /p?t=" PH " HTTP/1.1\r\nHost: s\r\nAuthorization: token " PH "\r\nX-A: a" PH "b\r\n\r\n");
 	assert_null(strstr(h, PH));
 	assert_non_null(strstr(h, "?t=s3cr3t%2F%2B%3D%26value "));
 	assert_non_null(strstr(h, "Authorization: token " SECRET "\r\n"));
@@ -181,7 +183,8 @@ static void test_swap_everywhere(void **state)
 
 static void test_open_route_copies_headers(void **state)
 {
-	char *h = rewrite(*state, "open.test", "POST /u HTTP/1.1\r\nHost: o\r\nAuthorization: mine\r\nContent-Length: 3\r\n\r\n");
+	char *h = rewrite(*state, "open.test",
+	                  "POST /u HTTP/1.1\r\nHost: o\r\nAuthorization: mine\r\nContent-Length: 3\r\n\r\n");
 	assert_non_null(strstr(h, "Authorization: mine\r\n"));
 	assert_non_null(strstr(h, "Content-Length: 3\r\n"));
 	assert_null(strstr(h, SECRET));
@@ -198,8 +201,7 @@ static const struct policy_credential *leak(struct fixture *f, const char *raw, 
 	const char *why = NULL, *where = NULL;
 	http1_init(&h, HTTP1_REQUEST);
 	assert_int_equal(http1_parse_head(&h, raw, strlen(raw), &hd, &why), 0);
-	return inject_find_leak(f->p, &hd, NULL, NULL, allowed ? policy_credential_find(f->p, allowed) : NULL,
-				&where);
+	return inject_find_leak(f->p, &hd, NULL, NULL, allowed ? policy_credential_find(f->p, allowed) : NULL, &where);
 }
 
 static void test_leaks_found(void **state)
@@ -211,7 +213,8 @@ static void test_leaks_found(void **state)
 		"GET /?t=%6bw_test_placeholder_0123456789 HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nX-Anything: pre" PH "post\r\n\r\n",
 		/* Basic x:PH */
-		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic eDprd190ZXN0X3BsYWNlaG9sZGVyXzAxMjM0NTY3ODk=\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic "
+		"eDprd190ZXN0X3BsYWNlaG9sZGVyXzAxMjM0NTY3ODk=\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nCookie: s=" PH "\r\n\r\n",
 	};
 	for (size_t i = 0; i < sizeof(leaking) / sizeof(leaking[0]); i++) {

@@ -64,9 +64,8 @@ static void test_hosts(void **state)
 		const struct host_case *c = &host_cases[i];
 		struct policy_route r = { .host = (char *)c->route, .wildcard = c->wildcard };
 		if (route_host_matches(&r, c->host) != c->match)
-			fail_msg("case %zu: route %s%s, host \"%s\": want %s", i,
-				 c->wildcard ? "*" : "", c->route, c->host,
-				 c->match ? "match" : "no match");
+			fail_msg("case %zu: route %s%s, host \"%s\": want %s", i, c->wildcard ? "*" : "", c->route,
+			         c->host, c->match ? "match" : "no match");
 	}
 	struct policy_route r = { .host = (char *)"a.com" };
 	assert_false(route_host_matches(&r, NULL));
@@ -139,8 +138,8 @@ static void test_globs(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(glob_cases); i++) {
 		const struct glob_case *c = &glob_cases[i];
 		if (path_glob_match(c->glob, c->path) != c->match)
-			fail_msg("case %zu: glob \"%s\", path \"%s\": want %s", i, c->glob,
-				 c->path, c->match ? "match" : "no match");
+			fail_msg("case %zu: glob \"%s\", path \"%s\": want %s", i, c->glob, c->path,
+			         c->match ? "match" : "no match");
 	}
 	assert_false(path_glob_match(NULL, "/"));
 	assert_false(path_glob_match("/", NULL));
@@ -274,16 +273,15 @@ static void test_routes(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(route_cases); i++) {
 		const struct route_case *c = &route_cases[i];
-		struct match_request req = { .scheme = c->scheme, .host = c->host,
-					     .port = c->port, .method = c->method,
-					     .path = c->path };
+		struct match_request req = {
+			.scheme = c->scheme, .host = c->host, .port = c->port, .method = c->method, .path = c->path
+		};
 		struct match_result res;
 		policy_match(&test_policy, &req, &res);
 		int got = res.route ? (int)(res.route - routes) : -1;
 		if (res.fail != c->fail || got != c->route)
-			fail_msg("case %zu %s %s:%u %s: got %s/route %d, want %s/route %d", i,
-				 c->method, c->host, c->port, c->path, match_fail_name(res.fail),
-				 got, match_fail_name(c->fail), c->route);
+			fail_msg("case %zu %s %s:%u %s: got %s/route %d, want %s/route %d", i, c->method, c->host,
+			         c->port, c->path, match_fail_name(res.fail), got, match_fail_name(c->fail), c->route);
 	}
 }
 
@@ -292,21 +290,15 @@ static void test_match_host(void **state)
 	(void)state;
 	const struct policy_route *r = (void *)1;
 
-	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "evil.com", 443, &r),
-			 MATCH_HOST);
+	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "evil.com", 443, &r), MATCH_HOST);
 	assert_null(r);
-	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTP, "pypi.org", 80, &r),
-			 MATCH_SCHEME);
+	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTP, "pypi.org", 80, &r), MATCH_SCHEME);
 	assert_ptr_equal(r, &routes[2]);
-	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "a.example.com", 443, &r),
-			 MATCH_PORT);
+	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "a.example.com", 443, &r), MATCH_PORT);
 	assert_ptr_equal(r, &routes[3]);
-	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "api.github.com", 443, &r),
-			 MATCH_OK);
+	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "api.github.com", 443, &r), MATCH_OK);
 	assert_ptr_equal(r, &routes[0]);
-	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "b.example.com", 8443,
-					   NULL),
-			 MATCH_OK);
+	assert_int_equal(policy_match_host(&test_policy, SCHEME_HTTPS, "b.example.com", 8443, NULL), MATCH_OK);
 
 	/* an empty policy refuses everything */
 	struct policy empty = { 0 };

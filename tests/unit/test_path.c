@@ -14,9 +14,9 @@
 
 struct path_case {
 	const char *in;
-	size_t len;       /* 0: strlen(in); set for inputs with NUL bytes */
-	int ret;          /* expected negative errno, or 0 for success */
-	const char *out;  /* expected output on success */
+	size_t len;      /* 0: strlen(in); set for inputs with NUL bytes */
+	int ret;         /* expected negative errno, or 0 for success */
+	const char *out; /* expected output on success */
 	unsigned flags;
 };
 
@@ -26,7 +26,7 @@ static const struct path_case cases[] = {
 	{ "a/b", 0, -EINVAL, NULL, 0 },
 	{ "*", 0, -EINVAL, NULL, 0 },
 	{ "http://x/a", 0, -EINVAL, NULL, 0 },
-	{ "%2Fa", 0, -EINVAL, NULL, 0 },          /* an escaped slash is not a leading '/' */
+	{ "%2Fa", 0, -EINVAL, NULL, 0 }, /* an escaped slash is not a leading '/' */
 	{ "/a%zzb", 0, -EINVAL, NULL, 0 },
 	{ "/a%4", 0, -EINVAL, NULL, 0 },
 	{ "/a%", 0, -EINVAL, NULL, 0 },
@@ -38,8 +38,8 @@ static const struct path_case cases[] = {
 	{ "/a\nb", 0, -EINVAL, NULL, 0 },
 	{ "/a\x7f", 0, -EINVAL, NULL, 0 },
 	{ "/a\x01", 0, -EINVAL, NULL, 0 },
-	{ "/a\0b", 4, -EINVAL, NULL, 0 },          /* raw NUL */
-	{ "/caf\xc3\xa9", 0, -EINVAL, NULL, 0 },   /* raw UTF-8 */
+	{ "/a\0b", 4, -EINVAL, NULL, 0 },        /* raw NUL */
+	{ "/caf\xc3\xa9", 0, -EINVAL, NULL, 0 }, /* raw UTF-8 */
 	{ "/\xff", 0, -EINVAL, NULL, 0 },
 	{ "/a#frag", 0, -EINVAL, NULL, 0 },
 	{ "/a?q=1", 0, -EINVAL, NULL, 0 },
@@ -60,8 +60,7 @@ static const struct path_case cases[] = {
 	/* a flag counts even where ".." removes the segment carrying it */
 	{ "/x%2F/../b", 0, 0, "/b", PATH_ENCODED_SLASH },
 	{ "/a%2F\\;%00%25", 0, 0, "/a%2F\\;%00%25",
-	  PATH_ENCODED_SLASH | PATH_BACKSLASH | PATH_SEMICOLON | PATH_ENCODED_NUL |
-		  PATH_ENCODED_PERCENT },
+	  PATH_ENCODED_SLASH | PATH_BACKSLASH | PATH_SEMICOLON | PATH_ENCODED_NUL | PATH_ENCODED_PERCENT },
 	/* %3B is data, not a delimiter; %20 and %80+ are ordinary */
 	{ "/a%3bb", 0, 0, "/a%3Bb", 0 },
 	{ "/a%20b", 0, 0, "/a%20b", 0 },
@@ -208,25 +207,18 @@ static void test_flag_names(void **state)
 	assert_string_equal(path_flag_name(PATH_ENCODED_SLASH), "encoded slash (%2F)");
 	assert_string_equal(path_flag_name(PATH_BACKSLASH), "backslash (\\ or %5C)");
 	assert_string_equal(path_flag_name(PATH_ENCODED_NUL), "encoded NUL (%00)");
-	assert_string_equal(path_flag_name(PATH_ENCODED_CONTROL),
-			    "encoded control character (%01-%1F, %7F)");
-	assert_string_equal(path_flag_name(PATH_ENCODED_PERCENT),
-			    "encoded percent sign (%25, double encoding)");
+	assert_string_equal(path_flag_name(PATH_ENCODED_CONTROL), "encoded control character (%01-%1F, %7F)");
+	assert_string_equal(path_flag_name(PATH_ENCODED_PERCENT), "encoded percent sign (%25, double encoding)");
 	assert_string_equal(path_flag_name(PATH_SEMICOLON), "semicolon (;)");
 	/* the first flag set wins */
-	assert_string_equal(path_flag_name(PATH_SEMICOLON | PATH_BACKSLASH),
-			    "backslash (\\ or %5C)");
+	assert_string_equal(path_flag_name(PATH_SEMICOLON | PATH_BACKSLASH), "backslash (\\ or %5C)");
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_table),
-		cmocka_unit_test(test_idempotent),
-		cmocka_unit_test(test_small_buffer),
-		cmocka_unit_test(test_counted),
-		cmocka_unit_test(test_long),
-		cmocka_unit_test(test_flag_names),
+		cmocka_unit_test(test_table),   cmocka_unit_test(test_idempotent), cmocka_unit_test(test_small_buffer),
+		cmocka_unit_test(test_counted), cmocka_unit_test(test_long),       cmocka_unit_test(test_flag_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@
 
 #include "policy/policy.h"
 
-#define V "version: 1\n"
+#define V     "version: 1\n"
 #define CREDS "credentials:\n  a: {from: env:A}\n  b: {from: env:B}\n"
 #define ROUTE V CREDS "routes:\n  - host: api.example.com\n"
 
@@ -43,15 +43,15 @@ static const struct bad_case bad[] = {
 	{ V "routes: [\n", 0,
 	  "policy.yaml:3:1: invalid YAML: did not find expected node content (while parsing a flow node at line 3)" },
 	{ V "routes:\n  - host: a\n   port: 1\n", 0,
-	  "policy.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at line 3)" },
+	  "policy.yaml:4:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at "
+	  "line 3)" },
 	{ V "audit: \"x\n", 0,
 	  "policy.yaml:3:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar at line 2)" },
 	{ V "routes:\n  - host: *.example.com\n", 0,
 	  "policy.yaml:3:12: invalid YAML: did not find expected alphabetic or numeric character "
 	  "(while scanning an alias at line 3; a value that starts with '*' must be quoted, as in "
 	  "host: \"*.example.com\")" },
-	{ V "---\n" V, 0,
-	  "policy.yaml:2:1: a policy is a single YAML document (found a second \"---\")" },
+	{ V "---\n" V, 0, "policy.yaml:2:1: a policy is a single YAML document (found a second \"---\")" },
 	{ "- version: 1\n", 0, "policy.yaml:1:1: policy must be a mapping that starts with version: 1" },
 	{ "version\n", 0, "policy.yaml:1:1: policy must be a mapping that starts with version: 1" },
 	{ V "? [a]\n: b\n", 0, "policy.yaml:2:3: mapping keys must be plain strings" },
@@ -89,25 +89,31 @@ static const struct bad_case bad[] = {
 	{ V "limits: {max_headers: 99999999999999999999999}\n", 0,
 	  "policy.yaml:2:23: max_headers: expected an integer from 1 to 1000" },
 	{ V "limits: {max_header_bytes: 512}\n", 0,
-	  "policy.yaml:2:28: max_header_bytes: expected a size from 1024 to 1048576 bytes, such as 65536, 512KiB or 10MB" },
+	  "policy.yaml:2:28: max_header_bytes: expected a size from 1024 to 1048576 bytes, such as 65536, 512KiB or "
+	  "10MB" },
 	{ V "limits: {max_header_bytes: 2MiB}\n", 0,
-	  "policy.yaml:2:28: max_header_bytes: expected a size from 1024 to 1048576 bytes, such as 65536, 512KiB or 10MB" },
+	  "policy.yaml:2:28: max_header_bytes: expected a size from 1024 to 1048576 bytes, such as 65536, 512KiB or "
+	  "10MB" },
 	{ V "limits: {header_timeout: 10}\n", 0,
-	  "policy.yaml:2:26: header_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or 2m" },
+	  "policy.yaml:2:26: header_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or "
+	  "2m" },
 	{ V "limits: {idle_timeout: 0s}\n", 0,
 	  "policy.yaml:2:24: idle_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or 2m" },
 	{ V "limits: {idle_timeout: 25h}\n", 0,
 	  "policy.yaml:2:24: idle_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or 2m" },
 	{ V "limits: {max_body: 10XB}\n", 0,
-	  "policy.yaml:2:20: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or 10MB" },
+	  "policy.yaml:2:20: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or "
+	  "10MB" },
 	{ V "limits: {max_body: 20000000000GiB}\n", 0,
-	  "policy.yaml:2:20: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or 10MB" },
+	  "policy.yaml:2:20: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or "
+	  "10MB" },
 	/* ---- credentials ---- */
 	{ V "credentials: [a]\n", 0, "policy.yaml:2:14: credentials: expected a mapping, found a sequence" },
 	{ V "credentials:\n  \"gh hub\": {from: env:X}\n", 0,
 	  "policy.yaml:3:3: invalid credential name \"gh hub\" (1 to 64 of A-Z a-z 0-9 _ . -)" },
 	{ V "credentials:\n  a234567890123456789012345678901234567890123456789012345678901234x: {from: env:X}\n", 0,
-	  "policy.yaml:3:3: invalid credential name \"a234567890123456789012345678901234567890123456789012345678901234...\" (1 to 64 of A-Z a-z 0-9 _ . -)" },
+	  "policy.yaml:3:3: invalid credential name "
+	  "\"a234567890123456789012345678901234567890123456789012345678901234...\" (1 to 64 of A-Z a-z 0-9 _ . -)" },
 	{ V "credentials:\n  a: env:X\n", 0,
 	  "policy.yaml:3:6: credential \"a\": expected a mapping with from:, found a string" },
 	{ V "credentials:\n  gh: {env: GH}\n", 0,
@@ -130,7 +136,8 @@ static const struct bad_case bad[] = {
 	{ V "credentials:\n  s3:\n    kind: aws\n    access_key_id: {from: env:A}\n", 0,
 	  "policy.yaml:4:11: credential \"s3\": kind aws is not supported yet in this version (only secret)" },
 	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n", 0,
-	  "policy.yaml:4:11: credential \"crm\": kind oauth2_client_credentials is not supported yet in this version (only secret)" },
+	  "policy.yaml:4:11: credential \"crm\": kind oauth2_client_credentials is not supported yet in this version "
+	  "(only secret)" },
 	{ V "credentials:\n  x: {kind: magic, from: env:A}\n", 0,
 	  "policy.yaml:3:13: credential \"x\": unknown kind \"magic\" (expected secret)" },
 	{ V "credentials:\n  x: {from: env:A, placeholder: short}\n", 0,
@@ -142,14 +149,14 @@ static const struct bad_case bad[] = {
 	{ V "credentials:\n  x: {from: env:A, placeholder: \"abcdefgh\xc3\xa9ijklmnopq\"}\n", 0,
 	  "policy.yaml:3:33: placeholder: only printable ASCII without spaces, quotes or backslashes" },
 	{ V "credentials:\n  a: {from: env:A, placeholder: tok_0123456789abcdef}\n"
-	    "  b: {from: env:B, placeholder: tok_0123456789abcdef}\n", 0,
-	  "policy.yaml:4:33: credentials \"a\" and \"b\" have the same placeholder" },
+	    "  b: {from: env:B, placeholder: tok_0123456789abcdef}\n",
+	  0, "policy.yaml:4:33: credentials \"a\" and \"b\" have the same placeholder" },
 	{ V "credentials:\n  a: {from: env:A, placeholder: tok_0123456789abcdef}\n"
-	    "  b: {from: env:B, placeholder: tok_0123456789abcdef_x}\n", 0,
-	  "policy.yaml:4:33: the placeholder of credential \"a\" is part of the placeholder of credential \"b\"" },
+	    "  b: {from: env:B, placeholder: tok_0123456789abcdef_x}\n",
+	  0, "policy.yaml:4:33: the placeholder of credential \"a\" is part of the placeholder of credential \"b\"" },
 	{ V "credentials:\n  a: {from: env:A, placeholder: xtok_0123456789abcdef}\n"
-	    "  b: {from: env:B, placeholder: tok_0123456789abcdef}\n", 0,
-	  "policy.yaml:4:33: the placeholder of credential \"b\" is part of the placeholder of credential \"a\"" },
+	    "  b: {from: env:B, placeholder: tok_0123456789abcdef}\n",
+	  0, "policy.yaml:4:33: the placeholder of credential \"b\" is part of the placeholder of credential \"a\"" },
 	{ V "credentials:\n  a: {from: env:A, env: TOKEN}\n  b: {from: env:B, env: TOKEN}\n", 0,
 	  "policy.yaml:4:3: credentials \"a\" and \"b\" both set env: TOKEN" },
 	{ V "credentials:\n  a: {from: env:A}\n  a: {from: env:B}\n", 0,
@@ -159,7 +166,8 @@ static const struct bad_case bad[] = {
 	{ V "routes: [a.com]\n", 0, "policy.yaml:2:10: routes: each route is a mapping with host:, found a string" },
 	{ V "routes:\n  - port: 443\n", 0, "policy.yaml:3:5: route has no host:" },
 	{ V "routes:\n  - host: a.com\n    hots: b.com\n", 0, "policy.yaml:4:5: unknown key \"hots\" in route" },
-	{ V "routes:\n  - host: a.com\n    host: b.com\n", 0, "policy.yaml:4:5: duplicate key \"host\" (first at line 3)" },
+	{ V "routes:\n  - host: a.com\n    host: b.com\n", 0,
+	  "policy.yaml:4:5: duplicate key \"host\" (first at line 3)" },
 	{ V "routes:\n  - host:\n", 0, "policy.yaml:3:10: host: expected a string, found nothing" },
 	{ V "routes:\n  - host: \"*\"\n", 0, "policy.yaml:3:11: host: \"*\" alone would allow every host; name them" },
 	{ V "routes:\n  - host: a.*.com\n", 0,
@@ -178,21 +186,28 @@ static const struct bad_case bad[] = {
 	{ V "routes:\n  - host: \"b\\u00e9b\\u00e9.com\"\n", 0,
 	  "policy.yaml:3:11: host: invalid character '?' in \"b??b??.com\" (allowed: a-z 0-9 . -)" },
 	{ V "routes:\n  - host: a234567890123456789012345678901234567890123456789012345678901234.com\n", 0,
-	  "policy.yaml:3:11: host: label longer than 63 characters in \"a234567890123456789012345678901234567890123456789012345678901234...\"" },
-	{ V "routes:\n  - host: \"::1\"\n", 0, "policy.yaml:3:11: host: write an IPv6 address in brackets, as in [::1]" },
+	  "policy.yaml:3:11: host: label longer than 63 characters in "
+	  "\"a234567890123456789012345678901234567890123456789012345678901234...\"" },
+	{ V "routes:\n  - host: \"::1\"\n", 0,
+	  "policy.yaml:3:11: host: write an IPv6 address in brackets, as in [::1]" },
 	{ V "routes:\n  - host: \"[::1\"\n", 0, "policy.yaml:3:11: host: invalid IPv6 literal \"[::1\"" },
 	{ V "routes:\n  - host: \"[::g]\"\n", 0, "policy.yaml:3:11: host: invalid IPv6 literal \"[::g]\"" },
 	{ V "routes:\n  - host: \"[fe80::1%25eth0]\"\n", 0,
 	  "policy.yaml:3:11: host: invalid IPv6 literal \"[fe80::1%25eth0]\"" },
-	{ V "routes:\n  - host: api.github.com:443\n", 0, "policy.yaml:3:11: host: must not contain a port; use port:" },
-	{ V "routes:\n  - host: https://api.github.com\n", 0, "policy.yaml:3:11: host: expected a host name, not a URL" },
+	{ V "routes:\n  - host: api.github.com:443\n", 0,
+	  "policy.yaml:3:11: host: must not contain a port; use port:" },
+	{ V "routes:\n  - host: https://api.github.com\n", 0,
+	  "policy.yaml:3:11: host: expected a host name, not a URL" },
 	{ V "routes:\n  - host: 1.2.3\n", 0, "policy.yaml:3:11: host: invalid IPv4 address \"1.2.3\"" },
 	{ V "routes:\n  - host: 010.0.0.1\n", 0, "policy.yaml:3:11: host: invalid IPv4 address \"010.0.0.1\"" },
 	{ V "routes:\n  - host: 2130706433\n", 0, "policy.yaml:3:11: host: invalid IPv4 address \"2130706433\"" },
-	{ V "routes:\n  - host: \"*.10.0.0.1\"\n", 0, "policy.yaml:3:11: host: a wildcard needs a domain name, not an address" },
+	{ V "routes:\n  - host: \"*.10.0.0.1\"\n", 0,
+	  "policy.yaml:3:11: host: a wildcard needs a domain name, not an address" },
 	{ V "routes:\n  - {host: a.com, port: 0}\n", 0, "policy.yaml:3:25: port: expected an integer from 1 to 65535" },
-	{ V "routes:\n  - {host: a.com, port: 65536}\n", 0, "policy.yaml:3:25: port: expected an integer from 1 to 65535" },
-	{ V "routes:\n  - {host: a.com, port: 443x}\n", 0, "policy.yaml:3:25: port: expected an integer from 1 to 65535" },
+	{ V "routes:\n  - {host: a.com, port: 65536}\n", 0,
+	  "policy.yaml:3:25: port: expected an integer from 1 to 65535" },
+	{ V "routes:\n  - {host: a.com, port: 443x}\n", 0,
+	  "policy.yaml:3:25: port: expected an integer from 1 to 65535" },
 	{ V "routes:\n  - {host: a.com, scheme: ftp}\n", 0, "policy.yaml:3:27: scheme: expected https or http" },
 	{ V "routes:\n  - {host: a.com, methods: GET}\n", 0,
 	  "policy.yaml:3:28: methods: expected a sequence such as [GET, POST], found a string" },
@@ -214,15 +229,19 @@ static const struct bad_case bad[] = {
 	{ V "routes:\n  - {host: a.com, paths: [\"repos/**\"]}\n", 0,
 	  "policy.yaml:3:27: paths: glob \"repos/**\" must start with '/'" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a/../b\"]}\n", 0,
-	  "policy.yaml:3:27: paths: glob \"/a/../b\" contains a \".\" or \"..\" segment, which a normalised path never contains" },
+	  "policy.yaml:3:27: paths: glob \"/a/../b\" contains a \".\" or \"..\" segment, which a normalised path never "
+	  "contains" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a/%2e%2E/b\"]}\n", 0,
-	  "policy.yaml:3:27: paths: glob \"/a/%2e%2E/b\" contains a \".\" or \"..\" segment, which a normalised path never contains" },
+	  "policy.yaml:3:27: paths: glob \"/a/%2e%2E/b\" contains a \".\" or \"..\" segment, which a normalised path "
+	  "never contains" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a/.\"]}\n", 0,
-	  "policy.yaml:3:27: paths: glob \"/a/.\" contains a \".\" or \"..\" segment, which a normalised path never contains" },
+	  "policy.yaml:3:27: paths: glob \"/a/.\" contains a \".\" or \"..\" segment, which a normalised path never "
+	  "contains" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a//b\"]}\n", 0,
 	  "policy.yaml:3:27: paths: glob \"/a//b\" contains \"//\", which a normalised path never contains" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a?x=1\"]}\n", 0,
-	  "policy.yaml:3:27: paths: glob \"/a?x=1\" contains '?'; globs match the path only, never a query or fragment" },
+	  "policy.yaml:3:27: paths: glob \"/a?x=1\" contains '?'; globs match the path only, never a query or "
+	  "fragment" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a#x\"]}\n", 0,
 	  "policy.yaml:3:27: paths: glob \"/a#x\" contains '#'; globs match the path only, never a query or fragment" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a%zz\"]}\n", 0,
@@ -230,13 +249,16 @@ static const struct bad_case bad[] = {
 	{ V "routes:\n  - {host: a.com, paths: [\"/a%4\"]}\n", 0,
 	  "policy.yaml:3:27: paths: glob \"/a%4\" has a malformed %-escape" },
 	{ V "routes:\n  - {host: a.com, paths: [\"/a b\"]}\n", 0,
-	  "policy.yaml:3:27: paths: glob \"/a b\" contains a space, control or non-ASCII character; write it percent-encoded" },
+	  "policy.yaml:3:27: paths: glob \"/a b\" contains a space, control or non-ASCII character; write it "
+	  "percent-encoded" },
 	{ V "routes:\n  - {host: a.com, max_body: 1TB}\n", 0,
-	  "policy.yaml:3:29: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or 10MB" },
+	  "policy.yaml:3:29: max_body: expected a size from 0 to 18446744073709551615 bytes, such as 65536, 512KiB or "
+	  "10MB" },
 	{ V "routes:\n  - {host: a.com, allow_private: yes}\n", 0,
 	  "policy.yaml:3:34: allow_private: expected true or false" },
 	{ V "routes:\n  - {host: 127.0.0.1, allow_private: false}\n", 0,
-	  "policy.yaml:3:38: allow_private: false contradicts host \"127.0.0.1\", which names a loopback or private address" },
+	  "policy.yaml:3:38: allow_private: false contradicts host \"127.0.0.1\", which names a loopback or private "
+	  "address" },
 	{ V "routes:\n  - {host: a.com, upstream_ca: \"\"}\n", 0, "policy.yaml:3:32: upstream_ca: is empty" },
 	/* ---- credential and inject on a route ---- */
 	{ ROUTE "    credential: c\n", 0, "policy.yaml:7:17: unknown credential \"c\" (defined: a, b)" },
@@ -465,8 +487,7 @@ static void test_example_file(void **state)
 
 	/* and it matches as DESIGN.md says */
 	struct match_result m;
-	struct match_request req = { SCHEME_HTTPS, "api.github.com", 443, "DELETE",
-				     "/repos/acme/app/issues/1" };
+	struct match_request req = { SCHEME_HTTPS, "api.github.com", 443, "DELETE", "/repos/acme/app/issues/1" };
 	policy_match(p, &req, &m);
 	assert_int_equal(m.fail, MATCH_METHOD);
 	assert_ptr_equal(m.route, &p->routes[0]);
@@ -484,13 +505,12 @@ static void test_file_errors(void **state)
 	struct policy_error err;
 
 	assert_int_equal(policy_load("data/policy/missing.yaml", &p, &err), -ENOENT);
-	assert_string_equal(err.message,
-			    "data/policy/missing.yaml: cannot open: No such file or directory");
+	assert_string_equal(err.message, "data/policy/missing.yaml: cannot open: No such file or directory");
 	assert_int_equal(policy_load("data/policy", &p, &err), -EINVAL);
 	assert_string_equal(err.message, "data/policy: not a regular file");
 	assert_int_equal(policy_load("data/policy/bad-inject.yaml", &p, &err), -EINVAL);
 	assert_string_equal(err.message, "data/policy/bad-inject.yaml:7:13: unknown inject mode "
-					 "\"bearr\" " EXPECTED);
+	                                 "\"bearr\" " EXPECTED);
 	assert_null(p);
 	/* a FIFO would block a plain open(); it is refused instead */
 	char dir[] = "/tmp/kw-policy-XXXXXX", fifo[64];
@@ -520,7 +540,7 @@ static void test_limits(void **state)
 {
 	(void)state;
 	struct policy *p = load_ok(V "limits:\n  max_header_bytes: 16KiB\n  max_headers: 1000\n"
-				     "  header_timeout: 500ms\n  idle_timeout: 2m\n  max_body: 10MB\n");
+	                             "  header_timeout: 500ms\n  idle_timeout: 2m\n  max_body: 10MB\n");
 	assert_int_equal(p->limits.max_header_bytes, 16384);
 	assert_int_equal(p->limits.max_headers, 1000);
 	assert_int_equal(p->limits.header_timeout_ms, 500);
@@ -529,7 +549,7 @@ static void test_limits(void **state)
 	policy_free(p);
 
 	p = load_ok(V "limits: {max_header_bytes: 1048576, header_timeout: 1h, idle_timeout: 24h, "
-		      "max_body: 512kib}\n");
+	              "max_body: 512kib}\n");
 	assert_int_equal(p->limits.max_header_bytes, 1048576);
 	assert_int_equal(p->limits.header_timeout_ms, 3600000);
 	assert_int_equal(p->limits.idle_timeout_ms, 86400000);
@@ -601,8 +621,8 @@ static void test_hosts(void **state)
 		const struct policy_route *r = &p->routes[0];
 		if (!streq(r->host, hosts[i].stored) || r->wildcard != hosts[i].wildcard ||
 		    r->allow_private != hosts[i].allow_private)
-			fail_msg("case %zu %s: got %s wildcard=%d private=%d", i, hosts[i].host,
-				 r->host, r->wildcard, r->allow_private);
+			fail_msg("case %zu %s: got %s wildcard=%d private=%d", i, hosts[i].host, r->host, r->wildcard,
+			         r->allow_private);
 		policy_free(p);
 	}
 }
@@ -610,25 +630,24 @@ static void test_hosts(void **state)
 static void test_route_fields(void **state)
 {
 	(void)state;
-	struct policy *p = load_ok(
-		V "credentials:\n"
-		  "  k: {from: env:K, placeholder: \"sk-test_0123456789abcdef\"}\n"
-		  "upstream_ca: /etc/ca.pem\n"
-		  "routes:\n"
-		  "  - host: internal.test\n"
-		  "    port: 8443\n"
-		  "    scheme: http\n"
-		  "    methods: [get, Patch, M-SEARCH]\n"
-		  "    paths: [\"/a/%7euser/%2f/*\", \"/b/**\"]\n"
-		  "    credential: k\n"
-		  "    inject: {query: api_key}\n"
-		  "    upstream_ca: ./ca.pem\n"
-		  "    max_body: 1MiB\n"
-		  "    allow_private: true\n"
-		  "  - {host: a.test, credential: k, inject: swap}\n"
-		  "  - {host: b.test, credential: k, inject: basic}\n"
-		  "  - {host: c.test, credential: k, inject: {header: X-Api-Key}}\n"
-		  "  - {host: 10.0.0.1, allow_private: true}\n");
+	struct policy *p = load_ok(V "credentials:\n"
+	                             "  k: {from: env:K, placeholder: \"sk-test_0123456789abcdef\"}\n"
+	                             "upstream_ca: /etc/ca.pem\n"
+	                             "routes:\n"
+	                             "  - host: internal.test\n"
+	                             "    port: 8443\n"
+	                             "    scheme: http\n"
+	                             "    methods: [get, Patch, M-SEARCH]\n"
+	                             "    paths: [\"/a/%7euser/%2f/*\", \"/b/**\"]\n"
+	                             "    credential: k\n"
+	                             "    inject: {query: api_key}\n"
+	                             "    upstream_ca: ./ca.pem\n"
+	                             "    max_body: 1MiB\n"
+	                             "    allow_private: true\n"
+	                             "  - {host: a.test, credential: k, inject: swap}\n"
+	                             "  - {host: b.test, credential: k, inject: basic}\n"
+	                             "  - {host: c.test, credential: k, inject: {header: X-Api-Key}}\n"
+	                             "  - {host: 10.0.0.1, allow_private: true}\n");
 	assert_string_equal(p->upstream_ca, "/etc/ca.pem");
 	assert_string_equal(p->creds[0].placeholder, "sk-test_0123456789abcdef");
 	assert_null(p->creds[0].env);
@@ -659,8 +678,8 @@ static void test_route_fields(void **state)
 
 	/* optional sections may be empty collections; sandbox keys pass */
 	p = load_ok(V "credentials: {}\nroutes: []\nsandbox:\n  workspace: .\n  paths: {read_only: [/usr]}\n"
-		      "  read_only: [/etc]\n  read_write: [/tmp]\n  env: {LANG: C}\n  limits: {memory: 1G}\n"
-		      "limits: {}\n");
+	              "  read_only: [/etc]\n  read_write: [/tmp]\n  env: {LANG: C}\n  limits: {memory: 1G}\n"
+	              "limits: {}\n");
 	assert_int_equal(p->n_creds, 0);
 	assert_int_equal(p->n_routes, 0);
 	policy_free(p);
@@ -710,16 +729,11 @@ static void test_placeholder(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bad_policies),
-		cmocka_unit_test(test_oversized),
-		cmocka_unit_test(test_deep),
-		cmocka_unit_test(test_too_many),
-		cmocka_unit_test(test_file_errors),
-		cmocka_unit_test(test_example_file),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_hosts),
-		cmocka_unit_test(test_route_fields),
-		cmocka_unit_test(test_placeholder),
+		cmocka_unit_test(test_bad_policies), cmocka_unit_test(test_oversized),
+		cmocka_unit_test(test_deep),         cmocka_unit_test(test_too_many),
+		cmocka_unit_test(test_file_errors),  cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_limits),       cmocka_unit_test(test_hosts),
+		cmocka_unit_test(test_route_fields), cmocka_unit_test(test_placeholder),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
