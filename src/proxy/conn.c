@@ -313,6 +313,12 @@ static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 	return true;
 }
 
+static bool upgrade_is_websocket(struct conn *c)
+{
+	int u = http_head_find(&c->req, "upgrade");
+	return u >= 0 && memcaseeq(c->req.headers[u].value, c->req.headers[u].value_len, "websocket");
+}
+
 static void bad_request(struct conn *c, const char *why)
 {
 	char msg[512];
@@ -834,6 +840,13 @@ static void handle_request(struct conn *c)
 	}
 
 	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
+	if (c->upgrade && !upgrade_is_websocket(c)) {
+		/* After a 101 bytes flow unchecked: only WebSocket, whose frames
+		 * carry no further requests, may take that door. h2c would open an
+		 * HTTP/2 connection on which every path is reachable. */
+		refuse(c, 403, "Forbidden", "deny", "upgrade", "only Upgrade: websocket is relayed", NULL);
+		return;
+	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
 	forward(c, secret, false);
 }

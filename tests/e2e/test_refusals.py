@@ -793,3 +793,18 @@ def test_unlisted_name_is_refused_without_resolving(mode, up, proxy_factory):
     assert rec["host"] == "unlisted.invalid"
     # A resolver failure would have said so; the refusal names the policy.
     assert "no route allows host unlisted.invalid" in body_json(resp)["message"]
+
+
+def test_upgrade_other_than_websocket_is_refused(proxy_factory, upstream):
+    """After a 101 bytes flow unchecked, so only WebSocket may upgrade:
+    an h2c upgrade would open HTTP/2 to every path of the host."""
+    from kwtest import raw_request, status_of
+    from conftest import policy_for
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
+    req = (f"GET /api/x HTTP/1.1\r\nHost: api.test:{upstream.port}\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+           "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n").encode()
+    resp = raw_request(p.port, req, tls_host=("api.test", upstream.port), ca=str(p.ca))
+    assert status_of(resp) == 403
+    assert b'"check":"upgrade"' in resp
+    assert upstream.requests == []
+    assert p.requests()[-1]["reason"] == "upgrade"
