@@ -1045,19 +1045,7 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 		return false; /* the body is relayed with its own framing */
 	if (upgrade && memcaseeq(x->name, x->name_len, "upgrade"))
 		return false; /* a 101 names the protocol it switches to */
-	for (unsigned i = 0; i < h->n_headers; i++) {
-		const struct http_header *c = &h->headers[i];
-		if (!memcaseeq(c->name, c->name_len, "connection"))
-			continue;
-		char tmp[128];
-		if (x->name_len >= sizeof(tmp))
-			continue;
-		memcpy(tmp, x->name, x->name_len);
-		tmp[x->name_len] = '\0';
-		if (http_list_has(c->value, c->value_len, tmp))
-			return true;
-	}
-	return false;
+	return http_connection_names(h, x->name, x->name_len);
 }
 
 static void write_response_head(struct conn *c, const struct http_head *h, bool close)

@@ -342,3 +342,18 @@ bool http_list_has(const char *v, size_t n, const char *token)
 	}
 	return false;
 }
+
+bool http_connection_names(const struct http_head *hd, const char *name, size_t len)
+{
+	char tmp[128];
+	if (len >= sizeof(tmp))
+		return false;
+	memcpy(tmp, name, len);
+	tmp[len] = '\0';
+	for (unsigned i = 0; i < hd->n_headers; i++) {
+		const struct http_header *c = &hd->headers[i];
+		if (memcaseeq(c->name, c->name_len, "connection") && http_list_has(c->value, c->value_len, tmp))
+			return true;
+	}
+	return false;
+}

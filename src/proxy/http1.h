@@ -96,5 +96,8 @@ void http1_next(struct http1 *h);
 
 /* Finds a header by name (case-insensitive). Returns its index or -1. */
 int http_head_find(const struct http_head *hd, const char *name);
+/* Whether a Connection header of hd lists this field name: such fields are
+ * hop-by-hop for this message (RFC 9110 7.6.1). */
+bool http_connection_names(const struct http_head *hd, const char *name, size_t len);
 /* Whether the comma-separated header value list contains token (case-insensitive). */
 bool http_list_has(const char *v, size_t n, const char *token);

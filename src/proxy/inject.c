@@ -29,25 +29,6 @@ bool inject_header_is_hop(const char *name, size_t len)
 	return false;
 }
 
-/* Whether the Connection header lists this header name: such headers are
- * hop-by-hop for this message (RFC 9110 7.6.1). */
-static bool named_by_connection(const struct http_head *h, const char *name, size_t len)
-{
-	for (unsigned i = 0; i < h->n_headers; i++) {
-		const struct http_header *c = &h->headers[i];
-		if (!memcaseeq(c->name, c->name_len, "connection"))
-			continue;
-		char tmp[128];
-		if (len >= sizeof(tmp))
-			continue;
-		memcpy(tmp, name, len);
-		tmp[len] = '\0';
-		if (http_list_has(c->value, c->value_len, tmp))
-			return true;
-	}
-	return false;
-}
-
 /* Appends s with every occurrence of needle replaced by rep. Returns the
  * number of replacements or a negative errno. */
 static int replace_all(struct buf *out, const char *s, size_t n, const char *needle, size_t nl, const char *rep,
@@ -398,7 +379,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 
 	for (unsigned i = 0; r == 0 && i < req->n_headers; i++) {
 		const struct http_header *h = &req->headers[i];
-		if (inject_header_is_hop(h->name, h->name_len) || named_by_connection(req, h->name, h->name_len))
+		if (inject_header_is_hop(h->name, h->name_len) || http_connection_names(req, h->name, h->name_len))
 			continue;
 		if (credentialed && replaced_by_route(rt, h->name, h->name_len))
 			continue;
