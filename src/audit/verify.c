@@ -204,6 +204,20 @@ static int put_padded(struct buf *b, const char *s, size_t width)
 	return r;
 }
 
+/* The human sentence of a record, quoted, control bytes escaped. */
+static int put_detail(struct buf *b, json_t *obj)
+{
+	const char *d = obj_str(obj, "detail");
+	if (!d)
+		return 0;
+	int r = buf_puts(b, "  \"");
+	if (r == 0)
+		r = put_clean(b, d);
+	if (r == 0)
+		r = buf_puts(b, "\"");
+	return r;
+}
+
 static int put_request(struct buf *b, json_t *obj)
 {
 	const char *decision = obj_str(obj, "decision");
@@ -241,13 +255,8 @@ static int put_request(struct buf *b, json_t *obj)
 		r = buf_printf(b, "  %" JSON_INTEGER_FORMAT, obj_int(obj, "status"));
 	if (r == 0)
 		r = put_opt(b, obj, "reason", "reason");
-	if (r == 0 && obj_str(obj, "detail")) {
-		r = buf_puts(b, "  \"");
-		if (r == 0)
-			r = put_clean(b, obj_str(obj, "detail"));
-		if (r == 0)
-			r = buf_puts(b, "\"");
-	}
+	if (r == 0)
+		r = put_detail(b, obj);
 	if (r == 0 && obj_int(obj, "bytes_in") >= 0) {
 		r = buf_puts(b, "  in ");
 		if (r == 0)
@@ -279,13 +288,8 @@ static int put_event(struct buf *b, json_t *obj)
 		r = put_opt(b, obj, "decision", "decision");
 	if (r == 0)
 		r = put_opt(b, obj, "reason", "reason");
-	if (r == 0 && obj_str(obj, "detail")) {
-		r = buf_puts(b, "  \"");
-		if (r == 0)
-			r = put_clean(b, obj_str(obj, "detail"));
-		if (r == 0)
-			r = buf_puts(b, "\"");
-	}
+	if (r == 0)
+		r = put_detail(b, obj);
 	return r;
 }
 

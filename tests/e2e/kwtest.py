@@ -130,7 +130,10 @@ class Upstream:
             except OSError:
                 pass
 
-    def _read_request(self, f):
+    @staticmethod
+    def _read_head(f):
+        """Reads a request head: (raw head, method, target, version, headers
+        as received, lower-cased dict), or None at end of stream."""
         head = b""
         while True:
             line = f.readline(65537)
@@ -147,7 +150,13 @@ class Upstream:
                 continue
             n, v = l.split(":", 1)
             headers.append((n, v.strip()))
-        hd = {n.lower(): v for n, v in headers}
+        return head, method, target, version, headers, {n.lower(): v for n, v in headers}
+
+    def _read_request(self, f):
+        got = self._read_head(f)
+        if got is None:
+            return None
+        head, method, target, version, headers, hd = got
         body = b""
         if hd.get("transfer-encoding", "").lower() == "chunked":
             while True:

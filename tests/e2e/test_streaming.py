@@ -68,22 +68,10 @@ class FramingUpstream(Upstream):
     wire: chunk sizes, whether any chunk extension or trailer came through."""
 
     def _read_request(self, f):
-        head = b""
-        while True:
-            line = f.readline(65537)
-            if not line:
-                return None
-            head += line
-            if line in (b"\r\n", b"\n"):
-                break
-        lines = head.decode("latin-1").split("\r\n")
-        method, tgt, version = lines[0].split(" ", 2)
-        headers = []
-        for l in lines[1:]:
-            if l:
-                n, v = l.split(":", 1)
-                headers.append((n, v.strip()))
-        hd = {n.lower(): v for n, v in headers}
+        got = self._read_head(f)
+        if got is None:
+            return None
+        head, method, tgt, version, headers, hd = got
         body = bytearray()
         sizes, size_lines, trailers = [], [], []
         if hd.get("transfer-encoding", "").lower() == "chunked":
