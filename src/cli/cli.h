@@ -7,6 +7,11 @@ int cmd_proxy(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_ca(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* keyward's own argv (main's), for `run` to wipe in the sandbox. */
+extern char **cli_argv;
+extern int cli_argc;
 
 /* True if argv has -h or --help before any "--". */
 int cli_wants_help(int argc, char **argv);

@@ -11,6 +11,8 @@ static const char usage[] = "Usage: keyward COMMAND [ARGS]\n"
                             "the real credential only where the policy allows.\n"
                             "\n"
                             "Commands:\n"
+                            "  run [--policy FILE] [--workspace DIR] [--audit FILE] [--] CMD [ARG]...\n"
+                            "                        run CMD in a sandbox whose only way out is the proxy\n"
                             "  proxy --policy FILE --listen ADDR [--audit FILE]\n"
                             "                        run the credential-injecting HTTP(S) proxy\n"
                             "  policy check FILE     validate a policy and print what it allows\n"
@@ -22,7 +24,7 @@ static const char usage[] = "Usage: keyward COMMAND [ARGS]\n"
                             "  -h, --help            show help (also: keyward COMMAND --help)\n"
                             "  -V, --version         show the version\n"
                             "\n"
-                            "State (the CA of `keyward proxy`) lives in $KEYWARD_HOME, else\n"
+                            "State (the CA of `keyward proxy`, the default audit log) lives in $KEYWARD_HOME, else\n"
                             "$XDG_DATA_HOME/keyward, else ~/.local/share/keyward.\n"
                             "Exit status: 0 success, 1 failure, 2 usage or policy error.\n"
                             "Documentation: README.md and docs/ in the source tree.\n";
@@ -38,8 +40,13 @@ int cli_wants_help(int argc, char **argv)
 	return 0;
 }
 
+char **cli_argv;
+int cli_argc;
+
 int main(int argc, char **argv)
 {
+	cli_argv = argv;
+	cli_argc = argc;
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;
@@ -53,6 +60,8 @@ int main(int argc, char **argv)
 		printf("keyward %s\n", KEYWARD_VERSION);
 		return 0;
 	}
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(cmd, "proxy") == 0)
 		return cmd_proxy(argc - 1, argv + 1);
 	if (strcmp(cmd, "policy") == 0)

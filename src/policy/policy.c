@@ -1502,17 +1502,169 @@ static int parse_routes(struct ctx *c, const struct ynode *n, struct policy *p)
 
 /* ---- top level ---- */
 
-/* The sandbox section belongs to the sandbox module; here only its shape
- * and key names are checked, so that a typo is still an error. */
-static const char *const sandbox_keys[] = { "workspace", "paths", "read_only", "read_write", "env", "limits", NULL };
+/* ---- sandbox ---- */
 
-static int parse_sandbox(struct ctx *c, const struct ynode *n)
+static int parse_sandbox_paths(struct ctx *c, const struct ynode *n, const char *key, bool write,
+                               struct policy_sandbox *sb)
 {
-	const struct ynode *f[ARRAY_SIZE(sandbox_keys)] = { 0 };
+	if (n->type != Y_SEQ)
+		return fail(c, n, "%s: expected a sequence of paths such as [/opt/tools], found %s", key, ynode_kind(n));
+	if (sb->n_paths + n->n > SANDBOX_MAX_PATHS)
+		return fail(c, n, "%s: more than %d paths in read_only and read_write together", key, SANDBOX_MAX_PATHS);
+	for (size_t i = 0; i < n->n; i++) {
+		const struct ynode *item = n->items[i];
+		const char *s;
+		int r = get_nonempty(c, item, key, &s);
+		if (r < 0)
+			return r;
+		/* ".." would let a relative entry climb out of the policy's
+		 * folder in ways a reader of the policy does not see. */
+		for (const char *q = s; (q = strstr(q, "..")); q += 2)
+			if ((q == s || q[-1] == '/') && (q[2] == '\0' || q[2] == '/'))
+				return fail(c, item, "%s: \"%s\": a \"..\" component is not allowed", key, Q(s));
+		if (streq(s, "/"))
+			return fail(c, item, "%s: \"/\" would show the whole host to the sandbox", key);
+		struct policy_sandbox_path *sp = &sb->paths[sb->n_paths];
+		r = dup_string(c, s, &sp->path);
+		if (r < 0)
+			return r;
+		sp->write = write;
+		sp->line = item->line;
+		sp->column = item->column;
+		sb->n_paths++;
+	}
+	return 0;
+}
+
+static int parse_sandbox_env(struct ctx *c, const struct ynode *n, const struct policy *p, struct policy_sandbox *sb)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "env: expected a sequence of variable names such as [TERM, EDITOR], found %s",
+		            ynode_kind(n));
+	if (n->n > SANDBOX_MAX_ENV)
+		return fail(c, n, "env: more than %d names", SANDBOX_MAX_ENV);
+	sb->env = calloc(n->n + 1, sizeof(char *));
+	if (!sb->env)
+		return fail_oom(c);
+	for (size_t i = 0; i < n->n; i++) {
+		const char *s;
+		int r = get_nonempty(c, n->items[i], "env", &s);
+		if (r < 0)
+			return r;
+		if (!valid_env_name(s))
+			return fail(c, n->items[i], "env: \"%s\" is not a variable name", Q(s));
+		/* Passing a credential's source variable would hand the secret
+		 * itself to the sandbox. */
+		for (size_t k = 0; k < p->n_creds; k++) {
+			const struct policy_credential *cr = &p->creds[k];
+			if (cr->source == SOURCE_ENV && streq(cr->source_arg, s))
+				return fail(c, n->items[i], "env: %s holds the secret of credential \"%s\"; it never enters the sandbox",
+				            s, cr->name);
+			if (cr->env && streq(cr->env, s))
+				return fail(c, n->items[i],
+				            "env: %s is already set to the placeholder of credential \"%s\"", s, cr->name);
+		}
+		r = dup_string(c, s, &sb->env[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int parse_sandbox_ports(struct ctx *c, const struct ynode *n, struct policy_sandbox *sb)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "ports: expected a sequence of TCP ports such as [8000], found %s", ynode_kind(n));
+	if (n->n > SANDBOX_MAX_PORTS)
+		return fail(c, n, "ports: more than %d ports", SANDBOX_MAX_PORTS);
+	for (size_t i = 0; i < n->n; i++) {
+		uint64_t v;
+		int r = get_uint(c, n->items[i], "ports", 1, 65535, &v);
+		if (r < 0)
+			return r;
+		sb->ports[sb->n_ports++] = (uint16_t)v;
+	}
+	return 0;
+}
+
+enum { SL_MEMORY, SL_PIDS, SL_CPU, SL_PROCESSES, SL_OPEN_FILES, SL_FILE_SIZE, SL_TMP_SIZE, SL_N };
+static const char *const sandbox_limit_keys[] = { "memory",     "pids",      "cpu",      "processes",
+	                                          "open_files", "file_size", "tmp_size", NULL };
+
+static int parse_sandbox_limits(struct ctx *c, const struct ynode *n, struct policy_sandbox *sb)
+{
+	const struct ynode *f[SL_N] = { 0 };
+	int r = expect_map(c, n, "limits");
+	if (r == 0)
+		r = map_fields(c, n, sandbox_limit_keys, f, NULL, "sandbox limits");
+	if (r == 0 && f[SL_MEMORY])
+		r = get_size(c, f[SL_MEMORY], "memory", 16 * 1024 * 1024, UINT64_MAX / 2, &sb->memory);
+	if (r == 0 && f[SL_PIDS])
+		r = get_uint(c, f[SL_PIDS], "pids", 8, 1000000, &sb->pids);
+	if (r == 0 && f[SL_CPU]) {
+		const char *s;
+		r = get_string(c, f[SL_CPU], "cpu", &s);
+		if (r == 0 && (parse_digits(&s, &sb->cpu_percent) < 0 || !streq(s, "%") || sb->cpu_percent < 1 ||
+		               sb->cpu_percent > 100000))
+			r = fail(c, f[SL_CPU], "cpu: expected a percentage of one core such as 50%% or 200%%");
+	}
+	if (r == 0 && f[SL_PROCESSES])
+		r = get_uint(c, f[SL_PROCESSES], "processes", 8, 1000000, &sb->processes);
+	if (r == 0 && f[SL_OPEN_FILES])
+		r = get_uint(c, f[SL_OPEN_FILES], "open_files", 16, 1048576, &sb->open_files);
+	if (r == 0 && f[SL_FILE_SIZE])
+		r = get_size(c, f[SL_FILE_SIZE], "file_size", 4096, UINT64_MAX / 2, &sb->file_size);
+	if (r == 0 && f[SL_TMP_SIZE])
+		r = get_size(c, f[SL_TMP_SIZE], "tmp_size", 1024 * 1024, UINT64_MAX / 2, &sb->tmp_size);
+	return r;
+}
+
+enum { S_WORKSPACE, S_READ_ONLY, S_READ_WRITE, S_ENV, S_PORTS, S_LANDLOCK, S_LIMITS, S_N };
+static const char *const sandbox_keys[] = { "workspace", "read_only", "read_write", "env",
+	                                    "ports",     "landlock",  "limits",     NULL };
+
+/* Runs after credentials: are parsed (env: names are checked against them). */
+static int parse_sandbox(struct ctx *c, const struct ynode *n, struct policy *p)
+{
+	const struct ynode *f[S_N] = { 0 };
+	struct policy_sandbox *sb = &p->sandbox;
 	int r = expect_map(c, n, "sandbox");
-	if (r < 0)
-		return r;
-	return map_fields(c, n, sandbox_keys, f, NULL, "sandbox");
+	if (r == 0)
+		r = map_fields(c, n, sandbox_keys, f, NULL, "sandbox");
+	if (r == 0 && f[S_WORKSPACE]) {
+		const char *s;
+		r = get_nonempty(c, f[S_WORKSPACE], "workspace", &s);
+		if (r == 0 && streq(s, "/"))
+			r = fail(c, f[S_WORKSPACE], "workspace: \"/\" would give the sandbox the whole host");
+		if (r == 0)
+			r = dup_string(c, s, &sb->workspace);
+	}
+	if (r == 0 && (f[S_READ_ONLY] || f[S_READ_WRITE])) {
+		sb->paths = calloc(SANDBOX_MAX_PATHS, sizeof(*sb->paths));
+		if (!sb->paths)
+			return fail_oom(c);
+	}
+	if (r == 0 && f[S_READ_ONLY])
+		r = parse_sandbox_paths(c, f[S_READ_ONLY], "read_only", false, sb);
+	if (r == 0 && f[S_READ_WRITE])
+		r = parse_sandbox_paths(c, f[S_READ_WRITE], "read_write", true, sb);
+	if (r == 0 && f[S_ENV])
+		r = parse_sandbox_env(c, f[S_ENV], p, sb);
+	if (r == 0 && f[S_PORTS])
+		r = parse_sandbox_ports(c, f[S_PORTS], sb);
+	if (r == 0 && f[S_LANDLOCK]) {
+		const char *s;
+		r = get_string(c, f[S_LANDLOCK], "landlock", &s);
+		if (r == 0 && !streq(s, "auto") && !streq(s, "required"))
+			r = fail(c, f[S_LANDLOCK],
+			         "landlock: expected auto (use it where the kernel has it) or required (refuse to run "
+			         "without it)");
+		if (r == 0)
+			sb->require_landlock = streq(s, "required");
+	}
+	if (r == 0 && f[S_LIMITS])
+		r = parse_sandbox_limits(c, f[S_LIMITS], sb);
+	return r;
 }
 
 enum { T_VERSION, T_CREDENTIALS, T_ROUTES, T_SANDBOX, T_AUDIT, T_UPSTREAM_CA, T_LIMITS, T_N };
@@ -1561,7 +1713,7 @@ static int parse_policy(struct ctx *c, const struct ynode *root, struct policy *
 			return r;
 	}
 	if (f[T_SANDBOX]) {
-		r = parse_sandbox(c, f[T_SANDBOX]);
+		r = parse_sandbox(c, f[T_SANDBOX], p);
 		if (r < 0)
 			return r;
 	}
@@ -1653,6 +1805,10 @@ static int resolve_relative_paths(struct policy *p, const char *path)
 			r = rebase(&p->creds[i].source_arg, path, dl);
 	for (size_t i = 0; r == 0 && i < p->n_routes; i++)
 		r = rebase(&p->routes[i].upstream_ca, path, dl);
+	if (r == 0)
+		r = rebase(&p->sandbox.workspace, path, dl);
+	for (size_t i = 0; r == 0 && i < p->sandbox.n_paths; i++)
+		r = rebase(&p->sandbox.paths[i].path, path, dl);
 	return r;
 }
 
@@ -1745,6 +1901,11 @@ void policy_free(struct policy *p)
 		free(r->upstream_ca);
 	}
 	free(p->routes);
+	free(p->sandbox.workspace);
+	for (size_t i = 0; i < p->sandbox.n_paths; i++)
+		free(p->sandbox.paths[i].path);
+	free(p->sandbox.paths);
+	strv_free(p->sandbox.env);
 	free(p->audit);
 	free(p->upstream_ca);
 	free(p->path);

@@ -68,6 +68,35 @@ struct policy_limits {
 	uint64_t max_body;          /* default request body ceiling, 0 = none */
 };
 
+/* sandbox: (used by `keyward run`; `keyward proxy` ignores it) */
+struct policy_sandbox_path {
+	char *path; /* absolute after policy_load (relative ones resolve against the policy's folder) */
+	bool write;
+	int line, column;
+};
+
+#define SANDBOX_MAX_PATHS 64
+#define SANDBOX_MAX_ENV   64
+#define SANDBOX_MAX_PORTS 32
+
+struct policy_sandbox {
+	char *workspace;                  /* NULL: the caller's choice (--workspace, else the current directory) */
+	struct policy_sandbox_path *paths; /* read_only: then read_write: entries */
+	size_t n_paths;
+	char **env; /* names taken from the caller's environment; NULL-terminated or NULL */
+	uint16_t ports[SANDBOX_MAX_PORTS]; /* loopback TCP ports the sandbox may use among its own processes */
+	size_t n_ports;
+	bool require_landlock; /* landlock: required */
+	/* limits: 0 = keyward's default (see docs/policy.md) */
+	uint64_t memory;     /* bytes, cgroup */
+	uint64_t pids;       /* cgroup pids.max */
+	uint64_t cpu_percent; /* cgroup CPU quota, 100 = one core */
+	uint64_t processes;  /* RLIMIT_NPROC */
+	uint64_t open_files; /* RLIMIT_NOFILE */
+	uint64_t file_size;  /* RLIMIT_FSIZE, bytes */
+	uint64_t tmp_size;   /* size of the /tmp and $HOME tmpfs, bytes */
+};
+
 struct policy {
 	char *path;                      /* file it was loaded from */
 	struct policy_credential *creds; /* n_creds entries */
@@ -77,6 +106,7 @@ struct policy {
 	char *audit;       /* audit: path, or NULL */
 	char *upstream_ca; /* top-level upstream_ca:, or NULL */
 	struct policy_limits limits;
+	struct policy_sandbox sandbox;
 };
 
 /* An error with its place in the file. message is complete and ready to

@@ -48,6 +48,7 @@ struct listener_info {
 	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */
 	int fd;
 	bool is_unix;
+	bool shared; /* one socket for all workers (unix, or the sandbox's door) */
 };
 
 struct conn;

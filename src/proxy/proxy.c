@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include "common/log.h"
 #include "common/state.h"
@@ -264,7 +265,7 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 		return -ENOMEM;
 	for (size_t i = 0; i < px->n_listeners; i++) {
 		const struct listener_info *li = &px->listeners[i];
-		int fd = li->is_unix ? fcntl(li->fd, F_DUPFD_CLOEXEC, 3) : tcp_fds[i];
+		int fd = li->shared ? fcntl(li->fd, F_DUPFD_CLOEXEC, 3) : tcp_fds[i];
 		if (fd < 0)
 			return -errno;
 		ctxs[i] = (struct accept_ctx){ .w = w, .li = li };
@@ -328,24 +329,66 @@ static void reload(struct proxy *px)
 	audit_event(px, "reload", "allow", detail);
 }
 
+static void begin_stop(struct proxy *px, int grace_s, const char *why)
+{
+	if (stopping)
+		return;
+	stopping = 1;
+	if (why)
+		log_info("%s: finishing requests in flight, then exiting", why);
+	for (int i = 0; i < px->n_workers; i++) {
+		struct worker *w = &px->workers[i];
+		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+		struct timeval grace = { grace_s, 0 };
+		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
+	}
+	event_base_loopexit(px->main_base, NULL);
+}
+
+/* keyward run: the proxy lives as long as the sandbox. */
+static void child_check(struct proxy *px)
+{
+	int st;
+	pid_t r;
+	do
+		r = waitpid(px->opt.child, &st, WNOHANG);
+	while (r < 0 && errno == EINTR);
+	if (r != px->opt.child)
+		return;
+	if (px->opt.child_status)
+		*px->opt.child_status = st;
+	px->opt.child = 0;
+	begin_stop(px, 5, NULL);
+}
+
+/* A signal that the terminal sent to its foreground process group has
+ * reached the sandbox's processes already; passing it on would deliver it
+ * twice. */
+static bool terminal_sent(int sig)
+{
+	if (sig != SIGINT && sig != SIGQUIT)
+		return false;
+	pid_t fg = tcgetpgrp(STDIN_FILENO);
+	return fg > 0 && fg == getpgrp();
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct proxy *px = arg;
+	if (px->opt.child > 0) {
+		if (sig == SIGCHLD)
+			child_check(px);
+		else if (!terminal_sent((int)sig))
+			kill(px->opt.child, (int)sig);
+		return;
+	}
+	if (sig == SIGCHLD)
+		return;
 	if (sig == SIGHUP) {
 		reload(px);
 		return;
 	}
-	if (stopping)
-		return;
-	stopping = 1;
-	log_info("%s: finishing requests in flight, then exiting", sig == SIGINT ? "SIGINT" : "SIGTERM");
-	for (int i = 0; i < px->n_workers; i++) {
-		struct worker *w = &px->workers[i];
-		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
-		struct timeval grace = { 30, 0 };
-		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
-	}
-	event_base_loopexit(px->main_base, NULL);
+	begin_stop(px, 30, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 /* ---- main ---- */
@@ -387,7 +430,7 @@ static int resolve_pins(struct proxy *px, char *errbuf, size_t errlen)
 static int open_listeners(struct proxy *px, int **ret_tcp, char *errbuf, size_t errlen)
 {
 	size_t n = px->opt.n_listen;
-	px->listeners = calloc(n, sizeof(*px->listeners));
+	px->listeners = calloc(n + 1, sizeof(*px->listeners));
 	int *tcp = calloc(n * (size_t)px->n_workers + 1, sizeof(int));
 	if (!px->listeners || !tcp) {
 		free(tcp);
@@ -403,7 +446,7 @@ static int open_listeners(struct proxy *px, int **ret_tcp, char *errbuf, size_t 
 		int r = parse_listen(px->opt.listen[i], &ss, &len, errbuf, errlen);
 		if (r < 0)
 			goto fail;
-		li->is_unix = ss.ss_family == AF_UNIX;
+		li->is_unix = li->shared = ss.ss_family == AF_UNIX;
 		for (int k = 0; k < (li->is_unix ? 1 : px->n_workers); k++) {
 			int fd = open_listener(&ss, len, errbuf, errlen, px->opt.listen[i]);
 			if (fd < 0) {
@@ -435,6 +478,12 @@ static int open_listeners(struct proxy *px, int **ret_tcp, char *errbuf, size_t 
 		free(tcp);
 		return r;
 	}
+	if (px->opt.door) {
+		struct listener_info *li = &px->listeners[px->n_listeners++];
+		li->fd = px->opt.door_fd;
+		li->shared = true;
+		snprintf(li->name, sizeof(li->name), "%s", px->opt.door_name ? px->opt.door_name : "door");
+	}
 	*ret_tcp = tcp;
 	return 0;
 }
@@ -464,7 +513,10 @@ int proxy_main(const struct proxy_options *opt)
 	}
 	pthread_mutex_init(&px.gen_lock, NULL);
 
-	r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
+	if (opt->policy)
+		r = gen_build(opt->policy, &px.gen, err, sizeof(err));
+	else
+		r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
 		return r;
@@ -486,16 +538,20 @@ int proxy_main(const struct proxy_options *opt)
 		goto out;
 	}
 
-	if (opt->state_dir)
-		snprintf(dir, sizeof(dir), "%s", opt->state_dir);
-	else if ((r = state_dir(dir, sizeof(dir), true, err, sizeof(err))) < 0) {
-		log_error("%s", err);
-		goto out;
-	}
-	r = tls_ca_load_or_create(dir, &px.ca, err, sizeof(err));
-	if (r < 0) {
-		log_error("%s", err);
-		goto out;
+	if (opt->ca) {
+		px.ca = opt->ca;
+	} else {
+		if (opt->state_dir)
+			snprintf(dir, sizeof(dir), "%s", opt->state_dir);
+		else if ((r = state_dir(dir, sizeof(dir), true, err, sizeof(err))) < 0) {
+			log_error("%s", err);
+			goto out;
+		}
+		r = tls_ca_load_or_create(dir, &px.ca, err, sizeof(err));
+		if (r < 0) {
+			log_error("%s", err);
+			goto out;
+		}
 	}
 	px.server_ctx = tls_server_ctx_new();
 	if (!px.server_ctx) {
@@ -536,9 +592,10 @@ int proxy_main(const struct proxy_options *opt)
 	}
 
 	px.main_base = event_base_new();
-	struct event *sigs[3];
-	int signums[3] = { SIGHUP, SIGTERM, SIGINT };
-	for (int i = 0; i < 3; i++) {
+	static const int signums[] = { SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2 };
+	struct event *sigs[ARRAY_SIZE(signums)] = { 0 };
+	size_t n_sigs = opt->child > 0 ? ARRAY_SIZE(signums) : 3;
+	for (size_t i = 0; i < n_sigs; i++) {
 		sigs[i] = evsignal_new(px.main_base, signums[i], signal_cb, &px);
 		event_add(sigs[i], NULL);
 	}
@@ -558,15 +615,17 @@ int proxy_main(const struct proxy_options *opt)
 		}
 		started++;
 	}
+	if (px.opt.child > 0)
+		child_check(&px); /* it may have ended before SIGCHLD was watched */
 	if (started == px.n_workers)
 		event_base_dispatch(px.main_base);
 	else
-		signal_cb(SIGTERM, 0, &px);
+		begin_stop(&px, 30, "worker start failed");
 	for (int i = 0; i < started; i++)
 		pthread_join(px.workers[i].thread, NULL);
 	audit_event(&px, "stop", NULL, "keyward stopped");
 	log_info("stopped");
-	for (int i = 0; i < 3; i++)
+	for (size_t i = 0; i < n_sigs; i++)
 		event_free(sigs[i]);
 	event_base_free(px.main_base);
 	r = 0;
@@ -587,7 +646,8 @@ out:
 	free(tcp);
 	free(px.pins);
 	SSL_CTX_free(px.server_ctx);
-	tls_ca_free(px.ca);
+	if (px.ca != opt->ca)
+		tls_ca_free(px.ca);
 	audit_close(px.audit);
 	gen_unref(px.gen);
 	pthread_mutex_destroy(&px.gen_lock);

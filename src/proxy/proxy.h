@@ -3,7 +3,9 @@
  * one worker. See docs/proxy.md. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "common/util.h"
 
@@ -20,6 +22,16 @@ struct proxy_options {
 	int workers;            /* 0: one per CPU */
 	const char *state_dir;  /* for the CA; NULL: state_dir() */
 	const char *ready_file; /* if set, "PORT\n" of the first listener is written here once listening */
+
+	/* For `keyward run`: */
+	struct policy *policy; /* already loaded: taken over, and policy_path only names it */
+	bool door;             /* serve door_fd, a listening socket made by the sandbox */
+	int door_fd;
+	const char *door_name;  /* for audit records */
+	struct tls_ca *ca;      /* borrowed: mint with this CA instead of the state directory's */
+	pid_t child;            /* > 0: serve until this child exits; signals are passed on to it
+	                           (SIGHUP included: it does not reload) */
+	int *child_status;      /* out: the child's wait status */
 };
 
 /* Runs the proxy until SIGTERM/SIGINT (drain, then return 0). Returns a

@@ -173,3 +173,82 @@ routes:
     paths: {paths}{cred}{ca}
     allow_private: true{route_extra}
 {extra_routes}"""
+
+
+class Sandbox:
+    """Runs `keyward run` with its own state directory, policy and audit log,
+    and checks afterwards that no made-up secret reached its output."""
+
+    def __init__(self, tmp, policy_text=None, resolve=("api.test:127.0.0.1",)):
+        self.tmp = pathlib.Path(tmp)
+        self.home = self.tmp / "state"
+        self.workspace = self.tmp / "ws"
+        self.workspace.mkdir(exist_ok=True)
+        self.policy = None
+        if policy_text is not None:
+            self.policy = self.tmp / "policy.yaml"
+            self.policy.write_text(policy_text)
+        self.audit = self.tmp / "audit.jsonl"
+        self.resolve = resolve
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "KEYWARD_HOME": str(self.home),
+            "TEST_TOKEN": SECRET,
+            "TEST_TOKEN2": SECRET2,
+            "TERM": "dumb",
+            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=1"),
+            "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        }
+
+    def argv(self, cmd, args=()):
+        a = [KEYWARD, "run", "--audit", str(self.audit), "--workspace", str(self.workspace)]
+        if self.policy:
+            a += ["--policy", str(self.policy)]
+        for r in self.resolve:
+            a += ["--resolve", r]
+        return a + list(args) + ["--"] + list(cmd)
+
+    def run(self, cmd, args=(), timeout=60, input=None, check_clean=True, env=None):
+        e = dict(self.env)
+        e.update(env or {})
+        p = subprocess.run(self.argv(cmd, args), capture_output=True, timeout=timeout, env=e,
+                           input=input, cwd=self.tmp)
+        p.out = p.stdout.decode(errors="replace")
+        p.err = p.stderr.decode(errors="replace")
+        if check_clean:
+            self.check_clean(p.out, p.err)
+        return p
+
+    def records(self):
+        import json
+        if not self.audit.exists():
+            return []
+        return [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
+
+    def requests(self):
+        return [r for r in self.records() if r["event"] == "request"]
+
+    def check_clean(self, out, err):
+        assert "ERROR: AddressSanitizer" not in err, err
+        assert "ERROR: LeakSanitizer" not in err, err
+        assert "runtime error:" not in err, err
+        audit = self.audit.read_text() if self.audit.exists() else ""
+        for name, blob in {"stdout": out, "stderr": err, "audit": audit}.items():
+            for s in (SECRET, SECRET2):
+                assert s not in blob, f"secret found in {name}"
+        if audit:
+            v = subprocess.run([KEYWARD, "audit", "verify", str(self.audit)], capture_output=True, text=True)
+            assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.fixture
+def sandbox_factory(tmp_path):
+    n = [0]
+
+    def make(policy_text=None, **kw):
+        d = tmp_path / f"s{n[0]}"
+        n[0] += 1
+        d.mkdir()
+        return Sandbox(d, policy_text, **kw)
+
+    return make

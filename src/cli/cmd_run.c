@@ -1,0 +1,294 @@
+/* `keyward run`: CMD in the namespace sandbox, its only way out the proxy.
+ *
+ * Order matters: the sandbox is cloned before any secret is loaded, and
+ * the policy is read once, before CMD starts, so that CMD cannot change
+ * the policy it runs under (it may live in the workspace). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/state.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+#include "proxy/tls.h"
+#include "sandbox/sandbox.h"
+
+static const char usage[] =
+	"Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
+	"\n"
+	"Runs CMD in a fresh sandbox (user, mount, PID, network, IPC, UTS and cgroup\n"
+	"namespaces; Landlock; seccomp) whose only way out is keyward's proxy. CMD\n"
+	"sees placeholders, never secrets: the proxy attaches the real credential to\n"
+	"the requests the policy allows and refuses everything else. The sandbox sees\n"
+	"/usr, the parts of /etc programs need, the workspace (read-write), a private\n"
+	"/tmp and $HOME, and nothing else of the host. No root is needed.\n"
+	"\n"
+	"Options:\n"
+	"  -p, --policy FILE     the policy (YAML, see docs/policy.md); default\n"
+	"                        ./keyward.yaml if it exists, else no route at all\n"
+	"  -w, --workspace DIR   bound read-write at its own path, and CMD's working\n"
+	"                        directory (default: the policy's sandbox.workspace,\n"
+	"                        else the current directory)\n"
+	"  -a, --audit FILE      audit log (default: the policy's audit:, else\n"
+	"                        audit.jsonl in the state directory)\n"
+	"      --resolve HOST:ADDRESS\n"
+	"                        dial ADDRESS for HOST instead of asking DNS\n"
+	"                        (repeatable; for tests and internal hosts)\n"
+	"  -v, --verbose         explain what was set up (repeat for proxy debug)\n"
+	"  -h, --help            show this help\n"
+	"\n"
+	"Exit status: CMD's own, 128+N if it died of signal N; 125 if the sandbox\n"
+	"could not be set up; 2 for usage or policy errors.\n"
+	"Inside: HTTP(S)_PROXY and friends point at the proxy, SSL_CERT_FILE and\n"
+	"friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
+	"placeholder is in its env: variable. See docs/sandbox.md.\n";
+
+#define EXIT_SETUP 125
+
+static int load_policy(const char *path, struct policy **ret)
+{
+	struct policy_error perr;
+	int r;
+	if (path) {
+		r = policy_load(path, ret, &perr);
+	} else {
+		static const char none[] = "version: 1\n";
+		r = policy_load_string("(no policy: every request is refused)", none, sizeof(none) - 1, ret, &perr);
+	}
+	if (r < 0)
+		fprintf(stderr, "%s\n", perr.message);
+	return r;
+}
+
+/* The audit log the proxy will write, so that it can be hidden from the
+ * sandbox wherever it lies. */
+static int audit_path_for(const char *opt_audit, const struct policy *p, char *out, size_t outlen)
+{
+	char dir[PATH_MAX], err[512];
+	if (opt_audit || p->audit) {
+		snprintf(out, outlen, "%s", opt_audit ? opt_audit : p->audit);
+		return 0;
+	}
+	int r = state_dir(dir, sizeof(dir), true, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "keyward run: %s\n", err);
+		return r;
+	}
+	snprintf(out, outlen, "%s/audit.jsonl", dir);
+	return 0;
+}
+
+/* The absolute form of a path that may not exist yet (its folder must). */
+static void absolute(const char *path, char *out, size_t outlen)
+{
+	char dir[PATH_MAX];
+	if (realpath(path, out))
+		return;
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	const char *base = path;
+	if (slash) {
+		*slash = '\0';
+		base = slash + 1;
+	}
+	char rdir[PATH_MAX];
+	if (realpath(slash ? (dir[0] ? dir : "/") : ".", rdir))
+		snprintf(out, outlen, "%s/%s", streq(rdir, "/") ? "" : rdir, base);
+	else
+		snprintf(out, outlen, "%s", path);
+}
+
+/* Policy paths are relative to the policy's folder already; one loaded
+ * from ./keyward.yaml may still be relative to the current directory.
+ * Symbolic links are not resolved here: the sandbox refuses them. */
+static int absolute_paths(struct policy_sandbox *sb)
+{
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -errno;
+	for (size_t i = 0; i < sb->n_paths; i++) {
+		char *p = sb->paths[i].path, *q;
+		if (p[0] == '/')
+			continue;
+		if (asprintf(&q, "%s/%s", cwd, p) < 0)
+			return -ENOMEM;
+		free(p);
+		sb->paths[i].path = q;
+	}
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "policy", required_argument, NULL, 'p' },
+		{ "workspace", required_argument, NULL, 'w' },
+		{ "audit", required_argument, NULL, 'a' },
+		{ "resolve", required_argument, NULL, 'r' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct proxy_options o = { .door = true };
+	const char *policy_path = NULL, *workspace = NULL;
+	int verbose = 0, c;
+
+	while ((c = getopt_long(argc, argv, "+p:w:a:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			policy_path = optarg;
+			break;
+		case 'w':
+			workspace = optarg;
+			break;
+		case 'a':
+			o.audit_path = optarg;
+			break;
+		case 'r':
+			if (o.n_resolve >= PROXY_MAX_RESOLVE) {
+				fprintf(stderr, "keyward run: at most %d --resolve\n", PROXY_MAX_RESOLVE);
+				return 2;
+			}
+			o.resolve[o.n_resolve++] = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs("see: keyward run --help\n", stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "keyward run: no command given (keyward run [OPTIONS] -- CMD [ARG]...)\n");
+		return 2;
+	}
+	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
+
+	struct stat st;
+	if (!policy_path && stat("keyward.yaml", &st) == 0)
+		policy_path = "keyward.yaml";
+	struct policy *policy;
+	if (load_policy(policy_path, &policy) < 0)
+		return 2;
+	if (verbose)
+		log_info("policy %s: %zu routes, %zu credentials", policy_path ? policy_path : "(none): every request is refused",
+		         policy->n_routes, policy->n_creds);
+
+	char ws[PATH_MAX], audit[PATH_MAX], audit_abs[PATH_MAX], state[PATH_MAX], err[1024] = "";
+	const char *ws_arg = workspace ? workspace : policy->sandbox.workspace ? policy->sandbox.workspace : ".";
+	if (!realpath(ws_arg, ws) || stat(ws, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "keyward run: workspace %s: %s\n", ws_arg, errno ? strerror(errno) : "not a directory");
+		policy_free(policy);
+		return 2;
+	}
+	if (streq(ws, "/")) {
+		fprintf(stderr, "keyward run: the workspace cannot be / (the sandbox would see the whole host)\n");
+		policy_free(policy);
+		return 2;
+	}
+	if (audit_path_for(o.audit_path, policy, audit, sizeof(audit)) < 0 ||
+	    state_dir(state, sizeof(state), false, err, sizeof(err)) < 0) {
+		if (err[0])
+			fprintf(stderr, "keyward run: %s\n", err);
+		policy_free(policy);
+		return 1;
+	}
+	absolute(audit, audit_abs, sizeof(audit_abs));
+	if (absolute_paths(&policy->sandbox) < 0) {
+		fprintf(stderr, "keyward run: out of memory\n");
+		policy_free(policy);
+		return 1;
+	}
+	const char *hide[] = { state, audit_abs };
+
+	/* keyward's own argument area, to be wiped in the sandbox's PID 1 */
+	char *args = cli_argv[0];
+	size_t args_len = (size_t)(cli_argv[cli_argc - 1] + strlen(cli_argv[cli_argc - 1]) + 1 - cli_argv[0]);
+
+	struct sandbox_config cfg = {
+		.policy = policy,
+		.workspace = ws,
+		.argv = argv + optind,
+		.hide = hide,
+		.n_hide = ARRAY_SIZE(hide),
+		.self_args = args,
+		.self_args_len = args_len,
+		.verbose = verbose > 0,
+	};
+	struct sandbox sb;
+	/* Until the proxy watches them, signals must not kill us before the
+	 * sandbox is cleaned up; the proxy passes them on. */
+	sigset_t block, old;
+	sigemptyset(&block);
+	for (int s = 1; s < 32; s++)
+		if (s != SIGKILL && s != SIGSTOP && s != SIGSEGV && s != SIGBUS && s != SIGFPE && s != SIGILL &&
+		    s != SIGABRT && s != SIGTRAP)
+			sigaddset(&block, s);
+	sigprocmask(SIG_BLOCK, &block, &old);
+
+	if (sandbox_spawn(&cfg, &sb, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keyward run: %s\n", err);
+		policy_free(policy);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return EXIT_SETUP;
+	}
+
+	struct tls_ca *ca = NULL;
+	char *ca_pem = NULL;
+	int r = tls_ca_new_ephemeral(&ca);
+	if (r == 0 && !(ca_pem = tls_ca_cert_pem(ca)))
+		r = -ENOMEM;
+	if (r < 0)
+		snprintf(err, sizeof(err), "cannot create the CA of this run: %s", strerror(-r));
+	else
+		r = sandbox_start(&cfg, &sb, ca_pem, err, sizeof(err));
+	free(ca_pem);
+	if (r < 0) {
+		fprintf(stderr, "keyward run: %s\n", err);
+		sandbox_cleanup(&sb);
+		tls_ca_free(ca);
+		policy_free(policy);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return EXIT_SETUP;
+	}
+
+	char door[64];
+	snprintf(door, sizeof(door), "sandbox:%d", (int)sb.pid);
+	int status = -1;
+	o.policy = policy; /* taken over by the proxy */
+	o.policy_path = policy_path ? policy_path : "(none)";
+	o.door_fd = sb.listen_fd;
+	o.door_name = door;
+	o.ca = ca;
+	o.child = sb.pid;
+	o.child_status = &status;
+	o.workers = 1;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	r = proxy_main(&o);
+	if (status == -1) {
+		/* The proxy could not start (or stopped first): the sandbox must
+		 * not outlive it. */
+		kill(sb.pid, SIGKILL);
+		while (waitpid(sb.pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (r < 0)
+			status = -1;
+	}
+	sandbox_cleanup(&sb);
+	tls_ca_free(ca);
+	if (status == -1)
+		return EXIT_SETUP;
+	return sandbox_exit_code(status);
+}

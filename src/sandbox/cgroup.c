@@ -1,0 +1,224 @@
+/* cgroup limits of a sandbox (see cgroup.h).
+ *
+ * Only directories named keyward-PID that this process created are
+ * written to or removed. */
+#include "sandbox/cgroup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "sandbox/sandbox.h"
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+static int write_value(const char *dir, const char *file, const char *value)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, value, strlen(value));
+	int e = errno;
+	close(fd);
+	return n == (ssize_t)strlen(value) ? 0 : -(n < 0 ? e : EIO);
+}
+
+/* The path of our cgroup in the hierarchy whose /proc/self/cgroup line
+ * has this controller list ("" for v2's "0::"). */
+static bool own_cgroup(const char *controller, char *out, size_t outlen)
+{
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return false;
+	char line[PATH_MAX + 64];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		const char *list = c1 + 1;
+		bool match = !*controller ? (line[0] == '0' && !*list) : false;
+		for (char *save = NULL, *tok = *controller ? strtok_r((char *)list, ",", &save) : NULL; tok;
+		     tok = strtok_r(NULL, ",", &save))
+			match = match || streq(tok, controller);
+		if (match) {
+			snprintf(out, outlen, "%s", c2 + 1);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static bool is_cgroup2(const char *path)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+struct want {
+	char pids[32], memory[32], cpu_quota[32];
+};
+
+static bool has_word(const char *list, const char *w)
+{
+	size_t n = strlen(w);
+	for (const char *p = list; (p = strstr(p, w)); p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* A new child of `base` for the sandbox, with the pid moved in. */
+static int make_group(struct sandbox *sb, const char *base, char *dir, size_t dirlen)
+{
+	if (sb->n_cgroups >= ARRAY_SIZE(sb->cgroup))
+		return -ENOSPC;
+	int n = snprintf(dir, dirlen, "%s/keyward-%d", base, (int)sb->pid);
+	if (n < 0 || (size_t)n >= dirlen || (size_t)n >= sizeof(sb->cgroup[0]))
+		return -ENAMETOOLONG;
+	if (mkdir(dir, 0755) < 0)
+		return -errno;
+	snprintf(sb->cgroup[sb->n_cgroups++], sizeof(sb->cgroup[0]), "%s", dir);
+	return 0;
+}
+
+static int join(struct sandbox *sb, const char *dir, const char *procs_file)
+{
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", (int)sb->pid);
+	return write_value(dir, procs_file, pid);
+}
+
+static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t whatlen)
+{
+	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], ctl[256] = "";
+	if (!own_cgroup("", own, sizeof(own)))
+		return -ENOENT;
+	const char *mnt = is_cgroup2("/sys/fs/cgroup") ? "/sys/fs/cgroup"
+	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
+	                                                          : NULL;
+	if (!mnt)
+		return -ENOENT;
+	snprintf(base, sizeof(base), "%s%s", mnt, streq(own, "/") ? "" : own);
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/cgroup.subtree_control", base);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -ENOENT;
+	if (!fgets(ctl, sizeof(ctl), f))
+		ctl[0] = '\0';
+	fclose(f);
+	if ((w->pids[0] && !has_word(ctl, "pids")) || (w->memory[0] && !has_word(ctl, "memory")) ||
+	    (w->cpu_quota[0] && !has_word(ctl, "cpu")))
+		return -ENOENT; /* not delegated to us */
+	int r = make_group(sb, base, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	char cpu[64];
+	snprintf(cpu, sizeof(cpu), "%s 100000", w->cpu_quota);
+	if ((w->pids[0] && (r = write_value(dir, "pids.max", w->pids)) < 0) ||
+	    (w->memory[0] && (r = write_value(dir, "memory.max", w->memory)) < 0) ||
+	    (w->memory[0] && (r = write_value(dir, "memory.swap.max", "0")) < 0 && r != -ENOENT) ||
+	    (w->cpu_quota[0] && (r = write_value(dir, "cpu.max", cpu)) < 0) || (r = join(sb, dir, "cgroup.procs")) < 0)
+		return r;
+	snprintf(what, whatlen, "cgroup v2 %s", dir);
+	return 0;
+}
+
+/* v1: one hierarchy per controller; each must be writable. */
+static int try_v1(struct sandbox *sb, const char *controller, const char *file, const char *value, char *what,
+                  size_t whatlen)
+{
+	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX];
+	if (!own_cgroup(controller, own, sizeof(own)))
+		return -ENOENT;
+	snprintf(base, sizeof(base), "/sys/fs/cgroup/%s%s", controller, streq(own, "/") ? "" : own);
+	if (access(base, W_OK) < 0)
+		return -errno;
+	int r = make_group(sb, base, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	if (streq(controller, "cpu"))
+		r = write_value(dir, "cpu.cfs_period_us", "100000");
+	if (r == 0)
+		r = write_value(dir, file, value);
+	if (r == 0 && streq(controller, "memory"))
+		(void)write_value(dir, "memory.memsw.limit_in_bytes", value); /* absent without swap accounting */
+	if (r == 0)
+		r = join(sb, dir, "cgroup.procs");
+	if (r == 0) {
+		size_t l = strlen(what);
+		snprintf(what + l, whatlen - l, "%scgroup v1 %s", l ? ", " : "", dir);
+	}
+	return r;
+}
+
+int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, bool verbose, char *errbuf,
+                         size_t errlen)
+{
+	struct want w = { "", "", "" };
+	snprintf(w.pids, sizeof(w.pids), "%llu",
+	         (unsigned long long)(lim->pids ? lim->pids : SANDBOX_DEFAULT_PIDS));
+	if (lim->memory)
+		snprintf(w.memory, sizeof(w.memory), "%llu", (unsigned long long)lim->memory);
+	if (lim->cpu_percent)
+		snprintf(w.cpu_quota, sizeof(w.cpu_quota), "%llu", (unsigned long long)lim->cpu_percent * 1000);
+	bool required = lim->pids || lim->memory || lim->cpu_percent;
+
+	char what[1024] = "";
+	int r = try_v2(sb, &w, what, sizeof(what));
+	if (r == 0) {
+		if (verbose)
+			log_info("limits: pids %s, memory %s, cpu %s through %s", w.pids, w.memory[0] ? w.memory : "-",
+			         w.cpu_quota[0] ? w.cpu_quota : "-", what);
+		return 0;
+	}
+	sandbox_cgroup_remove(sb);
+	const char *failed = NULL;
+	if ((r = try_v1(sb, "pids", "pids.max", w.pids, what, sizeof(what))) < 0)
+		failed = "pids";
+	else if (w.memory[0] && (r = try_v1(sb, "memory", "memory.limit_in_bytes", w.memory, what, sizeof(what))) < 0)
+		failed = "memory";
+	else if (w.cpu_quota[0] && (r = try_v1(sb, "cpu", "cpu.cfs_quota_us", w.cpu_quota, what, sizeof(what))) < 0)
+		failed = "cpu";
+	if (!failed) {
+		if (verbose)
+			log_info("limits: pids %s, memory %s, cpu quota %s through %s", w.pids,
+			         w.memory[0] ? w.memory : "-", w.cpu_quota[0] ? w.cpu_quota : "-", what);
+		return 0;
+	}
+	sandbox_cgroup_remove(sb);
+	if (required) {
+		snprintf(errbuf, errlen,
+		         "the policy sets sandbox limits (memory, pids or cpu) and no writable cgroup is delegated to "
+		         "keyward (%s: %s); run it in a delegated cgroup v2 (systemd-run --user --scope -p Delegate=yes) "
+		         "or remove those limits",
+		         failed, strerror(-r));
+		return -EPERM;
+	}
+	if (verbose)
+		log_info("limits: no writable cgroup (%s), so no pids/memory/cpu limit beyond the rlimits", strerror(-r));
+	return 0;
+}
+
+void sandbox_cgroup_remove(struct sandbox *sb)
+{
+	for (size_t i = sb->n_cgroups; i-- > 0;) {
+		/* The last processes may still be on their way out. */
+		for (int tries = 0; rmdir(sb->cgroup[i]) < 0 && errno == EBUSY && tries < 50; tries++)
+			nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);
+	}
+	sb->n_cgroups = 0;
+}

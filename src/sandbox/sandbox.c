@@ -1,0 +1,958 @@
+/* The namespace sandbox of `keyward run` (see sandbox.h).
+ *
+ * Trust boundary: everything here runs before CMD, in a child that holds
+ * no secret (it is cloned before the parent loads any). Once CMD runs, the
+ * only things shared with keyward are the listening socket (the door) and
+ * the exit status. The file system is built from descriptors opened
+ * without following symbolic links, so that a workspace the sandbox wrote
+ * to in an earlier run cannot redirect a bind mount. */
+#include "sandbox/sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/log.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/landlock.h"
+#include "sandbox/seccomp.h"
+
+#define NEWROOT "/tmp"  /* where the new root is built, before pivot_root */
+#define MSG_MAX 4096    /* one control message */
+#define CA_MAX  (64 * 1024)
+
+#define DEFAULT_TMP_SIZE   (512ull * 1024 * 1024)
+#define DEFAULT_PROCESSES  4096
+#define DEFAULT_OPEN_FILES 4096
+
+/* The parts of the host's /etc that programs need. Everything else of /etc
+ * (shadow, sudoers, ssh host keys, ssl/private, ...) stays out. */
+static const char *const etc_entries[] = {
+	"alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version",
+	"gai.conf", "gitconfig", "host.conf", "inputrc", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+	"locale.alias", "localtime", "magic", "magic.mime", "mime.types", "nanorc", "os-release",
+	"perl", "profile", "profile.d", "protocols", "python3", "python3.11", "rpc", "services", "shells",
+	"ssl/certs", "ssl/openssl.cnf", "terminfo", "timezone", "vim", "wgetrc", "xdg",
+};
+
+/* Top-level directories shown read-only (or re-created as the symbolic
+ * links they are on a merged-/usr system). */
+static const char *const system_dirs[] = { "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32" };
+
+static const char *const dev_nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+
+/* ---- the child's error channel ---- */
+
+/* The child reports the first failure to the parent as text and exits. */
+static int ctl_fd = -1;
+
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
+{
+	char msg[MSG_MAX];
+	va_list ap;
+	msg[0] = 'E';
+	va_start(ap, fmt);
+	vsnprintf(msg + 1, sizeof(msg) - 1, fmt, ap);
+	va_end(ap);
+	if (ctl_fd < 0 || send(ctl_fd, msg, strlen(msg), MSG_NOSIGNAL) < 0)
+		fprintf(stderr, "keyward run: %s\n", msg + 1);
+	_exit(126);
+}
+
+#define die_errno(fmt, ...) die(fmt ": %s", ##__VA_ARGS__, strerror(errno))
+
+static void verbose(const struct sandbox_config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void verbose(const struct sandbox_config *cfg, const char *fmt, ...)
+{
+	if (!cfg->verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("keyward run: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ---- small file helpers (child) ---- */
+
+static void write_file(const char *path, const char *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		die_errno("cannot create %s", path);
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die_errno("cannot write %s", path);
+		data += n;
+		len -= (size_t)n;
+	}
+	close(fd);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	write_file(path, text, strlen(text), 0644);
+}
+
+/* mkdir -p below NEWROOT; `path` is absolute inside the sandbox. */
+static void make_dirs(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	int n = snprintf(buf, sizeof(buf), NEWROOT "%s", path);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		die("path too long: %s", path);
+	for (char *p = buf + strlen(NEWROOT) + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			die_errno("cannot create %s", buf);
+		*p = c;
+		if (!c)
+			break;
+	}
+}
+
+static void in_root(char *out, size_t outlen, const char *path)
+{
+	int n = snprintf(out, outlen, NEWROOT "%s", path);
+	if (n < 0 || (size_t)n >= outlen)
+		die("path too long: %s", path);
+}
+
+/* ---- mounts (child) ---- */
+
+/* Opens a host path without following any symbolic link on the way. */
+static int open_nofollow(const char *path)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+}
+
+/* Binds the host object open at `src` to `dst` (inside the sandbox),
+ * read-only unless `write`. The copy is made read-only before it is
+ * attached, and every mount below it too. */
+static void bind_fd(int src, const char *dst, bool write, bool allow_dev)
+{
+	char target[PATH_MAX];
+	struct stat st;
+	if (fstat(src, &st) < 0)
+		die_errno("cannot stat the source of %s", dst);
+
+	in_root(target, sizeof(target), dst);
+	struct stat existing;
+	if (lstat(target, &existing) == 0) {
+		/* mounting over something already there (e.g. the CA bundle) */
+	} else if (S_ISDIR(st.st_mode)) {
+		make_dirs(dst, 0755);
+	} else {
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof(parent), "%s", dst);
+		char *slash = strrchr(parent, '/');
+		if (slash && slash != parent) {
+			*slash = '\0';
+			make_dirs(parent, 0755);
+		}
+		int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
+			die_errno("cannot create the mount point %s", dst);
+		close(fd);
+	}
+
+	int tree = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		die_errno("cannot copy the mount of %s", dst);
+	struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID };
+	if (!write)
+		attr.attr_set |= MOUNT_ATTR_RDONLY;
+	if (!allow_dev)
+		attr.attr_set |= MOUNT_ATTR_NODEV;
+	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+		die_errno("cannot make %s read-only", dst);
+	if (move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		die_errno("cannot mount %s", dst);
+	close(tree);
+}
+
+/* Binds a host path at the same path inside. A path that does not exist
+ * is skipped when `optional`. A symbolic link on the way is refused. */
+static void bind_path(const char *path, bool write, bool optional)
+{
+	int fd = open_nofollow(path);
+	if (fd < 0) {
+		if (errno == ENOENT && optional)
+			return;
+		if (errno == ELOOP)
+			die("%s: a symbolic link is in the way; name the real path", path);
+		die_errno("cannot open %s", path);
+	}
+	bind_fd(fd, path, write, false);
+	close(fd);
+}
+
+/* A symbolic link on the host is re-created as the same link. */
+static bool copy_symlink(const char *path)
+{
+	char target[PATH_MAX], dst[PATH_MAX];
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	in_root(dst, sizeof(dst), path);
+	if (symlink(target, dst) < 0 && errno != EEXIST)
+		die_errno("cannot create the link %s", path);
+	return true;
+}
+
+static void mount_tmpfs(const char *dst, const char *opts, unsigned long flags)
+{
+	char target[PATH_MAX];
+	make_dirs(dst, 0755);
+	in_root(target, sizeof(target), dst);
+	if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
+		die_errno("cannot mount a tmpfs on %s", dst);
+}
+
+static void mount_system(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(system_dirs); i++) {
+		struct stat st;
+		if (lstat(system_dirs[i], &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode))
+			copy_symlink(system_dirs[i]);
+		else
+			bind_path(system_dirs[i], false, true);
+	}
+}
+
+static void write_etc(const struct sandbox_config *cfg, const char *ca_pem)
+{
+	char path[PATH_MAX];
+	make_dirs("/etc/ssl", 0755);
+	for (size_t i = 0; i < ARRAY_SIZE(etc_entries); i++) {
+		snprintf(path, sizeof(path), "/etc/%s", etc_entries[i]);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode))
+			copy_symlink(path);
+		else
+			bind_path(path, false, true);
+	}
+	in_root(path, sizeof(path), "/etc/passwd");
+	write_text(path, "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+	                 "sandbox:x:1000:1000:sandbox:" SANDBOX_HOME ":/bin/bash\n"
+	                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+	in_root(path, sizeof(path), "/etc/group");
+	write_text(path, "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n");
+	in_root(path, sizeof(path), "/etc/hosts");
+	write_text(path, "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+	in_root(path, sizeof(path), "/etc/hostname");
+	write_text(path, "sandbox\n");
+	in_root(path, sizeof(path), "/etc/resolv.conf");
+	write_text(path, "# keyward: the sandbox has no resolver and no route out.\n"
+	                 "# Names are resolved by keyward's proxy, after its policy allowed them.\n");
+	in_root(path, sizeof(path), "/etc/nsswitch.conf");
+	write_text(path, "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
+	                 "networks: files\nprotocols: files\nservices: files\n");
+
+	/* The CA bundle: the system's roots plus keyward's CA for this run. */
+	make_dirs("/etc/keyward", 0755);
+	in_root(path, sizeof(path), "/etc/keyward/ca.pem");
+	write_text(path, ca_pem);
+	size_t cap = CA_MAX + strlen(ca_pem), len = 0;
+	_cleanup_free_ char *bundle = malloc(cap + 1);
+	if (!bundle)
+		die("out of memory");
+	int fd = open("/etc/ssl/certs/ca-certificates.crt", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		for (;;) {
+			if (len == cap) {
+				cap *= 2;
+				char *nb = realloc(bundle, cap + 1);
+				if (!nb)
+					die("out of memory");
+				bundle = nb;
+			}
+			ssize_t n = read(fd, bundle + len, cap - len);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+		}
+		close(fd);
+	}
+	if (len > 0 && bundle[len - 1] != '\n')
+		bundle[len++] = '\n';
+	size_t calen = strlen(ca_pem);
+	if (len + calen > cap) {
+		char *nb = realloc(bundle, len + calen + 1);
+		if (!nb)
+			die("out of memory");
+		bundle = nb;
+	}
+	memcpy(bundle + len, ca_pem, calen);
+	len += calen;
+	in_root(path, sizeof(path), "/etc/keyward/ca-bundle.pem");
+	write_file(path, bundle, len, 0644);
+	/* Programs that ignore the variables read the distribution's bundle. */
+	in_root(path, sizeof(path), "/etc/ssl/certs/ca-certificates.crt");
+	if (access(path, F_OK) == 0) {
+		int src = open_nofollow(NEWROOT "/etc/keyward/ca-bundle.pem");
+		if (src < 0)
+			die_errno("cannot open the CA bundle");
+		bind_fd(src, "/etc/ssl/certs/ca-certificates.crt", false, false);
+		close(src);
+	}
+	verbose(cfg, "/etc: %zu entries of the host's, passwd/group/hosts/resolv.conf written, CA bundle at "
+	             "/etc/keyward/ca-bundle.pem",
+	        ARRAY_SIZE(etc_entries));
+}
+
+static void mount_dev(void)
+{
+	char path[PATH_MAX];
+	mount_tmpfs("/dev", "mode=0755,size=64k", MS_NOEXEC);
+	for (size_t i = 0; i < ARRAY_SIZE(dev_nodes); i++) {
+		snprintf(path, sizeof(path), "/dev/%s", dev_nodes[i]);
+		int fd = open_nofollow(path);
+		if (fd < 0)
+			continue; /* no /dev/tty without a terminal */
+		bind_fd(fd, path, true, true);
+		close(fd);
+	}
+	make_dirs("/dev/pts", 0755);
+	in_root(path, sizeof(path), "/dev/pts");
+	if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+		die_errno("cannot mount a private /dev/pts");
+	static const char *const links[][2] = {
+		{ "pts/ptmx", "/dev/ptmx" },       { "/proc/self/fd", "/dev/fd" },
+		{ "/proc/self/fd/0", "/dev/stdin" }, { "/proc/self/fd/1", "/dev/stdout" },
+		{ "/proc/self/fd/2", "/dev/stderr" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+		in_root(path, sizeof(path), links[i][1]);
+		if (symlink(links[i][0], path) < 0)
+			die_errno("cannot create %s", links[i][1]);
+	}
+	mount_tmpfs("/dev/shm", "mode=1777,size=64m", MS_NOEXEC);
+}
+
+static void mount_proc(void)
+{
+	char path[PATH_MAX];
+	make_dirs("/proc", 0555);
+	in_root(path, sizeof(path), "/proc");
+	if (mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		die_errno("cannot mount /proc");
+	/* /proc/sys and friends read-only, as in every container runtime. */
+	static const char *const ro[] = { "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus" };
+	for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
+		in_root(path, sizeof(path), ro[i]);
+		int fd = open_nofollow(path);
+		if (fd < 0)
+			continue;
+		bind_fd(fd, ro[i], false, false);
+		close(fd);
+	}
+}
+
+/* Covers a host path that must stay invisible (keyward's state, the audit
+ * log) with an empty read-only file or directory, when it lies under a
+ * path the sandbox can see. */
+static void hide_path(const char *host_path)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	in_root(path, sizeof(path), host_path);
+	if (lstat(path, &st) < 0)
+		return; /* not visible: nothing to hide */
+	if (S_ISDIR(st.st_mode)) {
+		if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555") < 0)
+			die_errno("cannot hide %s", host_path);
+	} else {
+		int fd = open_nofollow("/dev/null");
+		if (fd < 0)
+			die_errno("cannot open /dev/null");
+		/* bind /dev/null without device access: it reads as empty and
+		 * cannot be opened for writing on a nodev, read-only mount */
+		bind_fd(fd, host_path, false, false);
+		close(fd);
+	}
+}
+
+static uint64_t or_default(uint64_t v, uint64_t def)
+{
+	return v ? v : def;
+}
+
+static void build_root(const struct sandbox_config *cfg, const char *ca_pem)
+{
+	const struct policy_sandbox *sb = &cfg->policy->sandbox;
+	char opts[128], path[PATH_MAX];
+
+	/* Our mounts must not propagate back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die_errno("cannot make the mounts private");
+
+	/* Open what will be bound before NEWROOT is covered: the workspace or a
+	 * listed path may lie under it. */
+	int ws = open_nofollow(cfg->workspace);
+	if (ws < 0)
+		die_errno("cannot open the workspace %s (it must be named without symbolic links)", cfg->workspace);
+	int extra[SANDBOX_MAX_PATHS];
+	for (size_t i = 0; i < sb->n_paths; i++) {
+		extra[i] = open_nofollow(sb->paths[i].path);
+		if (extra[i] < 0 && errno == ELOOP)
+			die("sandbox path %s: a symbolic link is in the way; name the real path", sb->paths[i].path);
+		if (extra[i] < 0)
+			die_errno("sandbox path %s", sb->paths[i].path);
+	}
+
+	if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") < 0)
+		die_errno("cannot mount the new root");
+	mount_system();
+	write_etc(cfg, ca_pem);
+	mount_dev();
+	mount_proc();
+
+	uint64_t tmp = or_default(sb->tmp_size, DEFAULT_TMP_SIZE);
+	snprintf(opts, sizeof(opts), "mode=1777,size=%llu", (unsigned long long)tmp);
+	mount_tmpfs("/tmp", opts, 0);
+	snprintf(opts, sizeof(opts), "mode=0700,size=%llu", (unsigned long long)tmp);
+	mount_tmpfs(SANDBOX_HOME, opts, 0);
+	make_dirs("/var/tmp", 0755);
+	in_root(path, sizeof(path), "/var/tmp");
+	(void)rmdir(path);
+	if (symlink("/tmp", path) < 0)
+		die_errno("cannot create /var/tmp");
+	make_dirs("/run", 0755);
+
+	bind_fd(ws, cfg->workspace, true, false);
+	close(ws);
+	for (size_t i = 0; i < sb->n_paths; i++) {
+		bind_fd(extra[i], sb->paths[i].path, sb->paths[i].write, false);
+		close(extra[i]);
+		verbose(cfg, "%s: %s", sb->paths[i].path, sb->paths[i].write ? "read-write" : "read-only");
+	}
+	for (size_t i = 0; i < cfg->n_hide; i++)
+		hide_path(cfg->hide[i]);
+	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace,
+	        SANDBOX_HOME, (unsigned long long)tmp);
+
+	/* Into the new root; the old one is detached and gone. */
+	if (chdir(NEWROOT) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+		die_errno("cannot switch to the new root");
+	if (umount2(".", MNT_DETACH) < 0)
+		die_errno("cannot detach the old root");
+	if (chdir("/") < 0)
+		die_errno("cannot enter the new root");
+	struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY };
+	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof(ro)) < 0)
+		die_errno("cannot make / read-only");
+}
+
+/* ---- network (child) ---- */
+
+static int open_door(uint16_t *port)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		die_errno("socket");
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		die_errno("cannot read the flags of lo");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		die_errno("cannot bring lo up");
+	close(s);
+
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die_errno("socket");
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sin);
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 1024) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
+		die_errno("cannot open the proxy socket");
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
+static void send_door(int fd, uint16_t port)
+{
+	char msg[8];
+	int n = snprintf(msg, sizeof(msg), "K%u", (unsigned)port);
+	struct iovec iov = { .iov_base = msg, .iov_len = (size_t)n };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (sendmsg(ctl_fd, &mh, MSG_NOSIGNAL) < 0)
+		die_errno("cannot hand the proxy socket to keyward");
+}
+
+/* ---- privileges and limits (child) ---- */
+
+static void set_limit(int res, uint64_t v, const char *what)
+{
+	struct rlimit rl = { .rlim_cur = v, .rlim_max = v };
+	struct rlimit cur;
+	if (getrlimit(res, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && cur.rlim_max < v)
+		rl.rlim_cur = rl.rlim_max = cur.rlim_max; /* never raise */
+	if (setrlimit(res, &rl) < 0)
+		die_errno("cannot set the %s limit", what);
+}
+
+static void set_limits(const struct sandbox_config *cfg)
+{
+	const struct policy_sandbox *sb = &cfg->policy->sandbox;
+	set_limit(RLIMIT_CORE, 0, "core dump");
+	set_limit(RLIMIT_NOFILE, or_default(sb->open_files, DEFAULT_OPEN_FILES), "open files");
+	set_limit(RLIMIT_NPROC, or_default(sb->processes, DEFAULT_PROCESSES), "processes");
+	if (sb->file_size)
+		set_limit(RLIMIT_FSIZE, sb->file_size, "file size");
+}
+
+static void drop_privileges(void)
+{
+	int last = CAP_LAST_CAP;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	if (f) {
+		if (fscanf(f, "%d", &last) != 1)
+			last = CAP_LAST_CAP;
+		fclose(f);
+	}
+	for (int cap = 0; cap <= last; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			die_errno("cannot drop capability %d from the bounding set", cap);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		die_errno("cannot clear the ambient capabilities");
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = { 0 };
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		die_errno("cannot clear the capabilities");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		die_errno("cannot set no_new_privs");
+}
+
+static void fences(const struct sandbox_config *cfg, uint16_t port)
+{
+	const struct policy_sandbox *sb = &cfg->policy->sandbox;
+	char err[256] = "";
+	struct sandbox_path_rule rules[8 + SANDBOX_MAX_PATHS];
+	size_t n = 0;
+	rules[n++] = (struct sandbox_path_rule){ "/", SANDBOX_READ };
+	rules[n++] = (struct sandbox_path_rule){ "/dev", SANDBOX_WRITE };
+	rules[n++] = (struct sandbox_path_rule){ "/proc", SANDBOX_WRITE };
+	rules[n++] = (struct sandbox_path_rule){ "/tmp", SANDBOX_WRITE };
+	rules[n++] = (struct sandbox_path_rule){ SANDBOX_HOME, SANDBOX_WRITE };
+	rules[n++] = (struct sandbox_path_rule){ cfg->workspace, SANDBOX_WRITE };
+	for (size_t i = 0; i < sb->n_paths; i++)
+		if (sb->paths[i].write)
+			rules[n++] = (struct sandbox_path_rule){ sb->paths[i].path, SANDBOX_WRITE };
+	uint16_t ports[1 + SANDBOX_MAX_PORTS];
+	ports[0] = port;
+	memcpy(ports + 1, sb->ports, sb->n_ports * sizeof(ports[0]));
+	struct sandbox_landlock ll = {
+		.paths = rules, .n_paths = n, .tcp_ports = ports, .n_tcp_ports = 1 + sb->n_ports
+	};
+	int r = sandbox_landlock_apply(&ll, err, sizeof(err));
+	if (r == -EOPNOTSUPP) {
+		if (sb->require_landlock)
+			die("the policy says landlock: required, and this kernel has no Landlock");
+		verbose(cfg, "Landlock: not available in this kernel; the namespaces and seccomp still apply");
+	} else if (r < 0) {
+		die("Landlock: %s", err);
+	} else if (ll.missing[0]) {
+		if (sb->require_landlock)
+			die("the policy says landlock: required, and this kernel's Landlock (ABI %d) lacks %s", ll.abi,
+			    ll.missing);
+		verbose(cfg, "Landlock ABI %d: file system, TCP ports %u and the listed ones; missing: %s", ll.abi,
+		        (unsigned)port, ll.missing);
+	} else {
+		verbose(cfg, "Landlock ABI %d: file system, TCP ports (%u and %zu listed), signal and abstract socket scoping",
+		        ll.abi, (unsigned)port, sb->n_ports);
+	}
+	r = sandbox_seccomp_install(err, sizeof(err));
+	if (r < 0)
+		die("seccomp: %s", err);
+	verbose(cfg, "seccomp filter installed; capabilities empty, bounding set dropped, no_new_privs");
+}
+
+/* ---- environment (child) ---- */
+
+struct envv {
+	char *v[64 + SANDBOX_MAX_ENV + 64];
+	size_t n;
+};
+
+static void env_add(struct envv *e, const char *name, const char *value)
+{
+	if (e->n + 1 >= ARRAY_SIZE(e->v))
+		die("too many environment variables");
+	if (asprintf(&e->v[e->n], "%s=%s", name, value) < 0)
+		die("out of memory");
+	e->n++;
+}
+
+static void build_env(const struct sandbox_config *cfg, uint16_t port, struct envv *e)
+{
+	const struct policy *p = cfg->policy;
+	char proxy[64];
+	snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%u", (unsigned)port);
+
+	env_add(e, "PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin");
+	env_add(e, "HOME", SANDBOX_HOME);
+	env_add(e, "USER", "sandbox");
+	env_add(e, "LOGNAME", "sandbox");
+	env_add(e, "SHELL", "/bin/bash");
+	const char *lang = getenv("LANG");
+	env_add(e, "LANG", lang && *lang && strlen(lang) < 64 ? lang : "C.UTF-8");
+	const char *term = getenv("TERM");
+	if (term && *term && strlen(term) < 64)
+		env_add(e, "TERM", term);
+	static const char *const proxy_vars[] = { "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+		                                  "ALL_PROXY",  "all_proxy" };
+	for (size_t i = 0; i < ARRAY_SIZE(proxy_vars); i++)
+		env_add(e, proxy_vars[i], proxy);
+	env_add(e, "NO_PROXY", "");
+	env_add(e, "no_proxy", "");
+	static const char *const ca_vars[] = { "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+		                               "GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "PIP_CERT" };
+	for (size_t i = 0; i < ARRAY_SIZE(ca_vars); i++)
+		env_add(e, ca_vars[i], "/etc/keyward/ca-bundle.pem");
+	env_add(e, "NODE_EXTRA_CA_CERTS", "/etc/keyward/ca.pem");
+	env_add(e, "KEYWARD_SANDBOX", "1");
+	for (size_t i = 0; i < p->n_creds; i++)
+		if (p->creds[i].env)
+			env_add(e, p->creds[i].env, p->creds[i].placeholder);
+	for (char **name = p->sandbox.env; name && *name; name++) {
+		const char *v = getenv(*name);
+		if (v)
+			env_add(e, *name, v);
+	}
+	e->v[e->n] = NULL;
+}
+
+/* PID 1 was forked from keyward, not executed: its environment block and
+ * argument area are keyward's, which may hold a credential's source
+ * variable. Wipe both, so that /proc/1/environ and /proc/1/cmdline show
+ * nothing (PID 1 is also made non-dumpable). */
+static void wipe_inherited(const struct sandbox_config *cfg)
+{
+	extern char **environ;
+	for (char **e = environ; e && *e; e++)
+		explicit_bzero(*e, strlen(*e));
+	if (cfg->self_args && cfg->self_args_len > 0) {
+		explicit_bzero(cfg->self_args, cfg->self_args_len);
+		snprintf(cfg->self_args, cfg->self_args_len, "keyward-init");
+	}
+}
+
+/* ---- PID 1 ---- */
+
+static volatile sig_atomic_t cmd_pid;
+
+static void forward_signal(int sig)
+{
+	if (cmd_pid > 0)
+		kill((pid_t)cmd_pid, sig);
+}
+
+static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGCONT, SIGWINCH };
+
+__attribute__((noreturn)) static void exec_cmd(const struct sandbox_config *cfg, char **cmd, char **envp)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
+		signal(forwarded[i], SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	if (close_range(3, ~0U, 0) < 0)
+		_exit(126);
+	if (chdir(cfg->workspace) < 0 && chdir(SANDBOX_HOME) < 0)
+		_exit(126);
+	extern char **environ;
+	environ = envp;
+	execvp(cmd[0], cmd);
+	int e = errno;
+	fprintf(stderr, "keyward run: %s: %s\n", cmd[0], strerror(e));
+	_exit(e == ENOENT ? 127 : 126);
+}
+
+/* Starts CMD, forwards signals to it, reaps every orphan, and exits with
+ * CMD's status when it ends (which ends every process in the sandbox). */
+__attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg, char **cmd, char **envp)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid_t pid = fork();
+	if (pid < 0)
+		die_errno("cannot start %s", cmd[0]);
+	if (pid == 0)
+		exec_cmd(cfg, cmd, envp);
+	cmd_pid = pid;
+	close(ctl_fd);
+	ctl_fd = -1;
+	struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
+		sigaction(forwarded[i], &sa, NULL);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+
+	for (;;) {
+		int st;
+		pid_t r = waitpid(-1, &st, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			_exit(126);
+		if (r == pid) {
+			if (WIFSIGNALED(st))
+				_exit(128 + WTERMSIG(st));
+			_exit(WEXITSTATUS(st));
+		}
+	}
+}
+
+static ssize_t recv_all(int fd, char *buf, size_t len)
+{
+	ssize_t n;
+	do
+		n = recv(fd, buf, len, 0);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+__attribute__((noreturn)) static void child_main(const struct sandbox_config *cfg)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL); /* keyward blocks them while it starts */
+	/* Nothing the caller left open passes into the sandbox. */
+	if ((ctl_fd > 3 && close_range(3, (unsigned)ctl_fd - 1, 0) < 0) || close_range((unsigned)ctl_fd + 1, ~0U, 0) < 0)
+		die_errno("close_range");
+	/* Die with keyward. The parent's death before this line is seen as EOF
+	 * on the control socket below. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		die_errno("PR_SET_PDEATHSIG");
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die_errno("PR_SET_DUMPABLE");
+
+	/* Wait for the identity maps and the CA certificate. */
+	_cleanup_free_ char *ca = malloc(CA_MAX + 1);
+	if (!ca)
+		die("out of memory");
+	ssize_t n = recv_all(ctl_fd, ca, CA_MAX);
+	if (n <= 0)
+		_exit(126); /* keyward went away */
+	ca[n] = '\0';
+
+	if (sethostname("sandbox", 7) < 0 || setdomainname("", 0) < 0)
+		die_errno("cannot set the host name");
+	build_root(cfg, ca);
+	uint16_t port;
+	int door = open_door(&port);
+	send_door(door, port);
+	close(door);
+	verbose(cfg, "network: only lo; the proxy listens on 127.0.0.1:%u inside", (unsigned)port);
+
+	struct envv env = { .n = 0 };
+	build_env(cfg, port, &env);
+	/* CMD's arguments live in the area about to be wiped */
+	size_t argc = 0;
+	while (cfg->argv[argc])
+		argc++;
+	char **cmd = calloc(argc + 1, sizeof(char *));
+	for (size_t i = 0; cmd && i < argc; i++)
+		if (!(cmd[i] = strdup(cfg->argv[i])))
+			die("out of memory");
+	if (!cmd)
+		die("out of memory");
+	wipe_inherited(cfg);
+	set_limits(cfg);
+	drop_privileges();
+	fences(cfg, port);
+	init_loop(cfg, cmd, env.v);
+}
+
+/* ---- parent ---- */
+
+static int write_proc(pid_t pid, const char *file, const char *text, char *errbuf, size_t errlen)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		snprintf(errbuf, errlen, "cannot write %s: %s", path, strerror(e));
+		return -e;
+	}
+	close(fd);
+	return 0;
+}
+
+int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
+{
+	int sv[2];
+	*sb = (struct sandbox){ .pid = -1, .ctl = -1, .listen_fd = -1 };
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		snprintf(errbuf, errlen, "socketpair: %s", strerror(errno));
+		return -errno;
+	}
+	fflush(NULL);
+	long pid = syscall(SYS_clone,
+	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+	                           CLONE_NEWCGROUP | SIGCHLD,
+	                   NULL, NULL, NULL, 0);
+	if (pid < 0) {
+		int e = errno;
+		close(sv[0]);
+		close(sv[1]);
+		snprintf(errbuf, errlen,
+		         "cannot create the sandbox's namespaces: %s%s", strerror(e),
+		         e == EPERM || e == ENOSPC ? " (are unprivileged user namespaces enabled? see "
+		                                     "/proc/sys/user/max_user_namespaces and "
+		                                     "kernel.apparmor_restrict_unprivileged_userns)"
+		                                   : "");
+		return -e;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		ctl_fd = sv[1];
+		child_main(cfg);
+	}
+	close(sv[1]);
+	sb->pid = (pid_t)pid;
+	sb->ctl = sv[0];
+	return 0;
+}
+
+static int fail_child(struct sandbox *sb, int r)
+{
+	if (sb->pid > 0) {
+		kill(sb->pid, SIGKILL);
+		while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		sb->pid = -1;
+	}
+	return r;
+}
+
+static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
+{
+	char msg[MSG_MAX + 1];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = msg, .iov_len = MSG_MAX };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	ssize_t n;
+	do
+		n = recvmsg(sb->ctl, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		snprintf(errbuf, errlen, "the sandbox ended while it was being built");
+		return -EPIPE;
+	}
+	msg[n] = '\0';
+	if (msg[0] == 'E') {
+		snprintf(errbuf, errlen, "%s", msg + 1);
+		return -EINVAL;
+	}
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	unsigned port = 0;
+	if (msg[0] != 'K' || sscanf(msg + 1, "%u", &port) != 1 || port == 0 || port > 65535 || !cm ||
+	    cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int))) {
+		snprintf(errbuf, errlen, "the sandbox sent an unexpected message");
+		return -EPROTO;
+	}
+	memcpy(&sb->listen_fd, CMSG_DATA(cm), sizeof(int));
+	sb->port = (uint16_t)port;
+	return 0;
+}
+
+int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const char *ca_pem, char *errbuf,
+                  size_t errlen)
+{
+	char map[64];
+	int r = write_proc(sb->pid, "setgroups", "deny", errbuf, errlen);
+	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_UID, (int)getuid());
+	if (r == 0)
+		r = write_proc(sb->pid, "uid_map", map, errbuf, errlen);
+	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_GID, (int)getgid());
+	if (r == 0)
+		r = write_proc(sb->pid, "gid_map", map, errbuf, errlen);
+	if (r == 0)
+		r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
+	if (r < 0)
+		return fail_child(sb, r);
+	size_t len = strlen(ca_pem);
+	if (len == 0 || len > CA_MAX || send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		snprintf(errbuf, errlen, "cannot start the sandbox: %s", len > CA_MAX ? "CA too large" : strerror(errno));
+		return fail_child(sb, -EIO);
+	}
+	r = recv_door(sb, errbuf, errlen);
+	if (r < 0)
+		return fail_child(sb, r);
+	return 0;
+}
+
+void sandbox_cleanup(struct sandbox *sb)
+{
+	if (sb->ctl >= 0)
+		close(sb->ctl);
+	if (sb->listen_fd >= 0)
+		close(sb->listen_fd);
+	sb->ctl = sb->listen_fd = -1;
+	sandbox_cgroup_remove(sb);
+}
+
+int sandbox_exit_code(int wstatus)
+{
+	if (WIFSIGNALED(wstatus))
+		return 128 + WTERMSIG(wstatus);
+	if (WIFEXITED(wstatus))
+		return WEXITSTATUS(wstatus);
+	return 1;
+}
