@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,42 @@ static const char *inject_name(const struct policy_route *r, char *buf, size_t n
 		return "swap placeholders";
 	}
 	return "?";
+}
+
+static void print_limit(const char *name, uint64_t v, const char *unit, const char *def)
+{
+	if (v)
+		printf("    %-11s %llu%s\n", name, (unsigned long long)v, unit);
+	else
+		printf("    %-11s %s\n", name, def);
+}
+
+/* What `keyward run` will set up (keyward proxy ignores the section). */
+static void print_sandbox(const struct policy_sandbox *sb)
+{
+	printf("\nsandbox (keyward run):\n");
+	printf("  workspace:   %s\n", sb->workspace ? sb->workspace : "--workspace, else the current directory");
+	for (size_t i = 0; i < sb->n_paths; i++)
+		printf("  %s  %s\n", sb->paths[i].write ? "read-write:" : "read-only: ", sb->paths[i].path);
+	printf("  env passed:  ");
+	if (!sb->env)
+		printf("(none)");
+	for (char **e = sb->env; e && *e; e++)
+		printf("%s%s", e == sb->env ? "" : ", ", *e);
+	printf("\n  ports:       ");
+	if (!sb->n_ports)
+		printf("(none besides the proxy's)");
+	for (size_t i = 0; i < sb->n_ports; i++)
+		printf("%s%u", i ? ", " : "", (unsigned)sb->ports[i]);
+	printf("\n  landlock:    %s\n  limits:\n",
+	       sb->require_landlock ? "required" : "auto (used where the kernel has it)");
+	print_limit("memory:", sb->memory, " bytes", "no limit");
+	print_limit("pids:", sb->pids, "", "4096 where a cgroup is writable");
+	print_limit("cpu:", sb->cpu_percent, "% of one core", "no limit");
+	print_limit("processes:", sb->processes, "", "4096");
+	print_limit("open_files:", sb->open_files, "", "4096");
+	print_limit("file_size:", sb->file_size, " bytes", "no limit");
+	print_limit("tmp_size:", sb->tmp_size, " bytes", "512 MiB each for /tmp and $HOME");
 }
 
 int cmd_policy(int argc, char **argv)
@@ -104,6 +141,7 @@ int cmd_policy(int argc, char **argv)
 	}
 	if (p->n_routes == 0)
 		printf("  (none: every request is denied)\n");
+	print_sandbox(&p->sandbox);
 	policy_free(p);
 	return status;
 }

@@ -21,35 +21,34 @@
 #include "proxy/tls.h"
 #include "sandbox/sandbox.h"
 
-static const char usage[] =
-	"Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
-	"\n"
-	"Runs CMD in a fresh sandbox (user, mount, PID, network, IPC, UTS and cgroup\n"
-	"namespaces; Landlock; seccomp) whose only way out is keyward's proxy. CMD\n"
-	"sees placeholders, never secrets: the proxy attaches the real credential to\n"
-	"the requests the policy allows and refuses everything else. The sandbox sees\n"
-	"/usr, the parts of /etc programs need, the workspace (read-write), a private\n"
-	"/tmp and $HOME, and nothing else of the host. No root is needed.\n"
-	"\n"
-	"Options:\n"
-	"  -p, --policy FILE     the policy (YAML, see docs/policy.md); default\n"
-	"                        ./keyward.yaml if it exists, else no route at all\n"
-	"  -w, --workspace DIR   bound read-write at its own path, and CMD's working\n"
-	"                        directory (default: the policy's sandbox.workspace,\n"
-	"                        else the current directory)\n"
-	"  -a, --audit FILE      audit log (default: the policy's audit:, else\n"
-	"                        audit.jsonl in the state directory)\n"
-	"      --resolve HOST:ADDRESS\n"
-	"                        dial ADDRESS for HOST instead of asking DNS\n"
-	"                        (repeatable; for tests and internal hosts)\n"
-	"  -v, --verbose         explain what was set up (repeat for proxy debug)\n"
-	"  -h, --help            show this help\n"
-	"\n"
-	"Exit status: CMD's own, 128+N if it died of signal N; 125 if the sandbox\n"
-	"could not be set up; 2 for usage or policy errors.\n"
-	"Inside: HTTP(S)_PROXY and friends point at the proxy, SSL_CERT_FILE and\n"
-	"friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
-	"placeholder is in its env: variable. See docs/sandbox.md.\n";
+static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
+                            "\n"
+                            "Runs CMD in a fresh sandbox (user, mount, PID, network, IPC, UTS and cgroup\n"
+                            "namespaces; Landlock; seccomp) whose only way out is keyward's proxy. CMD\n"
+                            "sees placeholders, never secrets: the proxy attaches the real credential to\n"
+                            "the requests the policy allows and refuses everything else. The sandbox sees\n"
+                            "/usr, the parts of /etc programs need, the workspace (read-write), a private\n"
+                            "/tmp and $HOME, and nothing else of the host. No root is needed.\n"
+                            "\n"
+                            "Options:\n"
+                            "  -p, --policy FILE     the policy (YAML, see docs/policy.md); default\n"
+                            "                        ./keyward.yaml if it exists, else no route at all\n"
+                            "  -w, --workspace DIR   bound read-write at its own path, and CMD's working\n"
+                            "                        directory (default: the policy's sandbox.workspace,\n"
+                            "                        else the current directory)\n"
+                            "  -a, --audit FILE      audit log (default: the policy's audit:, else\n"
+                            "                        audit.jsonl in the state directory)\n"
+                            "      --resolve HOST:ADDRESS\n"
+                            "                        dial ADDRESS for HOST instead of asking DNS\n"
+                            "                        (repeatable; for tests and internal hosts)\n"
+                            "  -v, --verbose         explain what was set up (repeat for proxy debug)\n"
+                            "  -h, --help            show this help\n"
+                            "\n"
+                            "Exit status: CMD's own, 128+N if it died of signal N; 125 if the sandbox\n"
+                            "could not be set up; 2 for usage or policy errors.\n"
+                            "Inside: HTTP(S)_PROXY and friends point at the proxy, SSL_CERT_FILE and\n"
+                            "friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
+                            "placeholder is in its env: variable. See docs/sandbox.md.\n";
 
 #define EXIT_SETUP 125
 
@@ -183,8 +182,9 @@ int cmd_run(int argc, char **argv)
 	if (load_policy(policy_path, &policy) < 0)
 		return 2;
 	if (verbose)
-		log_info("policy %s: %zu routes, %zu credentials", policy_path ? policy_path : "(none): every request is refused",
-		         policy->n_routes, policy->n_creds);
+		log_info("policy %s: %zu routes, %zu credentials",
+		         policy_path ? policy_path : "(none): every request is refused", policy->n_routes,
+		         policy->n_creds);
 
 	char ws[PATH_MAX], audit[PATH_MAX], audit_abs[PATH_MAX], state[PATH_MAX], err[1024] = "";
 	const char *ws_arg = workspace ? workspace : policy->sandbox.workspace ? policy->sandbox.workspace : ".";

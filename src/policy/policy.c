@@ -1508,9 +1508,11 @@ static int parse_sandbox_paths(struct ctx *c, const struct ynode *n, const char 
                                struct policy_sandbox *sb)
 {
 	if (n->type != Y_SEQ)
-		return fail(c, n, "%s: expected a sequence of paths such as [/opt/tools], found %s", key, ynode_kind(n));
+		return fail(c, n, "%s: expected a sequence of paths such as [/opt/tools], found %s", key,
+		            ynode_kind(n));
 	if (sb->n_paths + n->n > SANDBOX_MAX_PATHS)
-		return fail(c, n, "%s: more than %d paths in read_only and read_write together", key, SANDBOX_MAX_PATHS);
+		return fail(c, n, "%s: more than %d paths in read_only and read_write together", key,
+		            SANDBOX_MAX_PATHS);
 	for (size_t i = 0; i < n->n; i++) {
 		const struct ynode *item = n->items[i];
 		const char *s;
@@ -1558,11 +1560,14 @@ static int parse_sandbox_env(struct ctx *c, const struct ynode *n, const struct 
 		for (size_t k = 0; k < p->n_creds; k++) {
 			const struct policy_credential *cr = &p->creds[k];
 			if (cr->source == SOURCE_ENV && streq(cr->source_arg, s))
-				return fail(c, n->items[i], "env: %s holds the secret of credential \"%s\"; it never enters the sandbox",
-				            s, cr->name);
+				return fail(
+				    c, n->items[i],
+				    "env: %s holds the secret of credential \"%s\"; it never enters the sandbox", s,
+				    cr->name);
 			if (cr->env && streq(cr->env, s))
 				return fail(c, n->items[i],
-				            "env: %s is already set to the placeholder of credential \"%s\"", s, cr->name);
+				            "env: %s is already set to the placeholder of credential \"%s\"", s,
+				            cr->name);
 		}
 		r = dup_string(c, s, &sb->env[i]);
 		if (r < 0)

@@ -80,21 +80,21 @@ struct policy_sandbox_path {
 #define SANDBOX_MAX_PORTS 32
 
 struct policy_sandbox {
-	char *workspace;                  /* NULL: the caller's choice (--workspace, else the current directory) */
+	char *workspace;                   /* NULL: the caller's choice (--workspace, else the current directory) */
 	struct policy_sandbox_path *paths; /* read_only: then read_write: entries */
 	size_t n_paths;
-	char **env; /* names taken from the caller's environment; NULL-terminated or NULL */
+	char **env;                        /* names taken from the caller's environment; NULL-terminated or NULL */
 	uint16_t ports[SANDBOX_MAX_PORTS]; /* loopback TCP ports the sandbox may use among its own processes */
 	size_t n_ports;
 	bool require_landlock; /* landlock: required */
 	/* limits: 0 = keyward's default (see docs/policy.md) */
-	uint64_t memory;     /* bytes, cgroup */
-	uint64_t pids;       /* cgroup pids.max */
+	uint64_t memory;      /* bytes, cgroup */
+	uint64_t pids;        /* cgroup pids.max */
 	uint64_t cpu_percent; /* cgroup CPU quota, 100 = one core */
-	uint64_t processes;  /* RLIMIT_NPROC */
-	uint64_t open_files; /* RLIMIT_NOFILE */
-	uint64_t file_size;  /* RLIMIT_FSIZE, bytes */
-	uint64_t tmp_size;   /* size of the /tmp and $HOME tmpfs, bytes */
+	uint64_t processes;   /* RLIMIT_NPROC */
+	uint64_t open_files;  /* RLIMIT_NOFILE */
+	uint64_t file_size;   /* RLIMIT_FSIZE, bytes */
+	uint64_t tmp_size;    /* size of the /tmp and $HOME tmpfs, bytes */
 };
 
 struct policy {

@@ -106,9 +106,9 @@ static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t w
 	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], ctl[256] = "";
 	if (!own_cgroup("", own, sizeof(own)))
 		return -ENOENT;
-	const char *mnt = is_cgroup2("/sys/fs/cgroup") ? "/sys/fs/cgroup"
+	const char *mnt = is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
 	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
-	                                                          : NULL;
+	                                                         : NULL;
 	if (!mnt)
 		return -ENOENT;
 	snprintf(base, sizeof(base), "%s%s", mnt, streq(own, "/") ? "" : own);
@@ -169,8 +169,7 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
                          size_t errlen)
 {
 	struct want w = { "", "", "" };
-	snprintf(w.pids, sizeof(w.pids), "%llu",
-	         (unsigned long long)(lim->pids ? lim->pids : SANDBOX_DEFAULT_PIDS));
+	snprintf(w.pids, sizeof(w.pids), "%llu", (unsigned long long)(lim->pids ? lim->pids : SANDBOX_DEFAULT_PIDS));
 	if (lim->memory)
 		snprintf(w.memory, sizeof(w.memory), "%llu", (unsigned long long)lim->memory);
 	if (lim->cpu_percent)
@@ -201,15 +200,17 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	}
 	sandbox_cgroup_remove(sb);
 	if (required) {
-		snprintf(errbuf, errlen,
-		         "the policy sets sandbox limits (memory, pids or cpu) and no writable cgroup is delegated to "
-		         "keyward (%s: %s); run it in a delegated cgroup v2 (systemd-run --user --scope -p Delegate=yes) "
-		         "or remove those limits",
-		         failed, strerror(-r));
+		snprintf(
+		    errbuf, errlen,
+		    "the policy sets sandbox limits (memory, pids or cpu) and no writable cgroup is delegated to "
+		    "keyward (%s: %s); run it in a delegated cgroup v2 (systemd-run --user --scope -p Delegate=yes) "
+		    "or remove those limits",
+		    failed, strerror(-r));
 		return -EPERM;
 	}
 	if (verbose)
-		log_info("limits: no writable cgroup (%s), so no pids/memory/cpu limit beyond the rlimits", strerror(-r));
+		log_info("limits: no writable cgroup (%s), so no pids/memory/cpu limit beyond the rlimits",
+		         strerror(-r));
 	return 0;
 }
 

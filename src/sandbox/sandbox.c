@@ -34,8 +34,8 @@
 #include "sandbox/landlock.h"
 #include "sandbox/seccomp.h"
 
-#define NEWROOT "/tmp"  /* where the new root is built, before pivot_root */
-#define MSG_MAX 4096    /* one control message */
+#define NEWROOT "/tmp" /* where the new root is built, before pivot_root */
+#define MSG_MAX 4096   /* one control message */
 #define CA_MAX  (64 * 1024)
 
 #define DEFAULT_TMP_SIZE   (512ull * 1024 * 1024)
@@ -45,11 +45,41 @@
 /* The parts of the host's /etc that programs need. Everything else of /etc
  * (shadow, sudoers, ssh host keys, ssl/private, ...) stays out. */
 static const char *const etc_entries[] = {
-	"alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version",
-	"gai.conf", "gitconfig", "host.conf", "inputrc", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
-	"locale.alias", "localtime", "magic", "magic.mime", "mime.types", "nanorc", "os-release",
-	"perl", "profile", "profile.d", "protocols", "python3", "python3.11", "rpc", "services", "shells",
-	"ssl/certs", "ssl/openssl.cnf", "terminfo", "timezone", "vim", "wgetrc", "xdg",
+	"alternatives",
+	"bash.bashrc",
+	"ca-certificates",
+	"ca-certificates.conf",
+	"debian_version",
+	"gai.conf",
+	"gitconfig",
+	"host.conf",
+	"inputrc",
+	"ld.so.cache",
+	"ld.so.conf",
+	"ld.so.conf.d",
+	"locale.alias",
+	"localtime",
+	"magic",
+	"magic.mime",
+	"mime.types",
+	"nanorc",
+	"os-release",
+	"perl",
+	"profile",
+	"profile.d",
+	"protocols",
+	"python3",
+	"python3.11",
+	"rpc",
+	"services",
+	"shells",
+	"ssl/certs",
+	"ssl/openssl.cnf",
+	"terminfo",
+	"timezone",
+	"vim",
+	"wgetrc",
+	"xdg",
 };
 
 /* Top-level directories shown read-only (or re-created as the symbolic
@@ -331,8 +361,9 @@ static void write_etc(const struct sandbox_config *cfg, const char *ca_pem)
 		bind_fd(src, "/etc/ssl/certs/ca-certificates.crt", false, false);
 		close(src);
 	}
-	verbose(cfg, "/etc: %zu entries of the host's, passwd/group/hosts/resolv.conf written, CA bundle at "
-	             "/etc/keyward/ca-bundle.pem",
+	verbose(cfg,
+	        "/etc: %zu entries of the host's, passwd/group/hosts/resolv.conf written, CA bundle at "
+	        "/etc/keyward/ca-bundle.pem",
 	        ARRAY_SIZE(etc_entries));
 }
 
@@ -353,8 +384,8 @@ static void mount_dev(void)
 	if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
 		die_errno("cannot mount a private /dev/pts");
 	static const char *const links[][2] = {
-		{ "pts/ptmx", "/dev/ptmx" },       { "/proc/self/fd", "/dev/fd" },
-		{ "/proc/self/fd/0", "/dev/stdin" }, { "/proc/self/fd/1", "/dev/stdout" },
+		{ "pts/ptmx", "/dev/ptmx" },          { "/proc/self/fd", "/dev/fd" },
+		{ "/proc/self/fd/0", "/dev/stdin" },  { "/proc/self/fd/1", "/dev/stdout" },
 		{ "/proc/self/fd/2", "/dev/stderr" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
@@ -395,7 +426,8 @@ static void hide_path(const char *host_path)
 	if (lstat(path, &st) < 0)
 		return; /* not visible: nothing to hide */
 	if (S_ISDIR(st.st_mode)) {
-		if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555") < 0)
+		if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555") <
+		    0)
 			die_errno("cannot hide %s", host_path);
 	} else {
 		int fd = open_nofollow("/dev/null");
@@ -464,8 +496,8 @@ static void build_root(const struct sandbox_config *cfg, const char *ca_pem)
 	}
 	for (size_t i = 0; i < cfg->n_hide; i++)
 		hide_path(cfg->hide[i]);
-	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace,
-	        SANDBOX_HOME, (unsigned long long)tmp);
+	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace, SANDBOX_HOME,
+	        (unsigned long long)tmp);
 
 	/* Into the new root; the old one is detached and gone. */
 	if (chdir(NEWROOT) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
@@ -605,8 +637,10 @@ static void fences(const struct sandbox_config *cfg, uint16_t port)
 		verbose(cfg, "Landlock ABI %d: file system, TCP ports %u and the listed ones; missing: %s", ll.abi,
 		        (unsigned)port, ll.missing);
 	} else {
-		verbose(cfg, "Landlock ABI %d: file system, TCP ports (%u and %zu listed), signal and abstract socket scoping",
-		        ll.abi, (unsigned)port, sb->n_ports);
+		verbose(
+		    cfg,
+		    "Landlock ABI %d: file system, TCP ports (%u and %zu listed), signal and abstract socket scoping",
+		    ll.abi, (unsigned)port, sb->n_ports);
 	}
 	r = sandbox_seccomp_install(err, sizeof(err));
 	if (r < 0)
@@ -646,14 +680,14 @@ static void build_env(const struct sandbox_config *cfg, uint16_t port, struct en
 	const char *term = getenv("TERM");
 	if (term && *term && strlen(term) < 64)
 		env_add(e, "TERM", term);
-	static const char *const proxy_vars[] = { "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
-		                                  "ALL_PROXY",  "all_proxy" };
+	static const char *const proxy_vars[] = { "HTTP_PROXY",  "HTTPS_PROXY", "http_proxy",
+		                                  "https_proxy", "ALL_PROXY",   "all_proxy" };
 	for (size_t i = 0; i < ARRAY_SIZE(proxy_vars); i++)
 		env_add(e, proxy_vars[i], proxy);
 	env_add(e, "NO_PROXY", "");
 	env_add(e, "no_proxy", "");
-	static const char *const ca_vars[] = { "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-		                               "GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "PIP_CERT" };
+	static const char *const ca_vars[] = { "SSL_CERT_FILE",  "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+		                               "GIT_SSL_CAINFO", "AWS_CA_BUNDLE",      "PIP_CERT" };
 	for (size_t i = 0; i < ARRAY_SIZE(ca_vars); i++)
 		env_add(e, ca_vars[i], "/etc/keyward/ca-bundle.pem");
 	env_add(e, "NODE_EXTRA_CA_CERTS", "/etc/keyward/ca.pem");
@@ -767,7 +801,8 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL); /* keyward blocks them while it starts */
 	/* Nothing the caller left open passes into the sandbox. */
-	if ((ctl_fd > 3 && close_range(3, (unsigned)ctl_fd - 1, 0) < 0) || close_range((unsigned)ctl_fd + 1, ~0U, 0) < 0)
+	if ((ctl_fd > 3 && close_range(3, (unsigned)ctl_fd - 1, 0) < 0) ||
+	    close_range((unsigned)ctl_fd + 1, ~0U, 0) < 0)
 		die_errno("close_range");
 	/* Die with keyward. The parent's death before this line is seen as EOF
 	 * on the control socket below. */
@@ -842,14 +877,13 @@ int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *er
 	fflush(NULL);
 	long pid = syscall(SYS_clone,
 	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-	                           CLONE_NEWCGROUP | SIGCHLD,
+	                       CLONE_NEWCGROUP | SIGCHLD,
 	                   NULL, NULL, NULL, 0);
 	if (pid < 0) {
 		int e = errno;
 		close(sv[0]);
 		close(sv[1]);
-		snprintf(errbuf, errlen,
-		         "cannot create the sandbox's namespaces: %s%s", strerror(e),
+		snprintf(errbuf, errlen, "cannot create the sandbox's namespaces: %s%s", strerror(e),
 		         e == EPERM || e == ENOSPC ? " (are unprivileged user namespaces enabled? see "
 		                                     "/proc/sys/user/max_user_namespaces and "
 		                                     "kernel.apparmor_restrict_unprivileged_userns)"
@@ -912,8 +946,7 @@ static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
 	return 0;
 }
 
-int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const char *ca_pem, char *errbuf,
-                  size_t errlen)
+int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen)
 {
 	char map[64];
 	int r = write_proc(sb->pid, "setgroups", "deny", errbuf, errlen);
@@ -929,7 +962,8 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const ch
 		return fail_child(sb, r);
 	size_t len = strlen(ca_pem);
 	if (len == 0 || len > CA_MAX || send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		snprintf(errbuf, errlen, "cannot start the sandbox: %s", len > CA_MAX ? "CA too large" : strerror(errno));
+		snprintf(errbuf, errlen, "cannot start the sandbox: %s",
+		         len > CA_MAX ? "CA too large" : strerror(errno));
 		return fail_child(sb, -EIO);
 	}
 	r = recv_door(sb, errbuf, errlen);

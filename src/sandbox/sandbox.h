@@ -31,16 +31,16 @@ struct sandbox_config {
 	char *const *argv;           /* CMD and its arguments */
 	const char *const *hide;     /* host paths that must not be visible even if under a bound path */
 	size_t n_hide;
-	char *self_args;       /* keyward's own argv area, wiped in PID 1 */
+	char *self_args; /* keyward's own argv area, wiped in PID 1 */
 	size_t self_args_len;
 	bool verbose;
 };
 
 struct sandbox {
-	pid_t pid;     /* PID 1 of the sandbox, as the host sees it */
-	int ctl;       /* our end of the control socket */
-	int listen_fd; /* the door: accept() on it serves the sandbox */
-	uint16_t port; /* its port on the sandbox's 127.0.0.1 */
+	pid_t pid;           /* PID 1 of the sandbox, as the host sees it */
+	int ctl;             /* our end of the control socket */
+	int listen_fd;       /* the door: accept() on it serves the sandbox */
+	uint16_t port;       /* its port on the sandbox's 127.0.0.1 */
 	char cgroup[4][256]; /* cgroup directories created for it, removed by sandbox_cleanup() */
 	size_t n_cgroups;
 };

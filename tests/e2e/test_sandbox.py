@@ -46,3 +46,51 @@ def test_exit_status_is_cmds(sandbox_factory):
     assert sb.run(["sh", "-c", "kill -TERM $$"]).returncode == 128 + 15
     p = sb.run(["/no/such/program"])
     assert p.returncode == 127 and "No such file" in p.err
+
+
+def test_interactive_shell_and_ctrl_c(sandbox_factory):
+    """bash on a terminal: job control works, Ctrl-C interrupts the
+    foreground command and not the shell, the exit status is bash's."""
+    import os
+    import pty
+    import select
+    import time
+
+    sb = sandbox_factory()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(sb.tmp)
+        os.execve(sb.argv([])[0], sb.argv(["bash", "--norc", "--noprofile", "-i"]), sb.env)
+
+    def read_until(marker, timeout=10):
+        out, end = b"", time.time() + timeout
+        while marker not in out and time.time() < end:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return out
+
+    try:
+        first = read_until(b"$ ")
+        assert b"no job control" not in first, first
+        os.write(fd, b"echo $((6*7))\n")
+        assert b"42" in read_until(b"42")
+        os.write(fd, b"sleep 100; echo not-interrupted\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")
+        os.write(fd, b"echo after-$((1+1))\n")
+        out = read_until(b"after-2")
+        assert b"after-2" in out and b"\nnot-interrupted" not in out, out
+        os.write(fd, b"exit 5\n")
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == 5
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)

@@ -676,13 +676,83 @@ static void test_route_fields(void **state)
 	assert_int_equal(p->routes[4].index, 4);
 	policy_free(p);
 
-	/* optional sections may be empty collections; sandbox keys pass */
-	p = load_ok(V "credentials: {}\nroutes: []\nsandbox:\n  workspace: .\n  paths: {read_only: [/usr]}\n"
-	              "  read_only: [/etc]\n  read_write: [/tmp]\n  env: {LANG: C}\n  limits: {memory: 1G}\n"
-	              "limits: {}\n");
+	/* optional sections may be empty collections */
+	p = load_ok(V "credentials: {}\nroutes: []\nsandbox: {}\nlimits: {}\n");
 	assert_int_equal(p->n_creds, 0);
 	assert_int_equal(p->n_routes, 0);
+	assert_null(p->sandbox.workspace);
+	assert_int_equal(p->sandbox.n_paths, 0);
 	policy_free(p);
+}
+
+/* ---- sandbox: ---- */
+
+static void test_sandbox(void **state)
+{
+	(void)state;
+	struct policy *p =
+	    load_ok(V CREDS "sandbox:\n  workspace: .\n  read_only: [/opt/tools, data]\n"
+	                    "  read_write: [/var/cache/x]\n  env: [TERM, EDITOR]\n  ports: [8000, 5432]\n"
+	                    "  landlock: required\n  limits: {memory: 512MiB, pids: 256, cpu: 150%, "
+	                    "processes: 300, open_files: 4096, file_size: 1GiB, tmp_size: 64MiB}\n");
+	const struct policy_sandbox *sb = &p->sandbox;
+	assert_string_equal(sb->workspace, ".");
+	assert_int_equal(sb->n_paths, 3);
+	assert_string_equal(sb->paths[0].path, "/opt/tools");
+	assert_false(sb->paths[0].write);
+	assert_string_equal(sb->paths[1].path, "data");
+	assert_string_equal(sb->paths[2].path, "/var/cache/x");
+	assert_true(sb->paths[2].write);
+	assert_string_equal(sb->env[0], "TERM");
+	assert_string_equal(sb->env[1], "EDITOR");
+	assert_null(sb->env[2]);
+	assert_int_equal(sb->n_ports, 2);
+	assert_int_equal(sb->ports[1], 5432);
+	assert_true(sb->require_landlock);
+	assert_int_equal(sb->memory, 512 * 1024 * 1024);
+	assert_int_equal(sb->pids, 256);
+	assert_int_equal(sb->cpu_percent, 150);
+	assert_int_equal(sb->processes, 300);
+	assert_int_equal(sb->open_files, 4096);
+	assert_int_equal(sb->file_size, 1024ull * 1024 * 1024);
+	assert_int_equal(sb->tmp_size, 64 * 1024 * 1024);
+	policy_free(p);
+
+	p = load_ok(V "sandbox: {landlock: auto}\n");
+	assert_false(p->sandbox.require_landlock);
+	policy_free(p);
+
+	/* a credential's source variable never enters the sandbox */
+	expect_error(V CREDS "sandbox: {env: [A]}\n", strlen(V CREDS "sandbox: {env: [A]}\n"),
+	             "policy.yaml:5:17: env: A holds the secret of credential \"a\"; it never enters the sandbox");
+	expect_error(V "credentials:\n  a: {from: env:A, env: TOK}\nsandbox: {env: [TOK]}\n",
+	             strlen(V "credentials:\n  a: {from: env:A, env: TOK}\nsandbox: {env: [TOK]}\n"),
+	             "policy.yaml:4:17: env: TOK is already set to the placeholder of credential \"a\"");
+	expect_error(V "sandbox: {env: [\"A-B\"]}\n", strlen(V "sandbox: {env: [\"A-B\"]}\n"),
+	             "policy.yaml:2:17: env: \"A-B\" is not a variable name");
+	expect_error(V "sandbox: {env: {LANG: C}}\n", strlen(V "sandbox: {env: {LANG: C}}\n"),
+	             "policy.yaml:2:16: env: expected a sequence of variable names such as [TERM, EDITOR], found a "
+	             "mapping");
+	expect_error(V "sandbox: {read_only: [/opt/../etc]}\n", strlen(V "sandbox: {read_only: [/opt/../etc]}\n"),
+	             "policy.yaml:2:23: read_only: \"/opt/../etc\": a \"..\" component is not allowed");
+	expect_error(V "sandbox: {read_write: [/]}\n", strlen(V "sandbox: {read_write: [/]}\n"),
+	             "policy.yaml:2:24: read_write: \"/\" would show the whole host to the sandbox");
+	expect_error(V "sandbox: {workspace: /}\n", strlen(V "sandbox: {workspace: /}\n"),
+	             "policy.yaml:2:22: workspace: \"/\" would give the sandbox the whole host");
+	expect_error(V "sandbox: {ports: [0]}\n", strlen(V "sandbox: {ports: [0]}\n"),
+	             "policy.yaml:2:19: ports: expected an integer from 1 to 65535");
+	expect_error(V "sandbox: {landlock: off}\n", strlen(V "sandbox: {landlock: off}\n"),
+	             "policy.yaml:2:21: landlock: expected auto (use it where the kernel has it) or required (refuse "
+	             "to run without it)");
+	expect_error(V "sandbox: {limits: {cpu: 50}}\n", strlen(V "sandbox: {limits: {cpu: 50}}\n"),
+	             "policy.yaml:2:25: cpu: expected a percentage of one core such as 50% or 200%");
+	expect_error(V "sandbox: {limits: {memory: 1KiB}}\n", strlen(V "sandbox: {limits: {memory: 1KiB}}\n"),
+	             "policy.yaml:2:28: memory: expected a size from 16777216 to 9223372036854775807 bytes, such as "
+	             "65536, 512KiB or 10MB");
+	expect_error(V "sandbox: {limits: {swap: 1}}\n", strlen(V "sandbox: {limits: {swap: 1}}\n"),
+	             "policy.yaml:2:20: unknown key \"swap\" in sandbox limits");
+	expect_error(V "sandbox: {paths: [/x]}\n", strlen(V "sandbox: {paths: [/x]}\n"),
+	             "policy.yaml:2:11: unknown key \"paths\" in sandbox");
 }
 
 /* ---- placeholders ---- */
@@ -734,6 +804,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors),  cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_limits),       cmocka_unit_test(test_hosts),
 		cmocka_unit_test(test_route_fields), cmocka_unit_test(test_placeholder),
+		cmocka_unit_test(test_sandbox),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
