@@ -101,28 +101,44 @@ static int join(struct sandbox *sb, const char *dir, const char *procs_file)
 	return write_value(dir, procs_file, pid);
 }
 
+/* The cgroup v2 directory under which a child with the wanted
+ * controllers can be made: our own cgroup when they are delegated to it,
+ * else the hierarchy's root (writable by root only; the root cgroup is
+ * exempt from the no-internal-processes rule). */
+static bool v2_base(const struct want *w, char *base, size_t baselen)
+{
+	char own[PATH_MAX], ctl[256];
+	if (!own_cgroup("", own, sizeof(own)))
+		return false;
+	const char *mnt = is_cgroup2("/sys/fs/cgroup") ? "/sys/fs/cgroup"
+	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
+	                                                          : NULL;
+	if (!mnt)
+		return false;
+	const char *candidates[] = { streq(own, "/") ? "" : own, "" };
+	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+		char path[PATH_MAX];
+		snprintf(base, baselen, "%s%s", mnt, candidates[i]);
+		snprintf(path, sizeof(path), "%s/cgroup.subtree_control", base);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (!fgets(ctl, sizeof(ctl), f))
+			ctl[0] = '\0';
+		fclose(f);
+		if ((w->pids[0] && !has_word(ctl, "pids")) || (w->memory[0] && !has_word(ctl, "memory")) ||
+		    (w->cpu_quota[0] && !has_word(ctl, "cpu")) || access(base, W_OK) < 0)
+			continue;
+		return true;
+	}
+	return false;
+}
+
 static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t whatlen)
 {
-	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], ctl[256] = "";
-	if (!own_cgroup("", own, sizeof(own)))
+	char base[PATH_MAX], dir[PATH_MAX];
+	if (!v2_base(w, base, sizeof(base)))
 		return -ENOENT;
-	const char *mnt = is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
-	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
-	                                                         : NULL;
-	if (!mnt)
-		return -ENOENT;
-	snprintf(base, sizeof(base), "%s%s", mnt, streq(own, "/") ? "" : own);
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/cgroup.subtree_control", base);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return -ENOENT;
-	if (!fgets(ctl, sizeof(ctl), f))
-		ctl[0] = '\0';
-	fclose(f);
-	if ((w->pids[0] && !has_word(ctl, "pids")) || (w->memory[0] && !has_word(ctl, "memory")) ||
-	    (w->cpu_quota[0] && !has_word(ctl, "cpu")))
-		return -ENOENT; /* not delegated to us */
 	int r = make_group(sb, base, dir, sizeof(dir));
 	if (r < 0)
 		return r;
