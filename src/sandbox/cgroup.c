@@ -110,9 +110,9 @@ static bool v2_base(const struct want *w, char *base, size_t baselen)
 	char own[PATH_MAX], ctl[256];
 	if (!own_cgroup("", own, sizeof(own)))
 		return false;
-	const char *mnt = is_cgroup2("/sys/fs/cgroup") ? "/sys/fs/cgroup"
+	const char *mnt = is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
 	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
-	                                                          : NULL;
+	                                                         : NULL;
 	if (!mnt)
 		return false;
 	const char *candidates[] = { streq(own, "/") ? "" : own, "" };
