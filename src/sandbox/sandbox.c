@@ -808,9 +808,6 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 	 * on the control socket below. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		die_errno("PR_SET_PDEATHSIG");
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		die_errno("PR_SET_DUMPABLE");
-
 	/* Wait for the identity maps and the CA certificate. */
 	_cleanup_free_ char *ca = malloc(CA_MAX + 1);
 	if (!ca)
@@ -819,6 +816,10 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 	if (n <= 0)
 		_exit(126); /* keyward went away */
 	ca[n] = '\0';
+	/* Only now: keyward, when not root, could not write our maps in
+	 * /proc/PID once we are not dumpable. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die_errno("PR_SET_DUMPABLE");
 
 	if (sethostname("sandbox", 7) < 0 || setdomainname("", 0) < 0)
 		die_errno("cannot set the host name");

@@ -241,8 +241,18 @@ class Sandbox:
             assert v.returncode == 0, v.stdout + v.stderr
 
 
+def userns_problem():
+    """Why this machine cannot create user namespaces, or None."""
+    p = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--mount", "true"],
+                       capture_output=True, text=True)
+    return None if p.returncode == 0 else (p.stderr.strip() or f"unshare exited {p.returncode}")
+
+
 @pytest.fixture
 def sandbox_factory(tmp_path):
+    problem = userns_problem()
+    if problem:
+        pytest.skip(f"this kernel does not let us create user namespaces: {problem}")
     n = [0]
 
     def make(policy_text=None, **kw):
