@@ -1,5 +1,8 @@
 #include "proxy/tls.h"
 
+#include <ctype.h>
+#include <dirent.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -462,6 +465,41 @@ bool tls_server_sni_mismatch(SSL *ssl)
 	return SSL_get_ex_data(ssl, ex_mismatch_index) != NULL;
 }
 
+/* Whether dir holds OpenSSL's hashed names (HHHHHHHH.N) of certificates. */
+static bool has_hashed_certs(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		const char *n = e->d_name;
+		size_t i = 0;
+		while (i < 8 && isxdigit((unsigned char)n[i]))
+			i++;
+		found = i == 8 && n[8] == '.' && isdigit((unsigned char)n[9]);
+	}
+	closedir(d);
+	return found;
+}
+
+/* The system's trusted roots. Reading the whole bundle file costs tens of
+ * milliseconds per context (every certificate is parsed), which would
+ * dominate the start of `keyward run`; the hashed directory is read
+ * lazily, one issuer at a time when a chain needs it. The bundle is used
+ * when SSL_CERT_FILE names one or the directory has no hashed names. */
+static int load_system_roots(SSL_CTX *ctx)
+{
+	const char *file = secure_getenv(X509_get_default_cert_file_env());
+	const char *dir = secure_getenv(X509_get_default_cert_dir_env());
+	if (!dir || !*dir)
+		dir = X509_get_default_cert_dir();
+	if ((file && *file) || !has_hashed_certs(dir))
+		return SSL_CTX_set_default_verify_paths(ctx);
+	return SSL_CTX_load_verify_dir(ctx, dir);
+}
+
 SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -476,7 +514,7 @@ SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
 	 * that many servers send without close_notify; llhttp then decides
 	 * whether the message was complete. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+	if (load_system_roots(ctx) != 1) {
 		snprintf(errbuf, errlen, "cannot load the system's trusted CA certificates");
 		SSL_CTX_free(ctx);
 		return NULL;

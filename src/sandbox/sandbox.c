@@ -846,6 +846,10 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 	set_limits(cfg);
 	drop_privileges();
 	fences(cfg, port);
+	/* keyward says go once the sandbox is in its cgroup */
+	char go = 0;
+	if (recv_all(ctl_fd, &go, 1) != 1 || go != 'G')
+		_exit(126);
 	init_loop(cfg, cmd, env.v);
 }
 
@@ -957,8 +961,6 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const ch
 	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_GID, (int)getgid());
 	if (r == 0)
 		r = write_proc(sb->pid, "gid_map", map, errbuf, errlen);
-	if (r == 0)
-		r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
 	if (r < 0)
 		return fail_child(sb, r);
 	size_t len = strlen(ca_pem);
@@ -967,7 +969,16 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const ch
 		         len > CA_MAX ? "CA too large" : strerror(errno));
 		return fail_child(sb, -EIO);
 	}
-	r = recv_door(sb, errbuf, errlen);
+	/* Moving a process between cgroups can take a kernel RCU grace period
+	 * (~15 ms on cgroup v1): done while the child builds its file system.
+	 * CMD starts only after the go below. */
+	r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
+	if (r == 0)
+		r = recv_door(sb, errbuf, errlen);
+	if (r == 0 && send(sb->ctl, "G", 1, MSG_NOSIGNAL) != 1) {
+		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
+		r = -EIO;
+	}
 	if (r < 0)
 		return fail_child(sb, r);
 	return 0;
