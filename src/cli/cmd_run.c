@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "audit/audit.h"
 #include "common/state.h"
 #include "policy/policy.h"
 #include "proxy/proxy.h"
@@ -206,6 +207,15 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	absolute(audit, audit_abs, sizeof(audit_abs));
+	/* Opened (created) now, before the sandbox exists: it is then hidden
+	 * from the sandbox wherever it lies, and no later path lookup can be
+	 * redirected by a sandbox that renames a folder of the workspace. */
+	struct audit_log *log = NULL;
+	if (audit_open(audit_abs, &log, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keyward run: %s\n", err);
+		policy_free(policy);
+		return 1;
+	}
 	if (absolute_paths(&policy->sandbox) < 0) {
 		fprintf(stderr, "keyward run: out of memory\n");
 		policy_free(policy);
@@ -240,6 +250,7 @@ int cmd_run(int argc, char **argv)
 
 	if (sandbox_spawn(&cfg, &sb, err, sizeof(err)) < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
+		audit_close(log);
 		policy_free(policy);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		return EXIT_SETUP;
@@ -259,6 +270,7 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "keyward run: %s\n", err);
 		sandbox_cleanup(&sb);
 		tls_ca_free(ca);
+		audit_close(log);
 		policy_free(policy);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		return EXIT_SETUP;
@@ -275,8 +287,11 @@ int cmd_run(int argc, char **argv)
 	o.child = sb.pid;
 	o.child_status = &status;
 	o.workers = 1;
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	o.audit = log; /* taken over too */
+	o.audit_path = audit_abs;
+	o.restore_mask = &old; /* signals stay blocked until the proxy handles them */
 	r = proxy_main(&o);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (status == -1) {
 		/* The proxy could not start (or stopped first): the sandbox must
 		 * not outlive it. */

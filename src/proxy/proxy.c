@@ -519,12 +519,16 @@ int proxy_main(const struct proxy_options *opt)
 		r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
+		if (opt->audit)
+			audit_close(opt->audit);
 		return r;
 	}
 	const struct policy *pol = px.gen->policy;
 
 	const char *ap = opt->audit_path ? opt->audit_path : pol->audit;
-	if (!ap) {
+	if (opt->audit) {
+		px.audit = opt->audit;
+	} else if (!ap) {
 		r = default_audit_path(audit_path, sizeof(audit_path), err, sizeof(err));
 		if (r < 0) {
 			log_error("%s", err);
@@ -532,8 +536,7 @@ int proxy_main(const struct proxy_options *opt)
 		}
 		ap = audit_path;
 	}
-	r = audit_open(ap, &px.audit, err, sizeof(err));
-	if (r < 0) {
+	if (!px.audit && (r = audit_open(ap, &px.audit, err, sizeof(err))) < 0) {
 		log_error("%s", err);
 		goto out;
 	}
@@ -615,6 +618,8 @@ int proxy_main(const struct proxy_options *opt)
 		}
 		started++;
 	}
+	if (opt->restore_mask)
+		pthread_sigmask(SIG_SETMASK, opt->restore_mask, NULL); /* now they have handlers */
 	if (px.opt.child > 0)
 		child_check(&px); /* it may have ended before SIGCHLD was watched */
 	if (started == px.n_workers)

@@ -5,9 +5,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include "common/util.h"
+
+struct audit_log;
+struct policy;
+struct tls_ca;
 
 #define PROXY_MAX_LISTEN  16
 #define PROXY_MAX_RESOLVE 64
@@ -27,11 +32,13 @@ struct proxy_options {
 	struct policy *policy; /* already loaded: taken over, and policy_path only names it */
 	bool door;             /* serve door_fd, a listening socket made by the sandbox */
 	int door_fd;
-	const char *door_name; /* for audit records */
-	struct tls_ca *ca;     /* borrowed: mint with this CA instead of the state directory's */
-	pid_t child;           /* > 0: serve until this child exits; signals are passed on to it
+	const char *door_name;        /* for audit records */
+	struct tls_ca *ca;            /* borrowed: mint with this CA instead of the state directory's */
+	pid_t child;                  /* > 0: serve until this child exits; signals are passed on to it
 	                           (SIGHUP included: it does not reload) */
-	int *child_status;     /* out: the child's wait status */
+	int *child_status;            /* out: the child's wait status */
+	struct audit_log *audit;      /* already open: taken over (audit_path then only names it) */
+	const sigset_t *restore_mask; /* the caller blocked signals: restore this mask once they are handled */
 };
 
 /* Runs the proxy until SIGTERM/SIGINT (drain, then return 0). Returns a

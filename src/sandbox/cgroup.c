@@ -4,9 +4,11 @@
  * written to or removed. */
 #include "sandbox/cgroup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -80,6 +82,29 @@ static bool has_word(const char *list, const char *w)
 	return false;
 }
 
+/* Removes the cgroups of earlier runs whose keyward was killed before it
+ * could clean up: keyward-PID where PID is gone. rmdir fails harmlessly
+ * on one that still has processes. */
+static void remove_stale(const char *base)
+{
+	DIR *d = opendir(base);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char *end;
+		if (strncmp(e->d_name, "keyward-", 8) != 0)
+			continue;
+		long pid = strtol(e->d_name + 8, &end, 10);
+		if (*end || pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
+		(void)rmdir(path);
+	}
+	closedir(d);
+}
+
 /* A new child of `base` for the sandbox, with the pid moved in. */
 static int make_group(struct sandbox *sb, const char *base, char *dir, size_t dirlen)
 {
@@ -88,6 +113,7 @@ static int make_group(struct sandbox *sb, const char *base, char *dir, size_t di
 	int n = snprintf(dir, dirlen, "%s/keyward-%d", base, (int)sb->pid);
 	if (n < 0 || (size_t)n >= dirlen || (size_t)n >= sizeof(sb->cgroup[0]))
 		return -ENAMETOOLONG;
+	remove_stale(base);
 	if (mkdir(dir, 0755) < 0)
 		return -errno;
 	snprintf(sb->cgroup[sb->n_cgroups++], sizeof(sb->cgroup[0]), "%s", dir);

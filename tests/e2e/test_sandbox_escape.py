@@ -1,0 +1,1500 @@
+"""Escape attempts from inside `keyward run`.
+
+Each test runs a real attack from inside the sandbox (a shell, `python3 -c`,
+or a small C program built on the host into the workspace) and checks the
+exact outcome: the errno, the exit status, what the host side saw. Each
+would fail if the defence it names were missing (docs/sandbox.md, "The
+fences"; docs/threat-model.md). A test that cannot mean anything on this
+kernel or as this user skips and says why."""
+
+import ctypes
+import errno
+import json
+import os
+import platform
+import pty
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import tty
+
+import pytest
+
+from conftest import KEYWARD, policy_for
+from kwtest import SECRET, SECRET2
+
+X86_64 = platform.machine() == "x86_64"
+needs_x86_64 = pytest.mark.skipif(not X86_64, reason="the attacks call system calls by their x86_64 numbers")
+
+# Run inside the sandbox before each python attack: probe(key, fn) records
+# "OK" or the errno's name under key; done() prints everything as JSON.
+PRELUDE = r'''
+import ctypes, errno, json, os, signal, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+def ename(e):
+    return errno.errorcode.get(e, str(e))
+def probe(key, fn):
+    try:
+        fn()
+    except OSError as e:
+        out[key] = ename(e.errno)
+    else:
+        out[key] = "OK"
+def arg(a):
+    if isinstance(a, int):
+        return ctypes.c_long(a)
+    if isinstance(a, bytes):
+        return ctypes.c_char_p(a)
+    return a
+def sysc(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
+    if r == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    if r == 0 and nr == NR["clone"]:  # a clone that was not refused: the child leaves at once
+        os._exit(0)
+    return r
+def done(**extra):
+    out.update(extra)
+    print(json.dumps(out, sort_keys=True))
+'''
+
+# x86_64 system call numbers the attacks use where Python has no wrapper.
+NR = dict(ioctl=16, socket=41, clone=56, ptrace=101, personality=135, pivot_root=155, chroot=161, mount=165,
+          umount2=166, add_key=248, request_key=249, keyctl=250, unshare=272, perf_event_open=298,
+          name_to_handle_at=303, open_by_handle_at=304, setns=308, process_vm_readv=310, bpf=321,
+          userfaultfd=323, io_uring_setup=425, open_tree=428, move_mount=429, fsopen=430, fspick=433,
+          pidfd_open=434, clone3=435, pidfd_getfd=438, mount_setattr=442)
+NR_PRELUDE = PRELUDE + "NR = " + repr(NR) + "\n"
+
+
+def py(code):
+    """argv running python code (with the prelude) inside the sandbox."""
+    return ["python3", "-c", NR_PRELUDE + code]
+
+
+def result(p):
+    """The JSON the inside script printed last."""
+    assert p.out.strip(), f"no output; status {p.returncode}\n{p.err}"
+    return json.loads(p.out.strip().splitlines()[-1])
+
+
+def landlock_abi():
+    """The host kernel's Landlock ABI (0 without Landlock). The syscall is
+    number 444 on every architecture."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(ctypes.c_long(444), None, ctypes.c_long(0), ctypes.c_long(1))
+    return r if r > 0 else 0
+
+
+def popen(sb, cmd, args=(), env=None, **kw):
+    """Starts `keyward run` like Sandbox.run, without waiting for it."""
+    e = dict(sb.env)
+    e.update(env or {})
+    return subprocess.Popen(sb.argv(cmd, args), env=e, cwd=sb.tmp, **kw)
+
+
+def finish(sb, proc, timeout=20):
+    """Waits for a Popen'd run, returns it with .out/.err, and checks that no
+    secret leaked into its output."""
+    out, err = proc.communicate(timeout=timeout)
+    proc.out = out.decode(errors="replace") if out else ""
+    proc.err = err.decode(errors="replace") if err else ""
+    sb.check_clean(proc.out, proc.err)
+    return proc
+
+
+def skip_if_limits_unavailable(p):
+    """keyward refuses to run (125) a policy with cgroup limits where no
+    cgroup is writable: the test cannot mean anything then."""
+    if p.returncode == 125 and "cgroup" in p.err:
+        pytest.skip(f"cgroup limits cannot be applied here: {p.err.strip()}")
+
+
+def compile_c(sb, name, source):
+    """Builds a C program on the host into the workspace (visible inside at
+    the same path)."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the attack program")
+    src = sb.workspace / f"{name}.c"
+    src.write_text(source)
+    exe = sb.workspace / name
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, capture_output=True)
+    return exe
+
+
+def host_pids_running(*argv):
+    """Host processes whose argument vector is exactly argv."""
+    want = b"".join(a.encode() + b"\0" for a in argv)
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if f.read() == want:
+                    found.append(int(d))
+        except OSError:
+            continue
+    return found
+
+
+# ---- other processes: keyward, PID 1, siblings ----
+
+
+def test_keyward_is_not_in_the_sandbox_pid_namespace(sandbox_factory, upstream):
+    """keyward's proxy holds the secrets; the sandbox's /proc shows only
+    its own processes (a tree under its PID 1, which has no parent inside)
+    and keyward's host PID names no process at all."""
+    sb = sandbox_factory(policy_for(upstream))
+    code = r'''
+ws = os.getcwd()
+deadline = time.time() + 10
+while not os.path.exists("hostpid") and time.time() < deadline:
+    time.sleep(0.01)
+kw = int(open("hostpid").read())
+procs = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        procs[d] = [int(stat.rsplit(")", 1)[1].split()[1]), cmd.replace(b"\0", b" ").decode(errors="replace")]
+probe("kill keyward 0", lambda: os.kill(kw, 0))
+probe("kill keyward KILL", lambda: os.kill(kw, signal.SIGKILL))
+probe("environ of keyward", lambda: open(f"/proc/{kw}/environ", "rb"))
+probe("mem of keyward", lambda: open(f"/proc/{kw}/mem", "rb"))
+probe("fd of keyward", lambda: os.listdir(f"/proc/{kw}/fd"))
+done(procs=procs, kw=kw)
+'''
+    proc = popen(sb, py(code), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    (sb.workspace / "hostpid").write_text(str(proc.pid))
+    p = finish(sb, proc)
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r["kw"] == proc.pid
+    assert r["kill keyward 0"] == "ESRCH"
+    assert r["kill keyward KILL"] == "ESRCH"
+    assert r["environ of keyward"] == "ENOENT"
+    assert r["mem of keyward"] == "ENOENT"
+    assert r["fd of keyward"] == "ENOENT"
+    procs = {int(k): v for k, v in r["procs"].items()}
+    # PID 1 (keyward's forked init) and the python above, nothing else
+    assert set(procs) == {1, 2}, procs
+    assert procs[1][0] == 0, "PID 1 must have no parent inside"
+    assert procs[2][0] == 1
+    assert procs[1][1].strip() == "keyward-init"
+    for pid, (_, cmd) in procs.items():
+        assert "keyward run" not in cmd and "--policy" not in cmd and str(sb.policy) not in cmd, (pid, cmd)
+    # still serving: keyward was never hit
+    assert proc.returncode == 0
+
+
+def test_pid1_environ_mem_and_fds_unreadable(sandbox_factory, upstream):
+    """PID 1 is a fork of keyward: not dumpable, so its memory, environment
+    and descriptors are closed to CMD (same uid), and its argument area was
+    wiped to "keyward-init" (no policy path, no secret). /proc/self of CMD
+    stays readable, so the refusals are about PID 1."""
+    sb = sandbox_factory(policy_for(upstream))
+    code = r'''
+probe("environ", lambda: open("/proc/1/environ", "rb").read())
+probe("mem", lambda: open("/proc/1/mem", "rb"))
+probe("maps", lambda: open("/proc/1/maps").read())
+probe("auxv", lambda: open("/proc/1/auxv", "rb").read())
+probe("readlink fd/0", lambda: os.readlink("/proc/1/fd/0"))
+probe("open fd/1", lambda: open("/proc/1/fd/1", "wb"))
+probe("readlink root", lambda: os.readlink("/proc/1/root"))
+probe("readlink cwd", lambda: os.readlink("/proc/1/cwd"))
+probe("self environ", lambda: open("/proc/self/environ", "rb").read())
+probe("self mem", lambda: open("/proc/self/mem", "rb"))
+cmdline = open("/proc/1/cmdline", "rb").read()
+status = dict(l.split(":", 1) for l in open("/proc/1/status").read().splitlines())
+done(cmdline=cmdline.rstrip(b"\0").decode(errors="replace"), nuls=set(cmdline[len(b"keyward-init"):]) <= {0},
+     uid=status["Uid"].split())
+'''
+    p = sb.run(py(code))
+    assert p.returncode == 0, p.err
+    r = result(p)
+    for k in ("environ", "mem", "maps", "auxv", "readlink fd/0", "open fd/1", "readlink root", "readlink cwd"):
+        assert r[k] == "EACCES", (k, r[k])
+    assert r["self environ"] == "OK" and r["self mem"] == "OK"
+    assert r["cmdline"] == "keyward-init" and r["nuls"] is True
+    assert r["uid"] == ["1000"] * 4  # the same user as CMD: only non-dumpability stops it
+
+
+@needs_x86_64
+def test_ptrace_process_vm_readv_pidfd_getfd_refused(sandbox_factory):
+    """ptrace, process_vm_readv and pidfd_getfd answer EPERM whatever the
+    target: PID 1, a sibling (sleep started by the same shell), a child of
+    our own and ourselves (the last two would be allowed by the kernel's
+    own permission checks: only seccomp refuses them)."""
+    sb = sandbox_factory()
+    code = r'''
+sib = int(sys.argv[1])
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+buf = ctypes.create_string_buffer(64)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+local = iovec(ctypes.addressof(buf), 64)
+remote = iovec(ctypes.addressof(buf), 64)  # same layout in a fork
+for name, pid in (("pid1", 1), ("sibling", sib), ("child", child), ("self", os.getpid())):
+    probe(f"ptrace attach {name}", lambda: sysc(NR["ptrace"], 16, pid, 0, 0))
+    probe(f"ptrace seize {name}", lambda: sysc(NR["ptrace"], 0x4206, pid, 0, 0))
+    probe(f"process_vm_readv {name}", lambda: sysc(NR["process_vm_readv"], pid, ctypes.byref(local), 1,
+                                                   ctypes.byref(remote), 1, 0))
+    try:
+        pidfd = sysc(NR["pidfd_open"], pid, 0)
+    except OSError as e:
+        out[f"pidfd_open {name}"] = ename(e.errno)
+    else:
+        probe(f"pidfd_getfd {name}", lambda: sysc(NR["pidfd_getfd"], pidfd, 0, 0))
+probe("ptrace traceme", lambda: sysc(NR["ptrace"], 0, 0, 0, 0))
+os.kill(child, 9)
+done()
+'''
+    p = sb.run(["sh", "-c", 'sleep 30 & exec python3 -c "$1" $!', "sh", NR_PRELUDE + code])
+    assert p.returncode == 0, p.err
+    r = result(p)
+    for who in ("pid1", "sibling", "child", "self"):
+        assert r[f"ptrace attach {who}"] == "EPERM", who
+        assert r[f"ptrace seize {who}"] == "EPERM", who
+        assert r[f"process_vm_readv {who}"] == "EPERM", who
+        assert r[f"pidfd_getfd {who}"] == "EPERM", who
+    assert r["ptrace traceme"] == "EPERM"
+
+
+def test_kill_from_inside_cannot_stop_the_proxy(sandbox_factory, upstream):
+    """kill(1, SIGKILL) is ignored (PID 1 of a namespace), kill(-1, SIGKILL)
+    reaches only the sandbox's own processes, the test runner's PID (the
+    parent of keyward) does not exist inside; afterwards the proxy still
+    serves an allowed request with the real credential and the run returns
+    CMD's status."""
+    sb = sandbox_factory(policy_for(upstream))
+    url = f"https://api.test:{upstream.port}/api/after-kill"
+    code = r"""
+import subprocess
+victim = os.fork()
+if victim == 0:
+    signal.pause()
+    os._exit(0)
+probe("kill 1", lambda: os.kill(1, signal.SIGKILL))
+probe("kill -1", lambda: os.kill(-1, signal.SIGKILL))
+_, st = os.waitpid(victim, 0)
+probe("kill runner", lambda: os.kill(int(sys.argv[1]), signal.SIGKILL))
+curl = 'curl -sS -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $TEST_TOKEN" "$0"'
+status = subprocess.run(["sh", "-c", curl, sys.argv[2]], capture_output=True, text=True).stdout
+done(victim=os.WTERMSIG(st) if os.WIFSIGNALED(st) else -1, status=status)
+sys.exit(42)
+"""
+    p = sb.run(py(code) + [str(os.getpid()), url])
+    assert p.returncode == 42, p.out + p.err
+    r = result(p)
+    assert r["kill 1"] == "OK"  # accepted, and ignored: PID 1 reported our status
+    assert r["kill -1"] == "OK" and r["victim"] == signal.SIGKILL
+    assert r["kill runner"] == "ESRCH"
+    assert r["status"] == "200"
+    assert upstream.requests[-1].target == "/api/after-kill"
+    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
+
+
+# ---- the network ----
+
+
+def _host_listeners():
+    """TCP listeners on the host's 127.0.0.1 and ::1 (same port) and a UDP
+    socket on 127.0.0.1 of that port, all non-blocking."""
+    t4 = socket.socket(socket.AF_INET)
+    t4.bind(("127.0.0.1", 0))
+    port = t4.getsockname()[1]
+    t4.listen()
+    socks = [t4]
+    try:
+        t6 = socket.socket(socket.AF_INET6)
+        t6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        t6.bind(("::1", port))
+        t6.listen()
+        socks.append(t6)
+    except OSError:
+        pass  # no IPv6 on this host: only the IPv4 listener
+    u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u4.bind(("127.0.0.1", port))
+    socks.append(u4)
+    for s in socks:
+        s.setblocking(False)
+    return port, socks
+
+
+def _host_saw_nothing(socks):
+    for s in socks:
+        try:
+            if s.type == socket.SOCK_DGRAM:
+                data = s.recv(100)
+                raise AssertionError(f"the host UDP socket received {data!r}")
+            s.accept()
+            raise AssertionError(f"the host listener {s.getsockname()} accepted a connection")
+        except BlockingIOError:
+            pass
+        finally:
+            s.close()
+
+
+HOST_LOOPBACK = r'''
+port = int(sys.argv[1])
+def tcp(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(addr)
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"from the sandbox", ("127.0.0.1", port))
+probe("tcp4", lambda: tcp(socket.AF_INET, ("127.0.0.1", port)))
+probe("tcp6", lambda: tcp(socket.AF_INET6, ("::1", port)))
+probe("udp4", udp)
+done()
+'''
+
+
+def test_host_loopback_services_unreachable(sandbox_factory):
+    """A service on the host's 127.0.0.1 / ::1: the sandbox's lo is its own,
+    so even with Landlock letting the port through (sandbox.ports) the
+    connection is refused, and UDP lands in the sandbox's own lo. Without
+    sandbox.ports, Landlock (ABI 4+) refuses the connect first."""
+    port, socks = _host_listeners()
+    try:
+        sb = sandbox_factory(f"version: 1\nsandbox:\n  ports: [{port}]\n")
+        p = sb.run(py(HOST_LOOPBACK) + [str(port)])
+        assert p.returncode == 0, p.err
+        r = result(p)
+        assert r["tcp4"] == "ECONNREFUSED"
+        if len(socks) == 3:  # the host has ::1
+            assert r["tcp6"] == "ECONNREFUSED"
+        assert r["udp4"] == "OK"  # sent, into the sandbox's own loopback
+
+        sb2 = sandbox_factory()
+        p = sb2.run(py(HOST_LOOPBACK) + [str(port)])
+        r = result(p)
+        expect = "EACCES" if landlock_abi() >= 4 else "ECONNREFUSED"
+        assert r["tcp4"] == expect, r
+        if len(socks) == 3:
+            assert r["tcp6"] == expect, r
+    finally:
+        _host_saw_nothing(socks)
+
+
+def test_host_abstract_unix_socket_unreachable(sandbox_factory):
+    """An abstract unix socket of the host (D-Bus, X11 and many agents use
+    them): abstract names belong to the network namespace, so connecting
+    from inside is refused and the host never sees a connection."""
+    name = f"keyward-test-{os.getpid()}-{random.getrandbits(32):08x}"
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.bind("\0" + name)
+    host.listen()
+    host.setblocking(False)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind("\0" + name + "-dgram")
+    dgram.setblocking(False)
+    try:
+        sb = sandbox_factory()
+        code = r'''
+name = sys.argv[1]
+def stream():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0" + name)
+def dgram():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"x", "\0" + name + "-dgram")
+probe("stream", stream)
+probe("dgram", dgram)
+done()
+'''
+        p = sb.run(py(code) + [name])
+        assert p.returncode == 0, p.err
+        r = result(p)
+        assert r["stream"] == "ECONNREFUSED"
+        assert r["dgram"] == "ECONNREFUSED"
+        with pytest.raises(BlockingIOError):
+            host.accept()
+        with pytest.raises(BlockingIOError):
+            dgram.recv(10)
+    finally:
+        host.close()
+        dgram.close()
+
+
+def test_host_unix_sockets_outside_the_workspace_invisible(sandbox_factory, tmp_path):
+    """Host sockets elsewhere (a fake /run/docker.sock and an ssh-agent
+    socket, in a host directory outside the workspace) do not exist inside,
+    and SSH_AUTH_SOCK does not pass."""
+    run = tmp_path / "hostrun"
+    (run / "ssh-agent").mkdir(parents=True)
+    paths = [run / "docker.sock", run / "ssh-agent" / "agent.sock"]
+    socks = []
+    for path in paths:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.listen()
+        s.setblocking(False)
+        socks.append(s)
+    try:
+        sb = sandbox_factory()
+        code = r'''
+def conn(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+for i, path in enumerate(sys.argv[1:]):
+    probe(f"connect {i}", lambda: conn(path))
+    probe(f"stat {i}", lambda: os.stat(path))
+probe("docker", lambda: conn("/run/docker.sock"))
+probe("dbus", lambda: conn("/run/dbus/system_bus_socket"))
+done(ssh_auth_sock=os.environ.get("SSH_AUTH_SOCK"), run=os.listdir("/run"))
+'''
+        p = sb.run(py(code) + [str(x) for x in paths], env={"SSH_AUTH_SOCK": str(paths[1])})
+        assert p.returncode == 0, p.err
+        r = result(p)
+        for i in range(len(paths)):
+            assert r[f"connect {i}"] == "ENOENT" and r[f"stat {i}"] == "ENOENT", r
+        assert r["docker"] == "ENOENT" and r["dbus"] == "ENOENT"
+        assert r["ssh_auth_sock"] is None
+        assert r["run"] == []
+        for s in socks:
+            with pytest.raises(BlockingIOError):
+                s.accept()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_host_unix_socket_inside_the_workspace_is_reachable(sandbox_factory):
+    """The documented limit (threat-model.md, "Anything the workspace
+    already holds"): the workspace is the host's directory, bound as it is,
+    so a socket a host process binds there is reachable from inside. Keep
+    sockets out of the workspace."""
+    sb = sandbox_factory()
+    path = sb.workspace / "host.sock"
+    host = socket.socket(socket.AF_UNIX)
+    host.bind(str(path))
+    host.listen()
+    host.settimeout(10)
+    try:
+        code = r'''
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"hello from the sandbox")
+done(connected=True)
+'''
+        proc = popen(sb, py(code) + [str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        conn, _ = host.accept()
+        conn.settimeout(10)
+        assert conn.recv(100) == b"hello from the sandbox"
+        conn.close()
+        p = finish(sb, proc)
+        assert p.returncode == 0, p.err
+        assert result(p) == {"connected": True}
+    finally:
+        host.close()
+
+
+def test_name_resolution_fails(sandbox_factory):
+    """No resolver inside: names resolve only from the sandbox's /etc/hosts,
+    and a DNS query sent by hand has no route."""
+    sb = sandbox_factory()
+    code = r'''
+try:
+    socket.getaddrinfo("example.com", 443)
+    gai = "OK"
+except socket.gaierror as e:
+    gai = e.errno
+def dns(addr, fam):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01", (addr, 53))
+probe("dns 8.8.8.8", lambda: dns("8.8.8.8", socket.AF_INET))
+probe("dns 2001:4860:4860::8888", lambda: dns("2001:4860:4860::8888", socket.AF_INET6))
+resolv = [l for l in open("/etc/resolv.conf").read().splitlines() if l and not l.startswith("#")]
+done(gai=gai, resolv=resolv, localhost=socket.getaddrinfo("localhost", 80, socket.AF_INET)[0][4][0])
+'''
+    p = sb.run(["sh", "-c", 'getent hosts example.com; echo "getent=$?"; exec python3 -c "$1"', "sh",
+                NR_PRELUDE + code])
+    assert p.returncode == 0, p.err
+    assert p.out.splitlines()[0] == "getent=2"  # "key not found"
+    r = result(p)
+    assert r["gai"] == socket.EAI_NONAME
+    assert r["dns 8.8.8.8"] == "ENETUNREACH"
+    assert r["dns 2001:4860:4860::8888"] == "ENETUNREACH"
+    assert r["resolv"] == []  # no nameserver line
+    assert r["localhost"] == "127.0.0.1"
+
+
+PUBLIC = r'''
+def tcp(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(addr)
+def udp(fam, addr):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.sendto(b"x", addr)
+probe("tcp 8.8.8.8:443", lambda: tcp(socket.AF_INET, ("8.8.8.8", 443)))
+probe("tcp [2606:4700:4700::1111]:443", lambda: tcp(socket.AF_INET6, ("2606:4700:4700::1111", 443)))
+probe("udp 1.1.1.1:53", lambda: udp(socket.AF_INET, ("1.1.1.1", 53)))
+probe("udp [2606:4700:4700::1111]:53", lambda: udp(socket.AF_INET6, ("2606:4700:4700::1111", 53)))
+probe("udp 255.255.255.255:67", lambda: udp(socket.AF_INET, ("255.255.255.255", 67)))
+ifaces = [l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:]]
+routes = open("/proc/net/route").read().splitlines()[1:]
+done(ifaces=ifaces, routes=routes)
+'''
+
+
+def test_public_addresses_have_no_route(sandbox_factory):
+    """TCP and UDP to public addresses never leave: the namespace holds only
+    lo and no route (ENETUNREACH), even for a port Landlock lets through.
+    Without sandbox.ports, Landlock refuses the TCP connect first."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  ports: [443]\n")
+    p = sb.run(py(PUBLIC))
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r["ifaces"] == ["lo"]
+    assert r["routes"] == []
+    for k in ("tcp 8.8.8.8:443", "tcp [2606:4700:4700::1111]:443", "udp 1.1.1.1:53",
+              "udp [2606:4700:4700::1111]:53"):
+        assert r[k] == "ENETUNREACH", (k, r[k])
+    assert r["udp 255.255.255.255:67"] in ("EACCES", "ENETUNREACH")  # no SO_BROADCAST; no route anyway
+
+    p = sandbox_factory().run(py(PUBLIC))
+    r = result(p)
+    tcp = "EACCES" if landlock_abi() >= 4 else "ENETUNREACH"
+    assert r["tcp 8.8.8.8:443"] == tcp and r["tcp [2606:4700:4700::1111]:443"] == tcp
+    assert r["udp 1.1.1.1:53"] == "ENETUNREACH"
+
+
+@needs_x86_64
+def test_raw_packet_netlink_vsock_sockets_refused(sandbox_factory):
+    """Raw and packet inet sockets answer EPERM, every family but unix and
+    inet(6) EAFNOSUPPORT (seccomp), also with junk in the upper half of the
+    family register; so `ip` cannot even talk to the kernel, and lo stays
+    up (the SIOCSIFFLAGS ioctl is refused for want of CAP_NET_ADMIN)."""
+    sb = sandbox_factory()
+    code = r'''
+import fcntl, struct
+probe("inet raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+probe("inet6 raw", lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6))
+probe("inet raw nonblock", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 255))
+probe("inet packet", lambda: socket.socket(socket.AF_INET, 10, 0))
+probe("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+probe("packet dgram", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))
+probe("netlink route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+probe("vsock", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
+probe("alg", lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0))
+probe("bluetooth", lambda: socket.socket(31, socket.SOCK_STREAM, 0))
+probe("xdp", lambda: socket.socket(44, socket.SOCK_RAW, 0))
+probe("netlink high bits", lambda: sysc(NR["socket"], (1 << 32) | socket.AF_NETLINK, socket.SOCK_RAW, 0))
+probe("socketpair netlink", lambda: socket.socketpair(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]  # SIOCGIFFLAGS
+probe("lo down", lambda: fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags & ~1)))  # SIOCSIFFLAGS
+flags_after = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+done(lo_up=bool(flags_after & 1))
+'''
+    ip = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin")  # the sandbox sees the host's /usr
+    script = 'exec python3 -c "$1"'
+    if ip:
+        script = f'{ip} route add 10.0.0.0/8 dev lo; echo "route=$?"; {ip} link set lo down; echo "link=$?"; ' + script
+    p = sb.run(["sh", "-c", script, "sh", NR_PRELUDE + code])
+    assert p.returncode == 0, p.err
+    if ip:  # iproute2 cannot even open its netlink socket
+        assert p.out.splitlines()[:2] == ["route=1", "link=1"], p.out + p.err
+        assert p.err.count("Cannot open netlink socket: Address family not supported by protocol") == 2, p.err
+    r = result(p)
+    for k in ("inet raw", "inet6 raw", "inet raw nonblock", "inet packet"):
+        assert r[k] == "EPERM", (k, r[k])
+    for k in ("packet", "packet dgram", "netlink route", "vsock", "alg", "bluetooth", "xdp", "netlink high bits",
+              "socketpair netlink"):
+        assert r[k] == "EAFNOSUPPORT", (k, r[k])
+    assert r["lo down"] == "EPERM"
+    assert r["lo_up"] is True
+
+
+# ---- privileges ----
+
+
+@needs_x86_64
+def test_namespaces_and_mounts_refused(sandbox_factory):
+    """New namespaces (a nested user namespace would hand out a full
+    capability set), setns, and every way to mount or change the root
+    answer EPERM; clone3 answers ENOSYS so that libc falls back to clone,
+    whose flags the filter reads."""
+    sb = sandbox_factory()
+    code = r'''
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+for name, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID),
+                   ("user+mnt", CLONE_NEWUSER | CLONE_NEWNS)):
+    probe(f"unshare {name}", lambda: sysc(NR["unshare"], flag))
+    probe(f"clone {name}", lambda: sysc(NR["clone"], flag | signal.SIGCHLD, 0, 0, 0, 0))
+probe("clone3", lambda: sysc(NR["clone3"], 0, 0))
+for ns in ("user", "net", "mnt"):
+    fd = os.open(f"/proc/self/ns/{ns}", os.O_RDONLY)
+    probe(f"setns {ns}", lambda: sysc(NR["setns"], fd, 0))
+probe("open /proc/1/ns/net", lambda: os.open("/proc/1/ns/net", os.O_RDONLY))
+probe("mount tmpfs", lambda: sysc(NR["mount"], b"none", b"/tmp", b"tmpfs", 0, 0))
+probe("remount / rw", lambda: sysc(NR["mount"], b"none", b"/", b"none", 0x20 | 0x1000, 0))  # MS_REMOUNT|MS_BIND
+probe("umount2 /usr", lambda: sysc(NR["umount2"], b"/usr", 2))
+probe("pivot_root", lambda: sysc(NR["pivot_root"], b"/tmp", b"/tmp"))
+probe("chroot", lambda: os.chroot("/tmp"))
+probe("open_tree", lambda: sysc(NR["open_tree"], -100, b"/usr", 1))
+probe("fsopen", lambda: sysc(NR["fsopen"], b"tmpfs", 0))
+probe("fspick", lambda: sysc(NR["fspick"], -100, b"/", 0))
+probe("move_mount", lambda: sysc(NR["move_mount"], -100, b"/usr", -100, b"/tmp", 0))
+probe("mount_setattr", lambda: sysc(NR["mount_setattr"], -100, b"/", 0, 0, 0))
+handle = ctypes.create_string_buffer(136)
+ctypes.c_uint.from_buffer(handle).value = 128
+mnt = ctypes.c_int()
+probe("name_to_handle_at", lambda: sysc(NR["name_to_handle_at"], -100, b"/etc", handle, ctypes.byref(mnt), 0))
+probe("open_by_handle_at", lambda: sysc(NR["open_by_handle_at"], os.open("/", os.O_RDONLY), handle, 0))
+done()
+'''
+    p = sb.run(["sh", "-c", 'unshare -r true; echo "unshare=$?"; exec python3 -c "$1"', "sh", NR_PRELUDE + code])
+    assert p.returncode == 0, p.err
+    assert p.out.splitlines()[0] == "unshare=1"
+    assert "unshare failed: Operation not permitted" in p.err
+    r = result(p)
+    assert r.pop("clone3") == "ENOSYS"
+    assert r.pop("open /proc/1/ns/net") == "EACCES"  # PID 1 is not dumpable
+    assert r == {k: "EPERM" for k in r}, r
+    assert len(r) == 10 + 3 + 12
+
+
+SETUID_PROG = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(void)
+{
+	uid_t r, e, s;
+	gid_t gr, ge, gs;
+	getresuid(&r, &e, &s);
+	getresgid(&gr, &ge, &gs);
+	char line[256], caps[512] = "";
+	FILE *f = fopen("/proc/self/status", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Cap", 3)) {
+			line[strcspn(line, "\n")] = ' ';
+			strcat(caps, line);
+		}
+	printf("uid=%u,%u,%u gid=%u,%u,%u nnp=%d %s\n", r, e, s, gr, ge, gs, prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), caps);
+	return 0;
+}
+"""
+
+
+def test_setuid_and_file_capabilities_gain_nothing(sandbox_factory):
+    """A set-uid/set-gid program and (as root) one with file capabilities
+    (cap_sys_admin, cap_net_raw, cap_setuid: host root's file capabilities
+    apply in a child user namespace, so without no_new_privs, nosuid and
+    the empty bounding set this one would run with them inside) run with
+    nothing more: same ids, empty capability sets. The host's own su
+    fails; the sandbox's status shows NoNewPrivs 1 and every capability set
+    empty; /usr and the workspace are nosuid. (Set-uid alone gains nothing
+    by construction: only one uid is mapped.)"""
+    sb = sandbox_factory()
+    exe = compile_c(sb, "whoami", SETUID_PROG)
+    suid = sb.workspace / "whoami-suid"
+    shutil.copy(exe, suid)
+    os.chmod(suid, 0o6755)
+    fcap = None
+    if os.geteuid() == 0 and shutil.which("setcap"):
+        fcap = sb.workspace / "whoami-fcap"
+        shutil.copy(exe, fcap)
+        subprocess.run(["setcap", "cap_sys_admin,cap_net_raw,cap_setuid+ep", str(fcap)], check=True)
+    su = "su -c id root </dev/null" if os.path.exists("/usr/bin/su") else "false"
+    script = (f'{suid}; {fcap or suid}; {su}; echo "su=$?"; id -u; '
+              f'grep -E "^(NoNewPrivs|Cap(Inh|Prm|Eff|Bnd|Amb))" /proc/self/status; '
+              f'grep -E " (/usr|{sb.workspace}) " /proc/self/mountinfo')
+    p = sb.run(["sh", "-c", script])
+    assert p.returncode == 0, p.err
+    lines = p.out.splitlines()
+    zero = "0000000000000000"
+    nothing = (f"uid=1000,1000,1000 gid=1000,1000,1000 nnp=1 CapInh:\t{zero} CapPrm:\t{zero} CapEff:\t{zero} "
+               f"CapBnd:\t{zero} CapAmb:\t{zero} ")
+    assert lines[0] == nothing, lines[0]
+    assert lines[1] == nothing, lines[1]
+    assert "uid=0" not in p.out
+    assert lines[2] == "su=1"
+    assert lines[3] == "1000"
+    status = dict(l.split(":\t") for l in lines[4:10])
+    assert status == {"NoNewPrivs": "1", "CapInh": zero, "CapPrm": zero, "CapEff": zero, "CapBnd": zero,
+                      "CapAmb": zero}
+    mounts = lines[10:]
+    assert len(mounts) == 2, mounts
+    for m in mounts:
+        assert "nosuid" in m.split()[5].split(","), m
+
+
+@needs_x86_64
+def test_keyrings_refused(sandbox_factory, tmp_path):
+    """Keyrings are not namespaced: a key in the session keyring keyward
+    was started with is possessed by the sandbox too (it shows in
+    /proc/keys). keyctl, add_key and request_key answer EPERM, so its
+    payload cannot be read (the kernel would let a possessor read it)."""
+    payload = f"keyring-payload-{random.getrandbits(48):012x}"
+    desc = f"keyward-test-{os.getpid()}-{random.getrandbits(24):06x}"
+    sb = sandbox_factory()
+    launcher = r'''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def sysc(nr, *a):
+    r = libc.syscall(ctypes.c_long(nr), *a)
+    if r < 0:
+        sys.exit(f"keyring setup: {os.strerror(ctypes.get_errno())}")
+    return r
+sysc(250, ctypes.c_long(1), None)  # KEYCTL_JOIN_SESSION_KEYRING: a fresh anonymous one
+p = sys.argv[2].encode()
+serial = sysc(248, b"user", sys.argv[1].encode(), p, ctypes.c_size_t(len(p)), ctypes.c_long(-3))
+open(sys.argv[3], "w").write(str(serial))
+os.execv(sys.argv[4], sys.argv[4:])
+'''
+    code = r'''
+serial = int(open("serial").read())
+buf = ctypes.create_string_buffer(256)
+probe("keyctl read", lambda: sysc(NR["keyctl"], 11, serial, buf, 256))                 # KEYCTL_READ
+probe("keyctl describe", lambda: sysc(NR["keyctl"], 6, serial, buf, 256))             # KEYCTL_DESCRIBE
+probe("keyctl get session", lambda: sysc(NR["keyctl"], 0, -3, 0))                     # KEYCTL_GET_KEYRING_ID
+probe("keyctl search", lambda: sysc(NR["keyctl"], 10, -3, b"user", sys.argv[1].encode(), 0))
+probe("request_key", lambda: sysc(NR["request_key"], b"user", sys.argv[1].encode(), 0, 0))
+probe("add_key", lambda: sysc(NR["add_key"], b"user", b"planted", b"x", 1, -3))
+keys = open("/proc/keys").read()
+done(listed=sys.argv[1] in keys, payload_in_proc=sys.argv[2] in keys,
+     leaked=sys.argv[2].encode() in buf.raw)
+'''
+    argv = sb.argv(py(code) + [desc, payload])
+    e = dict(sb.env)
+    p = subprocess.run(["/usr/bin/python3", "-c", launcher, desc, payload, str(sb.workspace / "serial")] + argv,
+                       capture_output=True, env=e, cwd=sb.tmp, timeout=30)
+    p.out, p.err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    if "keyring setup" in p.err:
+        pytest.skip(f"cannot create a session keyring here: {p.err.strip()}")
+    sb.check_clean(p.out, p.err)
+    assert p.returncode == 0, p.err
+    r = result(p)
+    for k in ("keyctl read", "keyctl describe", "keyctl get session", "keyctl search", "request_key", "add_key"):
+        assert r[k] == "EPERM", (k, r[k])
+    assert r["listed"] is True, "the key should be visible (possessed) inside: else the test proves nothing"
+    assert r["payload_in_proc"] is False and r["leaked"] is False
+    assert payload not in p.out
+
+
+@needs_x86_64
+def test_other_abis_and_kernel_attack_surface(sandbox_factory):
+    """A 32-bit (int 0x80) or x32 system call kills the process (SIGSYS,
+    status 159); bpf, perf_event_open, userfaultfd, io_uring_setup and a
+    personality that turns off ASLR answer EPERM."""
+    sb = sandbox_factory()
+    compile_c(sb, "abi", r"""
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv)
+{
+	long r;
+	if (argv[1][0] == '3')
+		__asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory"); /* i386 getpid */
+	else
+		r = syscall(0x40000000L | SYS_getpid); /* x32 getpid */
+	printf("survived %ld\n", r);
+	return 0;
+}
+""")
+    code = r'''
+probe("bpf", lambda: sysc(NR["bpf"], 0, 0, 0))
+probe("perf_event_open", lambda: sysc(NR["perf_event_open"], 0, 0, -1, -1, 0))
+probe("userfaultfd", lambda: sysc(NR["userfaultfd"], 0))
+params = ctypes.create_string_buffer(120)
+probe("io_uring_setup", lambda: sysc(NR["io_uring_setup"], 1, params))
+probe("personality ADDR_NO_RANDOMIZE", lambda: sysc(NR["personality"], 0x0040000))
+probe("personality READ_IMPLIES_EXEC", lambda: sysc(NR["personality"], 0x0400000))
+done(persona=libc.personality(ctypes.c_ulong(0xffffffff)))
+'''
+    p = sb.run(["sh", "-c", './abi 3; echo "i386=$?"; ./abi x; echo "x32=$?"; exec python3 -c "$1"', "sh",
+                NR_PRELUDE + code])
+    assert p.returncode == 0, p.err
+    lines = p.out.splitlines()
+    assert lines[:2] == ["i386=159", "x32=159"], p.out
+    assert "survived" not in p.out
+    r = result(p)
+    assert r.pop("persona") == 0
+    assert r == {k: "EPERM" for k in ("bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
+                                      "personality ADDR_NO_RANDOMIZE", "personality READ_IMPLIES_EXEC")}
+
+
+@needs_x86_64
+def test_tiocsti_injection_refused(sandbox_factory):
+    """CMD shares the caller's terminal (here a pty that is the controlling
+    terminal of keyward's session). Pushing keystrokes into it with TIOCSTI
+    answers EPERM, also with bits set above the low 32 of the request
+    (CVE-2019-10063), and TIOCLINUX too; nothing reaches the terminal's
+    input queue."""
+    import fcntl
+    import termios
+
+    sb = sandbox_factory()
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    code = r'''
+import fcntl, termios
+probe("open /dev/tty", lambda: os.close(os.open("/dev/tty", os.O_RDWR)))  # 0 is our controlling terminal
+probe("TIOCSTI", lambda: fcntl.ioctl(0, termios.TIOCSTI, b"X"))
+c = ctypes.c_char(b"Y")
+probe("TIOCSTI high bits", lambda: sysc(NR["ioctl"], 0, (1 << 32) | termios.TIOCSTI, ctypes.byref(c)))
+probe("TIOCSTI via /dev/tty", lambda: fcntl.ioctl(os.open("/dev/tty", os.O_RDWR), termios.TIOCSTI, b"Z"))
+probe("TIOCLINUX", lambda: fcntl.ioctl(0, 0x541C, b"\x06"))
+done()
+'''
+
+    def controlling_tty():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        proc = popen(sb, py(code), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     preexec_fn=controlling_tty)
+        p = finish(sb, proc)
+        assert p.returncode == 0, p.err
+        r = result(p)
+        assert r["open /dev/tty"] == "OK"
+        for k in ("TIOCSTI", "TIOCSTI high bits", "TIOCSTI via /dev/tty", "TIOCLINUX"):
+            assert r[k] == "EPERM", (k, r[k])
+        os.set_blocking(slave, False)
+        with pytest.raises(BlockingIOError):
+            injected = os.read(slave, 100)
+            raise AssertionError(f"keystrokes reached the terminal: {injected!r}")
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# ---- files ----
+
+
+def test_writes_outside_the_workspace_refused(sandbox_factory, tmp_path):
+    """/usr, /etc, the root, /proc/sys and a policy read_only path are
+    read-only (EROFS; started by root, the host's files are the sandbox
+    user's, so nothing else would stop the write); the workspace, /tmp
+    and $HOME are writable."""
+    ro = tmp_path / "ro-tree"
+    ro.mkdir()
+    (ro / "f").write_text("host file\n")
+    sb = sandbox_factory(f"version: 1\nsandbox:\n  read_only: [{ro}]\n")
+    code = r'''
+ro = sys.argv[1]
+def create(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+def write(path):
+    os.close(os.open(path, os.O_WRONLY))
+for path in ("/usr/kw-x", "/usr/bin/kw-x", "/etc/kw-x", "/kw-x", "/etc/keyward/kw-x", ro + "/kw-x"):
+    probe("create " + path.replace(ro, "RO"), lambda: create(path))
+for path in ("/etc/passwd", "/etc/hosts", "/etc/keyward/ca-bundle.pem", "/proc/sys/kernel/hostname",
+             "/usr/bin/env", ro + "/f"):
+    probe("write " + path.replace(ro, "RO"), lambda: write(path))
+probe("mkdir /opt", lambda: os.mkdir("/opt"))
+probe("rename /etc/hosts", lambda: os.rename("/etc/hosts", "/etc/hosts2"))
+probe("unlink RO/f", lambda: os.unlink(ro + "/f"))
+probe("chmod /usr/bin/env", lambda: os.chmod("/usr/bin/env", 0o777))
+for path in ("ws-file", "/tmp/x", os.environ["HOME"] + "/x"):
+    probe("ok " + path.split("/")[1] if "/" in path else "ok ws", lambda: create(path))
+done(ro=open(ro + "/f").read())
+'''
+    p = sb.run(py(code) + [str(ro)])
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r.pop("ro") == "host file\n"
+    assert r.pop("ok ws") == "OK" and r.pop("ok tmp") == "OK" and r.pop("ok home") == "OK"
+    if os.geteuid() == 0:  # the host's files are the caller's: only the read-only mounts refuse
+        assert r == {k: "EROFS" for k in r}, r
+    else:  # an ordinary caller may meet the host's permissions first
+        assert all(v in ("EROFS", "EACCES") for v in r.values()), r
+    assert len(r) == 6 + 6 + 4
+    assert (sb.workspace / "ws-file").exists()
+    assert sorted(os.listdir(ro)) == ["f"]
+
+
+def test_host_home_shadow_and_outside_symlinks_invisible(sandbox_factory, tmp_path):
+    """The caller's ~/.ssh (HOME pointed at a fake host home), /etc/shadow,
+    and workspace symlinks to /etc/shadow, to a host directory with a
+    secret and to that home resolve inside the sandbox, where none of them
+    exists. / holds only what docs/sandbox.md lists."""
+    home = tmp_path / "hosthome"
+    (home / ".ssh").mkdir(parents=True)
+    key = f"-----BEGIN OPENSSH PRIVATE KEY----- fake {random.getrandbits(64):016x}"
+    (home / ".ssh" / "id_ed25519").write_text(key + "\n")
+    secret_dir = tmp_path / "hostsecret"
+    secret_dir.mkdir()
+    (secret_dir / "secret.txt").write_text(key + "\n")
+    sb = sandbox_factory()
+    (sb.workspace / "link").symlink_to("/etc/shadow")
+    (sb.workspace / "link2").symlink_to(secret_dir)
+    (sb.workspace / "link3").symlink_to(home / ".ssh")
+    code = r'''
+home, needle = sys.argv[1], sys.argv[2].encode()
+def read(p):
+    open(p, "rb").read()
+probe("host key", lambda: read(home + "/.ssh/id_ed25519"))
+probe("own ~/.ssh", lambda: os.listdir(os.path.expanduser("~/.ssh")))
+probe("/etc/shadow", lambda: read("/etc/shadow"))
+probe("/etc/gshadow", lambda: read("/etc/gshadow"))
+probe("/etc/sudoers", lambda: read("/etc/sudoers"))
+probe("/etc/ssh", lambda: os.listdir("/etc/ssh"))
+probe("/etc/ssl/private", lambda: os.listdir("/etc/ssl/private"))
+probe("/root", lambda: os.listdir("/root"))
+probe("link", lambda: read("link"))
+probe("link2", lambda: read("link2/secret.txt"))
+probe("link3", lambda: read("link3/id_ed25519"))
+hits = []
+for top in ("/etc", "/tmp", "/home", "/dev/shm", "/run", "/var", os.getcwd()):
+    for d, dirs, files in os.walk(top):
+        for f in files:
+            try:
+                if needle in open(os.path.join(d, f), "rb").read(1 << 20):
+                    hits.append(os.path.join(d, f))
+            except OSError:
+                pass
+done(home=os.environ["HOME"], root=sorted(os.listdir("/")), hits=hits, homes=os.listdir("/home"))
+'''
+    p = sb.run(py(code) + [str(home), key.split()[-1]], env={"HOME": str(home)})
+    assert p.returncode == 0, p.err
+    r = result(p)
+    for k in ("host key", "own ~/.ssh", "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh",
+              "/etc/ssl/private", "/root", "link", "link2", "link3"):
+        assert r[k] == "ENOENT", (k, r[k])
+    assert r["hits"] == []
+    assert r["home"] == "/home/sandbox" and r["homes"] == ["sandbox"]
+    top = str(sb.workspace).split("/")[1]
+    allowed = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "proc", "tmp", "home", "var",
+               "run", top}
+    assert set(r["root"]) <= allowed, r["root"]
+    assert "root" not in r["root"] and "sys" not in r["root"]
+
+
+def test_state_dir_and_audit_log_in_the_workspace_hidden(sandbox_factory):
+    """keyward's state directory (KEYWARD_HOME) and the audit log, both
+    inside the workspace: the sandbox sees an empty read-only directory and
+    an unreadable, unwritable file (a nodev /dev/null) it cannot remove,
+    replace or truncate, while the proxy records to the real log (a denied
+    request made from inside is there afterwards, and the chain verifies)."""
+    sb = sandbox_factory()
+    state = sb.workspace / ".keyward"
+    state.mkdir(mode=0o700)
+    marker = f"vault-content-{random.getrandbits(48):012x}"
+    (state / "vault.db").write_text(marker)
+    audit = sb.workspace / "audit.jsonl"
+    audit.touch(mode=0o600)
+    sb.audit = audit  # check_clean verifies this log
+    (sb.workspace / "ws-file").write_text("{}\n")
+    code = r"""
+import subprocess
+subprocess.run(["curl", "-s", "-o", "/dev/null", "http://denied.example/"])
+def create(p):
+    os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
+probe("read vault", lambda: open(".keyward/vault.db").read())
+probe("create in state", lambda: create(".keyward/planted"))
+probe("remove state", lambda: os.rmdir(".keyward"))
+probe("rename state", lambda: os.rename(".keyward", "state2"))
+probe("read audit", lambda: open("audit.jsonl").read())
+probe("append audit", lambda: os.open("audit.jsonl", os.O_WRONLY | os.O_APPEND))
+probe("truncate audit", lambda: os.truncate("audit.jsonl", 0))
+probe("remove audit", lambda: os.unlink("audit.jsonl"))
+probe("replace audit", lambda: os.rename("ws-file", "audit.jsonl"))
+probe("chmod audit", lambda: os.chmod("audit.jsonl", 0o666))
+probe("link audit", lambda: os.link("audit.jsonl", "audit-link"))
+done(state=os.listdir(".keyward"), audit_size=os.stat("audit.jsonl").st_size)
+"""
+    p = sb.run(py(code), args=["--audit", str(audit)], env={"KEYWARD_HOME": str(state)})
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r == {"read vault": "ENOENT", "create in state": "EROFS", "remove state": "EBUSY",
+                 "rename state": "EBUSY", "read audit": "EACCES", "append audit": "EACCES",
+                 "truncate audit": "EINVAL", "remove audit": "EBUSY", "replace audit": "EBUSY",
+                 "chmod audit": "EROFS", "link audit": "EXDEV", "state": [], "audit_size": 0}, r
+    assert (state / "vault.db").read_text() == marker and sorted(os.listdir(state)) == ["vault.db"]
+    reqs = sb.requests()
+    assert [(q["decision"], q.get("host")) for q in reqs] == [("deny", "denied.example")], reqs
+
+
+def test_audit_log_created_during_the_run_is_hidden(sandbox_factory):
+    """The docs' example (audit: keyward-audit.jsonl next to a policy in the
+    workspace) on its first run: the log does not exist yet when keyward
+    starts. It must be as hidden as one that existed: not readable, not
+    writable from inside."""
+    sb = sandbox_factory()
+    audit = sb.workspace / "keyward-audit.jsonl"
+    sb.audit = audit
+    code = r"""
+import subprocess
+subprocess.run(["curl", "-s", "-o", "/dev/null", "http://denied.example/"])
+try:
+    seen = open("keyward-audit.jsonl").read()
+except OSError as e:
+    seen = ename(e.errno)
+def append():
+    with open("keyward-audit.jsonl", "a") as f:
+        f.write('{"forged": true}\n')
+probe("append", append)
+done(seen=seen)
+"""
+    p = sb.run(py(code), args=["--audit", str(audit)], check_clean=False)
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert "denied.example" not in r["seen"], "the sandbox read its own audit log"
+    assert r["seen"] in ("EACCES", "ENOENT", ""), r
+    assert r["append"] in ("EACCES", "EROFS", "ENOENT", "EPERM"), "the sandbox wrote into its own audit log"
+    sb.check_clean(p.out, p.err)  # the chain verifies
+
+
+def test_no_ca_key_anywhere_in_the_sandbox(sandbox_factory, upstream):
+    """keyward run's CA is ephemeral and its key stays in keyward's memory:
+    nothing readable inside (nor in the state directory on the host) holds
+    a private key, while the CA certificate is there and works (an HTTPS
+    request through the proxy verifies)."""
+    sb = sandbox_factory(policy_for(upstream))
+    url = f"https://api.test:{upstream.port}/api/ca"
+    code = r'''
+import subprocess
+status = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", sys.argv[1]],
+                        capture_output=True, text=True).stdout
+hits, files = [], 0
+for top in ("/etc", "/tmp", "/home", "/dev/shm", "/var", "/run", os.getcwd()):
+    for d, dirs, fs in os.walk(top):
+        for f in fs:
+            try:
+                data = open(os.path.join(d, f), "rb").read(1 << 22)
+            except OSError:
+                continue
+            files += 1
+            if b"PRIVATE KEY" in data:
+                hits.append(os.path.join(d, f))
+env_hit = any("PRIVATE KEY" in v for v in os.environ.values())
+done(status=status, hits=hits, files=files, env_hit=env_hit, ca=open("/etc/keyward/ca.pem").read())
+'''
+    p = sb.run(py(code) + [url])
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r["status"] == "200"
+    assert r["hits"] == [] and r["env_hit"] is False
+    assert r["files"] > 10  # the walk did read files
+    assert r["ca"].startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE" not in r["ca"]
+    # nor was it saved in the state directory on the host
+    for d, _, fs in os.walk(sb.home):
+        for f in fs:
+            with open(os.path.join(d, f), "rb") as fh:
+                assert b"PRIVATE KEY" not in fh.read(), os.path.join(d, f)
+
+
+# ---- descriptors, lifetime, signals ----
+
+
+def test_inherited_descriptors_do_not_pass(sandbox_factory, tmp_path):
+    """A host file keyward inherits as descriptor 5 (and at its own number)
+    is closed in the sandbox: only 0, 1 and 2 are open in CMD."""
+    host_file = tmp_path / "host-secret.txt"
+    host_file.write_text("host descriptor content\n")
+    fd = os.open(host_file, os.O_RDONLY)
+    sb = sandbox_factory()
+    code = r'''
+import fcntl
+for n in sys.argv[1:]:
+    probe(f"fd {n}", lambda: fcntl.fcntl(int(n), fcntl.F_GETFD))
+probe("/dev/fd/5", lambda: open("/dev/fd/5").read())
+done(open=sorted(int(x) for x in os.listdir("/proc/self/fd")))
+'''
+    try:
+        proc = popen(sb, ["sh", "-c", 'ls /proc/self/fd | tr "\\n" " "; echo; exec python3 -c "$1" "$2" "$3"', "sh",
+                          NR_PRELUDE + code, "5", str(fd)],
+                     pass_fds=(fd,), preexec_fn=lambda: os.dup2(fd, 5),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = finish(sb, proc)
+    finally:
+        os.close(fd)
+    assert p.returncode == 0, p.err
+    assert p.out.splitlines()[0].split() == ["0", "1", "2", "3"]  # 3: ls's own directory
+    r = result(p)
+    assert r["fd 5"] == "EBADF" and r[f"fd {fd}"] == "EBADF"
+    assert r["/dev/fd/5"] == "ENOENT"
+    assert r["open"] == [0, 1, 2, 3]  # 3: listdir's own
+    assert "host descriptor content" not in p.out
+
+
+def _cgroups_of(pid):
+    """The cgroup directories of a host process (to remove the sandbox's
+    after keyward was killed and could not)."""
+    dirs = []
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, ctl, path = line.rstrip("\n").split(":", 2)
+                if ctl == "":
+                    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                        dirs.append(base + path)
+                else:
+                    dirs.append(f"/sys/fs/cgroup/{ctl.split(',')[0].replace('name=', '')}{path}")
+    except OSError:
+        pass
+    return [d for d in dirs if os.path.basename(d) == f"keyward-{pid}"]
+
+
+def test_sandbox_dies_with_keyward(sandbox_factory):
+    """CMD daemonises a child (setsid, in the background) and keyward is
+    killed with SIGKILL: within seconds no process of the sandbox is left
+    on the host (PID 1 dies with keyward, and the kernel kills the rest of
+    its PID namespace)."""
+    sb = sandbox_factory()
+    tag = random.getrandbits(40)
+    marks = [f"299.{tag}1", f"299.{tag}2"]  # valid intervals, unique to this run
+    proc = popen(sb, ["sh", "-c", f"setsid sleep {marks[0]} </dev/null >/dev/null 2>&1 & echo started; "
+                                  f"exec sleep {marks[1]}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def sleeps():
+        return [pid for m in marks for pid in host_pids_running("sleep", m)]
+
+    cgroups = []
+    try:
+        assert proc.stdout.readline().strip() == b"started"
+        deadline = time.time() + 5
+        while time.time() < deadline and len(sleeps()) < 2:
+            time.sleep(0.02)
+        assert len(sleeps()) == 2, "the sandbox's two sleeps should be running"
+        kids = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == proc.pid]
+        assert len(kids) == 1, kids  # the sandbox's PID 1
+        cgroups = _cgroups_of(kids[0])
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 5
+        while sleeps() and time.time() < deadline:
+            time.sleep(0.05)
+        assert sleeps() == [], "sandbox processes outlived keyward"
+    finally:
+        for pid in sleeps():
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        for d in cgroups:  # keyward, killed, could not remove them
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_sigterm_to_keyward_reaches_cmd(sandbox_factory):
+    """SIGTERM sent to keyward is passed to CMD: its trap runs (writes a
+    file in the workspace) and its exit code is the run's; without a trap,
+    CMD dies of it and the status is 128+15. (CMD first makes a request, so
+    that the proxy is known to be serving; see the next test for a signal
+    sent earlier.)"""
+    sb = sandbox_factory()
+    served = 'curl -s -o /dev/null -w "%{http_code}" http://denied.example/; echo " ready"; '
+    proc = popen(sb, ["sh", "-c", "trap 'echo term > trapped; exit 42' TERM; " + served +
+                      "while :; do sleep 0.05; done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"403 ready"
+    proc.send_signal(signal.SIGTERM)
+    p = finish(sb, proc, timeout=10)
+    assert p.returncode == 42, p.err
+    assert (sb.workspace / "trapped").read_text() == "term\n"
+
+    proc = popen(sb, ["sh", "-c", served + "exec sleep 30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"403 ready"
+    proc.send_signal(signal.SIGTERM)
+    p = finish(sb, proc, timeout=10)
+    assert p.returncode == 128 + signal.SIGTERM, p.err
+
+
+def test_sigterm_while_the_proxy_starts_reaches_cmd(sandbox_factory, certs, tmp_path):
+    """The same SIGTERM, sent while CMD runs and the proxy is still starting.
+    The proxy is held at a known point: the policy's upstream_ca is a FIFO,
+    which it reads while it builds its TLS contexts; the test feeds it the
+    CA only after the signal was sent. The signal must wait for the proxy
+    and then reach CMD, as it does once the proxy serves."""
+    import select
+    import threading
+
+    fifo = tmp_path / "ca.fifo"
+    os.mkfifo(fifo, 0o600)
+    pem = (certs / "ca.pem").read_bytes()
+    sb = sandbox_factory(f"version: 1\nupstream_ca: {fifo}\n")
+    signalled = threading.Event()
+    stop = threading.Event()
+
+    def feed_ca():
+        # after the signal (or, should keyward read the file before CMD
+        # starts, after a while, so that the run goes on)
+        signalled.wait(3)
+        while not stop.is_set():
+            try:
+                w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                time.sleep(0.01)
+                continue
+            os.set_blocking(w, True)
+            try:
+                os.write(w, pem)
+            except BrokenPipeError:
+                pass
+            os.close(w)
+            return
+
+    feeder = threading.Thread(target=feed_ca, daemon=True)
+    feeder.start()
+    proc = popen(sb, ["sh", "-c", "trap 'echo term > trapped; exit 42' TERM; echo ready; "
+                                  "while :; do sleep 0.05; done"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cgroups = []
+    try:
+        assert select.select([proc.stdout], [], [], 15)[0], "CMD did not start"
+        assert proc.stdout.readline().strip() == b"ready"
+        cgroups = [d for k in os.listdir("/proc") if k.isdigit() and _ppid(int(k)) == proc.pid
+                   for d in _cgroups_of(int(k))]
+        proc.send_signal(signal.SIGTERM)
+        signalled.set()
+        p = finish(sb, proc, timeout=15)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        feeder.join(5)
+        for d in cgroups:  # left behind when keyward is killed
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    assert p.returncode == 42, (p.returncode, p.err)
+    assert (sb.workspace / "trapped").read_text() == "term\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV, signal.SIGHUP])
+def test_exit_status_is_128_plus_signal(sandbox_factory, sig):
+    sb = sandbox_factory()
+    p = sb.run(["python3", "-c", f"import os; os.kill(os.getpid(), {int(sig)})"])
+    assert p.returncode == 128 + sig, p.err
+
+
+# ---- resources ----
+
+
+def test_fork_bomb_capped_by_pids_limit(sandbox_factory):
+    """sandbox.limits.pids: 64. A fork loop gets EAGAIN before 64 processes
+    (PID 1 and the loop itself count), and the run ends with CMD's status.
+    As root this is the only thing that stops it: the kernel exempts root
+    from RLIMIT_NPROC."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    pids: 64\n")
+    code = r'''
+kids, err = [], None
+for i in range(500):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = ename(e.errno)
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+for k in kids:
+    os.waitpid(k, 0)
+done(forked=len(kids), err=err)
+sys.exit(3)
+'''
+    p = sb.run(py(code))
+    skip_if_limits_unavailable(p)
+    assert p.returncode == 3, p.err
+    r = result(p)
+    assert r["err"] == "EAGAIN"
+    assert 50 <= r["forked"] <= 62, r  # 64 minus PID 1 and the loop
+
+
+NPROC_LOOP = r"""
+kids, err = [], None
+for i in range(200):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = ename(e.errno)
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+done(forked=len(kids), err=err)
+"""
+
+
+def test_fork_bomb_capped_by_rlimit_nproc_for_an_ordinary_user(sandbox_factory):
+    """sandbox.limits.processes: 16 (RLIMIT_NPROC) stops a fork loop with
+    EAGAIN when keyward runs as an ordinary user (the caller itself, or,
+    when the tests run as root, nobody through setpriv: the kernel exempts
+    root from RLIMIT_NPROC)."""
+    policy = "version: 1\nsandbox:\n  limits:\n    processes: 16\n"
+    if os.geteuid() != 0:
+        p = sandbox_factory(policy).run(py(NPROC_LOOP))
+        out, err = p.out, p.err
+    else:
+        if not shutil.which("setpriv"):
+            pytest.skip("as root, needs setpriv to become an ordinary user")
+        import tempfile
+        top = tempfile.mkdtemp(prefix="kw-nproc-")
+        try:
+            os.chmod(top, 0o755)
+            ws, state = os.path.join(top, "ws"), os.path.join(top, "state")
+            os.mkdir(ws)
+            os.mkdir(state, 0o700)
+            for d in (ws, state):
+                os.chown(d, 65534, 65534)
+            path = os.path.join(top, "policy.yaml")
+            with open(path, "w") as f:
+                f.write(policy)
+            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KEYWARD, "run",
+                                "--policy", path, "--workspace", ws, "--"] + py(NPROC_LOOP),
+                               capture_output=True, text=True, timeout=60, cwd=ws,
+                               env={"PATH": os.environ["PATH"], "KEYWARD_HOME": state, "HOME": top,
+                                    "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "")})
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+        out, err = p.stdout, p.stderr
+        if p.returncode == 126 and "Permission denied" in err:
+            pytest.skip(f"the keyward binary is not reachable by nobody: {err.strip()}")
+    assert p.returncode == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["err"] == "EAGAIN"
+    assert r["forked"] < 16, r
+
+
+def test_memory_hog_is_killed(sandbox_factory):
+    """sandbox.limits.memory: 64MiB; touching 200 MB gets CMD killed by the
+    OOM killer inside its cgroup (status 137), or a MemoryError."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    memory: 64MiB\n")
+    p = sb.run(["python3", "-c", "x = b'\\1' * (200 << 20); print('allocated', len(x))"])
+    skip_if_limits_unavailable(p)
+    assert "allocated" not in p.out
+    assert p.returncode == 137 or (p.returncode == 1 and "MemoryError" in p.err), (p.returncode, p.err)
+
+
+def test_disk_fill_gets_enospc_and_efbig(sandbox_factory):
+    """sandbox.limits.tmp_size: 4MiB caps /tmp and $HOME (ENOSPC at 4 MiB,
+    not the 512 MiB default); file_size: 1MiB caps any file, the
+    workspace's too (EFBIG)."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    tmp_size: 4MiB\n    file_size: 1MiB\n")
+    code = r'''
+def fill(path, total):
+    written = 0
+    try:
+        with open(path, "wb", buffering=0) as f:
+            while written < total:
+                written += f.write(b"x" * 65536)
+    except OSError as e:
+        return ename(e.errno), written
+    return "OK", written
+res = {}
+for d in ("/tmp", os.environ["HOME"]):
+    names = []
+    for i in range(8):   # 1 MiB files, under file_size, until the tmpfs is full
+        r = fill(f"{d}/fill{i}", (1 << 20) - 65536)
+        names.append(r[0])
+        if r[0] != "OK":
+            break
+    res[d] = names
+res["ws"] = fill("big", 8 << 20)
+done(**res)
+'''
+    p = sb.run(py(code))
+    assert p.returncode == 0, p.err
+    r = result(p)
+    for d in ("/tmp", "/home/sandbox"):
+        assert r[d][-1] == "ENOSPC" and 3 <= len(r[d]) <= 5, (d, r[d])
+    assert r["ws"] == ["EFBIG", 1 << 20]
+    assert (sb.workspace / "big").stat().st_size == 1 << 20
+
+
+# ---- the secret ----
+
+
+def test_secret_is_nowhere_in_the_sandbox(sandbox_factory, upstream):
+    """While an allowed request through the proxy carries the real secret
+    (the upstream got Bearer SECRET), nothing in the sandbox holds it: no
+    file under /etc, /tmp, /home, /dev/shm, /run or the workspace, no
+    environment or command line of any process in /proc, nothing readable
+    under /proc/1 or /proc/self. The script carries the secret only
+    hex-encoded, so that its own argv does not count."""
+    sb = sandbox_factory(policy_for(upstream))
+    url = f"https://api.test:{upstream.port}/api/secret"
+    code = r'''
+import subprocess
+needles = [bytes.fromhex(h) for h in sys.argv[2:]]
+curl = 'curl -sS -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $TEST_TOKEN" "$0"; sleep 5'
+bg = subprocess.Popen(["sh", "-c", curl, sys.argv[1]], stdout=subprocess.PIPE)
+status = bg.stdout.read(3).decode()
+hits, files = [], 0
+def check(path, data):
+    for n in needles:
+        if n in data:
+            hits.append(path)
+for top in ("/etc", "/tmp", "/home", "/dev/shm", "/run", "/var", os.getcwd()):
+    for d, dirs, fs in os.walk(top):
+        for f in fs:
+            try:
+                data = open(os.path.join(d, f), "rb").read(1 << 22)
+            except OSError:
+                continue
+            files += 1
+            check(os.path.join(d, f), data)
+skip = {"mem", "pagemap", "clear_refs", "kpageflags", "kpagecount", "kpagecgroup"}
+pids = [d for d in os.listdir("/proc") if d.isdigit()]
+for d in pids + ["self"]:
+    for f in os.listdir(f"/proc/{d}"):
+        if f in skip:
+            continue
+        try:
+            data = open(f"/proc/{d}/{f}", "rb").read(1 << 20)
+        except OSError:
+            continue
+        files += 1
+        check(f"/proc/{d}/{f}", data)
+envs = {}
+for d in pids:
+    try:
+        envs[d] = open(f"/proc/{d}/environ", "rb").read().count(b"TEST_TOKEN=")
+    except OSError:
+        envs[d] = None
+bg.kill()
+done(status=status, hits=hits, files=files, envs=envs)
+'''
+    p = sb.run(py(code) + [url, SECRET.encode().hex(), SECRET2.encode().hex()])
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r["status"] == "200"
+    assert upstream.requests[-1].target == "/api/secret"
+    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
+    assert r["hits"] == [], r["hits"]
+    assert r["files"] > 100
+    # the scan did see the other processes' environments (placeholder, not secret), PID 1's was refused
+    assert r["envs"]["1"] is None
+    assert sum(1 for v in r["envs"].values() if v) >= 2, r["envs"]
