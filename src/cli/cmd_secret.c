@@ -53,10 +53,12 @@ static int prompt_line(const char *prompt, struct secret **ret)
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)ECHO;
 	quiet.c_lflag |= ECHONL;
-	fputs(prompt, stderr);
-	fflush(stderr);
+	/* Echo goes off before the prompt shows, so nothing typed after
+	 * seeing it is echoed, nor flushed away. */
 	if (tcsetattr(0, TCSAFLUSH, &quiet) < 0)
 		return -errno;
+	fputs(prompt, stderr);
+	fflush(stderr);
 	_cleanup_secret_ struct secret *buf = NULL;
 	int r = secret_alloc(SECRET_MAX + 1, &buf);
 	size_t n = 0;
