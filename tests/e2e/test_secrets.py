@@ -290,3 +290,23 @@ def test_set_at_a_terminal_asks_twice_without_echo(tmp_path):
     for s in SECRETS:
         assert s not in err and s not in shown, "the value was echoed"
     assert "gh" in run_kw(home, "secret", "list").out
+
+
+def test_rotation_reaches_the_proxy_on_reload(proxy_factory, upstream, tmp_path):
+    import signal
+    import time
+    home = tmp_path / "vault-home"
+    assert run_kw(home, "secret", "set", "test", input=SECRET).returncode == 0
+    p = proxy_factory(vault_policy(upstream), env={"KEYWARD_HOME": str(home)})
+    url = f"https://api.test:{upstream.port}/api/x"
+    assert session(p).get(url, timeout=20).status_code == 200
+    assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET}"
+
+    assert run_kw(home, "secret", "set", "test", input=SECRET2).returncode == 0
+    p.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "policy reloaded" not in p.stderr:
+        assert time.monotonic() < deadline, p.stderr
+        time.sleep(0.02)
+    assert session(p).get(url, timeout=20).status_code == 200
+    assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET2}"
