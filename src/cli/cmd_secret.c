@@ -3,6 +3,7 @@
  * every user through /proc) and no command prints one. */
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <termios.h>
@@ -44,19 +45,45 @@ static const char usage[] = "Usage: keyward secret set NAME     (value on standa
                             "derived from the passphrase in it (scrypt). See docs/vault.md.\n"
                             "Exit status: 0 success, 1 failure, 2 usage.\n";
 
+/* The terminal's settings while echo is off, for a signal that ends us
+ * mid-prompt: the user's shell must not be left without echo. */
+static struct termios saved_tty;
+
+static void restore_tty_and_die(int sig)
+{
+	(void)tcsetattr(0, TCSAFLUSH, &saved_tty); /* async-signal-safe */
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int fatal_signals[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
+
+static void on_fatal_signals(void (*handler)(int))
+{
+	struct sigaction sa = { .sa_handler = handler };
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < ARRAY_SIZE(fatal_signals); i++)
+		(void)sigaction(fatal_signals[i], &sa, NULL);
+}
+
 /* Reads one line from the terminal on fd 0 with echo off into *ret. */
 static int prompt_line(const char *prompt, struct secret **ret)
 {
 	struct termios old, quiet;
 	if (tcgetattr(0, &old) < 0)
 		return -errno;
+	saved_tty = old;
+	on_fatal_signals(restore_tty_and_die);
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)ECHO;
 	quiet.c_lflag |= ECHONL;
 	/* Echo goes off before the prompt shows, so nothing typed after
 	 * seeing it is echoed, nor flushed away. */
-	if (tcsetattr(0, TCSAFLUSH, &quiet) < 0)
-		return -errno;
+	if (tcsetattr(0, TCSAFLUSH, &quiet) < 0) {
+		int r = -errno;
+		on_fatal_signals(SIG_DFL);
+		return r;
+	}
 	fputs(prompt, stderr);
 	fflush(stderr);
 	_cleanup_secret_ struct secret *buf = NULL;
@@ -73,6 +100,7 @@ static int prompt_line(const char *prompt, struct secret **ret)
 		n++;
 	}
 	(void)tcsetattr(0, TCSAFLUSH, &old);
+	on_fatal_signals(SIG_DFL);
 	if (r == 0)
 		r = secret_new(buf->data, n, ret);
 	return r;

@@ -111,7 +111,11 @@ static int read_key_file(const char *path, struct secret **ret, char *errbuf, si
 {
 	_cleanup_secret_ struct secret *k = NULL;
 	char e[512];
-	int r = secret_file_read(path, VAULT_KEY_LEN + 1, false, &k, e, sizeof(e));
+	int r = secret_file_read(path, VAULT_KEY_LEN, false, &k, e, sizeof(e));
+	if (r == -EFBIG || (r == 0 && k->len != VAULT_KEY_LEN)) {
+		snprintf(errbuf, errlen, "%s: not a vault key (it must be exactly %d bytes)", path, VAULT_KEY_LEN);
+		return -EINVAL;
+	}
 	if (r == -ENOENT) {
 		snprintf(errbuf, errlen,
 		         "%s is missing: the vault cannot be decrypted without it (restore it from a backup)", path);
@@ -120,10 +124,6 @@ static int read_key_file(const char *path, struct secret **ret, char *errbuf, si
 	if (r < 0) {
 		snprintf(errbuf, errlen, "%s", e);
 		return r;
-	}
-	if (k->len != VAULT_KEY_LEN) {
-		snprintf(errbuf, errlen, "%s: not a vault key (it must be exactly %d bytes)", path, VAULT_KEY_LEN);
-		return -EINVAL;
 	}
 	*ret = TAKE_PTR(k);
 	return 0;

@@ -310,3 +310,59 @@ def test_rotation_reaches_the_proxy_on_reload(proxy_factory, upstream, tmp_path)
         time.sleep(0.02)
     assert session(p).get(url, timeout=20).status_code == 200
     assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET2}"
+
+
+def test_sandbox_uses_the_vault_and_cannot_read_it(sandbox_factory, upstream):
+    """keyward run with a passphrase vault whose state directory and
+    passphrase file both lie inside the workspace: the credential is
+    attached, and the sandbox reads neither the vault, its key, nor the
+    passphrase."""
+    sb = sandbox_factory(vault_policy(upstream))
+    state = sb.workspace / ".keyward"
+    pf = sb.workspace / "passphrase"
+    pf.write_text("the passphrase of this test\n")
+    pf.chmod(0o600)
+    sb.env.update({"KEYWARD_HOME": str(state), "KEYWARD_PASSPHRASE_FILE": str(pf)})
+    assert run_kw(state, "secret", "set", "test", input=SECRET2,
+                  env={"KEYWARD_PASSPHRASE_FILE": str(pf)}).returncode == 0
+    url = f"https://api.test:{upstream.port}/api/hello"
+    p = sb.run(["sh", "-c", f'curl -sS -o /dev/null -w "%{{http_code}}" {url}; echo; '
+                            f'for f in {pf} {state}/vault {state}/vault.key; do wc -c < $f; done 2>&1; '
+                            f'ls -A {state} | wc -l'])
+    assert p.returncode == 0, p.err
+    lines = p.out.splitlines()
+    assert lines[0] == "200", p.out
+    assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET2}"
+    # the passphrase file is covered (by /dev/null on a nodev mount); the
+    # state directory is an empty directory in the sandbox, so the vault
+    # and its key are not there
+    assert lines[1] == "0" or "Permission denied" in lines[1], p.out
+    assert "No such file" in lines[2] and "No such file" in lines[3], p.out
+    assert lines[4] == "0", p.out
+
+
+def test_interrupted_prompt_gives_the_terminal_its_echo_back(tmp_path):
+    import pty
+    import select
+    import signal
+    import termios
+    import time
+    master, slave = pty.openpty()
+    e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYWARD_HOME": str(tmp_path / "home")}
+    p = subprocess.Popen([KEYWARD, "secret", "set", "gh"], stdin=slave, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=e)
+    err = b""
+    deadline = time.monotonic() + 20
+    while b"Value for" not in err:
+        assert time.monotonic() < deadline, err
+        if select.select([p.stderr], [], [], 0.1)[0]:
+            err += os.read(p.stderr.fileno(), 4096)
+    assert not termios.tcgetattr(slave)[3] & termios.ECHO
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=20) == -signal.SIGINT
+    assert termios.tcgetattr(slave)[3] & termios.ECHO
+    for fd in (master, slave):
+        os.close(fd)
+    p.stdout.close()
+    p.stderr.close()
+    assert not (tmp_path / "home" / "vault").exists()

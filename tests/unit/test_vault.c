@@ -263,6 +263,10 @@ static void test_wrong_key(void **state)
 
 	write_file(h->key, key, 31, 0600);
 	both_fail("b", "not a vault key (it must be exactly 32 bytes)");
+	write_file(h->key, key, 33, 0600);
+	both_fail("b", "not a vault key (it must be exactly 32 bytes)");
+	write_file(h->key, key, 0, 0600);
+	both_fail("b", "not a vault key (it must be exactly 32 bytes)");
 
 	unlink(h->key);
 	both_fail("b", "vault.key is missing");
