@@ -454,6 +454,7 @@ if AESGCM is not None:
         "unsorted": vault_bytes(list(reversed(THREE)), order=False),
         "duplicate": vault_bytes([("a", "1", T, 0), ("a", "2", T, 0)], order=False),
         "bad-name": vault_bytes([("a/b", "1", T, 0)]),
+        "nul-in-name": vault_bytes([(b"ab\0", "1", T, 0)]),
         "empty-value": vault_bytes([("a", "", T, 0)]),
         # refused before any MAC
         "count-too-big": vault_bytes([], count=1025),

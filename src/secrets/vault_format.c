@@ -379,7 +379,8 @@ static int parse_entry(struct cursor *c, size_t i, const struct vault_file *v, c
 		return bad(errbuf, errlen, "%s: cannot decrypt: wrong key or corrupted%s", where,
 		           i ? " (or an entry before it was removed or reordered)" : "");
 	/* Verified: from here on a failure means a writer bug, not damage. */
-	if (!vault_name_valid(e->name))
+	/* A NUL would end the name early: strlen(name) must be name_len. */
+	if (strlen(e->name) != name_len || !vault_name_valid(e->name))
 		return bad(errbuf, errlen, "%s: invalid name", where);
 	if (i > 0 && strcmp(v->entries[i - 1].name, e->name) >= 0)
 		return bad(errbuf, errlen, "%s: out of order or duplicate", where);
