@@ -392,6 +392,93 @@ INJ = {
 for name, (ctl, text) in INJ.items():
     write("inject", name, bytes([ctl]) + crlf(text).encode())
 
+# ---- vault files --------------------------------------------------------------
+# Written from docs/vault.md by this second, independent implementation, with
+# the harness's fixed master key (bytes 0..31), so the fuzzer starts from
+# files that verify. The harness itself ignores the header's key derivation.
+import hmac as _hmac
+import struct
+
+try:
+    from cryptography.hazmat.primitives import hashes as _hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+except ImportError:  # python3-cryptography: only needed to rewrite the seeds
+    AESGCM = None
+
+VAULT_MASTER = bytes(range(32))
+
+
+def vault_keys(master):
+    def hkdf(info):
+        return HKDF(algorithm=_hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+    return hkdf(b"keyward vault v1 aes-256-gcm"), hkdf(b"keyward vault v1 hmac-sha256")
+
+
+def vault_bytes(entries, kdf=0, log2n=0, r=0, p=0, salt=bytes(16), count=None, nonce=None, order=True,
+                master=VAULT_MASTER):
+    """entries: (name, value, created, rotated). Returns the file's bytes."""
+    enc, mac = vault_keys(master)
+    if order:
+        entries = sorted(entries)
+    head = b"KWVAULT\0" + struct.pack(">HBBII", 1, kdf, log2n, r, p) + salt
+    head += struct.pack(">I", len(entries) if count is None else count)
+    head += hashlib.sha256(head).digest()
+    out = bytearray(head)
+    chain = _hmac.new(mac, head, "sha256").digest()
+    for i, (name, value, created, rotated) in enumerate(entries):
+        name = name.encode() if isinstance(name, str) else name
+        value = value.encode() if isinstance(value, str) else value
+        n = nonce or hashlib.sha256(b"nonce%d" % i).digest()[:12]
+        ad = struct.pack(">HB", 1, len(name)) + name + struct.pack(">QQ", created, rotated)
+        sealed = AESGCM(enc).encrypt(n, value, ad)
+        ct, tag = sealed[:-16], sealed[-16:]
+        body = struct.pack(">B", len(name)) + name + struct.pack(">QQ", created, rotated) + n
+        body += struct.pack(">I", len(ct)) + ct + tag
+        chain = _hmac.new(mac, chain + body, "sha256").digest()
+        out += body + chain
+    out += _hmac.new(mac, chain + b"keyward vault v1 end", "sha256").digest()
+    return bytes(out)
+
+
+if AESGCM is not None:
+    T = 1700000000
+    THREE = [("aws", "AKIAEXAMPLE", T, 0), ("github", "ghp_example", T, T + 60), ("npm", "npm_tok", T + 5, 0)]
+    VAULT = {
+        "empty": vault_bytes([]),
+        "one": vault_bytes([("github", "ghp_example", T, 0)]),
+        "three": vault_bytes(THREE),
+        "passphrase": vault_bytes(THREE[:1], kdf=1, log2n=15, r=8, p=1, salt=bytes(range(16))),
+        "long-name": vault_bytes([("n" * 128, "v", T, 0)]),
+        "long-value": vault_bytes([("big", "x" * 4096, T, 0)]),
+        "binary-value": vault_bytes([("bin", bytes(range(256)), T, 0)]),
+        # verify, then fail the checks behind the MACs
+        "unsorted": vault_bytes(list(reversed(THREE)), order=False),
+        "duplicate": vault_bytes([("a", "1", T, 0), ("a", "2", T, 0)], order=False),
+        "bad-name": vault_bytes([("a/b", "1", T, 0)]),
+        "nul-in-name": vault_bytes([(b"ab\0", "1", T, 0)]),
+        "empty-value": vault_bytes([("a", "", T, 0)]),
+        # refused before any MAC
+        "count-too-big": vault_bytes([], count=1025),
+        "count-more": vault_bytes(THREE[:2], count=3),
+        "count-less": vault_bytes(THREE, count=2),
+        "scrypt-huge": vault_bytes([], kdf=1, log2n=30, r=8, p=1),
+        "keyfile-with-salt": vault_bytes([], salt=b"s" * 16),
+        "kdf-unknown": vault_bytes([], kdf=7),
+    }
+    three = VAULT["three"]
+    VAULT["truncated-header"] = three[:40]
+    VAULT["truncated-entry"] = three[:100]
+    VAULT["truncated-trailer"] = three[:-5]
+    VAULT["trailing-byte"] = three + b"\0"
+    VAULT["version-2"] = three[:8] + b"\0\2" + three[10:]
+    VAULT["bad-magic"] = b"KWVAULX\0" + three[8:]
+    VAULT["flipped-ct"] = three[:120] + bytes([three[120] ^ 1]) + three[121:]
+    VAULT["wrong-key"] = vault_bytes(THREE, master=bytes(32))
+    for name, data in VAULT.items():
+        write("vault", name, data)
+
+
 if __name__ == "__main__":
     for h in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         n = len([f for f in os.listdir(os.path.join(HERE, "corpus", h)) if f.startswith("seed-")])

@@ -8,6 +8,7 @@ int cmd_policy(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_ca(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_secret(int argc, char **argv);
 
 /* keyward's own argv (main's), for `run` to wipe in the sandbox. */
 extern char **cli_argv;

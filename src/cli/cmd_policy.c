@@ -104,8 +104,8 @@ int cmd_policy(int argc, char **argv)
 		char e[512];
 		int r = source_fetch(c, &s, e, sizeof(e));
 		secret_free(s);
-		printf("  %s\n    from:        %s:%s (%s)\n", c->name, c->source == SOURCE_ENV ? "env" : "file",
-		       c->source_arg, r < 0 ? "cannot be read now" : "readable");
+		printf("  %s\n    from:        %s:%s (%s)\n", c->name, policy_source_name(c->source), c->source_arg,
+		       r < 0 ? "cannot be read now" : "readable");
 		if (r < 0) {
 			printf("                 %s\n", e);
 			status = 1;

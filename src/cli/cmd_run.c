@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "audit/audit.h"
 #include "common/state.h"
+#include "secrets/vault.h"
 #include "policy/policy.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"
@@ -221,7 +222,16 @@ int cmd_run(int argc, char **argv)
 		policy_free(policy);
 		return 1;
 	}
-	const char *hide[] = { state, audit_abs };
+	/* The passphrase file of a passphrase vault (docs/vault.md) is as
+	 * secret as the vault's key, wherever the user keeps it. */
+	const char *hide[3] = { state, audit_abs };
+	size_t n_hide = 2;
+	char pass_abs[PATH_MAX];
+	const char *pass = getenv(VAULT_PASSPHRASE_ENV);
+	if (pass && *pass) {
+		absolute(pass, pass_abs, sizeof(pass_abs));
+		hide[n_hide++] = pass_abs;
+	}
 
 	/* keyward's own argument area, to be wiped in the sandbox's PID 1 */
 	char *args = cli_argv[0];
@@ -232,7 +242,7 @@ int cmd_run(int argc, char **argv)
 		.workspace = ws,
 		.argv = argv + optind,
 		.hide = hide,
-		.n_hide = ARRAY_SIZE(hide),
+		.n_hide = n_hide,
 		.self_args = args,
 		.self_args_len = args_len,
 		.verbose = verbose > 0,

@@ -18,13 +18,17 @@ static const char usage[] = "Usage: keyward COMMAND [ARGS]\n"
                             "  policy check FILE     validate a policy and print what it allows\n"
                             "  audit verify FILE     check the hash chain of an audit log\n"
                             "  audit show FILE       print an audit log for people\n"
+                            "  secret set NAME       store a secret in the vault (value on standard input)\n"
+                            "  secret list           list the vault's secrets (names and times, never values)\n"
+                            "  secret rm NAME        remove a secret from the vault\n"
                             "  ca export             print the CA certificate clients must trust\n"
                             "\n"
                             "Options:\n"
                             "  -h, --help            show help (also: keyward COMMAND --help)\n"
                             "  -V, --version         show the version\n"
                             "\n"
-                            "State (the CA of `keyward proxy`, the default audit log) lives in $KEYWARD_HOME, else\n"
+                            "State (the vault and its key, the CA of `keyward proxy`, the default audit log) lives in\n"
+                            "$KEYWARD_HOME, else "
                             "$XDG_DATA_HOME/keyward, else ~/.local/share/keyward.\n"
                             "Exit status: 0 success, 1 failure, 2 usage or policy error.\n"
                             "Documentation: README.md and docs/ in the source tree.\n";
@@ -68,6 +72,8 @@ int main(int argc, char **argv)
 		return cmd_policy(argc - 1, argv + 1);
 	if (strcmp(cmd, "audit") == 0)
 		return cmd_audit(argc - 1, argv + 1);
+	if (strcmp(cmd, "secret") == 0)
+		return cmd_secret(argc - 1, argv + 1);
 	if (strcmp(cmd, "ca") == 0)
 		return cmd_ca(argc - 1, argv + 1);
 	fprintf(stderr, "keyward: unknown command \"%s\" (see keyward --help)\n", cmd);

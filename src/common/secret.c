@@ -2,11 +2,12 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
-int secret_new(const void *p, size_t n, struct secret **ret)
+int secret_alloc(size_t n, struct secret **ret)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	size_t map_len = ((n + 1 + (size_t)page - 1) / (size_t)page) * (size_t)page;
@@ -25,10 +26,19 @@ int secret_new(const void *p, size_t n, struct secret **ret)
 	(void)madvise(m, map_len, MADV_DONTDUMP);
 	s->data = m;
 	s->map_len = map_len;
-	s->len = n;
+	s->len = n; /* mmap gave zeros, the NUL after them included */
+	*ret = s;
+	return 0;
+}
+
+int secret_new(const void *p, size_t n, struct secret **ret)
+{
+	struct secret *s;
+	int r = secret_alloc(n, &s);
+	if (r < 0)
+		return r;
 	if (n)
 		memcpy(s->data, p, n);
-	s->data[n] = '\0';
 	*ret = s;
 	return 0;
 }
@@ -48,6 +58,26 @@ bool secret_eq(const struct secret *a, const struct secret *b)
 	if (a->len != b->len)
 		return false;
 	return CRYPTO_memcmp(a->data, b->data, a->len) == 0;
+}
+
+int secret_value_check(const void *v, size_t n, char *why, size_t whylen)
+{
+	const unsigned char *p = v;
+	if (n == 0) {
+		snprintf(why, whylen, "is empty");
+		return -ENODATA;
+	}
+	if (n > SECRET_MAX) {
+		snprintf(why, whylen, "is longer than %d bytes", SECRET_MAX);
+		return -EFBIG;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f) {
+			snprintf(why, whylen,
+			         "contains a control byte at offset %zu (only one trailing newline is allowed)", i);
+			return -EINVAL;
+		}
+	return 0;
 }
 
 void secret_harden_process(void)

@@ -28,6 +28,22 @@ static inline bool memcaseeq(const char *a, size_t alen, const char *b)
 	return alen == blen && strncasecmp(a, b, alen) == 0;
 }
 
+/* A name of min..max characters of A-Z a-z 0-9 _ . - (credential and
+ * vault secret names): safe in file names, logs and messages as is. */
+static inline bool name_valid(const char *s, size_t min, size_t max)
+{
+	size_t n = 0;
+	for (; s[n]; n++) {
+		char ch = s[n];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+		      ch == '.' || ch == '-'))
+			return false;
+		if (n >= max)
+			return false;
+	}
+	return n >= min;
+}
+
 static inline void freep(void *p)
 {
 	free(*(void **)p);

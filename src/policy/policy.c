@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "common/encode.h"
+#include "secrets/vault_format.h"
 
 #define POLICY_MAX_BYTES  (1024 * 1024)
 #define POLICY_MAX_DEPTH  32
@@ -697,14 +698,7 @@ static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limi
 
 static bool valid_cred_name(const char *s)
 {
-	size_t n = 0;
-	for (; s[n]; n++) {
-		char ch = s[n];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-		      ch == '.' || ch == '-'))
-			return false;
-	}
-	return n >= 1 && n <= 64;
+	return name_valid(s, 1, 64);
 }
 
 static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred)
@@ -746,13 +740,35 @@ static int parse_from(struct ctx *c, const struct ynode *n, struct policy_creden
 		cred->source = SOURCE_FILE;
 		return dup_string(c, from + 5, &cred->source_arg);
 	}
-	if (strncmp(from, "vault:", 6) == 0 || strncmp(from, "exec:", 5) == 0)
+	if (strncmp(from, "vault:", 6) == 0) {
+		/* The name is not echoed either: see below. */
+		if (!vault_name_valid(from + 6))
+			return fail(c, n,
+			            "from: vault: needs a secret name of 1 to %d characters of "
+			            "A-Z a-z 0-9 _ . -",
+			            VAULT_NAME_MAX);
+		cred->source = SOURCE_VAULT;
+		return dup_string(c, from + 6, &cred->source_arg);
+	}
+	if (strncmp(from, "exec:", 5) == 0)
 		return fail(c, n,
-		            "from: source %.*s: is not supported yet in this version (use env:VAR "
-		            "or file:PATH)",
-		            from[0] == 'v' ? 5 : 4, from);
+		            "from: source exec: is not supported yet in this version (use env:VAR, "
+		            "file:PATH or vault:NAME)");
 	/* The value is not echoed: it may be a secret pasted in the wrong place. */
-	return fail(c, n, "from: unknown credential source (expected env:VAR or file:PATH)");
+	return fail(c, n, "from: unknown credential source (expected env:VAR, file:PATH or vault:NAME)");
+}
+
+const char *policy_source_name(enum cred_source s)
+{
+	switch (s) {
+	case SOURCE_ENV:
+		return "env";
+	case SOURCE_FILE:
+		return "file";
+	case SOURCE_VAULT:
+		return "vault";
+	}
+	return "?";
 }
 
 /* Printable ASCII without space, quotes or backslash: it must survive
@@ -805,7 +821,7 @@ static int parse_credential(struct ctx *c, const struct ynode *key, const struct
 	if (r < 0)
 		return r;
 	if (!f[C_FROM])
-		return fail(c, val, "credential \"%s\" has no from: (env:VAR or file:PATH)", cred->name);
+		return fail(c, val, "credential \"%s\" has no from: (env:VAR, file:PATH or vault:NAME)", cred->name);
 	r = parse_from(c, f[C_FROM], cred);
 	if (r < 0)
 		return r;

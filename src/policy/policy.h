@@ -13,14 +13,18 @@
 #include "common/util.h"
 
 enum cred_source {
-	SOURCE_ENV,  /* from: env:VAR   (keyward's own environment) */
-	SOURCE_FILE, /* from: file:PATH */
+	SOURCE_ENV,   /* from: env:VAR   (keyward's own environment) */
+	SOURCE_FILE,  /* from: file:PATH */
+	SOURCE_VAULT, /* from: vault:NAME (keyward's encrypted vault, docs/vault.md) */
 };
+
+/* "env", "file", "vault": the prefix of from: for this source. */
+const char *policy_source_name(enum cred_source s);
 
 struct policy_credential {
 	char *name; /* the key under credentials:; [A-Za-z0-9_.-]+ */
 	enum cred_source source;
-	char *source_arg;  /* VAR or PATH */
+	char *source_arg;  /* VAR, PATH or NAME */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
 	char *placeholder; /* always set: configured, or derived from the name */
 	int line, column;

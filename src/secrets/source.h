@@ -1,5 +1,5 @@
-/* Where a credential's secret comes from: keyward's own environment or a
- * file. The value is checked to be safe in an HTTP header (no CR, LF, NUL
+/* Where a credential's secret comes from: keyward's own environment, a
+ * file or the vault. The value is checked to be safe in an HTTP header (no CR, LF, NUL
  * or other control bytes) so that it can never split a request. */
 #pragma once
 

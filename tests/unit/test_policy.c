@@ -117,13 +117,24 @@ static const struct bad_case bad[] = {
 	{ V "credentials:\n  a: env:X\n", 0,
 	  "policy.yaml:3:6: credential \"a\": expected a mapping with from:, found a string" },
 	{ V "credentials:\n  gh: {env: GH}\n", 0,
-	  "policy.yaml:3:7: credential \"gh\" has no from: (env:VAR or file:PATH)" },
-	{ V "credentials:\n  gh: {from: vault:github}\n", 0,
-	  "policy.yaml:3:14: from: source vault: is not supported yet in this version (use env:VAR or file:PATH)" },
+	  "policy.yaml:3:7: credential \"gh\" has no from: (env:VAR, file:PATH or vault:NAME)" },
+	{ V "credentials:\n  gh: {from: \"vault:\"}\n", 0,
+	  "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
+	{ V "credentials:\n  gh: {from: vault:a/b}\n", 0,
+	  "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
+	{ V "credentials:\n  gh: {from: \"vault:a b\"}\n", 0,
+	  "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
+	{ V "credentials:\n  gh: {from: vault:../x}\n", 0,
+	  "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
+	{ V "credentials:\n  gh: {from: vault:"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaa}\n",
+	  0, "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
 	{ V "credentials:\n  gh: {from: \"exec:op read x\"}\n", 0,
-	  "policy.yaml:3:14: from: source exec: is not supported yet in this version (use env:VAR or file:PATH)" },
+	  "policy.yaml:3:14: from: source exec: is not supported yet in this version (use env:VAR, file:PATH or "
+	  "vault:NAME)" },
 	{ V "credentials:\n  gh: {from: ghp_realtoken}\n", 0,
-	  "policy.yaml:3:14: from: unknown credential source (expected env:VAR or file:PATH)" },
+	  "policy.yaml:3:14: from: unknown credential source (expected env:VAR, file:PATH or vault:NAME)" },
 	{ V "credentials:\n  gh: {from: \"env:\"}\n", 0,
 	  "policy.yaml:3:14: from: env: needs a variable name matching [A-Za-z_][A-Za-z0-9_]*" },
 	{ V "credentials:\n  gh: {from: env:1X}\n", 0,
@@ -796,6 +807,28 @@ static void test_placeholder(void **state)
 	policy_free(p);
 }
 
+/* from: vault:NAME takes the vault's name rule, up to 128 characters
+ * (longer than a credential name: vault names are chosen by people). */
+static void test_vault_source(void **state)
+{
+	(void)state;
+	char name[129];
+	memset(name, 'v', 128);
+	name[128] = '\0';
+	char yaml[512];
+	snprintf(yaml, sizeof(yaml),
+	         V "credentials:\n  gh: {from: \"vault:%s\"}\n  np: {from: vault:npm.Registry_1-x}\n", name);
+	struct policy *p = load_ok(yaml);
+	assert_int_equal(p->creds[0].source, SOURCE_VAULT);
+	assert_string_equal(p->creds[0].source_arg, name);
+	assert_int_equal(p->creds[1].source, SOURCE_VAULT);
+	assert_string_equal(p->creds[1].source_arg, "npm.Registry_1-x");
+	assert_string_equal(policy_source_name(p->creds[0].source), "vault");
+	assert_string_equal(policy_source_name(SOURCE_ENV), "env");
+	assert_string_equal(policy_source_name(SOURCE_FILE), "file");
+	policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -804,7 +837,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors),  cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_limits),       cmocka_unit_test(test_hosts),
 		cmocka_unit_test(test_route_fields), cmocka_unit_test(test_placeholder),
-		cmocka_unit_test(test_sandbox),
+		cmocka_unit_test(test_sandbox),      cmocka_unit_test(test_vault_source),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
