@@ -219,18 +219,37 @@ int cmd_run(int argc, char **argv)
 	}
 	if (absolute_paths(&policy->sandbox) < 0) {
 		fprintf(stderr, "keyward run: out of memory\n");
+		audit_close(log);
 		policy_free(policy);
 		return 1;
 	}
 	/* The passphrase file of a passphrase vault (docs/vault.md) is as
 	 * secret as the vault's key, wherever the user keeps it. */
-	const char *hide[3] = { state, audit_abs };
-	size_t n_hide = 2;
+	/* So is every file a credential is read from (file:PATH), e.g. a
+	 * token file kept next to a policy in the workspace. */
+	_cleanup_free_ const char **hide = calloc(3 + policy->n_creds, sizeof(*hide));
+	_cleanup_free_ char *cred_abs = calloc(policy->n_creds + 1, PATH_MAX);
+	if (!hide || !cred_abs) {
+		fprintf(stderr, "keyward run: out of memory\n");
+		audit_close(log);
+		policy_free(policy);
+		return 1;
+	}
+	size_t n_hide = 0;
+	hide[n_hide++] = state;
+	hide[n_hide++] = audit_abs;
 	char pass_abs[PATH_MAX];
 	const char *pass = getenv(VAULT_PASSPHRASE_ENV);
 	if (pass && *pass) {
 		absolute(pass, pass_abs, sizeof(pass_abs));
 		hide[n_hide++] = pass_abs;
+	}
+	for (size_t i = 0; i < policy->n_creds; i++) {
+		if (policy->creds[i].source != SOURCE_FILE)
+			continue;
+		char *abs = cred_abs + i * PATH_MAX;
+		absolute(policy->creds[i].source_arg, abs, PATH_MAX);
+		hide[n_hide++] = abs;
 	}
 
 	/* keyward's own argument area, to be wiped in the sandbox's PID 1 */

@@ -230,3 +230,23 @@ def test_secret_in_no_sandbox_process_memory(sandbox_factory, upstream):
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_credential_file_in_workspace_is_hidden(sandbox_factory, upstream):
+    """A credential read from a file next to the policy, in the workspace:
+    the sandbox cannot read the file, the request still gets its value."""
+    import os
+
+    sb = sandbox_factory()
+    token = sb.workspace / "secrets" / "token"
+    token.parent.mkdir()
+    token.write_text(SECRET + "\n")
+    os.chmod(token, 0o600)
+    text = policy_for(upstream).replace("from: env:TEST_TOKEN", f"from: file:{token}")
+    sb.policy = sb.workspace / "keyward.yaml"
+    sb.policy.write_text(text)
+    url = f"https://api.test:{upstream.port}/api/f"
+    p = sb.run(["sh", "-c", f'cat secrets/token; echo "cat=$?"; '
+                            f'curl -sS -o /dev/null -w "%{{http_code}}" -H "Authorization: Bearer $TEST_TOKEN" {url}'])
+    assert "cat=1" in p.out and p.out.endswith("200"), p.out + p.err
+    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
