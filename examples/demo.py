@@ -96,7 +96,7 @@ def main():
             f.write(f"""version: 1
 credentials:
   github:
-    from: env:DEMO_API_TOKEN        # keyward's own environment, never the sandbox's
+    from: vault:github              # keyward's encrypted vault, outside every sandbox
     env: GITHUB_TOKEN               # the sandbox gets the placeholder under this name
     placeholder: {PLACEHOLDER}
 routes:
@@ -114,16 +114,22 @@ sandbox:
         step("The policy: one API, GET only, one path prefix, one credential")
         print(open(policy).read().rstrip())
         state = os.path.join(tmp, "state")
-        env = dict(os.environ, KEYWARD_HOME=state, DEMO_API_TOKEN=REAL_TOKEN)
+        env = dict(os.environ, KEYWARD_HOME=state)
+        step("Store the real token in keyward's vault (read from stdin, never argv)")
+        print(DIM + "keyward secret set github < token" + RESET)
+        put = subprocess.run([kw, "secret", "set", "github"], input=REAL_TOKEN, env=env, capture_output=True,
+                             text=True)
+        if put.returncode != 0:
+            sys.exit("keyward secret set failed:\n" + put.stderr)
+        print(DIM + run([kw, "secret", "list"], env=env).stdout.rstrip() + RESET)
         chk = run([kw, "policy", "check", policy], env=env)
         print(DIM + chk.stdout.rstrip() + RESET)
 
         audit = os.path.join(state, "audit.jsonl")
-        os.makedirs(state, mode=0o700, exist_ok=True)
         base = f"https://api.demo.test:{api_port}"
         cmd = [kw, "run", "--policy", policy, "--workspace", workspace, "--audit", audit,
                "--resolve", "api.demo.test:127.0.0.1", "--", "sh", "./agent.sh", base, state]
-        step("keyward run -- sh ./agent.sh   (the real token is in keyward's environment only)")
+        step("keyward run -- sh ./agent.sh   (the real token never enters the sandbox)")
         print(DIM + " ".join(cmd[1:]) + RESET)
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         print(r.stdout.rstrip())
@@ -140,7 +146,7 @@ sandbox:
         v = run([kw, "audit", "verify", audit])
         print(v.stdout.rstrip() or v.stderr.rstrip())
 
-        outputs = r.stdout + r.stderr + open(audit).read()
+        outputs = r.stdout + r.stderr + open(audit).read() + put.stdout + put.stderr + chk.stdout
         leaked = REAL_TOKEN in outputs
         codes = [l.split()[1] for l in r.stdout.splitlines() if l.strip().startswith("HTTP ")]
         ok = (r.returncode == 0 and codes[:2] == ["200", "403"] and codes[2] in ("403", "000")
