@@ -127,6 +127,17 @@ static int absolute_paths(struct policy_sandbox *sb)
 	return 0;
 }
 
+/* Whether the caller's home directory is ws or lies beneath it. */
+static bool contains_home(const char *ws)
+{
+	const char *home = getenv("HOME");
+	char real[PATH_MAX];
+	if (!home || !*home || !realpath(home, real))
+		return false;
+	size_t n = strlen(ws);
+	return strncmp(real, ws, n) == 0 && (real[n] == '\0' || real[n] == '/');
+}
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -195,8 +206,13 @@ int cmd_run(int argc, char **argv)
 		policy_free(policy);
 		return 2;
 	}
-	if (streq(ws, "/")) {
-		fprintf(stderr, "keyward run: the workspace cannot be / (the sandbox would see the whole host)\n");
+	if (streq(ws, "/") || contains_home(ws)) {
+		fprintf(
+		    stderr,
+		    "keyward run: the workspace %s %s; run keyward in a project directory or pass --workspace DIR\n",
+		    ws,
+		    streq(ws, "/") ? "is / (the sandbox would see the whole host)"
+		                   : "holds your home directory (~/.ssh, credentials, history)");
 		policy_free(policy);
 		return 2;
 	}

@@ -250,3 +250,14 @@ def test_credential_file_in_workspace_is_hidden(sandbox_factory, upstream):
                             f'curl -sS -o /dev/null -w "%{{http_code}}" -H "Authorization: Bearer $TEST_TOKEN" {url}'])
     assert "cat=1" in p.out and p.out.endswith("200"), p.out + p.err
     assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
+
+
+def test_home_directory_is_refused_as_workspace(sandbox_factory):
+    sb = sandbox_factory()
+    p = sb.run(["true"], env={"HOME": str(sb.workspace / "me")})
+    assert p.returncode == 0, p.err  # that home does not exist yet
+    (sb.workspace / "me").mkdir()
+    p = sb.run(["true"], env={"HOME": str(sb.workspace)})
+    assert p.returncode == 2 and "holds your home directory" in p.err, p.err
+    p = sb.run(["true"], env={"HOME": str(sb.workspace / "me")})
+    assert p.returncode == 2 and "holds your home directory" in p.err, p.err
