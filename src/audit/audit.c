@@ -43,11 +43,11 @@
 #define AUDIT_LINE_MAX  65536
 
 /* Worst case of one escaped string: every byte as \u00XX, plus the
- * marker and the quotes; of a key: ,"duration_us": ; of a number: 20. */
+ * marker and the quotes; of a key: ,"request_seq": ; of a number: 20. */
 #define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
 #define AUDIT_KEY_WORST    16
 #define AUDIT_LINE_WORST                                                                                              \
-	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 20 * AUDIT_KEY_WORST + 8 * 20 + \
+	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 21 * AUDIT_KEY_WORST + 9 * 20 + \
 	 32 + AUDIT_HASH_HEX + 2 + 4)
 _Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");
 
@@ -357,7 +357,7 @@ static int format_time(struct buf *b, bool *first)
 static int record_build(struct buf *b, const struct audit_record *rec, uint64_t seq, const char *prev)
 {
 	bool first = true;
-	bool request = streq(rec->event, "request");
+	bool result = streq(rec->event, "result");
 	int r = buf_append(b, "{", 1);
 
 	if (r == 0)
@@ -366,6 +366,8 @@ static int record_build(struct buf *b, const struct audit_record *rec, uint64_t 
 		r = format_time(b, &first);
 	if (r == 0)
 		r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
+	if (r == 0 && result)
+		r = json_kv_int(b, &first, "request_seq", clamp_u64(rec->request_seq));
 	if (r == 0)
 		r = kv_cut(b, &first, "listener", rec->listener, AUDIT_CUT_SHORT);
 	if (r == 0)
@@ -392,11 +394,11 @@ static int record_build(struct buf *b, const struct audit_record *rec, uint64_t 
 		r = kv_cut(b, &first, "detail", rec->detail, AUDIT_CUT_LONG);
 	if (r == 0 && rec->status > 0)
 		r = json_kv_int(b, &first, "status", rec->status);
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "bytes_in", clamp_u64(rec->bytes_in));
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "bytes_out", clamp_u64(rec->bytes_out));
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "duration_us", clamp_u64(rec->duration_us));
 	if (r == 0)
 		r = json_kv_str(b, &first, "prev", prev);
@@ -438,14 +440,15 @@ static int append_line(struct audit_log *log, const char *p, size_t n)
 	return r;
 }
 
-int audit_write(struct audit_log *log, const struct audit_record *rec)
+int audit_write_seq(struct audit_log *log, const struct audit_record *rec, uint64_t *ret_seq)
 {
 	if (!log || !rec || !rec->event)
 		return -EINVAL;
 
 	pthread_mutex_lock(&log->lock);
+	uint64_t seq = log->seq;
 	buf_reset(&log->line);
-	int r = record_build(&log->line, rec, log->seq, log->prev);
+	int r = record_build(&log->line, rec, seq, log->prev);
 	if (r == 0)
 		r = append_line(log, log->line.data, log->line.len);
 	if (r == 0) {
@@ -455,5 +458,12 @@ int audit_write(struct audit_log *log, const struct audit_record *rec)
 	}
 	atomic_store(&log->healthy, r == 0);
 	pthread_mutex_unlock(&log->lock);
+	if (r == 0 && ret_seq)
+		*ret_seq = seq;
 	return r;
+}
+
+int audit_write(struct audit_log *log, const struct audit_record *rec)
+{
+	return audit_write_seq(log, rec, NULL);
 }

@@ -15,8 +15,13 @@
 
 #include "common/util.h"
 
+/* An allowed request gets two records: its decision ("request", decision
+ * "allow"), written before anything is forwarded, and its "result" when it
+ * ends, naming the decision by request_seq. A request refused before it
+ * was allowed gets one "request" record holding both. */
 struct audit_record {
-	const char *event;    /* "request", "start", "stop", "reload" */
+	const char *event;    /* "request", "result", "connect", "start", "stop", "reload" */
+	uint64_t request_seq; /* "result": seq of the request's decision record */
 	const char *listener; /* e.g. "127.0.0.1:8080", "unix:/run/k.sock" */
 	const char *client;   /* peer address, or NULL */
 	const char *method;   /* NULL for non-request events */
@@ -30,6 +35,7 @@ struct audit_record {
 	const char *reason;     /* short machine word: "host", "method", "leak"... */
 	const char *detail;     /* human sentence, or NULL */
 	int status;             /* HTTP status sent to the client, 0 = none */
+	bool totals;            /* the request is over: write the three below */
 	uint64_t bytes_in;      /* request body bytes from the client */
 	uint64_t bytes_out;     /* response body bytes to the client */
 	uint64_t duration_us;
@@ -51,6 +57,8 @@ void audit_close(struct audit_log *log);
  * away). Returns 0 or negative errno; after a failure audit_healthy() is
  * false until a later write succeeds. */
 int audit_write(struct audit_log *log, const struct audit_record *rec) WUR;
+/* As audit_write; on success *ret_seq is the seq the record was given. */
+int audit_write_seq(struct audit_log *log, const struct audit_record *rec, uint64_t *ret_seq) WUR;
 /* False after a failed write: callers must then refuse to serve (503). */
 bool audit_healthy(struct audit_log *log);
 

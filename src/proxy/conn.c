@@ -79,7 +79,9 @@ struct conn {
 	bool upgrade;
 	bool is_head;
 	bool retried;
-	bool audited;
+	bool decided; /* the allow record is written: decision_seq is its seq */
+	bool audited; /* the request's last record is written */
+	uint64_t decision_seq;
 	const char *leaked; /* credential whose placeholder was caught leaking */
 	struct buf out;     /* upstream request head (holds the secret briefly) */
 	struct upstream *up;
@@ -161,16 +163,11 @@ static uint64_t elapsed_us(const struct timespec *start)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-/* Writes the record of the current request. Returns audit_write's result. */
-static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
+/* What the audit log says about the current request. */
+static struct audit_record conn_record(struct conn *c, const char *event, const char *decision)
 {
-	c->audited = true;
-	struct audit_log *log = c->w->px->audit;
-	if (!log)
-		return 0;
 	const struct policy_credential *cred = c->route ? c->route->credential : NULL;
-	const char *cred_name = cred ? cred->name : c->leaked;
-	struct audit_record rec = {
+	return (struct audit_record){
 		.event = event,
 		.listener = c->li->name,
 		.client = c->client,
@@ -180,19 +177,60 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 		.port = c->host[0] ? c->port : 0,
 		.path = c->path.len ? c->path.data : NULL,
 		.route = c->route ? (int)c->route->index : -1,
-		.credential = cred_name,
+		.credential = cred ? cred->name : c->leaked,
 		.decision = decision,
-		.reason = reason,
-		.detail = detail,
-		.status = c->status,
-		.bytes_in = c->bytes_in,
-		.bytes_out = c->bytes_out,
-		.duration_us = elapsed_us(&c->start),
 	};
+}
+
+static void audit_failed(struct conn *c, int r)
+{
+	log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again", c->method,
+	          c->host, c->path.len ? c->path.data : "", strerror(-r));
+}
+
+/* Writes the allow record of the current request. It must be in the file
+ * before anything, above all the credential, is sent upstream: a request
+ * whose decision cannot be recorded is not served. Returns 0 or the
+ * negative errno of the write. */
+static int conn_audit_decision(struct conn *c)
+{
+	struct audit_log *log = c->w->px->audit;
+	if (!log)
+		return 0;
+	struct audit_record rec = conn_record(c, "request", "allow");
+	int r = audit_write_seq(log, &rec, &c->decision_seq);
+	if (r < 0) {
+		audit_failed(c, r);
+		return r;
+	}
+	c->decided = true;
+	return 0;
+}
+
+/* Writes the last record of the current request: the result that closes
+ * its allow record, or, for a request refused before it was allowed, the
+ * one record saying so. Returns audit_write's result. */
+static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
+{
+	c->audited = true;
+	struct audit_log *log = c->w->px->audit;
+	if (!log)
+		return 0;
+	struct audit_record rec = conn_record(c, event, decision);
+	if (c->decided && streq(event, "request"))
+		rec = (struct audit_record){
+			.event = "result", .request_seq = c->decision_seq, .route = -1, .decision = decision
+		};
+	rec.reason = reason;
+	rec.detail = detail;
+	rec.status = c->status;
+	rec.totals = !streq(event, "connect");
+	rec.bytes_in = c->bytes_in;
+	rec.bytes_out = c->bytes_out;
+	rec.duration_us = elapsed_us(&c->start);
 	int r = audit_write(log, &rec);
 	if (r < 0)
-		log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again",
-		          c->method, c->host, c->path.len ? c->path.data : "", strerror(-r));
+		audit_failed(c, r);
 	return r;
 }
 
@@ -241,6 +279,12 @@ static void refuse(struct conn *c, int status, const char *status_text, const ch
 	send_json(c, status, status_text, check, message, hint, true);
 	(void)conn_audit(c, "request", decision, check, message);
 	close_after_flush(c);
+}
+
+static void refuse_unaudited(struct conn *c)
+{
+	refuse(c, 503, "Service Unavailable", "error", "audit",
+	       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
 }
 
 static void route_place(struct conn *c, const struct policy_route *rt, char *out, size_t n)
@@ -341,7 +385,7 @@ static void reset_request(struct conn *c)
 	c->status = 0;
 	c->max_body = 0;
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
-	c->retried = c->audited = false;
+	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
 	buf_reset(&c->head);
 	c->head_scan = 0;
@@ -579,8 +623,7 @@ static void handle_connect(struct conn *c)
 	 * be refused with a clear answer, and a placeholder in it audited as
 	 * the leak attempt it is. */
 	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
-		refuse(c, 503, "Service Unavailable", "error", "audit",
-		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		refuse_unaudited(c);
 		return;
 	}
 	/* RFC 9110 9.3.6: the tunnel starts after our 2xx. Bytes sent before
@@ -823,8 +866,7 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
-		refuse(c, 503, "Service Unavailable", "error", "audit",
-		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		refuse_unaudited(c);
 		return;
 	}
 	const struct secret *secret = NULL;
@@ -848,6 +890,10 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
+	if (conn_audit_decision(c) < 0) {
+		refuse_unaudited(c);
+		return;
+	}
 	forward(c, secret, false);
 }
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kwtest import Upstream, make_certs, SECRET, SECRET2, PLACEHOLDER, PLACEHOLDER2
+from kwtest import Upstream, join_requests, make_certs, SECRET, SECRET2, PLACEHOLDER, PLACEHOLDER2
 
 # The tests choose their own CA bundles and proxies; variables of the
 # machine running them (requests lets REQUESTS_CA_BUNDLE override a
@@ -98,7 +98,8 @@ class Proxy:
         return [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
 
     def requests(self):
-        return [r for r in self.records() if r["event"] == "request"]
+        """One dict per request, decision and result joined (kwtest.join_requests)."""
+        return join_requests(self.records())
 
     def signal(self, sig):
         self.proc.send_signal(sig)
