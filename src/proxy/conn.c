@@ -505,7 +505,7 @@ static void process_head(struct conn *c)
 
 	if (c->gen)
 		gen_unref(c->gen);
-	c->gen = proxy_current_gen(c->w->px);
+	c->gen = gen_ref(worker_current_gen(c->w));
 	if (c->max_headers < limits(c)->max_headers) {
 		struct http_header *h = reallocarray(c->hdrs, limits(c)->max_headers, sizeof(*h));
 		if (!h) {
@@ -546,17 +546,15 @@ static void process_head(struct conn *c)
 static void read_head(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct gen *g = proxy_current_gen(c->w->px);
-	struct policy_limits lim = g->policy->limits;
-	gen_unref(g);
-	size_t max = lim.max_header_bytes;
+	const struct policy_limits *lim = &worker_current_gen(c->w)->policy->limits;
+	size_t max = lim->max_header_bytes;
 
 	while (c->state == C_HEAD) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			return;
 		if (c->head.len == 0)
-			arm_timer(c, lim.header_timeout_ms);
+			arm_timer(c, lim->header_timeout_ms);
 		c->head.max = max + 1;
 		size_t room = max + 1 - c->head.len;
 		size_t take = avail < room ? avail : room;
@@ -1131,9 +1129,7 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	http1_next(&c->parser);
 	c->parser.on_body = NULL;
 	reset_request(c);
-	struct gen *g = proxy_current_gen(c->w->px);
-	arm_timer(c, g->policy->limits.idle_timeout_ms);
-	gen_unref(g);
+	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
 	bufferevent_enable(c->bev, EV_READ);
 	read_head(c);
 }
@@ -1510,9 +1506,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	struct gen *g = proxy_current_gen(w->px);
-	arm_timer(c, g->policy->limits.idle_timeout_ms);
-	gen_unref(g);
+	arm_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
 }
 
 void conn_drain_worker(struct worker *w)

@@ -66,6 +66,9 @@ struct worker {
 	TAILQ_HEAD(, upstream) idle;
 	unsigned n_idle;
 	bool draining;
+	/* proxy.c: the current generation as this worker last saw it */
+	struct gen *gen;
+	unsigned gen_version;
 };
 
 struct resolve_pin {
@@ -78,6 +81,7 @@ struct proxy {
 	struct proxy_options opt;
 	pthread_mutex_t gen_lock;
 	struct gen *gen;
+	atomic_uint gen_version; /* moves on every reload */
 	struct tls_ca *ca;
 	SSL_CTX *server_ctx;
 	struct audit_log *audit;
@@ -92,6 +96,11 @@ struct proxy {
 };
 
 struct gen *proxy_current_gen(struct proxy *px);
+/* The current generation as worker w sees it, without taking gen_lock on
+ * every request: w keeps a reference, refreshed only when a reload has
+ * moved gen_version since it last looked. Borrowed: valid until w's next
+ * call; gen_ref it to keep it longer. Call from w's thread only. */
+struct gen *worker_current_gen(struct worker *w);
 
 /* conn.c */
 void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen);
