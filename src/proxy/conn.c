@@ -27,6 +27,7 @@
 
 enum conn_state {
 	C_HEAD,         /* reading a request head */
+	C_DECIDED,      /* allowed, waiting for its audit record to be written */
 	C_CONNECTING,   /* waiting for an upstream */
 	C_BODY,         /* streaming the request body upstream */
 	C_RESPONSE,     /* request sent, relaying the response */
@@ -82,8 +83,10 @@ struct conn {
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
 	uint64_t decision_seq;
-	const char *leaked; /* credential whose placeholder was caught leaking */
-	struct buf out;     /* upstream request head (holds the secret briefly) */
+	LIST_ENTRY(conn) wait_link; /* on w->audit_wait in C_DECIDED */
+	int audit_index;            /* of its allow record in w->audit_batch, then */
+	const char *leaked;         /* credential whose placeholder was caught leaking */
+	struct buf out;             /* upstream request head (holds the secret briefly) */
 	struct upstream *up;
 };
 
@@ -95,6 +98,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
+static void worker_done(struct worker *w);
 
 static const struct policy_limits *limits(struct conn *c)
 {
@@ -122,12 +126,14 @@ static void conn_free(struct conn *c)
 		OPENSSL_cleanse(c->out.data, c->out.cap);
 	buf_free(&c->out);
 	free(c->hdrs);
+	if (c->state == C_DECIDED)
+		LIST_REMOVE(c, wait_link);
 	TAILQ_REMOVE(&w->conns, c, link);
 	w->n_conns--;
 	atomic_fetch_sub(&w->px->active, 1);
 	free(c);
 	if (w->draining && w->n_conns == 0)
-		event_base_loopexit(w->base, NULL);
+		worker_done(w);
 }
 
 static void arm_timer(struct conn *c, unsigned ms)
@@ -188,34 +194,110 @@ static void audit_failed(struct conn *c, int r)
 	          c->host, c->path.len ? c->path.data : "", strerror(-r));
 }
 
-/* Writes the allow record of the current request. It must be in the file
- * before anything, above all the credential, is sent upstream: a request
- * whose decision cannot be recorded is not served. Returns 0 or the
- * negative errno of the write. */
-static int conn_audit_decision(struct conn *c)
+/* ---- the worker's audit batch ----
+ *
+ * A worker queues the records of its requests and writes them together at
+ * the end of the current pass of its event loop: one lock and one write(2)
+ * for all the records of a pass, where there was one of each per record.
+ * The bodies are formatted here, outside the log's lock (audit.h).
+ *
+ * - An allowed request waits in C_DECIDED for the write of its allow record
+ *   before anything of it is sent upstream (audit_written): a request whose
+ *   decision is not in the file is never forwarded.
+ * - A refusal is written at once, before its answer can reach the client.
+ * - A result is written at the end of the pass in which its request ended,
+ *   so it may reach the file a moment after the response's last bytes
+ *   reached the client. If it cannot be written, the log turns unhealthy
+ *   and the requests after it are refused.
+ * The batch is also written when it is full, and when the worker drains. */
+
+static void audit_write_cb(evutil_socket_t fd, short what, void *arg);
+static void audit_written(struct conn *c, int r, uint64_t first);
+
+/* Writes the batch, then lets the requests waiting for it go on. Returns
+ * 0 and, if ret_first is not NULL, *ret_first (the seq of the batch's
+ * first record); or the negative errno of the write. */
+static int worker_audit_write(struct worker *w, uint64_t *ret_first)
 {
-	struct audit_log *log = c->w->px->audit;
-	if (!log)
+	LIST_HEAD(, conn) woken = LIST_HEAD_INITIALIZER(woken);
+	uint64_t first = 0;
+	if (!w->audit_batch)
 		return 0;
-	struct audit_record rec = conn_record(c, "request", "allow");
-	int r = audit_write_seq(log, &rec, &c->decision_seq);
-	if (r < 0) {
-		audit_failed(c, r);
-		return r;
+	size_t n = audit_batch_count(w->audit_batch);
+	int r = audit_batch_write(w->px->audit, w->audit_batch, &first);
+	if (r < 0)
+		log_error("cannot write the audit records: %s (%zu lost); refusing requests until it works again",
+		          strerror(-r), n);
+	/* Waking a request may free it, or queue new records; the list is
+	 * taken whole first so that only the ones of this write are woken. */
+	struct conn *c;
+	while ((c = LIST_FIRST(&w->audit_wait))) {
+		LIST_REMOVE(c, wait_link);
+		LIST_INSERT_HEAD(&woken, c, wait_link);
 	}
-	c->decided = true;
-	return 0;
+	while ((c = LIST_FIRST(&woken))) {
+		LIST_REMOVE(c, wait_link);
+		audit_written(c, r, first);
+	}
+	if (r == 0 && ret_first)
+		*ret_first = first;
+	return r;
+}
+
+static void audit_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	w->audit_scheduled = false;
+	(void)worker_audit_write(w, NULL);
+}
+
+/* Queues rec in the worker's batch. Returns its index there, or negative
+ * errno. */
+static int worker_audit_queue(struct worker *w, const struct audit_record *rec)
+{
+	if (!w->audit_batch) {
+		int r = audit_batch_new(&w->audit_batch);
+		if (r < 0)
+			return r;
+	}
+	int i = audit_batch_add(w->audit_batch, rec);
+	if (i == -ENOBUFS) {
+		(void)worker_audit_write(w, NULL);
+		i = audit_batch_add(w->audit_batch, rec);
+	}
+	return i;
+}
+
+/* The batch is written at the end of this pass: event_base_once with no
+ * timeout makes the callback active now, behind the ones already due. If
+ * it cannot be scheduled, it is written at once. */
+static void worker_audit_schedule(struct worker *w)
+{
+	if (w->audit_scheduled)
+		return;
+	if (event_base_once(w->base, -1, EV_TIMEOUT, audit_write_cb, w, NULL) == 0)
+		w->audit_scheduled = true;
+	else
+		(void)worker_audit_write(w, NULL);
+}
+
+/* The worker drained its last connection: write what is left, then stop. */
+static void worker_done(struct worker *w)
+{
+	(void)worker_audit_write(w, NULL);
+	audit_batch_free(w->audit_batch);
+	w->audit_batch = NULL;
+	event_base_loopexit(w->base, NULL);
 }
 
 /* Writes the last record of the current request: the result that closes
  * its allow record, or, for a request refused before it was allowed, the
- * one record saying so. Returns audit_write's result. */
-static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
+ * one record saying so. */
+static void conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
 {
 	c->audited = true;
-	struct audit_log *log = c->w->px->audit;
-	if (!log)
-		return 0;
+	if (!c->w->px->audit)
+		return;
 	struct audit_record rec = conn_record(c, event, decision);
 	if (c->decided && streq(event, "request"))
 		rec = (struct audit_record){
@@ -228,10 +310,11 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 	rec.bytes_in = c->bytes_in;
 	rec.bytes_out = c->bytes_out;
 	rec.duration_us = elapsed_us(&c->start);
-	int r = audit_write(log, &rec);
+	int r = worker_audit_queue(c->w, &rec);
 	if (r < 0)
 		audit_failed(c, r);
-	return r;
+	else
+		worker_audit_schedule(c->w);
 }
 
 /* ---- responses made by the proxy ---- */
@@ -277,7 +360,12 @@ static void refuse(struct conn *c, int status, const char *status_text, const ch
                    const char *message, const char *hint)
 {
 	send_json(c, status, status_text, check, message, hint, true);
-	(void)conn_audit(c, "request", decision, check, message);
+	conn_audit(c, "request", decision, check, message);
+	/* Now, not at the end of the pass: a TLS bufferevent encrypts and
+	 * sends its output at once, and a refusal is recorded before the
+	 * client can read it. */
+	if (c->w->px->audit)
+		(void)worker_audit_write(c->w, NULL);
 	close_after_flush(c);
 }
 
@@ -646,7 +734,7 @@ static void start_tls(struct conn *c)
 	SSL *ssl = tls_server_ssl_new(c->w->px->server_ctx, c->w->px->ca, c->tunnel_host);
 	if (!ssl) {
 		snprintf(msg, sizeof(msg), "cannot mint a certificate for %s", c->tunnel_host);
-		(void)conn_audit(c, "connect", "error", "tls", msg);
+		conn_audit(c, "connect", "error", "tls", msg);
 		conn_free(c);
 		return;
 	}
@@ -692,7 +780,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (ssl && tls_server_sni_mismatch(ssl)) {
 		snprintf(detail, sizeof(detail), "TLS server name differs from the CONNECT target %s", c->tunnel_host);
 		c->status = 0;
-		(void)conn_audit(c, "connect", "deny", "sni", detail);
+		conn_audit(c, "connect", "deny", "sni", detail);
 	} else {
 		unsigned long e = bufferevent_get_openssl_error(bev);
 		char es[200] = "connection closed";
@@ -700,7 +788,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 			ERR_error_string_n(e, es, sizeof(es));
 		snprintf(detail, sizeof(detail),
 		         "TLS handshake with the client failed (does it trust keyward's CA?): %s", es);
-		(void)conn_audit(c, "connect", "error", "tls", detail);
+		conn_audit(c, "connect", "error", "tls", detail);
 	}
 	ERR_clear_error();
 	conn_free(c);
@@ -710,6 +798,8 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
+static void decide(struct conn *c);
+static const struct secret *route_secret(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -888,11 +978,45 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
-	if (conn_audit_decision(c) < 0) {
+	decide(c);
+}
+
+/* Queues the allow record of the current request. Nothing of the request
+ * goes upstream before that record is in the file: it waits in C_DECIDED
+ * until the worker writes its batch (audit_written). */
+static void decide(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (!w->px->audit) {
+		forward(c, route_secret(c), false);
+		return;
+	}
+	struct audit_record rec = conn_record(c, "request", "allow");
+	int i = worker_audit_queue(w, &rec);
+	if (i < 0) {
+		audit_failed(c, i);
 		refuse_unaudited(c);
 		return;
 	}
-	forward(c, secret, false);
+	c->audit_index = i;
+	c->state = C_DECIDED;
+	bufferevent_disable(c->bev, EV_READ);
+	LIST_INSERT_HEAD(&w->audit_wait, c, wait_link);
+	worker_audit_schedule(w);
+}
+
+/* The batch holding the allow record of c was written (r == 0, its first
+ * record got seq first) or could not be (r < 0). */
+static void audit_written(struct conn *c, int r, uint64_t first)
+{
+	c->state = C_CONNECTING;
+	if (r < 0) {
+		refuse_unaudited(c);
+		return;
+	}
+	c->decided = true;
+	c->decision_seq = first + (uint64_t)c->audit_index;
+	forward(c, route_secret(c), false);
 }
 
 /* Builds the upstream head and gets a connection for the current request.
@@ -1044,7 +1168,7 @@ static void pump_request_body(struct conn *c)
 				refuse(c, 413, "Content Too Large", "deny", "limit", text,
 				       "raise max_body: on the route");
 			else {
-				(void)conn_audit(c, "request", "error", "limit", text);
+				conn_audit(c, "request", "error", "limit", text);
 				conn_free(c);
 			}
 			return;
@@ -1055,7 +1179,7 @@ static void pump_request_body(struct conn *c)
 			if (!c->response_started)
 				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
 			else {
-				(void)conn_audit(c, "request", "error", "malformed", text);
+				conn_audit(c, "request", "error", "malformed", text);
 				conn_free(c);
 			}
 			return;
@@ -1116,7 +1240,7 @@ static void write_response_head(struct conn *c, const struct http_head *h, bool 
 static void request_done(struct conn *c, bool upstream_reusable)
 {
 	c->status = c->status ? c->status : 0;
-	(void)conn_audit(c, "request", "allow", NULL, NULL);
+	conn_audit(c, "request", "allow", NULL, NULL);
 	upstream_release(c->up, upstream_reusable);
 	c->up = NULL;
 	if (!c->keep_alive || !c->body_done || c->w->draining) {
@@ -1146,7 +1270,7 @@ static void upstream_failed(struct conn *c, const char *what)
 		return;
 	}
 	snprintf(text, sizeof(text), "%s %s after the response started", c->host, what);
-	(void)conn_audit(c, "request", "error", "upstream", text);
+	conn_audit(c, "request", "error", "upstream", text);
 	close_after_flush(c); /* what the client already has queued still goes out */
 }
 
@@ -1313,7 +1437,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct upstream *u = c->up;
 
 	if (c->state == C_RELAY) {
-		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		conn_audit(c, "request", "allow", NULL, NULL);
 		close_after_flush(c);
 		return;
 	}
@@ -1427,14 +1551,25 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (c->state == C_RELAY) {
-		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		conn_audit(c, "request", "allow", NULL, NULL);
 		conn_free(c);
 		return;
+	}
+	if (c->state == C_DECIDED) {
+		/* Gone before its allow record was written: write it now, so that
+		 * the result below has a decision to name. */
+		uint64_t first;
+		LIST_REMOVE(c, wait_link);
+		c->state = C_CONNECTING;
+		if (worker_audit_write(c->w, &first) == 0) {
+			c->decided = true;
+			c->decision_seq = first + (uint64_t)c->audit_index;
+		}
 	}
 	if (c->state != C_HEAD || c->head.len > 0) {
 		/* The client went away in the middle of a request. */
 		if (c->method[0] && !c->audited)
-			(void)conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
+			conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
 	}
 	conn_free(c);
 }
@@ -1456,11 +1591,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
 			return;
 		}
-		(void)conn_audit(c, "request", "error", "timeout", "the request body stalled");
+		conn_audit(c, "request", "error", "timeout", "the request body stalled");
 		conn_free(c);
 		return;
 	case C_HANDSHAKE:
-		(void)conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
+		conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
 		conn_free(c);
 		return;
 	default:
@@ -1522,5 +1657,5 @@ void conn_drain_worker(struct worker *w)
 			c->keep_alive = false;
 	}
 	if (w->n_conns == 0)
-		event_base_loopexit(w->base, NULL);
+		worker_done(w);
 }

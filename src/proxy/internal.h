@@ -66,6 +66,11 @@ struct worker {
 	TAILQ_HEAD(, upstream) idle;
 	unsigned n_idle;
 	bool draining;
+	/* conn.c: the audit records of this worker's requests, written once
+	 * per pass of its event loop ("audit" in conn.c) */
+	struct audit_batch *audit_batch;
+	bool audit_scheduled;         /* a write is due at the end of this pass */
+	LIST_HEAD(, conn) audit_wait; /* allowed requests waiting for that write */
 	/* proxy.c: the current generation as this worker last saw it */
 	struct gen *gen;
 	unsigned gen_version;

@@ -39,6 +39,11 @@ def join_requests(records):
     return joined
 
 
+def unfinished(requests):
+    """The allowed requests of join_requests whose result is not written."""
+    return [r for r in requests if r["decision"] == "allow" and "result_seq" not in r]
+
+
 def make_certs(d):
     """A test CA and a server certificate for api.test, localhost, 127.0.0.1, ::1."""
     def run(*a):
