@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "common/json.h"
@@ -87,6 +88,7 @@ struct conn {
 	int audit_index;            /* of its allow record in w->audit_batch, then */
 	const char *leaked;         /* credential whose placeholder was caught leaking */
 	struct buf out;             /* upstream request head (holds the secret briefly) */
+	struct evbuffer *reply;     /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 };
 
@@ -118,6 +120,8 @@ static void conn_free(struct conn *c)
 		event_free(c->timer);
 	if (c->bev)
 		bufferevent_free(c->bev);
+	if (c->reply)
+		evbuffer_free(c->reply);
 	if (c->gen)
 		gen_unref(c->gen);
 	buf_free(&c->head);
@@ -142,9 +146,28 @@ static void arm_timer(struct conn *c, unsigned ms)
 	evtimer_add(c->timer, &tv);
 }
 
+/* Hands the response bytes collected in c->reply to the client. A plain
+ * socket bufferevent writes only after epoll reports the socket writable,
+ * which costs a pass of the loop and two epoll_ctl(2) calls per response
+ * for a socket that almost always is: when nothing is queued before them,
+ * the bytes are written now, and only what the socket does not take is
+ * queued. A TLS bufferevent encrypts and sends whatever is added to it at
+ * once, so collecting the response first also makes it one TLS record
+ * instead of one per piece. */
+static void client_send(struct conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(c->reply) == 0)
+		return;
+	if (!c->in_tunnel && evbuffer_get_length(out) == 0)
+		(void)evbuffer_write(c->reply, bufferevent_getfd(c->bev)); /* an error shows on the next write */
+	evbuffer_add_buffer(out, c->reply);
+}
+
 /* Close once what is queued for the client has been written. */
 static void close_after_flush(struct conn *c)
 {
+	client_send(c);
 	if (c->up) {
 		upstream_release(c->up, false);
 		c->up = NULL;
@@ -342,6 +365,7 @@ static void send_json(struct conn *c, int status, const char *status_text, const
 		data = "{\"error\":\"denied\"}\n";
 		len = strlen(data);
 	}
+	client_send(c); /* whatever came before this answer goes first */
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -1096,7 +1120,18 @@ static void send_request(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *out = bufferevent_get_output(u->bev);
-	evbuffer_add(out, c->out.data, c->out.len);
+	size_t sent = 0;
+	/* Write the head now rather than queue it: a plain socket bufferevent
+	 * writes only once epoll reports the socket writable, which costs a
+	 * pass of the loop and two epoll_ctl(2) calls for a socket that is
+	 * almost always writable. (A TLS bufferevent writes at once anyway.) */
+	if (!u->tls && evbuffer_get_length(out) == 0) {
+		ssize_t k = send(bufferevent_getfd(u->bev), c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k > 0)
+			sent = (size_t)k;
+	}
+	/* On an error the rest is queued and the bufferevent reports it. */
+	evbuffer_add(out, c->out.data + sent, c->out.len - sent);
 	OPENSSL_cleanse(c->out.data, c->out.len);
 	c->out.len = 0;
 
@@ -1110,7 +1145,11 @@ static void send_request(struct conn *c)
 	bufferevent_setwatermark(u->bev, EV_READ, 0, WATER_HIGH);
 	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
 	bufferevent_set_timeouts(u->bev, &tv, &tv);
-	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+	/* Enabling what is enabled already would add the write event again
+	 * (epoll_ctl) with nothing to write. */
+	short off = (short)((EV_READ | EV_WRITE) & ~bufferevent_get_enabled(u->bev));
+	if (off)
+		bufferevent_enable(u->bev, off);
 
 	c->parser.on_body = body_sink;
 	c->parser.ctx = c;
@@ -1216,11 +1255,16 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 	return http_connection_names(h, x->name, x->name_len);
 }
 
+/* Appends the response head for the client to c->reply. */
 static void write_response_head(struct conn *c, const struct http_head *h, bool close)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = c->reply;
 	bool upgrade = h->status == 101;
-	evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+	char status[32]; /* fits any int */
+	int sl = snprintf(status, sizeof(status), "HTTP/1.1 %d ", h->status);
+	evbuffer_add(out, status, (size_t)sl);
+	evbuffer_add(out, h->reason, h->reason_len);
+	evbuffer_add(out, "\r\n", 2);
 	for (unsigned i = 0; i < h->n_headers; i++) {
 		const struct http_header *x = &h->headers[i];
 		if (response_hop_header(h, x, upgrade))
@@ -1239,7 +1283,7 @@ static void write_response_head(struct conn *c, const struct http_head *h, bool 
 
 static void request_done(struct conn *c, bool upstream_reusable)
 {
-	c->status = c->status ? c->status : 0;
+	client_send(c);
 	conn_audit(c, "request", "allow", NULL, NULL);
 	upstream_release(c->up, upstream_reusable);
 	c->up = NULL;
@@ -1274,38 +1318,48 @@ static void upstream_failed(struct conn *c, const char *what)
 	close_after_flush(c); /* what the client already has queued still goes out */
 }
 
+/* Moves the response body from the upstream to the client, as far as it
+ * has arrived and the client's buffer allows. */
 static void relay_response_body(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *in = bufferevent_get_input(u->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	char text[200];
+	int r = 0;
+	bool reusable = false;
 
 	while (evbuffer_get_length(in) > 0) {
+		if (evbuffer_get_length(c->reply) >= WATER_LOW)
+			client_send(c);
 		if (evbuffer_get_length(out) >= WATER_HIGH) {
+			/* conn_write_cb resumes reading once the client drained. */
 			bufferevent_disable(u->bev, EV_READ);
-			return;
+			break;
 		}
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			return;
+			break;
 		size_t consumed = 0;
 		const char *why = NULL;
 		uint64_t before = u->parser.body_bytes;
-		int r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
+		r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
 		c->bytes_out += u->parser.body_bytes - before;
 		if (r < 0) {
-			char text[200];
 			snprintf(text, sizeof(text), "sent a malformed response body (%s)", why ? why : "error");
-			upstream_failed(c, text);
-			return;
+			break;
 		}
-		evbuffer_remove_buffer(in, out, consumed);
+		evbuffer_remove_buffer(in, c->reply, consumed);
 		if (r == 1) {
-			bool reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
-			request_done(c, reusable);
-			return;
+			reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
+			break;
 		}
 	}
+	client_send(c);
+	if (r < 0)
+		upstream_failed(c, text);
+	else if (r == 1)
+		request_done(c, reusable);
 }
 
 static void read_response_head(struct conn *c)
@@ -1376,8 +1430,9 @@ static void read_response_head(struct conn *c)
 		}
 		if (st >= 100 && st < 200) {
 			/* Interim responses (100 Continue, 103 Early Hints) go to the
-			 * client as they are; the final response follows. */
+			 * client as they are, at once; the final response follows. */
 			write_response_head(c, &u->resp, false);
+			client_send(c);
 			http1_next(&u->parser);
 			buf_reset(&u->head);
 			u->head_scan = 0;
@@ -1479,6 +1534,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 static void start_relay(struct conn *c)
 {
 	struct upstream *u = c->up;
+	client_send(c); /* the 101 */
 	c->state = C_RELAY;
 	c->keep_alive = false;
 	evtimer_del(c->timer);
@@ -1623,10 +1679,11 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	http1_init(&c->parser, HTTP1_REQUEST);
 	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(w->base, timer_cb, c);
+	c->reply = evbuffer_new();
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	atomic_fetch_add(&w->px->active, 1);
-	if (!c->bev || !c->timer) {
+	if (!c->bev || !c->timer || !c->reply) {
 		if (!c->bev)
 			close(fd);
 		conn_free(c);
