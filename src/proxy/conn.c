@@ -1024,7 +1024,6 @@ static void decide(struct conn *c)
 	}
 	c->audit_index = i;
 	c->state = C_DECIDED;
-	bufferevent_disable(c->bev, EV_READ);
 	LIST_INSERT_HEAD(&w->audit_wait, c, wait_link);
 	worker_audit_schedule(w);
 }
@@ -1080,7 +1079,6 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 	};
 	char errbuf[256];
 	c->state = C_CONNECTING;
-	bufferevent_disable(c->bev, EV_READ);
 	if (upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf)) < 0) {
 		c->up = NULL;
 		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
@@ -1229,8 +1227,6 @@ static void pump_request_body(struct conn *c)
 			c->body_done = true;
 			c->state = C_RESPONSE;
 			evtimer_del(c->timer);
-			/* Pipelined requests wait until this response is done. */
-			bufferevent_disable(c->bev, EV_READ);
 			return;
 		}
 	}
@@ -1572,7 +1568,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		break;
 	}
 	default:
-		/* Data early (pipelining): it waits in the buffer. */
+		/* Data early (a pipelined request, or a body sent before the
+		 * upstream is ready): it waits in the buffer. Reading stays on
+		 * while a request is served otherwise, so that serving one does
+		 * not cost two epoll_ctl(2) calls (off, then on again). */
 		bufferevent_disable(bev, EV_READ);
 		break;
 	}
@@ -1609,6 +1608,16 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (c->state == C_RELAY) {
 		conn_audit(c, "request", "allow", NULL, NULL);
 		conn_free(c);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !c->in_tunnel &&
+	    (c->state == C_DECIDED || c->state == C_CONNECTING || c->state == C_RESPONSE)) {
+		/* The client closed its side after sending the whole request
+		 * (RFC 9112 section 9.6 allows it): answer, then close. Reading
+		 * stays on while a request is served (conn_read_cb), so this shows
+		 * now. In a tunnel the end of TLS ends the connection. */
+		bufferevent_disable(bev, EV_READ);
+		c->keep_alive = false;
 		return;
 	}
 	if (c->state == C_DECIDED) {
