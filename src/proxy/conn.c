@@ -40,6 +40,8 @@ enum conn_state {
 
 enum up_state { U_HEAD, U_BODY };
 
+#define TLS_RECORD_MAX 16384 /* RFC 8446 section 5.1 */
+
 struct conn {
 	TAILQ_ENTRY(conn) link;
 	struct worker *w;
@@ -157,10 +159,16 @@ static void arm_timer(struct conn *c, unsigned ms)
 static void client_send(struct conn *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(c->reply) == 0)
+	size_t n = evbuffer_get_length(c->reply);
+	if (n == 0)
 		return;
 	if (!c->in_tunnel && evbuffer_get_length(out) == 0)
 		(void)evbuffer_write(c->reply, bufferevent_getfd(c->bev)); /* an error shows on the next write */
+	/* libevent's TLS bufferevent makes one SSL_write, so one TLS record and
+	 * one write(2), per piece of its buffer: join a head and a small body
+	 * (up to a full record) into one piece. */
+	if (c->in_tunnel && n <= TLS_RECORD_MAX)
+		(void)evbuffer_pullup(c->reply, -1);
 	evbuffer_add_buffer(out, c->reply);
 }
 
