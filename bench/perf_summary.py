@@ -25,7 +25,7 @@ ROWS = [
     ("handle_request (policy match, injection)", ["handle_request"], []),
     ("  http1_parse_head (llhttp)", ["http1_parse_head"], []),
     ("read_response_head (upstream response)", ["read_response_head"], []),
-    ("  write_response_head (evbuffer_add_printf)", ["write_response_head"], []),
+    ("  write_response_head", ["write_response_head"], []),
     ("writev(2) to sockets (libevent output)", ["writev"], []),
     ("readv(2) from sockets", ["readv"], []),
     ("ioctl(FIONREAD) before each read (libevent)", ["ioctl"], []),
