@@ -6,8 +6,8 @@
 Reads `perf script` output of a `perf record --call-graph dwarf` profile and
 prints, for keyward's request path, which share of all samples (on-CPU time
 of keyward's threads) was spent inside each listed function, children
-included. Shares overlap: a sample inside audit_write is also inside
-request_done.
+included. Shares overlap: a sample inside write(2) of an audit batch is also
+inside audit_batch_write.
 """
 import sys
 
@@ -15,17 +15,17 @@ import sys
 # norm() leaves them.
 ROWS = [
     ("request_done (end of each request)", ["request_done"], []),
-    ("  conn_audit → audit_write (audit record)", ["audit_write"], []),
-    ("    waiting for / waking on the audit mutex (futex)", ["lll_lock_wait", "lll_lock_wake"], ["audit_write"]),
-    ("    write(2) of the record", ["write"], ["audit_write"]),
-    ("    SHA-256 of the chain (EVP_Digest)", ["EVP_Digest"], ["audit_write"]),
-    ("    formatting (snprintf, strftime, json_*)", ["vsnprintf_internal", "vfprintf_internal", "strftime", "json_kv_str", "json_kv_int", "json_str"],
-     ["audit_write"]),
+    ("audit: formatting records (audit_batch_add, no lock)", ["audit_batch_add"], []),
+    ("audit: writing a batch of records (audit_batch_write)", ["audit_batch_write"], []),
+    ("  waiting for / waking on the audit mutex (futex)", ["lll_lock_wait", "lll_lock_wake"], ["audit_batch_write"]),
+    ("  write(2) of the batch", ["write"], ["audit_batch_write"]),
+    ("  SHA-256 of the chain", ["EVP_DigestInit_ex2", "EVP_DigestUpdate", "EVP_DigestFinal_ex"],
+     ["audit_batch_write"]),
     ("read_head (client request head)", ["read_head"], []),
     ("handle_request (policy match, injection)", ["handle_request"], []),
     ("  http1_parse_head (llhttp)", ["http1_parse_head"], []),
     ("read_response_head (upstream response)", ["read_response_head"], []),
-    ("  write_response_head (evbuffer_add_printf)", ["write_response_head"], []),
+    ("  write_response_head", ["write_response_head"], []),
     ("writev(2) to sockets (libevent output)", ["writev"], []),
     ("readv(2) from sockets", ["readv"], []),
     ("ioctl(FIONREAD) before each read (libevent)", ["ioctl"], []),

@@ -288,9 +288,19 @@ REQ2 = rec(2, event="request", method="POST", scheme="http", host="evil.example"
            path="/x\\u001b[31m\\u0085", route=-1, decision="deny", reason="host",
            detail="no route names this host", status=403)
 STOP = rec(3, event="stop")
+# An allowed request: its decision, then its result naming it.
+DECIDE1 = rec(1, event="request", listener="127.0.0.1:8080", method="GET", scheme="https",
+              host="api.github.com", port=443, path="/repos/acme/app", route=0, credential="github",
+              decision="allow")
+RESULT2 = rec(2, event="result", request_seq=1, decision="allow", status=200, bytes_in=0, bytes_out=2048,
+              duration_us=1234)
 AUDIT = {
     "chain-marked": START + REQ1 + REQ2 + STOP,
     "chain-real": chain([START, REQ1, REQ2, STOP]),
+    "decision-result": chain([START, DECIDE1, RESULT2]),
+    "result-marked": START + DECIDE1 + RESULT2,
+    "result-forward": START + RESULT2.replace('"seq":2', '"seq":1').replace('"request_seq":1', '"request_seq":2'),
+    "result-no-request-seq": START + rec(1, event="result", decision="error", reason="client", status=0),
     "empty": "",
     "one-start": START,
     "no-newline": START.rstrip("\n"),

@@ -42,14 +42,29 @@
 #define AUDIT_CUT_MARK  "\xe2\x80\xa6" /* U+2026 HORIZONTAL ELLIPSIS */
 #define AUDIT_LINE_MAX  65536
 
+/* A batch holds at most this many records and bytes of their bodies; one
+ * record, however long its strings, always fits an empty batch. */
+#define AUDIT_BATCH_RECORDS 256
+#define AUDIT_BATCH_BYTES   (256 * 1024)
+/* What the writer adds around a body: {"seq":N,"time":"…" and
+ * ,"prev":"…"} and the newline. */
+#define AUDIT_FRAME_MAX (7 + 20 + 9 + 27 + 1 + 9 + AUDIT_HASH_HEX + 2 + 1)
+
 /* Worst case of one escaped string: every byte as \u00XX, plus the
- * marker and the quotes; of a key: ,"duration_us": ; of a number: 20. */
+ * marker and the quotes; of a key: ,"request_seq": ; of a number: 20. */
 #define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
 #define AUDIT_KEY_WORST    16
 #define AUDIT_LINE_WORST                                                                                              \
-	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 20 * AUDIT_KEY_WORST + 8 * 20 + \
+	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 21 * AUDIT_KEY_WORST + 9 * 20 + \
 	 32 + AUDIT_HASH_HEX + 2 + 4)
 _Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");
+_Static_assert(AUDIT_LINE_MAX <= AUDIT_BATCH_BYTES, "an empty batch must take any record");
+
+struct audit_batch {
+	struct buf body;                  /* the records' bodies, back to back */
+	size_t ends[AUDIT_BATCH_RECORDS]; /* where each body ends in body */
+	size_t n;
+};
 
 struct audit_log {
 	pthread_mutex_t lock;
@@ -60,7 +75,11 @@ struct audit_log {
 	off_t size;                    /* file size after the last complete line */
 	bool dirty;                    /* a failed write could not be truncated away */
 	atomic_bool healthy;
-	struct buf line; /* reused under lock */
+	struct buf out;     /* the lines of one batch, reused under lock */
+	EVP_MD *sha256;     /* fetched once: an implicit fetch per digest costs more than the digest */
+	EVP_MD_CTX *md_ctx; /* used under lock */
+	time_t stamp_sec;   /* the second stamp_day was made for */
+	char stamp_day[24]; /* "YYYY-MM-DDTHH:MM:SS" of stamp_sec */
 };
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -75,13 +94,14 @@ static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void hash_line(const char *p, size_t n, char out[AUDIT_HASH_HEX + 1])
+static void hash_line(struct audit_log *log, const char *p, size_t n, char out[AUDIT_HASH_HEX + 1])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	/* EVP_Digest with SHA-256 fails only on allocation failure inside
-	 * OpenSSL; a zero hash then breaks the chain visibly, never silently. */
-	if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	/* SHA-256 fails only on allocation failure inside OpenSSL; a zero hash
+	 * then breaks the chain visibly, never silently. */
+	if (EVP_DigestInit_ex2(log->md_ctx, log->sha256, NULL) != 1 || EVP_DigestUpdate(log->md_ctx, p, n) != 1 ||
+	    EVP_DigestFinal_ex(log->md_ctx, md, &mdlen) != 1 || mdlen != 32)
 		memset(md, 0, 32);
 	hex_encode(md, 32, out);
 }
@@ -190,7 +210,7 @@ static int tail_load(struct audit_log *log, off_t size, char *errbuf, size_t err
 		set_err(errbuf, errlen, "%s: the last line is not an audit record; ", log->path);
 		goto bad;
 	}
-	hash_line(line, len, log->prev);
+	hash_line(log, line, len, log->prev);
 	return 0;
 
 bad:
@@ -212,7 +232,9 @@ static void audit_free(struct audit_log *log)
 	if (log->fd >= 0)
 		close(log->fd);
 	pthread_mutex_destroy(&log->lock);
-	buf_free(&log->line);
+	buf_free(&log->out);
+	EVP_MD_CTX_free(log->md_ctx);
+	EVP_MD_free(log->sha256);
 	free(log->path);
 	free(log);
 }
@@ -227,12 +249,15 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 		return -ENOMEM;
 	log->fd = -1;
 	pthread_mutex_init(&log->lock, NULL);
-	buf_init(&log->line, AUDIT_LINE_MAX);
+	buf_init(&log->out, AUDIT_BATCH_BYTES + AUDIT_BATCH_RECORDS * AUDIT_FRAME_MAX);
 	atomic_init(&log->healthy, true);
+	log->stamp_sec = -1;
 	memset(log->prev, '0', AUDIT_HASH_HEX);
 	log->prev[AUDIT_HASH_HEX] = '\0';
 	log->path = strdup(path);
-	if (!log->path) {
+	log->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	log->md_ctx = EVP_MD_CTX_new();
+	if (!log->path || !log->sha256 || !log->md_ctx) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -337,35 +362,41 @@ static int64_t clamp_u64(uint64_t v)
 	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
-static int format_time(struct buf *b, bool *first)
+/* Appends the time of now as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (27 bytes). The
+ * date part is made once a second. Called under the lock. */
+static int put_stamp(struct audit_log *log, struct buf *b)
 {
 	struct timespec ts;
 	struct tm tm;
-	char day[32];
 
-	if (clock_gettime(CLOCK_REALTIME, &ts) < 0 || !gmtime_r(&ts.tv_sec, &tm))
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
 		return -errno;
-	if (strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-		return -EOVERFLOW;
-	char stamp[64];
-	snprintf(stamp, sizeof(stamp), "%s.%06dZ", day, (int)(ts.tv_nsec / 1000));
-	return json_kv_str(b, first, "time", stamp);
+	if (ts.tv_sec != log->stamp_sec) {
+		if (!gmtime_r(&ts.tv_sec, &tm))
+			return -errno;
+		if (strftime(log->stamp_day, sizeof(log->stamp_day), "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+			return -EOVERFLOW;
+		log->stamp_sec = ts.tv_sec;
+	}
+	char frac[8] = { '.' };
+	unsigned us = (unsigned)(ts.tv_nsec / 1000);
+	for (int i = 6; i >= 1; i--, us /= 10)
+		frac[i] = (char)('0' + us % 10);
+	frac[7] = 'Z';
+	int r = buf_append(b, log->stamp_day, 19);
+	return r < 0 ? r : buf_append(b, frac, 8);
 }
 
-/* Builds the line, newline included. Key order is fixed (docs/audit.md);
- * "prev" comes last so that the next line's hash covers the whole record. */
-static int record_build(struct buf *b, const struct audit_record *rec, uint64_t seq, const char *prev)
+/* Builds a record's body: every member after "time" and before "prev",
+ * each with its leading comma. Key order is fixed (docs/audit.md). */
+static int record_body(struct buf *b, const struct audit_record *rec)
 {
-	bool first = true;
-	bool request = streq(rec->event, "request");
-	int r = buf_append(b, "{", 1);
+	bool first = false;
+	bool result = streq(rec->event, "result");
+	int r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
 
-	if (r == 0)
-		r = json_kv_int(b, &first, "seq", clamp_u64(seq));
-	if (r == 0)
-		r = format_time(b, &first);
-	if (r == 0)
-		r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
+	if (r == 0 && result)
+		r = json_kv_int(b, &first, "request_seq", clamp_u64(rec->request_seq));
 	if (r == 0)
 		r = kv_cut(b, &first, "listener", rec->listener, AUDIT_CUT_SHORT);
 	if (r == 0)
@@ -392,16 +423,12 @@ static int record_build(struct buf *b, const struct audit_record *rec, uint64_t 
 		r = kv_cut(b, &first, "detail", rec->detail, AUDIT_CUT_LONG);
 	if (r == 0 && rec->status > 0)
 		r = json_kv_int(b, &first, "status", rec->status);
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "bytes_in", clamp_u64(rec->bytes_in));
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "bytes_out", clamp_u64(rec->bytes_out));
-	if (r == 0 && request)
+	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "duration_us", clamp_u64(rec->duration_us));
-	if (r == 0)
-		r = json_kv_str(b, &first, "prev", prev);
-	if (r == 0)
-		r = buf_append(b, "}\n", 2);
 	return r;
 }
 
@@ -438,22 +465,138 @@ static int append_line(struct audit_log *log, const char *p, size_t n)
 	return r;
 }
 
-int audit_write(struct audit_log *log, const struct audit_record *rec)
+int audit_batch_new(struct audit_batch **ret)
 {
-	if (!log || !rec || !rec->event)
-		return -EINVAL;
+	struct audit_batch *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	buf_init(&b->body, AUDIT_BATCH_BYTES);
+	*ret = b;
+	return 0;
+}
 
+void audit_batch_free(struct audit_batch *b)
+{
+	if (!b)
+		return;
+	buf_free(&b->body);
+	free(b);
+}
+
+size_t audit_batch_count(const struct audit_batch *b)
+{
+	return b ? b->n : 0;
+}
+
+int audit_batch_add(struct audit_batch *b, const struct audit_record *rec)
+{
+	if (!b || !rec || !rec->event)
+		return -EINVAL;
+	if (b->n == AUDIT_BATCH_RECORDS)
+		return -ENOBUFS;
+	size_t before = b->body.len;
+	int r = record_body(&b->body, rec);
+	if (r < 0) {
+		/* Take back what the record had added: the batch stays as it was. */
+		b->body.len = before;
+		if (b->body.data)
+			b->body.data[before] = '\0';
+		return r;
+	}
+	b->ends[b->n] = b->body.len;
+	return (int)b->n++;
+}
+
+static void batch_reset(struct audit_batch *b)
+{
+	buf_reset(&b->body);
+	b->n = 0;
+}
+
+/* Appends to log->out the lines of b, each framed with its seq, the time
+ * and the hash of the line before it, and leaves in prev the hash of the
+ * last. Called under the lock. */
+static int frame_lines(struct audit_log *log, const struct audit_batch *b, char prev[AUDIT_HASH_HEX + 1])
+{
+	struct buf *out = &log->out;
+	size_t start = 0;
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < b->n; i++) {
+		size_t line = out->len;
+		r = buf_append(out, "{\"seq\":", 7);
+		if (r == 0)
+			r = buf_put_int(out, clamp_u64(log->seq + i));
+		if (r == 0)
+			r = buf_append(out, ",\"time\":\"", 9);
+		if (r == 0)
+			r = put_stamp(log, out);
+		if (r == 0)
+			r = buf_append(out, "\"", 1);
+		if (r == 0)
+			r = buf_append(out, b->body.data + start, b->ends[i] - start);
+		if (r == 0)
+			r = buf_append(out, ",\"prev\":\"", 9);
+		if (r == 0)
+			r = buf_append(out, prev, AUDIT_HASH_HEX);
+		if (r == 0)
+			r = buf_append(out, "\"}", 2);
+		/* "prev" is the last member, so the next line's hash covers all of
+		 * this one. */
+		if (r == 0)
+			hash_line(log, out->data + line, out->len - line, prev);
+		if (r == 0)
+			r = buf_append(out, "\n", 1);
+		start = b->ends[i];
+	}
+	return r;
+}
+
+int audit_batch_write(struct audit_log *log, struct audit_batch *b, uint64_t *ret_first_seq)
+{
+	char prev[AUDIT_HASH_HEX + 1];
+	uint64_t first;
+
+	if (!log || !b)
+		return -EINVAL;
+	if (b->n == 0) {
+		*ret_first_seq = 0;
+		return 0;
+	}
+	/* Only the framing, the hashes and the write are under the lock: the
+	 * bodies were escaped and cut by the thread that made them. */
 	pthread_mutex_lock(&log->lock);
-	buf_reset(&log->line);
-	int r = record_build(&log->line, rec, log->seq, log->prev);
+	first = log->seq;
+	memcpy(prev, log->prev, sizeof(prev));
+	buf_reset(&log->out);
+	int r = frame_lines(log, b, prev);
 	if (r == 0)
-		r = append_line(log, log->line.data, log->line.len);
+		r = append_line(log, log->out.data, log->out.len);
 	if (r == 0) {
-		/* Chain state moves only once the whole line is in the file. */
-		hash_line(log->line.data, log->line.len - 1, log->prev);
-		log->seq++;
+		/* Chain state moves only once every line is in the file. */
+		memcpy(log->prev, prev, sizeof(prev));
+		log->seq += b->n;
 	}
 	atomic_store(&log->healthy, r == 0);
 	pthread_mutex_unlock(&log->lock);
+	batch_reset(b);
+	if (r == 0)
+		*ret_first_seq = first;
+	return r;
+}
+
+int audit_write(struct audit_log *log, const struct audit_record *rec)
+{
+	struct audit_batch *b = NULL;
+	uint64_t seq;
+
+	if (!log || !rec || !rec->event)
+		return -EINVAL;
+	int r = audit_batch_new(&b);
+	if (r == 0)
+		r = audit_batch_add(b, rec);
+	if (r >= 0)
+		r = audit_batch_write(log, b, &seq);
+	audit_batch_free(b);
 	return r;
 }

@@ -15,8 +15,13 @@
 
 #include "common/util.h"
 
+/* An allowed request gets two records: its decision ("request", decision
+ * "allow"), written before anything is forwarded, and its "result" when it
+ * ends, naming the decision by request_seq. A request refused before it
+ * was allowed gets one "request" record holding both. */
 struct audit_record {
-	const char *event;    /* "request", "start", "stop", "reload" */
+	const char *event;    /* "request", "result", "connect", "start", "stop", "reload" */
+	uint64_t request_seq; /* "result": seq of the request's decision record */
 	const char *listener; /* e.g. "127.0.0.1:8080", "unix:/run/k.sock" */
 	const char *client;   /* peer address, or NULL */
 	const char *method;   /* NULL for non-request events */
@@ -30,6 +35,7 @@ struct audit_record {
 	const char *reason;     /* short machine word: "host", "method", "leak"... */
 	const char *detail;     /* human sentence, or NULL */
 	int status;             /* HTTP status sent to the client, 0 = none */
+	bool totals;            /* the request is over: write the three below */
 	uint64_t bytes_in;      /* request body bytes from the client */
 	uint64_t bytes_out;     /* response body bytes to the client */
 	uint64_t duration_us;
@@ -51,6 +57,30 @@ void audit_close(struct audit_log *log);
  * away). Returns 0 or negative errno; after a failure audit_healthy() is
  * false until a later write succeeds. */
 int audit_write(struct audit_log *log, const struct audit_record *rec) WUR;
+
+/* Records made by one thread and written together. audit_batch_add
+ * escapes and cuts a record's strings without any lock; audit_batch_write
+ * then takes the log's lock once for the whole batch, gives the records
+ * their seq, time and chain hash in order, and appends them all with one
+ * write(2). A batch is used by one thread at a time. */
+struct audit_batch;
+
+/* A new, empty batch (caller's; audit_batch_free). Returns 0 or -ENOMEM. */
+int audit_batch_new(struct audit_batch **ret) WUR;
+/* NULL is a no-op. Records still in the batch are dropped. */
+void audit_batch_free(struct audit_batch *b);
+/* Formats rec into b (rec and its strings stay the caller's). Returns its
+ * index in the batch (0, 1, …: it will get seq first + index), -ENOBUFS
+ * when b is full (write it, then add again: an empty batch takes any
+ * record), -EINVAL or -ENOMEM; on failure b is as it was. */
+int audit_batch_add(struct audit_batch *b, const struct audit_record *rec) WUR;
+size_t audit_batch_count(const struct audit_batch *b);
+/* Appends b's records to the log, in order, with a single write(2), and
+ * empties b. Returns 0 and *ret_first_seq, the seq of the record at index
+ * 0; or negative errno: then none of them is in the file (a partial write
+ * is truncated away), they took no seq, and audit_healthy() is false until
+ * a later write succeeds. An empty batch writes nothing. */
+int audit_batch_write(struct audit_log *log, struct audit_batch *b, uint64_t *ret_first_seq) WUR;
 /* False after a failed write: callers must then refuse to serve (503). */
 bool audit_healthy(struct audit_log *log);
 

@@ -86,6 +86,13 @@ static const char *obj_str(json_t *obj, const char *key)
 	return json_string_value(json_object_get(obj, key));
 }
 
+/* A result closes the decision record of its request, which came first. */
+static bool result_names_earlier(json_t *obj, uint64_t seq)
+{
+	json_t *rs = json_object_get(obj, "request_seq");
+	return json_is_integer(rs) && json_integer_value(rs) >= 0 && (uint64_t)json_integer_value(rs) < seq;
+}
+
 /* Checks one complete line against the chain and advances it. Returns 0
  * and *ret_obj (the parsed record, caller's), or -EBADMSG with why. */
 static int check_line(struct chain *c, const char *line, size_t len, json_t **ret_obj, char *why, size_t whylen)
@@ -122,6 +129,8 @@ static int check_line(struct chain *c, const char *line, size_t len, json_t **re
 		snprintf(why, whylen, "no string \"time\"");
 	} else if (!obj_str(obj, "event")) {
 		snprintf(why, whylen, "no string \"event\"");
+	} else if (streq(obj_str(obj, "event"), "result") && !result_names_earlier(obj, c->seq)) {
+		snprintf(why, whylen, "a result record whose \"request_seq\" does not name an earlier record");
 	} else {
 		r = 0;
 	}
@@ -218,6 +227,35 @@ static int put_detail(struct buf *b, json_t *obj)
 	return r;
 }
 
+/* Status, why it was refused or failed, bytes each way, duration: each
+ * only if the record has it. */
+static int put_totals(struct buf *b, json_t *obj)
+{
+	int r = 0;
+	if (obj_int(obj, "status") > 0)
+		r = buf_printf(b, "  %" JSON_INTEGER_FORMAT, obj_int(obj, "status"));
+	if (r == 0)
+		r = put_opt(b, obj, "reason", "reason");
+	if (r == 0)
+		r = put_detail(b, obj);
+	if (r == 0 && obj_int(obj, "bytes_in") >= 0) {
+		r = buf_puts(b, "  in ");
+		if (r == 0)
+			r = put_bytes(b, obj_int(obj, "bytes_in"));
+	}
+	if (r == 0 && obj_int(obj, "bytes_out") >= 0) {
+		r = buf_puts(b, " out ");
+		if (r == 0)
+			r = put_bytes(b, obj_int(obj, "bytes_out"));
+	}
+	if (r == 0 && obj_int(obj, "duration_us") >= 0) {
+		r = buf_puts(b, "  ");
+		if (r == 0)
+			r = put_duration(b, obj_int(obj, "duration_us"));
+	}
+	return r;
+}
+
 static int put_request(struct buf *b, json_t *obj)
 {
 	const char *decision = obj_str(obj, "decision");
@@ -251,27 +289,21 @@ static int put_request(struct buf *b, json_t *obj)
 		r = buf_printf(b, "  route %" JSON_INTEGER_FORMAT, obj_int(obj, "route"));
 	if (r == 0)
 		r = put_opt(b, obj, "cred", "credential");
-	if (r == 0 && obj_int(obj, "status") > 0)
-		r = buf_printf(b, "  %" JSON_INTEGER_FORMAT, obj_int(obj, "status"));
 	if (r == 0)
-		r = put_opt(b, obj, "reason", "reason");
+		r = put_totals(b, obj);
+	return r;
+}
+
+/* The end of an allowed request: which decision it closes, how it ended,
+ * the status, the bytes each way and how long it took. */
+static int put_result(struct buf *b, json_t *obj)
+{
+	const char *decision = obj_str(obj, "decision");
+	int r = buf_printf(b, "result  for #%" JSON_INTEGER_FORMAT "  ", obj_int(obj, "request_seq"));
 	if (r == 0)
-		r = put_detail(b, obj);
-	if (r == 0 && obj_int(obj, "bytes_in") >= 0) {
-		r = buf_puts(b, "  in ");
-		if (r == 0)
-			r = put_bytes(b, obj_int(obj, "bytes_in"));
-	}
-	if (r == 0 && obj_int(obj, "bytes_out") >= 0) {
-		r = buf_puts(b, " out ");
-		if (r == 0)
-			r = put_bytes(b, obj_int(obj, "bytes_out"));
-	}
-	if (r == 0 && obj_int(obj, "duration_us") >= 0) {
-		r = buf_puts(b, "  ");
-		if (r == 0)
-			r = put_duration(b, obj_int(obj, "duration_us"));
-	}
+		r = put_clean(b, decision ? decision : "?");
+	if (r == 0)
+		r = put_totals(b, obj);
 	return r;
 }
 
@@ -311,7 +343,9 @@ static int show_record(FILE *out, json_t *obj)
 	if (r == 0)
 		r = buf_printf(&b, "  #%-5" JSON_INTEGER_FORMAT "  ", obj_int(obj, "seq"));
 	if (r == 0)
-		r = streq(obj_str(obj, "event"), "request") ? put_request(&b, obj) : put_event(&b, obj);
+		r = streq(obj_str(obj, "event"), "request")  ? put_request(&b, obj)
+		    : streq(obj_str(obj, "event"), "result") ? put_result(&b, obj)
+		                                             : put_event(&b, obj);
 	if (r == 0)
 		r = buf_append(&b, "\n", 1);
 	if (r == 0 && fwrite(b.data, 1, b.len, out) != b.len)

@@ -82,3 +82,18 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 	return 0;
 }
+
+int buf_put_int(struct buf *b, int64_t v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+	/* Negate in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do {
+		tmp[--i] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		tmp[--i] = '-';
+	return buf_append(b, tmp + i, sizeof(tmp) - i);
+}

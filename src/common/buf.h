@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/util.h"
 
@@ -22,3 +23,6 @@ void buf_reset(struct buf *b);
 int buf_append(struct buf *b, const void *p, size_t n) WUR;
 int buf_puts(struct buf *b, const char *s) WUR;
 int buf_printf(struct buf *b, const char *fmt, ...) WUR __attribute__((format(printf, 2, 3)));
+/* Appends v in decimal; what buf_printf("%" PRId64) writes, without
+ * going through printf on hot paths. */
+int buf_put_int(struct buf *b, int64_t v) WUR;

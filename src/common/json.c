@@ -1,7 +1,5 @@
 #include "common/json.h"
 
-#include <inttypes.h>
-
 /* Length of the valid UTF-8 sequence at p (max n bytes), or 0 if invalid. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
@@ -118,5 +116,5 @@ int json_kv_str(struct buf *b, bool *first, const char *key, const char *val)
 int json_kv_int(struct buf *b, bool *first, const char *key, int64_t val)
 {
 	int r = json_key(b, first, key);
-	return r < 0 ? r : buf_printf(b, "%" PRId64, val);
+	return r < 0 ? r : buf_put_int(b, val);
 }

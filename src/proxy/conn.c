@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "common/json.h"
@@ -27,6 +28,7 @@
 
 enum conn_state {
 	C_HEAD,         /* reading a request head */
+	C_DECIDED,      /* allowed, waiting for its audit record to be written */
 	C_CONNECTING,   /* waiting for an upstream */
 	C_BODY,         /* streaming the request body upstream */
 	C_RESPONSE,     /* request sent, relaying the response */
@@ -37,6 +39,8 @@ enum conn_state {
 };
 
 enum up_state { U_HEAD, U_BODY };
+
+#define TLS_RECORD_MAX 16384 /* RFC 8446 section 5.1 */
 
 struct conn {
 	TAILQ_ENTRY(conn) link;
@@ -79,9 +83,14 @@ struct conn {
 	bool upgrade;
 	bool is_head;
 	bool retried;
-	bool audited;
-	const char *leaked; /* credential whose placeholder was caught leaking */
-	struct buf out;     /* upstream request head (holds the secret briefly) */
+	bool decided; /* the allow record is written: decision_seq is its seq */
+	bool audited; /* the request's last record is written */
+	uint64_t decision_seq;
+	LIST_ENTRY(conn) wait_link; /* on w->audit_wait in C_DECIDED */
+	int audit_index;            /* of its allow record in w->audit_batch, then */
+	const char *leaked;         /* credential whose placeholder was caught leaking */
+	struct buf out;             /* upstream request head (holds the secret briefly) */
+	struct evbuffer *reply;     /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 };
 
@@ -93,6 +102,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
+static void worker_done(struct worker *w);
 
 static const struct policy_limits *limits(struct conn *c)
 {
@@ -112,6 +122,8 @@ static void conn_free(struct conn *c)
 		event_free(c->timer);
 	if (c->bev)
 		bufferevent_free(c->bev);
+	if (c->reply)
+		evbuffer_free(c->reply);
 	if (c->gen)
 		gen_unref(c->gen);
 	buf_free(&c->head);
@@ -120,12 +132,14 @@ static void conn_free(struct conn *c)
 		OPENSSL_cleanse(c->out.data, c->out.cap);
 	buf_free(&c->out);
 	free(c->hdrs);
+	if (c->state == C_DECIDED)
+		LIST_REMOVE(c, wait_link);
 	TAILQ_REMOVE(&w->conns, c, link);
 	w->n_conns--;
 	atomic_fetch_sub(&w->px->active, 1);
 	free(c);
 	if (w->draining && w->n_conns == 0)
-		event_base_loopexit(w->base, NULL);
+		worker_done(w);
 }
 
 static void arm_timer(struct conn *c, unsigned ms)
@@ -134,9 +148,34 @@ static void arm_timer(struct conn *c, unsigned ms)
 	evtimer_add(c->timer, &tv);
 }
 
+/* Hands the response bytes collected in c->reply to the client. A plain
+ * socket bufferevent writes only after epoll reports the socket writable,
+ * which costs a pass of the loop and two epoll_ctl(2) calls per response
+ * for a socket that almost always is: when nothing is queued before them,
+ * the bytes are written now, and only what the socket does not take is
+ * queued. A TLS bufferevent encrypts and sends whatever is added to it at
+ * once, so collecting the response first also makes it one TLS record
+ * instead of one per piece. */
+static void client_send(struct conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t n = evbuffer_get_length(c->reply);
+	if (n == 0)
+		return;
+	if (!c->in_tunnel && evbuffer_get_length(out) == 0)
+		(void)evbuffer_write(c->reply, bufferevent_getfd(c->bev)); /* an error shows on the next write */
+	/* libevent's TLS bufferevent makes one SSL_write, so one TLS record and
+	 * one write(2), per piece of its buffer: join a head and a small body
+	 * (up to a full record) into one piece. */
+	if (c->in_tunnel && n <= TLS_RECORD_MAX)
+		(void)evbuffer_pullup(c->reply, -1);
+	evbuffer_add_buffer(out, c->reply);
+}
+
 /* Close once what is queued for the client has been written. */
 static void close_after_flush(struct conn *c)
 {
+	client_send(c);
 	if (c->up) {
 		upstream_release(c->up, false);
 		c->up = NULL;
@@ -161,16 +200,11 @@ static uint64_t elapsed_us(const struct timespec *start)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-/* Writes the record of the current request. Returns audit_write's result. */
-static int conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
+/* What the audit log says about the current request. */
+static struct audit_record conn_record(struct conn *c, const char *event, const char *decision)
 {
-	c->audited = true;
-	struct audit_log *log = c->w->px->audit;
-	if (!log)
-		return 0;
 	const struct policy_credential *cred = c->route ? c->route->credential : NULL;
-	const char *cred_name = cred ? cred->name : c->leaked;
-	struct audit_record rec = {
+	return (struct audit_record){
 		.event = event,
 		.listener = c->li->name,
 		.client = c->client,
@@ -180,20 +214,138 @@ static int conn_audit(struct conn *c, const char *event, const char *decision, c
 		.port = c->host[0] ? c->port : 0,
 		.path = c->path.len ? c->path.data : NULL,
 		.route = c->route ? (int)c->route->index : -1,
-		.credential = cred_name,
+		.credential = cred ? cred->name : c->leaked,
 		.decision = decision,
-		.reason = reason,
-		.detail = detail,
-		.status = c->status,
-		.bytes_in = c->bytes_in,
-		.bytes_out = c->bytes_out,
-		.duration_us = elapsed_us(&c->start),
 	};
-	int r = audit_write(log, &rec);
+}
+
+static void audit_failed(struct conn *c, int r)
+{
+	log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again", c->method,
+	          c->host, c->path.len ? c->path.data : "", strerror(-r));
+}
+
+/* ---- the worker's audit batch ----
+ *
+ * A worker queues the records of its requests and writes them together at
+ * the end of the current pass of its event loop: one lock and one write(2)
+ * for all the records of a pass, where there was one of each per record.
+ * The bodies are formatted here, outside the log's lock (audit.h).
+ *
+ * - An allowed request waits in C_DECIDED for the write of its allow record
+ *   before anything of it is sent upstream (audit_written): a request whose
+ *   decision is not in the file is never forwarded.
+ * - A refusal is written at once, before its answer can reach the client.
+ * - A result is written at the end of the pass in which its request ended,
+ *   so it may reach the file a moment after the response's last bytes
+ *   reached the client. If it cannot be written, the log turns unhealthy
+ *   and the requests after it are refused.
+ * The batch is also written when it is full, and when the worker drains. */
+
+static void audit_write_cb(evutil_socket_t fd, short what, void *arg);
+static void audit_written(struct conn *c, int r, uint64_t first);
+
+/* Writes the batch, then lets the requests waiting for it go on. Returns
+ * 0 and, if ret_first is not NULL, *ret_first (the seq of the batch's
+ * first record); or the negative errno of the write. */
+static int worker_audit_write(struct worker *w, uint64_t *ret_first)
+{
+	LIST_HEAD(, conn) woken = LIST_HEAD_INITIALIZER(woken);
+	uint64_t first = 0;
+	if (!w->audit_batch)
+		return 0;
+	size_t n = audit_batch_count(w->audit_batch);
+	int r = audit_batch_write(w->px->audit, w->audit_batch, &first);
 	if (r < 0)
-		log_error("cannot write the audit record of %s %s%s: %s; refusing requests until it works again",
-		          c->method, c->host, c->path.len ? c->path.data : "", strerror(-r));
+		log_error("cannot write the audit records: %s (%zu lost); refusing requests until it works again",
+		          strerror(-r), n);
+	/* Waking a request may free it, or queue new records; the list is
+	 * taken whole first so that only the ones of this write are woken. */
+	struct conn *c;
+	while ((c = LIST_FIRST(&w->audit_wait))) {
+		LIST_REMOVE(c, wait_link);
+		LIST_INSERT_HEAD(&woken, c, wait_link);
+	}
+	while ((c = LIST_FIRST(&woken))) {
+		LIST_REMOVE(c, wait_link);
+		audit_written(c, r, first);
+	}
+	if (r == 0 && ret_first)
+		*ret_first = first;
 	return r;
+}
+
+static void audit_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	w->audit_scheduled = false;
+	(void)worker_audit_write(w, NULL);
+}
+
+/* Queues rec in the worker's batch. Returns its index there, or negative
+ * errno. */
+static int worker_audit_queue(struct worker *w, const struct audit_record *rec)
+{
+	if (!w->audit_batch) {
+		int r = audit_batch_new(&w->audit_batch);
+		if (r < 0)
+			return r;
+	}
+	int i = audit_batch_add(w->audit_batch, rec);
+	if (i == -ENOBUFS) {
+		(void)worker_audit_write(w, NULL);
+		i = audit_batch_add(w->audit_batch, rec);
+	}
+	return i;
+}
+
+/* The batch is written at the end of this pass: event_base_once with no
+ * timeout makes the callback active now, behind the ones already due. If
+ * it cannot be scheduled, it is written at once. */
+static void worker_audit_schedule(struct worker *w)
+{
+	if (w->audit_scheduled)
+		return;
+	if (event_base_once(w->base, -1, EV_TIMEOUT, audit_write_cb, w, NULL) == 0)
+		w->audit_scheduled = true;
+	else
+		(void)worker_audit_write(w, NULL);
+}
+
+/* The worker drained its last connection: write what is left, then stop. */
+static void worker_done(struct worker *w)
+{
+	(void)worker_audit_write(w, NULL);
+	audit_batch_free(w->audit_batch);
+	w->audit_batch = NULL;
+	event_base_loopexit(w->base, NULL);
+}
+
+/* Writes the last record of the current request: the result that closes
+ * its allow record, or, for a request refused before it was allowed, the
+ * one record saying so. */
+static void conn_audit(struct conn *c, const char *event, const char *decision, const char *reason, const char *detail)
+{
+	c->audited = true;
+	if (!c->w->px->audit)
+		return;
+	struct audit_record rec = conn_record(c, event, decision);
+	if (c->decided && streq(event, "request"))
+		rec = (struct audit_record){
+			.event = "result", .request_seq = c->decision_seq, .route = -1, .decision = decision
+		};
+	rec.reason = reason;
+	rec.detail = detail;
+	rec.status = c->status;
+	rec.totals = !streq(event, "connect");
+	rec.bytes_in = c->bytes_in;
+	rec.bytes_out = c->bytes_out;
+	rec.duration_us = elapsed_us(&c->start);
+	int r = worker_audit_queue(c->w, &rec);
+	if (r < 0)
+		audit_failed(c, r);
+	else
+		worker_audit_schedule(c->w);
 }
 
 /* ---- responses made by the proxy ---- */
@@ -221,6 +373,7 @@ static void send_json(struct conn *c, int status, const char *status_text, const
 		data = "{\"error\":\"denied\"}\n";
 		len = strlen(data);
 	}
+	client_send(c); /* whatever came before this answer goes first */
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -239,8 +392,19 @@ static void refuse(struct conn *c, int status, const char *status_text, const ch
                    const char *message, const char *hint)
 {
 	send_json(c, status, status_text, check, message, hint, true);
-	(void)conn_audit(c, "request", decision, check, message);
+	conn_audit(c, "request", decision, check, message);
+	/* Now, not at the end of the pass: a TLS bufferevent encrypts and
+	 * sends its output at once, and a refusal is recorded before the
+	 * client can read it. */
+	if (c->w->px->audit)
+		(void)worker_audit_write(c->w, NULL);
 	close_after_flush(c);
+}
+
+static void refuse_unaudited(struct conn *c)
+{
+	refuse(c, 503, "Service Unavailable", "error", "audit",
+	       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
 }
 
 static void route_place(struct conn *c, const struct policy_route *rt, char *out, size_t n)
@@ -341,7 +505,7 @@ static void reset_request(struct conn *c)
 	c->status = 0;
 	c->max_body = 0;
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
-	c->retried = c->audited = false;
+	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
 	buf_reset(&c->head);
 	c->head_scan = 0;
@@ -461,7 +625,7 @@ static void process_head(struct conn *c)
 
 	if (c->gen)
 		gen_unref(c->gen);
-	c->gen = proxy_current_gen(c->w->px);
+	c->gen = gen_ref(worker_current_gen(c->w));
 	if (c->max_headers < limits(c)->max_headers) {
 		struct http_header *h = reallocarray(c->hdrs, limits(c)->max_headers, sizeof(*h));
 		if (!h) {
@@ -502,17 +666,15 @@ static void process_head(struct conn *c)
 static void read_head(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct gen *g = proxy_current_gen(c->w->px);
-	struct policy_limits lim = g->policy->limits;
-	gen_unref(g);
-	size_t max = lim.max_header_bytes;
+	const struct policy_limits *lim = &worker_current_gen(c->w)->policy->limits;
+	size_t max = lim->max_header_bytes;
 
 	while (c->state == C_HEAD) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			return;
 		if (c->head.len == 0)
-			arm_timer(c, lim.header_timeout_ms);
+			arm_timer(c, lim->header_timeout_ms);
 		c->head.max = max + 1;
 		size_t room = max + 1 - c->head.len;
 		size_t take = avail < room ? avail : room;
@@ -579,8 +741,7 @@ static void handle_connect(struct conn *c)
 	 * be refused with a clear answer, and a placeholder in it audited as
 	 * the leak attempt it is. */
 	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
-		refuse(c, 503, "Service Unavailable", "error", "audit",
-		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		refuse_unaudited(c);
 		return;
 	}
 	/* RFC 9110 9.3.6: the tunnel starts after our 2xx. Bytes sent before
@@ -605,7 +766,7 @@ static void start_tls(struct conn *c)
 	SSL *ssl = tls_server_ssl_new(c->w->px->server_ctx, c->w->px->ca, c->tunnel_host);
 	if (!ssl) {
 		snprintf(msg, sizeof(msg), "cannot mint a certificate for %s", c->tunnel_host);
-		(void)conn_audit(c, "connect", "error", "tls", msg);
+		conn_audit(c, "connect", "error", "tls", msg);
 		conn_free(c);
 		return;
 	}
@@ -651,7 +812,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (ssl && tls_server_sni_mismatch(ssl)) {
 		snprintf(detail, sizeof(detail), "TLS server name differs from the CONNECT target %s", c->tunnel_host);
 		c->status = 0;
-		(void)conn_audit(c, "connect", "deny", "sni", detail);
+		conn_audit(c, "connect", "deny", "sni", detail);
 	} else {
 		unsigned long e = bufferevent_get_openssl_error(bev);
 		char es[200] = "connection closed";
@@ -659,7 +820,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 			ERR_error_string_n(e, es, sizeof(es));
 		snprintf(detail, sizeof(detail),
 		         "TLS handshake with the client failed (does it trust keyward's CA?): %s", es);
-		(void)conn_audit(c, "connect", "error", "tls", detail);
+		conn_audit(c, "connect", "error", "tls", detail);
 	}
 	ERR_clear_error();
 	conn_free(c);
@@ -669,6 +830,8 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
+static void decide(struct conn *c);
+static const struct secret *route_secret(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -823,8 +986,7 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	if (c->w->px->audit && !audit_healthy(c->w->px->audit)) {
-		refuse(c, 503, "Service Unavailable", "error", "audit",
-		       "the audit log cannot be written; keyward refuses to serve unaudited", NULL);
+		refuse_unaudited(c);
 		return;
 	}
 	const struct secret *secret = NULL;
@@ -848,7 +1010,44 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
-	forward(c, secret, false);
+	decide(c);
+}
+
+/* Queues the allow record of the current request. Nothing of the request
+ * goes upstream before that record is in the file: it waits in C_DECIDED
+ * until the worker writes its batch (audit_written). */
+static void decide(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (!w->px->audit) {
+		forward(c, route_secret(c), false);
+		return;
+	}
+	struct audit_record rec = conn_record(c, "request", "allow");
+	int i = worker_audit_queue(w, &rec);
+	if (i < 0) {
+		audit_failed(c, i);
+		refuse_unaudited(c);
+		return;
+	}
+	c->audit_index = i;
+	c->state = C_DECIDED;
+	LIST_INSERT_HEAD(&w->audit_wait, c, wait_link);
+	worker_audit_schedule(w);
+}
+
+/* The batch holding the allow record of c was written (r == 0, its first
+ * record got seq first) or could not be (r < 0). */
+static void audit_written(struct conn *c, int r, uint64_t first)
+{
+	c->state = C_CONNECTING;
+	if (r < 0) {
+		refuse_unaudited(c);
+		return;
+	}
+	c->decided = true;
+	c->decision_seq = first + (uint64_t)c->audit_index;
+	forward(c, route_secret(c), false);
 }
 
 /* Builds the upstream head and gets a connection for the current request.
@@ -888,7 +1087,6 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 	};
 	char errbuf[256];
 	c->state = C_CONNECTING;
-	bufferevent_disable(c->bev, EV_READ);
 	if (upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf)) < 0) {
 		c->up = NULL;
 		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
@@ -928,7 +1126,18 @@ static void send_request(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *out = bufferevent_get_output(u->bev);
-	evbuffer_add(out, c->out.data, c->out.len);
+	size_t sent = 0;
+	/* Write the head now rather than queue it: a plain socket bufferevent
+	 * writes only once epoll reports the socket writable, which costs a
+	 * pass of the loop and two epoll_ctl(2) calls for a socket that is
+	 * almost always writable. (A TLS bufferevent writes at once anyway.) */
+	if (!u->tls && evbuffer_get_length(out) == 0) {
+		ssize_t k = send(bufferevent_getfd(u->bev), c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k > 0)
+			sent = (size_t)k;
+	}
+	/* On an error the rest is queued and the bufferevent reports it. */
+	evbuffer_add(out, c->out.data + sent, c->out.len - sent);
 	OPENSSL_cleanse(c->out.data, c->out.len);
 	c->out.len = 0;
 
@@ -942,7 +1151,11 @@ static void send_request(struct conn *c)
 	bufferevent_setwatermark(u->bev, EV_READ, 0, WATER_HIGH);
 	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
 	bufferevent_set_timeouts(u->bev, &tv, &tv);
-	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+	/* Enabling what is enabled already would add the write event again
+	 * (epoll_ctl) with nothing to write. */
+	short off = (short)((EV_READ | EV_WRITE) & ~bufferevent_get_enabled(u->bev));
+	if (off)
+		bufferevent_enable(u->bev, off);
 
 	c->parser.on_body = body_sink;
 	c->parser.ctx = c;
@@ -1000,7 +1213,7 @@ static void pump_request_body(struct conn *c)
 				refuse(c, 413, "Content Too Large", "deny", "limit", text,
 				       "raise max_body: on the route");
 			else {
-				(void)conn_audit(c, "request", "error", "limit", text);
+				conn_audit(c, "request", "error", "limit", text);
 				conn_free(c);
 			}
 			return;
@@ -1011,7 +1224,7 @@ static void pump_request_body(struct conn *c)
 			if (!c->response_started)
 				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
 			else {
-				(void)conn_audit(c, "request", "error", "malformed", text);
+				conn_audit(c, "request", "error", "malformed", text);
 				conn_free(c);
 			}
 			return;
@@ -1022,8 +1235,6 @@ static void pump_request_body(struct conn *c)
 			c->body_done = true;
 			c->state = C_RESPONSE;
 			evtimer_del(c->timer);
-			/* Pipelined requests wait until this response is done. */
-			bufferevent_disable(c->bev, EV_READ);
 			return;
 		}
 	}
@@ -1048,11 +1259,16 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 	return http_connection_names(h, x->name, x->name_len);
 }
 
+/* Appends the response head for the client to c->reply. */
 static void write_response_head(struct conn *c, const struct http_head *h, bool close)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = c->reply;
 	bool upgrade = h->status == 101;
-	evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+	char status[32]; /* fits any int */
+	int sl = snprintf(status, sizeof(status), "HTTP/1.1 %d ", h->status);
+	evbuffer_add(out, status, (size_t)sl);
+	evbuffer_add(out, h->reason, h->reason_len);
+	evbuffer_add(out, "\r\n", 2);
 	for (unsigned i = 0; i < h->n_headers; i++) {
 		const struct http_header *x = &h->headers[i];
 		if (response_hop_header(h, x, upgrade))
@@ -1071,8 +1287,8 @@ static void write_response_head(struct conn *c, const struct http_head *h, bool 
 
 static void request_done(struct conn *c, bool upstream_reusable)
 {
-	c->status = c->status ? c->status : 0;
-	(void)conn_audit(c, "request", "allow", NULL, NULL);
+	client_send(c);
+	conn_audit(c, "request", "allow", NULL, NULL);
 	upstream_release(c->up, upstream_reusable);
 	c->up = NULL;
 	if (!c->keep_alive || !c->body_done || c->w->draining) {
@@ -1085,9 +1301,7 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	http1_next(&c->parser);
 	c->parser.on_body = NULL;
 	reset_request(c);
-	struct gen *g = proxy_current_gen(c->w->px);
-	arm_timer(c, g->policy->limits.idle_timeout_ms);
-	gen_unref(g);
+	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
 	bufferevent_enable(c->bev, EV_READ);
 	read_head(c);
 }
@@ -1104,42 +1318,52 @@ static void upstream_failed(struct conn *c, const char *what)
 		return;
 	}
 	snprintf(text, sizeof(text), "%s %s after the response started", c->host, what);
-	(void)conn_audit(c, "request", "error", "upstream", text);
+	conn_audit(c, "request", "error", "upstream", text);
 	close_after_flush(c); /* what the client already has queued still goes out */
 }
 
+/* Moves the response body from the upstream to the client, as far as it
+ * has arrived and the client's buffer allows. */
 static void relay_response_body(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *in = bufferevent_get_input(u->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	char text[200];
+	int r = 0;
+	bool reusable = false;
 
 	while (evbuffer_get_length(in) > 0) {
+		if (evbuffer_get_length(c->reply) >= WATER_LOW)
+			client_send(c);
 		if (evbuffer_get_length(out) >= WATER_HIGH) {
+			/* conn_write_cb resumes reading once the client drained. */
 			bufferevent_disable(u->bev, EV_READ);
-			return;
+			break;
 		}
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			return;
+			break;
 		size_t consumed = 0;
 		const char *why = NULL;
 		uint64_t before = u->parser.body_bytes;
-		int r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
+		r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
 		c->bytes_out += u->parser.body_bytes - before;
 		if (r < 0) {
-			char text[200];
 			snprintf(text, sizeof(text), "sent a malformed response body (%s)", why ? why : "error");
-			upstream_failed(c, text);
-			return;
+			break;
 		}
-		evbuffer_remove_buffer(in, out, consumed);
+		evbuffer_remove_buffer(in, c->reply, consumed);
 		if (r == 1) {
-			bool reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
-			request_done(c, reusable);
-			return;
+			reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
+			break;
 		}
 	}
+	client_send(c);
+	if (r < 0)
+		upstream_failed(c, text);
+	else if (r == 1)
+		request_done(c, reusable);
 }
 
 static void read_response_head(struct conn *c)
@@ -1210,8 +1434,9 @@ static void read_response_head(struct conn *c)
 		}
 		if (st >= 100 && st < 200) {
 			/* Interim responses (100 Continue, 103 Early Hints) go to the
-			 * client as they are; the final response follows. */
+			 * client as they are, at once; the final response follows. */
 			write_response_head(c, &u->resp, false);
+			client_send(c);
 			http1_next(&u->parser);
 			buf_reset(&u->head);
 			u->head_scan = 0;
@@ -1271,7 +1496,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct upstream *u = c->up;
 
 	if (c->state == C_RELAY) {
-		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		conn_audit(c, "request", "allow", NULL, NULL);
 		close_after_flush(c);
 		return;
 	}
@@ -1313,6 +1538,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 static void start_relay(struct conn *c)
 {
 	struct upstream *u = c->up;
+	client_send(c); /* the 101 */
 	c->state = C_RELAY;
 	c->keep_alive = false;
 	evtimer_del(c->timer);
@@ -1350,7 +1576,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		break;
 	}
 	default:
-		/* Data early (pipelining): it waits in the buffer. */
+		/* Data early (a pipelined request, or a body sent before the
+		 * upstream is ready): it waits in the buffer. Reading stays on
+		 * while a request is served otherwise, so that serving one does
+		 * not cost two epoll_ctl(2) calls (off, then on again). */
 		bufferevent_disable(bev, EV_READ);
 		break;
 	}
@@ -1385,14 +1614,35 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (c->state == C_RELAY) {
-		(void)conn_audit(c, "request", "allow", NULL, NULL);
+		conn_audit(c, "request", "allow", NULL, NULL);
 		conn_free(c);
 		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !c->in_tunnel &&
+	    (c->state == C_DECIDED || c->state == C_CONNECTING || c->state == C_RESPONSE)) {
+		/* The client closed its side after sending the whole request
+		 * (RFC 9112 section 9.6 allows it): answer, then close. Reading
+		 * stays on while a request is served (conn_read_cb), so this shows
+		 * now. In a tunnel the end of TLS ends the connection. */
+		bufferevent_disable(bev, EV_READ);
+		c->keep_alive = false;
+		return;
+	}
+	if (c->state == C_DECIDED) {
+		/* Gone before its allow record was written: write it now, so that
+		 * the result below has a decision to name. */
+		uint64_t first;
+		LIST_REMOVE(c, wait_link);
+		c->state = C_CONNECTING;
+		if (worker_audit_write(c->w, &first) == 0) {
+			c->decided = true;
+			c->decision_seq = first + (uint64_t)c->audit_index;
+		}
 	}
 	if (c->state != C_HEAD || c->head.len > 0) {
 		/* The client went away in the middle of a request. */
 		if (c->method[0] && !c->audited)
-			(void)conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
+			conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
 	}
 	conn_free(c);
 }
@@ -1414,11 +1664,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
 			return;
 		}
-		(void)conn_audit(c, "request", "error", "timeout", "the request body stalled");
+		conn_audit(c, "request", "error", "timeout", "the request body stalled");
 		conn_free(c);
 		return;
 	case C_HANDSHAKE:
-		(void)conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
+		conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
 		conn_free(c);
 		return;
 	default:
@@ -1446,10 +1696,11 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	http1_init(&c->parser, HTTP1_REQUEST);
 	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(w->base, timer_cb, c);
+	c->reply = evbuffer_new();
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	atomic_fetch_add(&w->px->active, 1);
-	if (!c->bev || !c->timer) {
+	if (!c->bev || !c->timer || !c->reply) {
 		if (!c->bev)
 			close(fd);
 		conn_free(c);
@@ -1464,9 +1715,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	struct gen *g = proxy_current_gen(w->px);
-	arm_timer(c, g->policy->limits.idle_timeout_ms);
-	gen_unref(g);
+	arm_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
 }
 
 void conn_drain_worker(struct worker *w)
@@ -1482,5 +1731,5 @@ void conn_drain_worker(struct worker *w)
 			c->keep_alive = false;
 	}
 	if (w->n_conns == 0)
-		event_base_loopexit(w->base, NULL);
+		worker_done(w);
 }

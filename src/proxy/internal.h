@@ -67,6 +67,14 @@ struct worker {
 	TAILQ_HEAD(, upstream) idle;
 	unsigned n_idle;
 	bool draining;
+	/* conn.c: the audit records of this worker's requests, written once
+	 * per pass of its event loop ("audit" in conn.c) */
+	struct audit_batch *audit_batch;
+	bool audit_scheduled;         /* a write is due at the end of this pass */
+	LIST_HEAD(, conn) audit_wait; /* allowed requests waiting for that write */
+	/* proxy.c: the current generation as this worker last saw it */
+	struct gen *gen;
+	unsigned gen_version;
 };
 
 struct resolve_pin {
@@ -79,6 +87,7 @@ struct proxy {
 	struct proxy_options opt;
 	pthread_mutex_t gen_lock;
 	struct gen *gen;
+	atomic_uint gen_version; /* moves on every reload */
 	struct tls_ca *ca;
 	SSL_CTX *server_ctx;
 	struct audit_log *audit;
@@ -93,6 +102,11 @@ struct proxy {
 };
 
 struct gen *proxy_current_gen(struct proxy *px);
+/* The current generation as worker w sees it, without taking gen_lock on
+ * every request: w keeps a reference, refreshed only when a reload has
+ * moved gen_version since it last looked. Borrowed: valid until w's next
+ * call; gen_ref it to keep it longer. Call from w's thread only. */
+struct gen *worker_current_gen(struct worker *w);
 
 /* conn.c */
 void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen);

@@ -62,6 +62,18 @@ struct gen *proxy_current_gen(struct proxy *px)
 	return g;
 }
 
+struct gen *worker_current_gen(struct worker *w)
+{
+	unsigned v = atomic_load_explicit(&w->px->gen_version, memory_order_acquire);
+	if (!w->gen || v != w->gen_version) {
+		struct gen *g = proxy_current_gen(w->px);
+		gen_unref(w->gen);
+		w->gen = g;
+		w->gen_version = v;
+	}
+	return w->gen;
+}
+
 /* Builds a generation from a loaded policy (taking ownership of it). A
  * credential whose source fails does not stop the proxy: requests that
  * need it get 503, everything else is served. A TLS context that cannot
@@ -289,6 +301,7 @@ static void free_worker(struct worker *w)
 		evconnlistener_free(w->listeners[i]);
 	free(w->listeners);
 	upstream_pool_clear(w);
+	gen_unref(w->gen);
 	if (w->dns)
 		evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
@@ -321,6 +334,7 @@ static void reload(struct proxy *px)
 	struct gen *old = px->gen;
 	px->gen = g;
 	pthread_mutex_unlock(&px->gen_lock);
+	atomic_fetch_add_explicit(&px->gen_version, 1, memory_order_release);
 	gen_unref(old);
 	log_info("policy reloaded from %s: %zu routes, %zu credentials", px->opt.policy_path, g->policy->n_routes,
 	         g->policy->n_creds);

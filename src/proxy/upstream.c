@@ -28,10 +28,11 @@ static void upstream_free(struct upstream *u)
 }
 
 /* Runs fn(u) from the event loop soon, replacing any pending kick. The
- * event dies with u, so a released upstream is never called back. */
+ * event dies with u, so a released upstream is never called back. It is
+ * made active rather than added with a zero timeout: it runs at the end of
+ * this pass of the loop, without another epoll_wait(2) first. */
 static int kick(struct upstream *u, void (*fn)(evutil_socket_t, short, void *))
 {
-	struct timeval zero = { 0, 0 };
 	if (!u->kick) {
 		u->kick = evtimer_new(u->w->base, fn, u);
 		if (!u->kick)
@@ -41,7 +42,8 @@ static int kick(struct upstream *u, void (*fn)(evutil_socket_t, short, void *))
 		if (evtimer_assign(u->kick, u->w->base, fn, u) < 0)
 			return -ENOMEM;
 	}
-	return evtimer_add(u->kick, &zero);
+	event_active(u->kick, EV_TIMEOUT, 1);
+	return 0;
 }
 
 static void fail(struct upstream *u, int err)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kwtest import Upstream, make_certs, SECRET, SECRET2, PLACEHOLDER, PLACEHOLDER2
+from kwtest import Upstream, join_requests, make_certs, unfinished, SECRET, SECRET2, PLACEHOLDER, PLACEHOLDER2
 
 # The tests choose their own CA bundles and proxies; variables of the
 # machine running them (requests lets REQUESTS_CA_BUNDLE override a
@@ -97,8 +97,17 @@ class Proxy:
         import json
         return [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
 
-    def requests(self):
-        return [r for r in self.records() if r["event"] == "request"]
+    def requests(self, settle=3.0):
+        """One dict per request, decision and result joined (kwtest.join_requests).
+        A result is written at the end of the event-loop pass in which its
+        request ended, which may be a moment after the client read the last
+        byte: wait up to settle seconds for every allowed request to have one."""
+        deadline = time.time() + settle
+        while True:
+            recs = join_requests(self.records())
+            if not unfinished(recs) or time.time() >= deadline:
+                return recs
+            time.sleep(0.01)
 
     def signal(self, sig):
         self.proc.send_signal(sig)

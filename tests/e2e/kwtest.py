@@ -15,6 +15,35 @@ PLACEHOLDER = "kw_test_placeholder_0123456789abcdef"
 PLACEHOLDER2 = "kw_other_placeholder_fedcba9876543210"
 
 
+def join_requests(records):
+    """One dict per request, in the order of the log. A request refused
+    before it was allowed has one record. An allowed one has its decision
+    (event "request", decision "allow", written before it was forwarded)
+    and, once it ended, a "result" naming it by request_seq: the result's
+    status, reason, bytes and duration (and its decision, which says how it
+    ended) are merged into the decision's dict, with "result_seq" added. A
+    result naming no earlier allowed decision fails the test."""
+    joined, by_seq = [], {}
+    for r in records:
+        if r["event"] == "request":
+            d = dict(r)
+            joined.append(d)
+            if r["decision"] == "allow" and "status" not in r:
+                by_seq[r["seq"]] = d
+        elif r["event"] == "result":
+            d = by_seq.pop(r["request_seq"])
+            for k, v in r.items():
+                if k not in ("seq", "time", "event", "request_seq", "prev"):
+                    d[k] = v
+            d["result_seq"] = r["seq"]
+    return joined
+
+
+def unfinished(requests):
+    """The allowed requests of join_requests whose result is not written."""
+    return [r for r in requests if r["decision"] == "allow" and "result_seq" not in r]
+
+
 def make_certs(d):
     """A test CA and a server certificate for api.test, localhost, 127.0.0.1, ::1."""
     def run(*a):

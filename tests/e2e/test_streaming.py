@@ -448,6 +448,42 @@ def test_keep_alive_both_sides(proxy_factory, any_upstream):
     assert len({r["client"] for r in recs}) == 1, "the client connection was not kept alive"
 
 
+def test_pipelined_requests_answered_in_order(proxy_factory, any_upstream):
+    # keyward keeps reading the client while it serves a request; requests
+    # that arrive early wait in its buffer and are answered in order.
+    u = any_upstream
+    p = proxy_factory(policy_for(u))
+    c = connect(p, u)
+    c.send(b"".join(get(u, f"/api/pipe{i}") for i in range(3)))
+    for i in range(3):
+        status, _, body, raw = c.read_response()
+        assert status == 200, raw
+        assert json.loads(body)["target"] == f"/api/pipe{i}"
+    c.close()
+    assert [q.target for q in u.requests] == [f"/api/pipe{i}" for i in range(3)]
+    recs = p.requests()
+    assert [(r["path"], r["decision"], r["status"]) for r in recs] == [
+        (f"/api/pipe{i}", "allow", 200) for i in range(3)]
+
+
+def test_half_closed_client_gets_its_answer(proxy_factory, plain_upstream):
+    # A client may close its sending side once the request is out (RFC 9112
+    # section 9.6), e.g. `printf 'GET …' | nc`: it still gets the answer,
+    # then keyward closes.
+    u = plain_upstream
+    p = proxy_factory(policy_for(u))
+    c = connect(p, u)
+    c.send(get(u, "/api/half"))
+    c.s.shutdown(socket.SHUT_WR)
+    status, headers, body, raw = c.read_response()
+    assert status == 200, raw
+    assert json.loads(body)["target"] == "/api/half"
+    assert c.s.recv(1) == b"", "keyward must close after answering a half-closed client"
+    c.close()
+    rec = p.requests()[-1]
+    assert (rec["path"], rec["decision"], rec["status"]) == ("/api/half", "allow", 200), rec
+
+
 # ---- Upgrade ----
 
 WS_HEAD = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -477,11 +513,13 @@ def test_websocket_upgrade_relays_both_ways(proxy_factory, any_upstream):
         echoed += c.read_exact(len(data[i:i + step]))
     assert echoed == data
     c.close()
+    # The decision was written before the upgrade went upstream; the result
+    # follows when the relay ends.
     deadline = time.time() + 5
-    while time.time() < deadline and not p.requests():
+    while time.time() < deadline and "result_seq" not in (p.requests() or [{}])[-1]:
         time.sleep(0.05)
     rec = p.requests()[-1]
-    assert rec["status"] == 101 and rec["decision"] == "allow"
+    assert rec["status"] == 101 and rec["decision"] == "allow", rec
 
 
 def test_websocket_101_keeps_upgrade_header(proxy_factory, any_upstream):

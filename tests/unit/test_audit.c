@@ -40,7 +40,16 @@ static const struct audit_record req_allow = {
 	.route = 0,
 	.credential = "github",
 	.decision = "allow",
+};
+
+/* The end of the request allowed by req_allow when that was record 1. */
+static const struct audit_record res_ok = {
+	.event = "result",
+	.request_seq = 1,
+	.route = -1,
+	.decision = "allow",
 	.status = 200,
+	.totals = true,
 	.bytes_in = 0,
 	.bytes_out = 1234,
 	.duration_us = 3100,
@@ -59,6 +68,7 @@ static const struct audit_record req_deny = {
 	.reason = "host",
 	.detail = "no route allows host evil.example",
 	.status = 403,
+	.totals = true,
 };
 
 static const struct audit_record ev_start = {
@@ -126,7 +136,8 @@ static void write_records(const char *path, int n)
 	if (r < 0)
 		fail_msg("audit_open: %s", err);
 	for (int i = 0; i < n; i++) {
-		const struct audit_record *rec = i % 3 == 0 ? &ev_start : i % 3 == 1 ? &req_allow : &req_deny;
+		static const struct audit_record *const cycle[] = { &ev_start, &req_allow, &res_ok, &req_deny };
+		const struct audit_record *rec = cycle[i % 4];
 		assert_int_equal(audit_write(log, rec), 0);
 	}
 	assert_true(audit_healthy(log));
@@ -535,6 +546,18 @@ static void test_verify_bad_lines(void **state)
 		  "not valid JSON" },
 		{ "trailing garbage", "{\"seq\":0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"%s\"} x\n",
 		  "not valid JSON" },
+		/* A result closes an earlier decision: never itself or a later one. */
+		{ "result without request_seq", "{\"seq\":0,\"time\":\"t\",\"event\":\"result\",\"prev\":\"%s\"}\n",
+		  "request_seq" },
+		{ "result naming itself",
+		  "{\"seq\":0,\"time\":\"t\",\"event\":\"result\",\"request_seq\":0,\"prev\":\"%s\"}\n",
+		  "request_seq" },
+		{ "result naming a negative seq",
+		  "{\"seq\":0,\"time\":\"t\",\"event\":\"result\",\"request_seq\":-1,\"prev\":\"%s\"}\n",
+		  "request_seq" },
+		{ "result with a string request_seq",
+		  "{\"seq\":0,\"time\":\"t\",\"event\":\"result\",\"request_seq\":\"0\",\"prev\":\"%s\"}\n",
+		  "request_seq" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char *path = new_path(), *out, line[512];
@@ -600,33 +623,48 @@ static void test_record_format(void **state)
 	struct audit_log *log = NULL;
 	char err[256];
 	assert_int_equal(audit_open(path, &log, err, sizeof(err)), 0);
-	assert_int_equal(audit_write(log, &req_allow), 0);
+	struct audit_batch *b = NULL;
+	uint64_t first = 99;
+	struct audit_record res = res_ok;
+	res.request_seq = 0;
+	assert_int_equal(audit_batch_new(&b), 0);
+	assert_int_equal(audit_batch_add(b, &req_allow), 0);
+	assert_int_equal(audit_batch_add(b, &res), 1);
+	assert_int_equal(audit_batch_count(b), 2);
+	assert_int_equal(audit_batch_write(log, b, &first), 0);
+	assert_int_equal(first, 0);
+	assert_int_equal(audit_batch_count(b), 0);
+	audit_batch_free(b);
 	assert_int_equal(audit_write(log, &req_deny), 0);
 	assert_int_equal(audit_write(log, &ev_start), 0);
 	audit_close(log);
 
 	size_t len, starts[8];
 	char *data = slurp(path, &len);
-	assert_int_equal(split_lines(data, len, starts, ARRAY_SIZE(starts)), 3);
-	char h[3][65];
-	for (int i = 0; i < 3; i++)
+	assert_int_equal(split_lines(data, len, starts, ARRAY_SIZE(starts)), 4);
+	char h[4][65];
+	for (int i = 0; i < 4; i++)
 		sha256_hex(data + starts[i], starts[i + 1] - starts[i] - 1, h[i]);
 
-	const char *fmt[3] = {
+	/* The decision of an allowed request knows nothing of its end; the
+	 * result names it and carries status, bytes and duration; a denial is
+	 * both in one. */
+	const char *fmt[4] = {
 		"{\"seq\":0,\"time\":\"%s\",\"event\":\"request\",\"listener\":\"127.0.0.1:8080\","
 		"\"client\":\"127.0.0.1:50000\",\"method\":\"GET\",\"scheme\":\"https\","
 		"\"host\":\"api.github.com\",\"port\":443,\"path\":\"/repos/acme/app\",\"route\":0,"
-		"\"credential\":\"github\",\"decision\":\"allow\",\"status\":200,\"bytes_in\":0,"
-		"\"bytes_out\":1234,\"duration_us\":3100,\"prev\":\"%s\"}",
-		"{\"seq\":1,\"time\":\"%s\",\"event\":\"request\",\"listener\":\"127.0.0.1:8080\","
+		"\"credential\":\"github\",\"decision\":\"allow\",\"prev\":\"%s\"}",
+		"{\"seq\":1,\"time\":\"%s\",\"event\":\"result\",\"request_seq\":0,\"decision\":\"allow\","
+		"\"status\":200,\"bytes_in\":0,\"bytes_out\":1234,\"duration_us\":3100,\"prev\":\"%s\"}",
+		"{\"seq\":2,\"time\":\"%s\",\"event\":\"request\",\"listener\":\"127.0.0.1:8080\","
 		"\"method\":\"POST\",\"scheme\":\"https\",\"host\":\"evil.example\",\"port\":8443,"
 		"\"path\":\"/upload\",\"decision\":\"deny\",\"reason\":\"host\","
 		"\"detail\":\"no route allows host evil.example\",\"status\":403,\"bytes_in\":0,"
 		"\"bytes_out\":0,\"duration_us\":0,\"prev\":\"%s\"}",
-		"{\"seq\":2,\"time\":\"%s\",\"event\":\"start\",\"listener\":\"127.0.0.1:8080\","
+		"{\"seq\":3,\"time\":\"%s\",\"event\":\"start\",\"listener\":\"127.0.0.1:8080\","
 		"\"prev\":\"%s\"}",
 	};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		const char *line = data + starts[i];
 		const char *t = strstr(line, "\"time\":\"") + 8;
 		char stamp[32] = "";
@@ -698,6 +736,15 @@ static int efbig_child(const char *path, size_t room)
 		if (audit_healthy(log))
 			return 14;
 	}
+	/* A batch fails whole: none of its records in the file, none took a
+	 * seq, and the batch is empty afterwards. */
+	struct audit_batch *b = NULL;
+	uint64_t first = 42;
+	if (audit_batch_new(&b) < 0 || audit_batch_add(b, &req_allow) != 0 || audit_batch_add(b, &res_ok) != 1)
+		return 18;
+	if (audit_batch_write(log, b, &first) != -EFBIG || first != 42 || audit_batch_count(b) != 0)
+		return 19;
+	audit_batch_free(b);
 	char *after = slurp(path, &after_len);
 	if (after_len != before_len || memcmp(before, after, before_len) != 0)
 		return 15;
@@ -754,16 +801,18 @@ static void *writer_thread(void *p)
 	return NULL;
 }
 
-static void test_concurrent_writers(void **state)
+/* Runs fn in 4 threads on one log at path, then checks the chain and the
+ * summary verify prints. */
+static void run_writers(const char *path, void *(*fn)(void *), const char *summary)
 {
-	char *path = new_path(), *out, err[256];
+	char *out, err[256];
 	struct audit_log *log = NULL;
 	pthread_t th[4];
 	struct writer_arg args[4];
 	assert_int_equal(audit_open(path, &log, err, sizeof(err)), 0);
 	for (int i = 0; i < 4; i++) {
 		args[i] = (struct writer_arg){ log, i };
-		assert_int_equal(pthread_create(&th[i], NULL, writer_thread, &args[i]), 0);
+		assert_int_equal(pthread_create(&th[i], NULL, fn, &args[i]), 0);
 	}
 	for (int i = 0; i < 4; i++) {
 		void *res;
@@ -772,8 +821,15 @@ static void test_concurrent_writers(void **state)
 	}
 	audit_close(log);
 	assert_int_equal(verify_capture(path, &out), 0);
-	assert_non_null(strstr(out, "2000 records, chain intact; last seq 1999"));
+	if (!strstr(out, summary))
+		fail_msg("%s", out);
 	free(out);
+}
+
+static void test_concurrent_writers(void **state)
+{
+	char *path = new_path();
+	run_writers(path, writer_thread, "2000 records, chain intact; last seq 1999");
 	free(path);
 }
 
@@ -894,6 +950,123 @@ static void test_long_strings_cut(void **state)
 	free(path);
 }
 
+/* ---- batches ---- */
+
+/* A full batch refuses the next record and stays as it was; written, it
+ * takes any record again, the biggest included. */
+static void test_batch_full(void **state)
+{
+	char *path = new_path(), *out, err[256];
+	struct audit_log *log = NULL;
+	struct audit_batch *b = NULL;
+	uint64_t first = 0;
+	size_t big = 100000;
+	char *controls = malloc(big + 1);
+	memset(controls, 0x01, big);
+	controls[big] = '\0';
+	struct audit_record worst = req_deny;
+	worst.path = worst.detail = worst.host = worst.listener = worst.client = controls;
+	worst.method = worst.scheme = worst.credential = worst.reason = controls;
+
+	assert_int_equal(audit_open(path, &log, err, sizeof(err)), 0);
+	assert_int_equal(audit_batch_new(&b), 0);
+	assert_int_equal(audit_batch_add(NULL, &req_deny), -EINVAL);
+	assert_int_equal(audit_batch_add(b, NULL), -EINVAL);
+	assert_int_equal(audit_batch_write(NULL, b, &first), -EINVAL);
+	/* Too many records. */
+	int i = 0, r;
+	while ((r = audit_batch_add(b, &req_deny)) >= 0)
+		assert_int_equal(r, i++);
+	assert_int_equal(r, -ENOBUFS);
+	assert_true(i >= 64);
+	assert_int_equal(audit_batch_count(b), (size_t)i);
+	assert_int_equal(audit_batch_write(log, b, &first), 0);
+	assert_int_equal(first, 0);
+	/* Too many bytes: the refused record leaves nothing behind. */
+	int n = 0;
+	while ((r = audit_batch_add(b, &worst)) >= 0)
+		n++;
+	assert_int_equal(r, -ENOBUFS);
+	assert_true(n >= 1);
+	assert_int_equal(audit_batch_add(b, &req_allow), n);
+	assert_int_equal(audit_batch_write(log, b, &first), 0);
+	assert_int_equal(first, (uint64_t)i);
+	/* An empty batch writes nothing. */
+	assert_int_equal(audit_batch_write(log, b, &first), 0);
+	audit_batch_free(b);
+	audit_batch_free(NULL);
+	audit_close(log);
+
+	assert_int_equal(verify_capture(path, &out), 0);
+	char want[128];
+	snprintf(want, sizeof(want), "%d records, chain intact; last seq %d,", i + n + 1, i + n);
+	if (!strstr(out, want))
+		fail_msg("%s", out);
+	free(out);
+	free(controls);
+	free(path);
+}
+
+/* Batches of several threads and single records interleave whole: every
+ * batch's records come out consecutive, in the order they were added. */
+static void *batch_thread(void *p)
+{
+	struct writer_arg *a = p;
+	struct audit_batch *b = NULL;
+	char detail[8][64];
+	if (audit_batch_new(&b) < 0)
+		return (void *)1;
+	for (int i = 0; i < 100; i++) {
+		for (int k = 0; k < 8; k++) {
+			struct audit_record rec = req_deny;
+			snprintf(detail[k], sizeof(detail[k]), "t%d b%d r%d", a->id, i, k);
+			rec.detail = detail[k];
+			if (audit_batch_add(b, &rec) != k)
+				return (void *)2;
+		}
+		uint64_t first;
+		if (audit_batch_write(a->log, b, &first) != 0)
+			return (void *)3;
+		if (audit_write(a->log, &ev_start) != 0)
+			return (void *)4;
+	}
+	audit_batch_free(b);
+	return NULL;
+}
+
+static void test_concurrent_batches(void **state)
+{
+	char *path = new_path();
+	run_writers(path, batch_thread, "3600 records, chain intact; last seq 3599");
+
+	size_t len;
+	char *data = slurp(path, &len);
+	char *line = data;
+	int in_batch = 0, batch_t = -1, batch_b = -1;
+	while (line < data + len) {
+		char *nl = strchr(line, '\n');
+		*nl = '\0';
+		const char *d = strstr(line, "\"detail\":\"t");
+		if (!d) {
+			assert_int_equal(in_batch, 0);
+		} else {
+			int t, bi, k;
+			assert_int_equal(sscanf(d + 11, "%d b%d r%d", &t, &bi, &k), 3);
+			assert_int_equal(k, in_batch);
+			if (k > 0) {
+				assert_int_equal(t, batch_t);
+				assert_int_equal(bi, batch_b);
+			}
+			batch_t = t;
+			batch_b = bi;
+			in_batch = (k + 1) % 8;
+		}
+		line = nl + 1;
+	}
+	free(data);
+	free(path);
+}
+
 /* ---- show ---- */
 
 static void test_show(void **state)
@@ -901,33 +1074,42 @@ static void test_show(void **state)
 	char *path = new_path(), *out, err[256];
 	struct audit_log *log = NULL;
 	struct audit_record big = req_allow;
-	big.bytes_in = 5 * 1024 * 1024;
-	big.duration_us = 2500000;
 	big.port = 8443;
 	assert_int_equal(audit_open(path, &log, err, sizeof(err)), 0);
+	struct audit_record failed = res_ok;
+	failed.request_seq = 4;
+	failed.decision = "error";
+	failed.reason = "upstream";
+	failed.detail = "api.github.com reset the connection";
+	failed.status = 502;
+	failed.bytes_in = 5 * 1024 * 1024;
+	failed.duration_us = 2500000;
 	assert_int_equal(audit_write(log, &ev_start), 0);
 	assert_int_equal(audit_write(log, &req_allow), 0);
+	assert_int_equal(audit_write(log, &res_ok), 0);
 	assert_int_equal(audit_write(log, &req_deny), 0);
 	assert_int_equal(audit_write(log, &big), 0);
+	assert_int_equal(audit_write(log, &failed), 0);
 	audit_close(log);
 
 	assert_int_equal(run_capture(audit_show, path, &out), 0);
 	static const char *const expect[] = {
 		"  #0      start  listener 127.0.0.1:8080\n",
-		"  #1      allow  GET https://api.github.com/repos/acme/app  route 0  cred github  "
-		"200  in 0 B out 1.2 KiB  3.1 ms\n",
-		"  #2      deny   POST https://evil.example:8443/upload  403  reason host  "
+		"  #1      allow  GET https://api.github.com/repos/acme/app  route 0  cred github\n",
+		"  #2      result  for #1  allow  200  in 0 B out 1.2 KiB  3.1 ms\n",
+		"  #3      deny   POST https://evil.example:8443/upload  403  reason host  "
 		"\"no route allows host evil.example\"  in 0 B out 0 B  0 us\n",
-		"https://api.github.com:8443/repos/acme/app",
+		"  #4      allow  GET https://api.github.com:8443/repos/acme/app  route 0  cred github\n",
+		"  #5      result  for #4  error  502  reason upstream  \"api.github.com reset the connection\"  "
 		"in 5.0 MiB out 1.2 KiB  2.50 s\n",
-		": 4 records, chain intact; last seq 3, last hash ",
+		": 6 records, chain intact; last seq 5, last hash ",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(expect); i++)
 		if (!strstr(out, expect[i]))
 			fail_msg("show output lacks \"%s\":\n%s", expect[i], out);
 	/* Dates as "YYYY-MM-DD HH:MM:SS". */
 	assert_true(out[4] == '-' && out[10] == ' ' && out[13] == ':' && out[19] == ' ');
-	assert_int_equal(count_char(out, strlen(out), '\n'), 5);
+	assert_int_equal(count_char(out, strlen(out), '\n'), 7);
 	free(out);
 
 	/* A broken chain: the records before the break, then where it broke. */
@@ -976,6 +1158,8 @@ int main(void)
 		cmocka_unit_test(test_concurrent_writers),
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_long_strings_cut),
+		cmocka_unit_test(test_batch_full),
+		cmocka_unit_test(test_concurrent_batches),
 		cmocka_unit_test(test_show),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -1,6 +1,7 @@
 /* Unit tests for common/encode.c (base64, hex, percent-encoding, mem_find)
  * and common/json.c (the JSON string writer). Rejects first. */
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -354,6 +355,20 @@ static void test_json_writers(void **state)
 	buf_reset(&b);
 	assert_int_equal(json_cstr(&b, NULL), 0);
 	assert_string_equal(b.data, "null");
+	buf_reset(&b);
+	/* buf_put_int writes what printf("%" PRId64) would. */
+	static const int64_t ints[] = { 0, -1, 9, 10, -10, 1234567890123, INT64_MIN + 1 };
+	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "%" PRId64, ints[i]);
+		buf_reset(&b);
+		assert_int_equal(buf_put_int(&b, ints[i]), 0);
+		assert_string_equal(b.data, want);
+	}
+	buf_free(&b);
+	buf_init(&b, 3);
+	assert_int_equal(buf_put_int(&b, 1234), -ENOBUFS);
+	assert_int_equal(b.len, 0);
 	buf_free(&b);
 
 	/* The ceiling holds: 2 quotes + 6 per control byte. */
