@@ -959,7 +959,13 @@ static void handle_request(struct conn *c)
 	struct match_result m;
 	policy_match(c->gen->policy, &mr, &m);
 	if (m.fail != MATCH_OK) {
-		if (refuse_leak(c, NULL))
+		/* A route for this very host, scheme and port refused only the
+		 * method or path: its own credential's placeholder is going where
+		 * it belongs, and the refusal says what was wrong. Any other
+		 * credential's placeholder is a leak. */
+		const struct policy_credential *own =
+		    (m.fail == MATCH_METHOD || m.fail == MATCH_PATH) && m.route ? m.route->credential : NULL;
+		if (refuse_leak(c, own))
 			return;
 		refuse_match(c, &m);
 		return;

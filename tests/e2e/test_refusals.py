@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 
 from conftest import policy_for
-from kwtest import PLACEHOLDER, Upstream, raw_request, status_of
+from kwtest import PLACEHOLDER2, PLACEHOLDER, Upstream, raw_request, status_of
 
 MODES = ["http", "tunnel"]
 
@@ -465,6 +465,20 @@ def test_placeholder_percent_encoded_next_to_a_malformed_escape(via, query):
     v = via(public=True)
     resp = v.request("GET", "/public/x?" + query)
     assert_refused(v, resp, 403, "leak")
+
+
+def test_own_placeholder_with_a_refused_method_says_method(via):
+    # The route for this host refuses the method only: its own credential's
+    # placeholder is where it belongs, so the refusal names the method. The
+    # placeholder of another credential is still a leak.
+    v = via(methods="[GET]")
+    resp = v.request("DELETE", "/api/x", headers=[f"Authorization: Bearer {PLACEHOLDER}"])
+    assert_refused(v, resp, 403, "method")
+    resp = v.request("GET", "/elsewhere", headers=[f"Authorization: Bearer {PLACEHOLDER}"])
+    assert_refused(v, resp, 403, "path")
+    resp = v.request("DELETE", "/api/x", headers=[f"Authorization: Bearer {PLACEHOLDER2}"])
+    assert_refused(v, resp, 403, "leak")
+    assert v.up.requests == []
 
 
 def test_placeholder_in_header_name(via):
