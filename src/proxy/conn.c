@@ -1081,17 +1081,21 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		return;
 	}
 
-	size_t ri = rt->index;
+	char errbuf[256];
+	SSL_CTX *ctx = NULL;
+	if (c->scheme == SCHEME_HTTPS && !(ctx = gen_upstream_ctx(c->gen, rt->index, errbuf, sizeof(errbuf)))) {
+		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
+		return;
+	}
 	struct upstream_target t = {
 		.scheme = c->scheme,
 		.host = c->host,
 		.port = c->port,
 		.allow_private = rt->allow_private,
-		.ctx = c->gen->route_ctx[ri] ? c->gen->route_ctx[ri] : c->gen->client_ctx,
+		.ctx = ctx,
 		.ca_key = rt->upstream_ca ? rt->upstream_ca : c->gen->policy->upstream_ca,
 		.fresh = fresh,
 	};
-	char errbuf[256];
 	c->state = C_CONNECTING;
 	if (upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf)) < 0) {
 		c->up = NULL;

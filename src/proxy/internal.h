@@ -37,12 +37,21 @@ struct gen {
 	struct policy *policy;
 	struct secret **secrets; /* per credential, NULL if its source failed */
 	char **secret_errors;    /* per credential, why it failed */
-	SSL_CTX *client_ctx;     /* system roots + policy upstream_ca */
-	SSL_CTX **route_ctx;     /* per route with its own upstream_ca, else NULL */
+	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
+	 * system roots can take tens of milliseconds to load, which would
+	 * otherwise delay every start and reload, and a `keyward run` that
+	 * makes no HTTPS request does not need them. */
+	pthread_mutex_t ctx_lock;
+	bool ctx_built;
+	SSL_CTX *client_ctx; /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx; /* per route with its own upstream_ca, else NULL */
 };
 
 struct gen *gen_ref(struct gen *g);
 void gen_unref(struct gen *g);
+/* The upstream TLS context for route `ri` of g, built on first use; NULL
+ * (reason in errbuf) if it cannot be built. */
+SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen);
 
 struct listener_info {
 	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */

@@ -47,11 +47,50 @@ void gen_unref(struct gen *g)
 	for (size_t i = 0; i < g->policy->n_routes; i++)
 		SSL_CTX_free(g->route_ctx[i]);
 	SSL_CTX_free(g->client_ctx);
+	pthread_mutex_destroy(&g->ctx_lock);
 	free(g->secrets);
 	free(g->secret_errors);
 	free(g->route_ctx);
 	policy_free(g->policy);
 	free(g);
+}
+
+static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
+{
+	const struct policy *p = g->policy;
+	g->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
+	if (!g->client_ctx)
+		return false;
+	for (size_t i = 0; i < p->n_routes; i++) {
+		if (!p->routes[i].upstream_ca)
+			continue;
+		g->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
+		if (!g->route_ctx[i])
+			return false;
+	}
+	return true;
+}
+
+SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
+{
+	pthread_mutex_lock(&g->ctx_lock);
+	if (!g->ctx_built) {
+		if (!build_upstream_ctxs(g, errbuf, errlen)) {
+			/* Leave nothing half-built: the next request tries again. */
+			for (size_t i = 0; i < g->policy->n_routes; i++) {
+				SSL_CTX_free(g->route_ctx[i]);
+				g->route_ctx[i] = NULL;
+			}
+			SSL_CTX_free(g->client_ctx);
+			g->client_ctx = NULL;
+			pthread_mutex_unlock(&g->ctx_lock);
+			return NULL;
+		}
+		g->ctx_built = true;
+	}
+	SSL_CTX *ctx = g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
+	pthread_mutex_unlock(&g->ctx_lock);
+	return ctx;
 }
 
 struct gen *proxy_current_gen(struct proxy *px)
@@ -86,6 +125,7 @@ static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t er
 		return -ENOMEM;
 	}
 	atomic_init(&g->refs, 1);
+	pthread_mutex_init(&g->ctx_lock, NULL);
 	g->policy = p;
 	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
 	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
@@ -102,16 +142,14 @@ static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t er
 			g->secret_errors[i] = strdup(err);
 		}
 	}
-	g->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
-	if (!g->client_ctx) {
+	/* The extra CA files are checked now, so that a broken one is reported
+	 * at start or reload; the contexts are built on first use. */
+	if (p->upstream_ca && tls_ca_file_check(p->upstream_ca, errbuf, errlen) < 0) {
 		gen_unref(g);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < p->n_routes; i++) {
-		if (!p->routes[i].upstream_ca)
-			continue;
-		g->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
-		if (!g->route_ctx[i]) {
+		if (p->routes[i].upstream_ca && tls_ca_file_check(p->routes[i].upstream_ca, errbuf, errlen) < 0) {
 			gen_unref(g);
 			return -EINVAL;
 		}

@@ -500,6 +500,19 @@ static int load_system_roots(SSL_CTX *ctx)
 	return SSL_CTX_load_verify_dir(ctx, dir);
 }
 
+int tls_ca_file_check(const char *path, char *errbuf, size_t errlen)
+{
+	X509_STORE *st = X509_STORE_new();
+	int ok = st && X509_STORE_load_file(st, path) == 1;
+	X509_STORE_free(st);
+	if (!ok) {
+		snprintf(errbuf, errlen, "%s: cannot load CA certificates from this file", path);
+		ERR_clear_error();
+		return -EINVAL;
+	}
+	return 0;
+}
+
 SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());

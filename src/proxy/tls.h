@@ -36,6 +36,9 @@ bool tls_server_sni_mismatch(SSL *ssl);
 /* A client context that verifies upstreams against the system roots and,
  * if extra_ca is not NULL, the CAs in that PEM file. */
 SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen);
+/* Whether path is a PEM file of CA certificates that a client context
+ * could load (checked without loading the system roots). */
+int tls_ca_file_check(const char *path, char *errbuf, size_t errlen) WUR;
 /* A client SSL for host: SNI (names only) and host name or IP verification. */
 SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *host);
 
