@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,21 @@ static void absolute(const char *path, char *out, size_t outlen)
 		snprintf(out, outlen, "%s/%s", streq(rdir, "/") ? "" : rdir, base);
 	else
 		snprintf(out, outlen, "%s", path);
+}
+
+struct ca_job {
+	struct tls_ca *ca;
+	char *pem;
+	int r;
+};
+
+static void *make_ca(void *arg)
+{
+	struct ca_job *j = arg;
+	j->r = tls_ca_new_ephemeral(&j->ca);
+	if (j->r == 0 && !(j->pem = tls_ca_cert_pem(j->ca)))
+		j->r = -ENOMEM;
+	return NULL;
 }
 
 /* Policy paths are relative to the policy's folder already; one loaded
@@ -301,16 +317,27 @@ int cmd_run(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 
-	struct tls_ca *ca = NULL;
-	char *ca_pem = NULL;
-	int r = tls_ca_new_ephemeral(&ca);
-	if (r == 0 && !(ca_pem = tls_ca_cert_pem(ca)))
-		r = -ENOMEM;
-	if (r < 0)
-		snprintf(err, sizeof(err), "cannot create the CA of this run: %s", strerror(-r));
+	/* The CA is made while the sandbox is built and moved into its cgroup
+	 * (the thread starts after the clone: the child never holds its key). */
+	struct ca_job job = { .r = -ENOMEM };
+	pthread_t th;
+	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
+	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
+	if (threaded)
+		pthread_join(th, NULL);
 	else
-		r = sandbox_start(&cfg, &sb, ca_pem, err, sizeof(err));
-	free(ca_pem);
+		make_ca(&job);
+	if (r == 0 && job.r < 0) {
+		snprintf(err, sizeof(err), "cannot create the CA of this run: %s", strerror(-job.r));
+		kill(sb.pid, SIGKILL);
+		while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		r = job.r;
+	}
+	if (r == 0)
+		r = sandbox_finish(&sb, job.pem, err, sizeof(err));
+	struct tls_ca *ca = job.ca;
+	free(job.pem);
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
 		sandbox_cleanup(&sb);

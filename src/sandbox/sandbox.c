@@ -121,6 +121,8 @@ static void verbose(const struct sandbox_config *cfg, const char *fmt, ...)
 	va_end(ap);
 }
 
+static ssize_t recv_all(int fd, char *buf, size_t len);
+
 /* ---- small file helpers (child) ---- */
 
 static void write_file(const char *path, const char *data, size_t len, mode_t mode)
@@ -308,7 +310,7 @@ static bool copy_file(const char *path, const struct stat *st)
 	return true;
 }
 
-static void write_etc(const struct sandbox_config *cfg, const char *ca_pem)
+static void write_etc(const struct sandbox_config *cfg)
 {
 	char path[PATH_MAX];
 	make_dirs("/etc/ssl", 0755);
@@ -338,6 +340,23 @@ static void write_etc(const struct sandbox_config *cfg, const char *ca_pem)
 	in_root(path, sizeof(path), "/etc/nsswitch.conf");
 	write_text(path, "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
 	                 "networks: files\nprotocols: files\nservices: files\n");
+
+	verbose(cfg, "/etc: %zu entries of the host's; passwd, group, hosts, resolv.conf written",
+	        ARRAY_SIZE(etc_entries));
+}
+
+/* keyward sends this run's CA certificate once it has made it (in parallel
+ * with the file system being built); the key stays with keyward. */
+static void install_ca(const struct sandbox_config *cfg)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *ca_pem = malloc(CA_MAX + 1);
+	if (!ca_pem)
+		die("out of memory");
+	ssize_t got = recv_all(ctl_fd, ca_pem, CA_MAX);
+	if (got <= 0)
+		_exit(126); /* keyward went away */
+	ca_pem[got] = '\0';
 
 	/* The CA bundle: the system's roots plus keyward's CA for this run. */
 	make_dirs("/etc/keyward", 0755);
@@ -388,10 +407,7 @@ static void write_etc(const struct sandbox_config *cfg, const char *ca_pem)
 		bind_fd(src, "/etc/ssl/certs/ca-certificates.crt", false, false);
 		close(src);
 	}
-	verbose(cfg,
-	        "/etc: %zu entries of the host's, passwd/group/hosts/resolv.conf written, CA bundle at "
-	        "/etc/keyward/ca-bundle.pem",
-	        ARRAY_SIZE(etc_entries));
+	verbose(cfg, "CA bundle (system roots and this run's CA) at /etc/keyward/ca-bundle.pem");
 }
 
 static void mount_dev(void)
@@ -472,7 +488,7 @@ static uint64_t or_default(uint64_t v, uint64_t def)
 	return v ? v : def;
 }
 
-static void build_root(const struct sandbox_config *cfg, const char *ca_pem)
+static void build_root(const struct sandbox_config *cfg)
 {
 	const struct policy_sandbox *sb = &cfg->policy->sandbox;
 	char opts[128], path[PATH_MAX];
@@ -498,7 +514,7 @@ static void build_root(const struct sandbox_config *cfg, const char *ca_pem)
 	if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") < 0)
 		die_errno("cannot mount the new root");
 	mount_system();
-	write_etc(cfg, ca_pem);
+	write_etc(cfg);
 	mount_dev();
 	mount_proc();
 
@@ -523,6 +539,7 @@ static void build_root(const struct sandbox_config *cfg, const char *ca_pem)
 	}
 	for (size_t i = 0; i < cfg->n_hide; i++)
 		hide_path(cfg->hide[i]);
+	install_ca(cfg);
 	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace, SANDBOX_HOME,
 	        (unsigned long long)tmp);
 
@@ -835,14 +852,10 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 	 * on the control socket below. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		die_errno("PR_SET_PDEATHSIG");
-	/* Wait for the identity maps and the CA certificate. */
-	_cleanup_free_ char *ca = malloc(CA_MAX + 1);
-	if (!ca)
-		die("out of memory");
-	ssize_t n = recv_all(ctl_fd, ca, CA_MAX);
-	if (n <= 0)
+	/* Wait for the identity maps. */
+	char maps = 0;
+	if (recv_all(ctl_fd, &maps, 1) != 1 || maps != 'M')
 		_exit(126); /* keyward went away */
-	ca[n] = '\0';
 	/* Only now: keyward, when not root, could not write our maps in
 	 * /proc/PID once we are not dumpable. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
@@ -850,7 +863,7 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 
 	if (sethostname("sandbox", 7) < 0 || setdomainname("", 0) < 0)
 		die_errno("cannot set the host name");
-	build_root(cfg, ca);
+	build_root(cfg);
 	uint16_t port;
 	int door = open_door(&port);
 	send_door(door, port);
@@ -978,7 +991,7 @@ static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
 	return 0;
 }
 
-int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen)
+int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
 {
 	char map[64];
 	int r = write_proc(sb->pid, "setgroups", "deny", errbuf, errlen);
@@ -988,20 +1001,29 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const ch
 	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_GID, (int)getgid());
 	if (r == 0)
 		r = write_proc(sb->pid, "gid_map", map, errbuf, errlen);
+	if (r == 0 && send(sb->ctl, "M", 1, MSG_NOSIGNAL) != 1) {
+		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
+		r = -EIO;
+	}
+	/* Moving a process between cgroups can take a kernel RCU grace period
+	 * (~15 ms on cgroup v1): done while the child builds its file system.
+	 * CMD starts only after sandbox_finish() says go. */
+	if (r == 0)
+		r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
 	if (r < 0)
 		return fail_child(sb, r);
+	return 0;
+}
+
+int sandbox_finish(struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen)
+{
 	size_t len = strlen(ca_pem);
 	if (len == 0 || len > CA_MAX || send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len) {
 		snprintf(errbuf, errlen, "cannot start the sandbox: %s",
 		         len > CA_MAX ? "CA too large" : strerror(errno));
 		return fail_child(sb, -EIO);
 	}
-	/* Moving a process between cgroups can take a kernel RCU grace period
-	 * (~15 ms on cgroup v1): done while the child builds its file system.
-	 * CMD starts only after the go below. */
-	r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
-	if (r == 0)
-		r = recv_door(sb, errbuf, errlen);
+	int r = recv_door(sb, errbuf, errlen);
 	if (r == 0 && send(sb->ctl, "G", 1, MSG_NOSIGNAL) != 1) {
 		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
 		r = -EIO;

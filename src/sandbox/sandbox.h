@@ -2,8 +2,9 @@
  *
  * sandbox_spawn() clones a child into new user, mount, PID, network, IPC,
  * UTS and cgroup namespaces before the caller has loaded any secret. The
- * child waits until sandbox_start() has written its identity maps and sent
- * it keyward's CA certificate; it then builds its file system, opens the
+ * child waits until sandbox_start() has written its identity maps; it then
+ * builds its file system, takes keyward's CA certificate from
+ * sandbox_finish(), opens the
  * sandbox's only network door (a listening socket on 127.0.0.1 inside its
  * own network namespace, handed back over SCM_RIGHTS), drops every
  * privilege, puts up the Landlock and seccomp fences, and becomes PID 1:
@@ -49,12 +50,15 @@ struct sandbox {
  * a negative errno with errbuf set. */
 int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
-/* Writes the identity maps, applies cgroup limits, sends the CA certificate
- * (PEM) and waits until the sandbox is built and CMD is starting. On success
- * sb->listen_fd is the door. On failure the child has been killed and
- * reaped. */
-int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, const char *ca_pem, char *errbuf,
-                  size_t errlen) WUR;
+/* Writes the identity maps (the child then builds its file system) and
+ * moves the child into its cgroup. On failure the child has been killed
+ * and reaped. */
+int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
+
+/* Sends the CA certificate (PEM), waits until the sandbox is built and lets
+ * CMD start. On success sb->listen_fd is the door. On failure the child has
+ * been killed and reaped. */
+int sandbox_finish(struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen) WUR;
 
 /* Removes what sandbox_start() created outside the sandbox (cgroups) and
  * closes the descriptors. */
