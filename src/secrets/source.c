@@ -73,3 +73,38 @@ int source_fetch(const struct policy_credential *c, struct secret **ret, char *e
 	*ret = TAKE_PTR(s);
 	return 0;
 }
+
+void source_stamp(const struct policy_credential *c, struct source_stamp *ret)
+{
+	char path[4096], e[512];
+	struct stat st;
+
+	*ret = (struct source_stamp){ 0 };
+	switch (c->source) {
+	case SOURCE_FILE:
+		snprintf(path, sizeof(path), "%s", c->source_arg);
+		break;
+	case SOURCE_VAULT:
+		if (vault_path(path, sizeof(path), e, sizeof(e)) < 0) {
+			ret->err = -ENOENT;
+			return;
+		}
+		break;
+	default:
+		return;
+	}
+	if (stat(path, &st) < 0) {
+		ret->err = -errno;
+		return;
+	}
+	ret->dev = st.st_dev;
+	ret->ino = st.st_ino;
+	ret->mtim = st.st_mtim;
+	ret->size = st.st_size;
+}
+
+bool source_stamp_eq(const struct source_stamp *a, const struct source_stamp *b)
+{
+	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->mtim.tv_sec == b->mtim.tv_sec &&
+	       a->mtim.tv_nsec == b->mtim.tv_nsec && a->size == b->size;
+}
