@@ -20,6 +20,7 @@
 #include "common/state.h"
 #include "proxy/addr.h"
 #include "proxy/internal.h"
+#include "secrets/exec.h"
 #include "secrets/source.h"
 
 struct accept_ctx {
@@ -154,7 +155,7 @@ static void gen_fetch(struct gen *g, size_t i)
 	char err[512];
 
 	source_stamp(c, &g->stamps[i]);
-	int r = source_fetch(c, &g->secrets[i], err, sizeof(err));
+	int r = source_fetch_timed(c, &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
 	if (r < 0) {
 		log_warn("%s; requests that need it will get 503", err);
 		g->secret_errors[i] = strdup(err);
@@ -476,8 +477,10 @@ static void report_rotation(struct proxy *px, const struct gen *old, const struc
 }
 
 /* Looks for credentials whose source changed since their secret was read
- * (`keyward secret set`, a new file) and re-reads only those, keeping the
- * policy. Runs on the main thread, the only one that swaps generations,
+ * (`keyward secret set`, a new file) or whose exec: command is due again
+ * (expiry near, or a failure 10 s ago), and re-reads only those, keeping
+ * the policy. A command runs here, on the main thread, for at most
+ * EXEC_TIMEOUT_MS: the workers go on serving meanwhile. Runs on the main thread, the only one that swaps generations,
  * so it never races a reload. A source that now fails is not papered over
  * with the old value: the rotated-away secret is dropped and requests that
  * need it get 503 until the source is fixed. */
@@ -490,10 +493,12 @@ static void rotate_check(struct proxy *px)
 
 	if (!stale)
 		return;
+	int64_t now_ms = exec_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct source_stamp now;
 		source_stamp(&cur->policy->creds[i], &now);
-		stale[i] = !source_stamp_eq(&now, &cur->stamps[i]);
+		int64_t due = cur->stamps[i].refresh_ms;
+		stale[i] = !source_stamp_eq(&now, &cur->stamps[i]) || (due && now_ms >= due);
 		any |= stale[i];
 	}
 	struct gen *g = any ? gen_new(cur->share) : NULL;

@@ -157,3 +157,119 @@ def test_vault_rotation_in_running_sandbox(sandbox_factory, upstream):
     assert out.split() == ["200", "200"], out + err
     assert auth_of_last(upstream) == f"Bearer {SECRET2}"
     sb.check_clean(out, err)
+
+
+# ---- exec: sources ----
+
+def exec_policy(upstream, command):
+    """policy_for's policy with the credential "test" from exec:command, and
+    a second route, /open/**, that needs no credential."""
+    text = policy_for(upstream).replace("from: env:TEST_TOKEN\n", f"from: \"exec:{command}\"\n")
+    assert "exec:" in text
+    return text + f"""  - host: {upstream.host}
+    port: {upstream.port}
+    paths: ["/open/**"]
+    upstream_ca: {upstream.ca_file}
+    allow_private: true
+"""
+
+
+def script(path, body):
+    """An executable script; its text holds the made-up secret, which is
+    only ever searched for in keyward's output."""
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o700)
+    return path
+
+
+def counter_script(tmp_path, body):
+    """A script that counts its runs in a file, then runs body with $n set."""
+    count = tmp_path / "count"
+    s = script(tmp_path / "cred.sh", f'n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}\n' + body)
+    return s, count
+
+
+def runs(count):
+    return int(count.read_text()) if count.exists() else 0
+
+
+def test_exec_failing_command_gives_503_for_its_route_only(proxy_factory, upstream, tmp_path):
+    # it prints the secret on stderr: keyward must not log it
+    s = script(tmp_path / "fail.sh", f'echo "{SECRET}" >&2\nexit 3\n')
+    p = proxy_factory(exec_policy(upstream, s))
+    assert "the command exited with status 3" in p.stderr
+    sess = session(p)
+    resp = sess.get(f"https://api.test:{upstream.port}/api/x", timeout=20)
+    assert resp.status_code == 503 and "exited with status 3" in resp.text
+    assert sess.get(f"https://api.test:{upstream.port}/open/x", timeout=20).status_code == 200
+    assert len(upstream.requests) == 1
+    # not retried more than every 10 s
+    assert not rotations(p.records())
+
+
+def test_exec_value_and_policy_check(proxy_factory, upstream, tmp_path):
+    s, count = counter_script(tmp_path, f'printf "%s\\n" "{SECRET}"\n')
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(exec_policy(upstream, s))
+    r = run_kw(tmp_path / "home", "policy", "check", str(policy), env={"TEST_TOKEN2": "x"})
+    assert r.returncode == 0, r.out + r.err
+    assert f"exec:{s} (not run by policy check)" in r.out
+    assert runs(count) == 0
+
+    p = proxy_factory(exec_policy(upstream, s))
+    assert runs(count) == 1
+    resp = session(p).get(f"https://api.test:{upstream.port}/api/x",
+                          headers={"Authorization": f"Bearer {PLACEHOLDER}"}, timeout=20)
+    assert resp.status_code == 200
+    assert auth_of_last(upstream) == f"Bearer {SECRET}"
+    time.sleep(1.2)
+    assert runs(count) == 1, "a value without expiry is not fetched again"
+
+
+def test_exec_json_is_run_again_before_expiry(proxy_factory, upstream, tmp_path):
+    # odd runs print SECRET, even runs SECRET2, each valid for 2 s
+    body = (f'if [ $((n % 2)) = 1 ]; then v="{SECRET}"; else v="{SECRET2}"; fi\n'
+            'exp=$(date -u -d @$(( $(date +%s) + 2 )) +%Y-%m-%dT%H:%M:%SZ)\n'
+            'printf \'{"value": "%s", "expires_at": "%s"}\\n\' "$v" "$exp"\n')
+    s, count = counter_script(tmp_path, body)
+    p = proxy_factory(exec_policy(upstream, s))
+    sess = session(p)
+    api = f"https://api.test:{upstream.port}/api/x"
+    hdr = {"Authorization": f"Bearer {PLACEHOLDER}"}
+    assert sess.get(api, headers=hdr, timeout=20).status_code == 200
+    first = auth_of_last(upstream)
+    assert first == f"Bearer {SECRET}" or runs(count) > 1
+    wait_for(lambda: rotations(p.records()), timeout=6, what="a re-run of the command")
+    n = runs(count)
+    assert n >= 2
+    assert sess.get(api, headers=hdr, timeout=20).status_code == 200
+    # the value served is the latest run's (or the next one's, if a run
+    # happened in between)
+    assert auth_of_last(upstream) in (f"Bearer {SECRET}", f"Bearer {SECRET2}")
+    assert all(r["decision"] == "allow" for r in rotations(p.records()))
+
+
+def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, upstream, tmp_path):
+    # the first run gives a value valid for 1 s; the next one hangs, with a
+    # grandchild holding its stdout open (only killing the group ends it)
+    body = (f'if [ $n = 1 ]; then\n'
+            f'  exp=$(date -u -d @$(( $(date +%s) + 1 )) +%Y-%m-%dT%H:%M:%SZ)\n'
+            f'  printf \'{{"value": "%s", "expires_at": "%s"}}\\n\' "{SECRET}" "$exp"\n'
+            f'  exit 0\nfi\n'
+            f'sleep 59.4321 &\nwait\n')
+    s, count = counter_script(tmp_path, body)
+    p = proxy_factory(exec_policy(upstream, s))
+    sess = session(p)
+    api, open_ = f"https://api.test:{upstream.port}/api/x", f"https://api.test:{upstream.port}/open/x"
+    wait_for(lambda: runs(count) >= 2, timeout=5, what="the second run")
+    # keyward's main thread waits for the command; the workers serve
+    t0 = time.time()
+    assert sess.get(open_, timeout=5).status_code == 200
+    assert time.time() - t0 < 2
+    rec = wait_for(lambda: rotations(p.records(), "error"), timeout=15, what="the timeout")
+    assert "did not finish within 10 s" in rec[0]["detail"]
+    resp = sess.get(api, timeout=20)
+    assert resp.status_code == 503, resp.text
+    assert sess.get(open_, timeout=20).status_code == 200
+    # the whole group was killed, the grandchild too
+    assert subprocess.run(["pgrep", "-f", "sleep 59.4321"], capture_output=True).returncode == 1
