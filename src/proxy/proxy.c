@@ -461,7 +461,8 @@ static void report_rotation(struct proxy *px, const struct gen *old, const struc
 			snprintf(detail, sizeof(detail), "new secret from %s:%s in use from the next request",
 			         policy_source_name(c->source), c->source_arg);
 		} else {
-			snprintf(detail, sizeof(detail), "%s; requests that need it get 503", g->secret_errors[i]);
+			snprintf(detail, sizeof(detail), "%s; requests that need it get 503",
+			         g->secret_errors[i] ? g->secret_errors[i] : "out of memory");
 		}
 		struct audit_record rec = { .event = "rotate",
 			                    .credential = c->name,
