@@ -402,6 +402,26 @@ INJ = {
 for name, (ctl, text) in INJ.items():
     write("inject", name, bytes([ctl]) + crlf(text).encode())
 
+# ---- exec: command output -----------------------------------------------------
+EXEC_OUTPUT = {
+    "raw": "ghp_example\n",
+    "raw-crlf": "ghp_example\r\n",
+    "raw-two-newlines": "ghp_example\n\n",
+    "json": '{"value": "ghp_example"}\n',
+    "json-expiry": '{"value": "ghp_example", "expires_at": "2026-11-23T12:34:56Z"}',
+    "json-offset": '  {"value": "x", "expires_at": "2026-11-23T12:34:56.123+05:30"}',
+    "json-null-expiry": '{"value": "x", "expires_at": null}',
+    "json-bad-time": '{"value": "x", "expires_at": "2026-02-30T00:00:00Z"}',
+    "json-dup": '{"value": "a", "value": "b"}',
+    "json-number": '{"value": 12}',
+    "json-array": "[1, 2]",
+    "json-broken": '{"value": "ghp_example_secret_value_long"',
+    "time-alone": "2026-11-23T12:34:56Z",
+    "time-leap": "2016-12-31T23:59:60Z",
+}
+for name, text in EXEC_OUTPUT.items():
+    write("exec_output", name, text)
+
 # ---- vault files --------------------------------------------------------------
 # Written from docs/vault.md by this second, independent implementation, with
 # the harness's fixed master key (bytes 0..31), so the fuzzer starts from

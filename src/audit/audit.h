@@ -20,7 +20,7 @@
  * ends, naming the decision by request_seq. A request refused before it
  * was allowed gets one "request" record holding both. */
 struct audit_record {
-	const char *event;    /* "request", "result", "connect", "start", "stop", "reload" */
+	const char *event;    /* "request", "result", "connect", "start", "stop", "reload", "rotate" */
 	uint64_t request_seq; /* "result": seq of the request's decision record */
 	const char *listener; /* e.g. "127.0.0.1:8080", "unix:/run/k.sock" */
 	const char *client;   /* peer address, or NULL */

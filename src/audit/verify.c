@@ -307,11 +307,13 @@ static int put_result(struct buf *b, json_t *obj)
 	return r;
 }
 
-/* Events other than requests (start, stop, reload): the event word, then
- * whatever the record says about it. */
+/* Events other than requests (start, stop, reload, rotate): the event
+ * word, then whatever the record says about it. */
 static int put_event(struct buf *b, json_t *obj)
 {
 	int r = put_padded(b, obj_str(obj, "event"), 5);
+	if (r == 0)
+		r = put_opt(b, obj, "credential", "credential");
 	if (r == 0)
 		r = put_opt(b, obj, "listener", "listener");
 	if (r == 0)

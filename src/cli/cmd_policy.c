@@ -102,6 +102,14 @@ int cmd_policy(int argc, char **argv)
 		const struct policy_credential *c = &p->creds[i];
 		struct secret *s = NULL;
 		char e[512];
+		if (c->source == SOURCE_EXEC) {
+			/* A credential_process command may mint a token, prompt or
+			 * call out: checking a policy must not have side effects. */
+			printf("  %s\n    from:        exec:%s (not run by policy check)\n", c->name, c->source_arg);
+			printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
+			       c->placeholder);
+			continue;
+		}
 		int r = source_fetch(c, &s, e, sizeof(e));
 		secret_free(s);
 		printf("  %s\n    from:        %s:%s (%s)\n", c->name, policy_source_name(c->source), c->source_arg,

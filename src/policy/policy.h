@@ -12,10 +12,14 @@
 
 #include "common/util.h"
 
+/* The longest command of a from: exec: source. */
+#define POLICY_EXEC_MAX 4096
+
 enum cred_source {
 	SOURCE_ENV,   /* from: env:VAR   (keyward's own environment) */
 	SOURCE_FILE,  /* from: file:PATH */
 	SOURCE_VAULT, /* from: vault:NAME (keyward's encrypted vault, docs/vault.md) */
+	SOURCE_EXEC,  /* from: exec:COMMAND (its stdout, secrets/exec.h) */
 };
 
 /* "env", "file", "vault": the prefix of from: for this source. */
@@ -24,7 +28,7 @@ const char *policy_source_name(enum cred_source s);
 struct policy_credential {
 	char *name; /* the key under credentials:; [A-Za-z0-9_.-]+ */
 	enum cred_source source;
-	char *source_arg;  /* VAR, PATH or NAME */
+	char *source_arg;  /* VAR, PATH, NAME or COMMAND */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
 	char *placeholder; /* always set: configured, or derived from the name */
 	int line, column;

@@ -18,6 +18,7 @@
 #include "proxy/http1.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"
+#include "secrets/source.h"
 
 /* Flow control: stop reading one side when the other's output holds this
  * much, resume when it drains below LOW. Bounds memory per connection. */
@@ -29,14 +30,25 @@
 #define UPSTREAM_IDLE_SECONDS    300
 #define MAX_ADDRS                8
 
-/* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
- * reference for their whole life, so a reload never changes a request
- * half-way. */
-struct gen {
+/* A parsed policy shared by the generations built from it: a rotation
+ * builds a new generation with new secrets and the same policy. */
+struct policy_share {
 	atomic_int refs;
 	struct policy *policy;
+};
+
+/* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
+ * reference for their whole life, so a reload or a rotation never changes a
+ * request half-way. */
+struct gen {
+	atomic_int refs;
+	struct policy_share *share;
+	struct policy *policy;   /* share->policy */
 	struct secret **secrets; /* per credential, NULL if its source failed */
 	char **secret_errors;    /* per credential, why it failed */
+	/* per credential, its source as it was just before the secret was read;
+	 * read and written by the main thread only (rotate_check in proxy.c) */
+	struct source_stamp *stamps;
 	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
 	 * system roots can take tens of milliseconds to load, which would
 	 * otherwise delay every start and reload, and a `keyward run` that
@@ -108,6 +120,7 @@ struct proxy {
 	size_t n_pins;
 	atomic_int active; /* connections open, all workers */
 	struct event_base *main_base;
+	struct event *rotate_timer; /* main base: looks for rotated secrets */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);

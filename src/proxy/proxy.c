@@ -3,7 +3,8 @@
  * One event loop per worker thread. TCP listeners get one socket per
  * worker (SO_REUSEPORT), so the kernel spreads connections; a unix socket
  * is shared. A configuration generation (policy + secrets + TLS contexts)
- * is swapped atomically on SIGHUP; requests keep the one they started with. */
+ * is swapped atomically on SIGHUP, and with new secrets when their source
+ * changes (rotate_check); requests keep the one they started with. */
 #include <errno.h>
 #include <event2/thread.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include "common/state.h"
 #include "proxy/addr.h"
 #include "proxy/internal.h"
+#include "secrets/exec.h"
 #include "secrets/source.h"
 
 struct accept_ctx {
@@ -27,6 +29,9 @@ struct accept_ctx {
 };
 
 static volatile sig_atomic_t stopping;
+
+/* How often the sources of the secrets are looked at for a rotation. */
+#define ROTATE_CHECK_MS 500
 
 /* ---- generations ---- */
 
@@ -40,18 +45,22 @@ void gen_unref(struct gen *g)
 {
 	if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
 		return;
-	for (size_t i = 0; i < g->policy->n_creds; i++) {
+	for (size_t i = 0; g->secrets && g->secret_errors && i < g->policy->n_creds; i++) {
 		secret_free(g->secrets[i]);
 		free(g->secret_errors[i]);
 	}
-	for (size_t i = 0; i < g->policy->n_routes; i++)
+	for (size_t i = 0; g->route_ctx && i < g->policy->n_routes; i++)
 		SSL_CTX_free(g->route_ctx[i]);
 	SSL_CTX_free(g->client_ctx);
 	pthread_mutex_destroy(&g->ctx_lock);
 	free(g->secrets);
 	free(g->secret_errors);
+	free(g->stamps);
 	free(g->route_ctx);
-	policy_free(g->policy);
+	if (atomic_fetch_sub(&g->share->refs, 1) == 1) {
+		policy_free(g->share->policy);
+		free(g->share);
+	}
 	free(g);
 }
 
@@ -113,35 +122,81 @@ struct gen *worker_current_gen(struct worker *w)
 	return w->gen;
 }
 
+/* An empty generation of the shared policy (taking a reference on it):
+ * no secrets yet. Returns NULL when out of memory. */
+static struct gen *gen_new(struct policy_share *share)
+{
+	const struct policy *p = share->policy;
+	struct gen *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	atomic_init(&g->refs, 1);
+	atomic_fetch_add(&share->refs, 1);
+	g->share = share;
+	g->policy = share->policy;
+	pthread_mutex_init(&g->ctx_lock, NULL);
+	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
+	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
+	g->stamps = calloc(p->n_creds + 1, sizeof(*g->stamps));
+	g->route_ctx = calloc(p->n_routes + 1, sizeof(*g->route_ctx));
+	if (!g->secrets || !g->secret_errors || !g->stamps || !g->route_ctx) {
+		gen_unref(g);
+		return NULL;
+	}
+	return g;
+}
+
+/* Reads the secret of credential i into g. The stamp is taken first, so a
+ * change during the read is seen by the next rotate_check. A failure is
+ * kept in secret_errors[i]: requests that need it get 503. */
+static void gen_fetch(struct gen *g, size_t i)
+{
+	const struct policy_credential *c = &g->policy->creds[i];
+	char err[512];
+
+	source_stamp(c, &g->stamps[i]);
+	int r = source_fetch_timed(c, &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
+	if (r < 0) {
+		log_warn("%s; requests that need it will get 503", err);
+		g->secret_errors[i] = strdup(err);
+	}
+}
+
+/* Swaps g in as the current generation, on a reload or a rotation:
+ * requests in flight keep the one they started with, the next ones take g. */
+static void gen_swap(struct proxy *px, struct gen *g)
+{
+	pthread_mutex_lock(&px->gen_lock);
+	struct gen *old = px->gen;
+	px->gen = g;
+	pthread_mutex_unlock(&px->gen_lock);
+	atomic_fetch_add_explicit(&px->gen_version, 1, memory_order_release);
+	gen_unref(old);
+}
+
 /* Builds a generation from a loaded policy (taking ownership of it). A
  * credential whose source fails does not stop the proxy: requests that
  * need it get 503, everything else is served. A TLS context that cannot
  * be built (bad upstream_ca file) is an error. */
 static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t errlen)
 {
-	struct gen *g = calloc(1, sizeof(*g));
-	if (!g) {
+	struct policy_share *share = calloc(1, sizeof(*share));
+	if (!share) {
 		policy_free(p);
 		return -ENOMEM;
 	}
-	atomic_init(&g->refs, 1);
-	pthread_mutex_init(&g->ctx_lock, NULL);
-	g->policy = p;
-	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
-	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
-	g->route_ctx = calloc(p->n_routes + 1, sizeof(*g->route_ctx));
-	if (!g->secrets || !g->secret_errors || !g->route_ctx) {
-		gen_unref(g);
+	share->policy = p;
+	atomic_init(&share->refs, 1);
+	struct gen *g = gen_new(share);
+	/* g holds its own reference now; drop the one of this function. */
+	if (atomic_fetch_sub(&share->refs, 1) == 1) {
+		policy_free(p);
+		free(share);
+	}
+	if (!g)
 		return -ENOMEM;
-	}
-	for (size_t i = 0; i < p->n_creds; i++) {
-		char err[512];
-		int r = source_fetch(&p->creds[i], &g->secrets[i], err, sizeof(err));
-		if (r < 0) {
-			log_warn("%s; requests that need it will get 503", err);
-			g->secret_errors[i] = strdup(err);
-		}
-	}
+	for (size_t i = 0; i < p->n_creds; i++)
+		gen_fetch(g, i);
 	/* The extra CA files are checked now, so that a broken one is reported
 	 * at start or reload; the contexts are built on first use. */
 	if (p->upstream_ca && tls_ca_file_check(p->upstream_ca, errbuf, errlen) < 0) {
@@ -368,17 +423,121 @@ static void reload(struct proxy *px)
 		audit_event(px, "reload", "error", detail);
 		return;
 	}
-	pthread_mutex_lock(&px->gen_lock);
-	struct gen *old = px->gen;
-	px->gen = g;
-	pthread_mutex_unlock(&px->gen_lock);
-	atomic_fetch_add_explicit(&px->gen_version, 1, memory_order_release);
-	gen_unref(old);
+	gen_swap(px, g);
 	log_info("policy reloaded from %s: %zu routes, %zu credentials", px->opt.policy_path, g->policy->n_routes,
 	         g->policy->n_creds);
 	snprintf(detail, sizeof(detail), "policy %s reloaded: %zu routes, %zu credentials", px->opt.policy_path,
 	         g->policy->n_routes, g->policy->n_creds);
 	audit_event(px, "reload", "allow", detail);
+}
+
+/* ---- rotation ---- */
+
+/* Whether credential i reads differently in a than in b: a new value, or
+ * it failed in one and not the other, or it fails for another reason. */
+static bool cred_changed(const struct gen *a, const struct gen *b, size_t i)
+{
+	const struct secret *x = a->secrets[i], *y = b->secrets[i];
+	if (!x != !y)
+		return true;
+	if (x)
+		return !secret_eq(x, y);
+	const char *ex = a->secret_errors[i], *ey = b->secret_errors[i];
+	return !ex || !ey || strcmp(ex, ey) != 0;
+}
+
+/* One audit record and log line per credential whose secret changed:
+ * names, sources and errors, never a value. */
+static void report_rotation(struct proxy *px, const struct gen *old, const struct gen *g, const bool *stale)
+{
+	for (size_t i = 0; i < g->policy->n_creds; i++) {
+		if (!stale[i] || !cred_changed(old, g, i))
+			continue;
+		const struct policy_credential *c = &g->policy->creds[i];
+		char detail[700];
+		if (g->secrets[i]) {
+			log_info("credential %s: new secret from %s:%s in use", c->name, policy_source_name(c->source),
+			         c->source_arg);
+			snprintf(detail, sizeof(detail), "new secret from %s:%s in use from the next request",
+			         policy_source_name(c->source), c->source_arg);
+		} else {
+			snprintf(detail, sizeof(detail), "%s; requests that need it get 503",
+			         g->secret_errors[i] ? g->secret_errors[i] : "out of memory");
+		}
+		struct audit_record rec = { .event = "rotate",
+			                    .credential = c->name,
+			                    .decision = g->secrets[i] ? "allow" : "error",
+			                    .detail = detail,
+			                    .route = -1 };
+		if (px->audit) {
+			int r = audit_write(px->audit, &rec);
+			if (r < 0)
+				log_error("cannot write the audit record of a rotation: %s", strerror(-r));
+		}
+	}
+}
+
+/* Looks for credentials whose source changed since their secret was read
+ * (`keyward secret set`, a new file) or whose exec: command is due again
+ * (expiry near, or a failure 10 s ago), and re-reads only those, keeping
+ * the policy. A command runs here, on the main thread, for at most
+ * EXEC_TIMEOUT_MS: the workers go on serving meanwhile. Runs on the main thread, the only one that swaps generations,
+ * so it never races a reload. A source that now fails is not papered over
+ * with the old value: the rotated-away secret is dropped and requests that
+ * need it get 503 until the source is fixed. */
+static void rotate_check(struct proxy *px)
+{
+	struct gen *cur = px->gen; /* only this thread replaces it */
+	size_t n = cur->policy->n_creds;
+	bool *stale = calloc(n + 1, sizeof(*stale));
+	bool any = false;
+
+	if (!stale)
+		return;
+	int64_t now_ms = exec_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		struct source_stamp now;
+		source_stamp(&cur->policy->creds[i], &now);
+		int64_t due = cur->stamps[i].refresh_ms;
+		stale[i] = !source_stamp_eq(&now, &cur->stamps[i]) || (due && now_ms >= due);
+		any |= stale[i];
+	}
+	struct gen *g = any ? gen_new(cur->share) : NULL;
+	if (!g) {
+		free(stale);
+		return;
+	}
+	bool changed = false;
+	for (size_t i = 0; i < n; i++) {
+		if (stale[i]) {
+			gen_fetch(g, i);
+			changed |= cred_changed(cur, g, i);
+			continue;
+		}
+		g->stamps[i] = cur->stamps[i];
+		if (cur->secrets[i] && secret_new(cur->secrets[i]->data, cur->secrets[i]->len, &g->secrets[i]) < 0)
+			g->secret_errors[i] = strdup("out of memory");
+		else if (cur->secret_errors[i])
+			g->secret_errors[i] = strdup(cur->secret_errors[i]);
+	}
+	if (!changed) {
+		/* Another secret of the vault changed, or a file was touched:
+		 * remember the new stamps, keep serving the same generation. */
+		memcpy(cur->stamps, g->stamps, n * sizeof(*g->stamps));
+		gen_unref(g);
+		free(stale);
+		return;
+	}
+	report_rotation(px, cur, g, stale);
+	gen_swap(px, g);
+	free(stale);
+}
+
+static void rotate_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy *px = arg;
+	if (!stopping)
+		rotate_check(px);
 }
 
 static void begin_stop(struct proxy *px, int grace_s, const char *why)
@@ -655,6 +814,13 @@ int proxy_main(const struct proxy_options *opt)
 		event_add(sigs[i], NULL);
 	}
 
+	/* Rotation without a restart or a signal (`keyward run` passes SIGHUP
+	 * to the sandbox): one stat per vault/file credential each period. */
+	px.rotate_timer = event_new(px.main_base, -1, EV_PERSIST, rotate_cb, &px);
+	struct timeval period = { ROTATE_CHECK_MS / 1000, (ROTATE_CHECK_MS % 1000) * 1000 };
+	if (px.rotate_timer)
+		event_add(px.rotate_timer, &period);
+
 	char detail[PATH_MAX + 128];
 	snprintf(detail, sizeof(detail), "keyward %s (pid %d) serving policy %s: %zu routes, %zu credentials",
 	         KEYWARD_VERSION, (int)getpid(), opt->policy_path, pol->n_routes, pol->n_creds);
@@ -684,6 +850,8 @@ int proxy_main(const struct proxy_options *opt)
 	log_info("stopped");
 	for (size_t i = 0; i < n_sigs; i++)
 		event_free(sigs[i]);
+	if (px.rotate_timer)
+		event_free(px.rotate_timer);
 	event_base_free(px.main_base);
 	r = 0;
 

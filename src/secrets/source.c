@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include "secrets/exec.h"
 #include "secrets/private_file.h"
 #include "secrets/vault.h"
 
@@ -46,9 +47,38 @@ static int fetch_vault(const struct policy_credential *c, struct secret **ret, c
 	return r;
 }
 
+static int fetch_exec(const struct policy_credential *c, struct secret **ret, int64_t *ret_expires_ms, char *errbuf,
+                      size_t errlen)
+{
+	char e[512];
+	_cleanup_secret_ struct secret *s = NULL;
+	int64_t expires = 0;
+	int r = exec_fetch(c->source_arg, &s, &expires, e, sizeof(e));
+	if (r < 0) {
+		snprintf(errbuf, errlen, "credential %s: exec:%s: %s", c->name, c->source_arg, e);
+		return r;
+	}
+	if (expires && expires <= exec_now_ms()) {
+		snprintf(errbuf, errlen, "credential %s: exec:%s: the value it printed has expired already", c->name,
+		         c->source_arg);
+		return -EKEYEXPIRED;
+	}
+	*ret_expires_ms = expires;
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
 int source_fetch(const struct policy_credential *c, struct secret **ret, char *errbuf, size_t errlen)
 {
+	int64_t refresh;
+	return source_fetch_timed(c, ret, &refresh, errbuf, errlen);
+}
+
+int source_fetch_timed(const struct policy_credential *c, struct secret **ret, int64_t *ret_refresh_ms, char *errbuf,
+                       size_t errlen)
+{
 	_cleanup_secret_ struct secret *s = NULL;
+	int64_t expires = 0;
 	int r;
 
 	switch (c->source) {
@@ -61,15 +91,55 @@ int source_fetch(const struct policy_credential *c, struct secret **ret, char *e
 	case SOURCE_VAULT:
 		r = fetch_vault(c, &s, errbuf, errlen);
 		break;
+	case SOURCE_EXEC:
+		r = fetch_exec(c, &s, &expires, errbuf, errlen);
+		break;
 	default:
 		snprintf(errbuf, errlen, "credential %s: unknown source", c->name);
 		return -EINVAL;
 	}
-	if (r < 0)
+	if (r >= 0)
+		r = check_value(c, s, errbuf, errlen);
+	if (r < 0) {
+		*ret_refresh_ms = c->source == SOURCE_EXEC ? exec_now_ms() + EXEC_RETRY_MS : 0;
 		return r;
-	r = check_value(c, s, errbuf, errlen);
-	if (r < 0)
-		return r;
+	}
+	*ret_refresh_ms = exec_refresh_at(exec_now_ms(), expires);
 	*ret = TAKE_PTR(s);
 	return 0;
+}
+
+void source_stamp(const struct policy_credential *c, struct source_stamp *ret)
+{
+	char path[4096], e[512];
+	struct stat st;
+
+	*ret = (struct source_stamp){ 0 };
+	switch (c->source) {
+	case SOURCE_FILE:
+		snprintf(path, sizeof(path), "%s", c->source_arg);
+		break;
+	case SOURCE_VAULT:
+		if (vault_path(path, sizeof(path), e, sizeof(e)) < 0) {
+			ret->err = -ENOENT;
+			return;
+		}
+		break;
+	default:
+		return;
+	}
+	if (stat(path, &st) < 0) {
+		ret->err = -errno;
+		return;
+	}
+	ret->dev = st.st_dev;
+	ret->ino = st.st_ino;
+	ret->mtim = st.st_mtim;
+	ret->size = st.st_size;
+}
+
+bool source_stamp_eq(const struct source_stamp *a, const struct source_stamp *b)
+{
+	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->mtim.tv_sec == b->mtim.tv_sec &&
+	       a->mtim.tv_nsec == b->mtim.tv_nsec && a->size == b->size;
 }

@@ -130,11 +130,13 @@ static const struct bad_case bad[] = {
 	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	    "aaaaaaaaaaaaaaaaaaaaaaaaa}\n",
 	  0, "policy.yaml:3:14: from: vault: needs a secret name of 1 to 128 characters of A-Z a-z 0-9 _ . -" },
-	{ V "credentials:\n  gh: {from: \"exec:op read x\"}\n", 0,
-	  "policy.yaml:3:14: from: source exec: is not supported yet in this version (use env:VAR, file:PATH or "
-	  "vault:NAME)" },
+	{ V "credentials:\n  gh: {from: \"exec:\"}\n", 0,
+	  "policy.yaml:3:14: from: exec: needs a command of 1 to 4096 bytes" },
+	{ V "credentials:\n  gh: {from: \"exec:op read x\\0\"}\n", 0,
+	  "policy.yaml:3:14: from: NUL character in string" },
 	{ V "credentials:\n  gh: {from: ghp_realtoken}\n", 0,
-	  "policy.yaml:3:14: from: unknown credential source (expected env:VAR, file:PATH or vault:NAME)" },
+	  "policy.yaml:3:14: from: unknown credential source (expected env:VAR, file:PATH, vault:NAME or "
+	  "exec:COMMAND)" },
 	{ V "credentials:\n  gh: {from: \"env:\"}\n", 0,
 	  "policy.yaml:3:14: from: env: needs a variable name matching [A-Za-z_][A-Za-z0-9_]*" },
 	{ V "credentials:\n  gh: {from: env:1X}\n", 0,
