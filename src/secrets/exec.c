@@ -12,7 +12,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -99,11 +101,33 @@ int64_t exec_refresh_at(int64_t now_ms, int64_t expires_ms)
 	return expires_ms - early;
 }
 
+/* jansson's memory is wiped when it is freed: the parse below holds a
+ * copy of the secret (and the parser's scratch buffers hold pieces of it)
+ * until json_decref. Set once for the process; jansson's other users in
+ * keyward only pay a memset. */
+static void json_wiping_free(void *p)
+{
+	if (p) {
+		explicit_bzero(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+static void set_json_allocator(void)
+{
+	json_set_alloc_funcs(malloc, json_wiping_free);
+}
+
+static void use_wiping_json_allocator(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, set_json_allocator);
+}
+
 static int parse_json(const char *out, size_t n, struct secret **ret, int64_t *ret_expires_ms, char *why, size_t whylen)
 {
 	json_error_t jerr;
-	/* jansson keeps its own copy of the value in the ordinary heap until
-	 * json_decref; it is not locked, and freed without being wiped. */
+	use_wiping_json_allocator();
 	json_t *obj = json_loadb(out, n, JSON_REJECT_DUPLICATES, &jerr);
 	int r = -EINVAL;
 
