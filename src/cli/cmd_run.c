@@ -109,6 +109,7 @@ static void absolute(const char *path, char *out, size_t outlen)
 }
 
 struct ca_job {
+	struct sandbox *sb;
 	struct tls_ca *ca;
 	char *pem;
 	int r;
@@ -120,6 +121,8 @@ static void *make_ca(void *arg)
 	j->r = tls_ca_new_ephemeral(&j->ca);
 	if (j->r == 0 && !(j->pem = tls_ca_cert_pem(j->ca)))
 		j->r = -ENOMEM;
+	if (j->r == 0)
+		j->r = sandbox_send_ca(j->sb, j->pem);
 	return NULL;
 }
 
@@ -317,16 +320,19 @@ int cmd_run(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 
-	/* The CA is made while the sandbox is built and moved into its cgroup
-	 * (the thread starts after the clone: the child never holds its key). */
-	struct ca_job job = { .r = -ENOMEM };
+	/* The CA is made and sent while the sandbox is built and moved into its
+	 * cgroup (the thread starts after the clone: the child never holds its
+	 * key). */
+	struct ca_job job = { .sb = &sb, .r = -ENOMEM };
 	pthread_t th;
-	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
+	bool threaded = false;
 	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
+	if (r == 0 && !(threaded = pthread_create(&th, NULL, make_ca, &job) == 0))
+		make_ca(&job);
+	if (r == 0)
+		r = sandbox_limit(&cfg, &sb, err, sizeof(err));
 	if (threaded)
 		pthread_join(th, NULL);
-	else
-		make_ca(&job);
 	if (r == 0 && job.r < 0) {
 		snprintf(err, sizeof(err), "cannot create the CA of this run: %s", strerror(-job.r));
 		kill(sb.pid, SIGKILL);
@@ -335,7 +341,7 @@ int cmd_run(int argc, char **argv)
 		r = job.r;
 	}
 	if (r == 0)
-		r = sandbox_finish(&sb, job.pem, err, sizeof(err));
+		r = sandbox_finish(&sb, err, sizeof(err));
 	struct tls_ca *ca = job.ca;
 	free(job.pem);
 	if (r < 0) {

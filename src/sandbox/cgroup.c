@@ -1,6 +1,6 @@
 /* cgroup limits of a sandbox (see cgroup.h).
  *
- * Only directories named keyward-PID that this process created are
+ * Only directories named keyward-PID-TAG that this process created are
  * written to or removed. */
 #include "sandbox/cgroup.h"
 
@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -96,7 +98,7 @@ static void remove_stale(const char *base)
 		if (strncmp(e->d_name, "keyward-", 8) != 0)
 			continue;
 		long pid = strtol(e->d_name + 8, &end, 10);
-		if (*end || pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		if ((*end && *end != '-') || pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
 			continue;
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
@@ -110,7 +112,12 @@ static int make_group(struct sandbox *sb, const char *base, char *dir, size_t di
 {
 	if (sb->n_cgroups >= ARRAY_SIZE(sb->cgroup))
 		return -ENOSPC;
-	int n = snprintf(dir, dirlen, "%s/keyward-%d", base, (int)sb->pid);
+	/* keyward-PID-RANDOM: a cgroup left by a killed keyward whose sandbox
+	 * had the same PID must not be taken for ours */
+	uint32_t tag = 0;
+	if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag))
+		tag = (uint32_t)time(NULL);
+	int n = snprintf(dir, dirlen, "%s/keyward-%d-%08x", base, (int)sb->pid, tag);
 	if (n < 0 || (size_t)n >= dirlen || (size_t)n >= sizeof(sb->cgroup[0]))
 		return -ENAMETOOLONG;
 	remove_stale(base);

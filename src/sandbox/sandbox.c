@@ -1005,24 +1005,31 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *er
 		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
 		r = -EIO;
 	}
-	/* Moving a process between cgroups can take a kernel RCU grace period
-	 * (~15 ms on cgroup v1): done while the child builds its file system.
-	 * CMD starts only after sandbox_finish() says go. */
-	if (r == 0)
-		r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
 	if (r < 0)
 		return fail_child(sb, r);
 	return 0;
 }
 
-int sandbox_finish(struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen)
+int sandbox_send_ca(struct sandbox *sb, const char *ca_pem)
 {
 	size_t len = strlen(ca_pem);
-	if (len == 0 || len > CA_MAX || send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		snprintf(errbuf, errlen, "cannot start the sandbox: %s",
-		         len > CA_MAX ? "CA too large" : strerror(errno));
-		return fail_child(sb, -EIO);
-	}
+	if (len == 0 || len > CA_MAX)
+		return -EINVAL;
+	if (send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len)
+		return -EIO;
+	return 0;
+}
+
+int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
+{
+	int r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
+	if (r < 0)
+		return fail_child(sb, r);
+	return 0;
+}
+
+int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen)
+{
 	int r = recv_door(sb, errbuf, errlen);
 	if (r == 0 && send(sb->ctl, "G", 1, MSG_NOSIGNAL) != 1) {
 		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));

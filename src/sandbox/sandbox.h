@@ -4,7 +4,7 @@
  * UTS and cgroup namespaces before the caller has loaded any secret. The
  * child waits until sandbox_start() has written its identity maps; it then
  * builds its file system, takes keyward's CA certificate from
- * sandbox_finish(), opens the
+ * sandbox_send_ca(), opens the
  * sandbox's only network door (a listening socket on 127.0.0.1 inside its
  * own network namespace, handed back over SCM_RIGHTS), drops every
  * privilege, puts up the Landlock and seccomp fences, and becomes PID 1:
@@ -50,15 +50,25 @@ struct sandbox {
  * a negative errno with errbuf set. */
 int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
-/* Writes the identity maps (the child then builds its file system) and
- * moves the child into its cgroup. On failure the child has been killed
- * and reaped. */
+/* Writes the identity maps; the child then builds its file system. On
+ * failure the child has been killed and reaped. */
 int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
-/* Sends the CA certificate (PEM), waits until the sandbox is built and lets
- * CMD start. On success sb->listen_fd is the door. On failure the child has
- * been killed and reaped. */
-int sandbox_finish(struct sandbox *sb, const char *ca_pem, char *errbuf, size_t errlen) WUR;
+/* Sends this run's CA certificate (PEM); the child installs it at the end
+ * of its build. May be called from another thread than the others. */
+int sandbox_send_ca(struct sandbox *sb, const char *ca_pem) WUR;
+
+/* Moves the child into its cgroup with the policy's limits. Moving a
+ * process between cgroups can wait for a kernel RCU grace period (~12 ms
+ * on cgroup v1), which overlaps with the child's build. On failure the
+ * child has been killed and reaped. */
+int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
+
+/* Waits until the sandbox is built and lets CMD start: only after
+ * sandbox_limit(), so that CMD and all it forks are in the cgroup. On
+ * success sb->listen_fd is the door. On failure the child has been killed
+ * and reaped. */
+int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
 /* Removes what sandbox_start() created outside the sandbox (cgroups) and
  * closes the descriptors. */
