@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test test-unit test-e2e demo clean format-check bench
+.PHONY: all deps build test test-unit test-e2e demo clean format-check bench bench-sandbox
 
 all: build
 
@@ -53,6 +53,11 @@ clean:
 # nginx on loopback; writes bench/results/DATE-HOST.md (see bench/README.md).
 bench:
 	bench/run.sh
+
+# Start-up of `keyward run -- /bin/true` next to bubblewrap (hyperfine);
+# writes bench/results/DATE-sandbox-HOST.md (see bench/README.md).
+bench-sandbox:
+	bench/sandbox.sh
 
 # Coverage-guided fuzzing with libFuzzer (clang): each harness in fuzz/ runs
 # FUZZ_SECONDS against its corpus, and inputs that add coverage are merged
