@@ -242,6 +242,16 @@ int cmd_run(int argc, char **argv)
 		policy_free(policy);
 		return 1;
 	}
+	/* What would stop the proxy from starting is checked before CMD runs. */
+	int bad = policy->upstream_ca ? tls_ca_file_check(policy->upstream_ca, err, sizeof(err)) : 0;
+	for (size_t i = 0; bad == 0 && i < policy->n_routes; i++)
+		if (policy->routes[i].upstream_ca)
+			bad = tls_ca_file_check(policy->routes[i].upstream_ca, err, sizeof(err));
+	if (bad < 0) {
+		fprintf(stderr, "keyward run: %s\n", err);
+		policy_free(policy);
+		return 2;
+	}
 	absolute(audit, audit_abs, sizeof(audit_abs));
 	/* Opened (created) now, before the sandbox exists: it is then hidden
 	 * from the sandbox wherever it lies, and no later path lookup can be

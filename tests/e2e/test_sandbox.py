@@ -261,3 +261,12 @@ def test_home_directory_is_refused_as_workspace(sandbox_factory):
     assert p.returncode == 2 and "holds your home directory" in p.err, p.err
     p = sb.run(["true"], env={"HOME": str(sb.workspace / "me")})
     assert p.returncode == 2 and "holds your home directory" in p.err, p.err
+
+
+def test_broken_upstream_ca_stops_before_cmd_runs(sandbox_factory, tmp_path):
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    sb = sandbox_factory(f"version: 1\nroutes:\n  - host: a.test\n    upstream_ca: {bad}\n")
+    p = sb.run(["sh", "-c", "touch ran"])
+    assert p.returncode == 2 and "cannot load CA certificates" in p.err, p.err
+    assert not (sb.workspace / "ran").exists()
