@@ -1223,41 +1223,28 @@ def test_sigterm_to_keyward_reaches_cmd(sandbox_factory):
     assert p.returncode == 128 + signal.SIGTERM, p.err
 
 
-def test_sigterm_while_the_proxy_starts_reaches_cmd(sandbox_factory, certs, tmp_path):
+def test_sigterm_while_the_proxy_starts_reaches_cmd(sandbox_factory, tmp_path):
     """The same SIGTERM, sent while CMD runs and the proxy is still starting.
-    The proxy is held at a known point: the policy's upstream_ca is a FIFO,
-    which it reads while it builds its TLS contexts; the test feeds it the
-    CA only after the signal was sent. The signal must wait for the proxy
-    and then reach CMD, as it does once the proxy serves."""
+    The proxy is held at a known point: it runs the exec: source of a
+    credential while it builds its first generation (after CMD started),
+    and that command waits until the test creates a file, which it does only
+    after the signal was sent. The signal must wait for the proxy and then
+    reach CMD, as it does once the proxy serves."""
     import select
     import threading
 
-    fifo = tmp_path / "ca.fifo"
-    os.mkfifo(fifo, 0o600)
-    pem = (certs / "ca.pem").read_bytes()
-    sb = sandbox_factory(f"version: 1\nupstream_ca: {fifo}\n")
+    trigger = tmp_path / "go"
+    sb = sandbox_factory("version: 1\ncredentials:\n  held:\n"
+                         f"    from: \"exec:while [ ! -e {trigger} ]; do sleep 0.01; done; "
+                         "printf kwtest-held-value-0123456789\"\n")
     signalled = threading.Event()
     stop = threading.Event()
 
     def feed_ca():
-        # after the signal (or, should keyward read the file before CMD
-        # starts, after a while, so that the run goes on)
+        # after the signal (or after a while, so that the run goes on)
         signalled.wait(3)
-        while not stop.is_set():
-            try:
-                w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                if e.errno != errno.ENXIO:  # ENXIO: no reader yet
-                    raise
-                time.sleep(0.01)
-                continue
-            os.set_blocking(w, True)
-            try:
-                os.write(w, pem)
-            except BrokenPipeError:
-                pass
-            os.close(w)
-            return
+        if not stop.is_set():
+            trigger.write_text("go\n")
 
     feeder = threading.Thread(target=feed_ca, daemon=True)
     feeder.start()
