@@ -54,9 +54,9 @@ struct gen {
 	 * otherwise delay every start and reload, and a `keyward run` that
 	 * makes no HTTPS request does not need them. */
 	pthread_mutex_t ctx_lock;
-	bool ctx_built;
-	SSL_CTX *client_ctx; /* system roots + policy upstream_ca */
-	SSL_CTX **route_ctx; /* per route with its own upstream_ca, else NULL */
+	atomic_bool ctx_built; /* set once, after the contexts are in place */
+	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
 };
 
 struct gen *gen_ref(struct gen *g);

@@ -82,8 +82,11 @@ static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
 
 SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
 {
+	/* Once built, the contexts never change: no lock on the request path. */
+	if (atomic_load_explicit(&g->ctx_built, memory_order_acquire))
+		return g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
 	pthread_mutex_lock(&g->ctx_lock);
-	if (!g->ctx_built) {
+	if (!atomic_load_explicit(&g->ctx_built, memory_order_relaxed)) {
 		if (!build_upstream_ctxs(g, errbuf, errlen)) {
 			/* Leave nothing half-built: the next request tries again. */
 			for (size_t i = 0; i < g->policy->n_routes; i++) {
@@ -95,7 +98,7 @@ SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
 			pthread_mutex_unlock(&g->ctx_lock);
 			return NULL;
 		}
-		g->ctx_built = true;
+		atomic_store_explicit(&g->ctx_built, true, memory_order_release);
 	}
 	SSL_CTX *ctx = g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
 	pthread_mutex_unlock(&g->ctx_lock);
