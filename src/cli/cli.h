@@ -3,6 +3,8 @@
  * or policy error. */
 #pragma once
 
+#include <stdbool.h>
+
 int cmd_proxy(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
@@ -13,6 +15,11 @@ int cmd_secret(int argc, char **argv);
 /* keyward's own argv (main's), for `run` to wipe in the sandbox. */
 extern char **cli_argv;
 extern int cli_argc;
+
+struct proxy_options;
+/* Adds a --resolve HOST:ADDRESS to o; false (message printed, naming cmd)
+ * when there are too many. */
+bool cli_add_resolve(struct proxy_options *o, const char *arg, const char *cmd);
 
 /* True if argv has -h or --help before any "--". */
 int cli_wants_help(int argc, char **argv);

@@ -34,6 +34,16 @@ static const char usage[] = "Usage: keyward proxy --policy FILE --listen ADDR [-
                             "Signals: SIGHUP reloads the policy (a broken one is reported and the\n"
                             "running one kept); SIGTERM or SIGINT finish requests in flight, then exit.\n";
 
+bool cli_add_resolve(struct proxy_options *o, const char *arg, const char *cmd)
+{
+	if (o->n_resolve >= PROXY_MAX_RESOLVE) {
+		fprintf(stderr, "keyward %s: at most %d --resolve\n", cmd, PROXY_MAX_RESOLVE);
+		return false;
+	}
+	o->resolve[o->n_resolve++] = arg;
+	return true;
+}
+
 int cmd_proxy(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -66,11 +76,8 @@ int cmd_proxy(int argc, char **argv)
 			o.audit_path = optarg;
 			break;
 		case 'r':
-			if (o.n_resolve >= PROXY_MAX_RESOLVE) {
-				fprintf(stderr, "keyward proxy: at most %d --resolve\n", PROXY_MAX_RESOLVE);
+			if (!cli_add_resolve(&o, optarg, "proxy"))
 				return 2;
-			}
-			o.resolve[o.n_resolve++] = optarg;
 			break;
 		case 'w': {
 			char *end;

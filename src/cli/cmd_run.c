@@ -184,11 +184,8 @@ int cmd_run(int argc, char **argv)
 			o.audit_path = optarg;
 			break;
 		case 'r':
-			if (o.n_resolve >= PROXY_MAX_RESOLVE) {
-				fprintf(stderr, "keyward run: at most %d --resolve\n", PROXY_MAX_RESOLVE);
+			if (!cli_add_resolve(&o, optarg, "run"))
 				return 2;
-			}
-			o.resolve[o.n_resolve++] = optarg;
 			break;
 		case 'v':
 			verbose++;

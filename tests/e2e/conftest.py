@@ -271,3 +271,41 @@ def sandbox_factory(tmp_path):
         return Sandbox(d, policy_text, **kw)
 
     return make
+
+
+def run_as_nobody(cmd, policy_text=None, timeout=60):
+    """`keyward run -- cmd` started by an ordinary user (nobody, through
+    setpriv; the tests run as root), in a fresh world-traversable folder
+    with a workspace and a 0700 state directory of nobody's. Skips when
+    that cannot be arranged. Returns the CompletedProcess (text) with
+    .workspace, read before the folder is removed, holding the names of
+    the files CMD left there."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to become an ordinary user")
+    top = tempfile.mkdtemp(prefix="kw-nobody-")
+    try:
+        os.chmod(top, 0o755)
+        ws, state = os.path.join(top, "ws"), os.path.join(top, "state")
+        os.mkdir(ws)
+        os.mkdir(state, 0o700)
+        for d in (ws, state):
+            os.chown(d, 65534, 65534)
+        args = [KEYWARD, "run", "--workspace", ws]
+        if policy_text is not None:
+            path = os.path.join(top, "policy.yaml")
+            with open(path, "w") as f:
+                f.write(policy_text)
+            args += ["--policy", path]
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args + ["--"] + cmd,
+                           capture_output=True, text=True, timeout=timeout, cwd=ws,
+                           env={"PATH": os.environ["PATH"], "KEYWARD_HOME": state, "HOME": top,
+                                "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "")})
+        p.workspace = {n: os.stat(os.path.join(ws, n)).st_uid for n in os.listdir(ws)}
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    if p.returncode == 126 and "Permission denied" in p.stderr:
+        pytest.skip(f"the keyward binary is not reachable by nobody: {p.stderr.strip()}")
+    return p

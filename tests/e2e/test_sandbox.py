@@ -96,44 +96,18 @@ def test_interactive_shell_and_ctrl_c(sandbox_factory):
         os.close(fd)
 
 
-def test_runs_unprivileged(tmp_path):
+def test_runs_unprivileged():
     """Started by an ordinary user (here nobody), the sandbox is the same:
     uid 1000 inside, no capabilities, a writable workspace."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
+    from conftest import run_as_nobody
 
-    from conftest import KEYWARD
-
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        import pytest
-        pytest.skip("needs root to become another user (setpriv)")
-    top = tempfile.mkdtemp(prefix="kw-unpriv-")
-    try:
-        os.chmod(top, 0o755)
-        ws, state = os.path.join(top, "ws"), os.path.join(top, "state")
-        os.mkdir(ws)
-        os.mkdir(state, 0o700)
-        for d in (ws, state):
-            os.chown(d, 65534, 65534)
-        p = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KEYWARD, "run", "--workspace", ws,
-             "--", "sh", "-c", "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; touch ok"],
-            capture_output=True, text=True, timeout=60, cwd=ws,
-            env={"PATH": os.environ["PATH"], "KEYWARD_HOME": state, "HOME": top,
-                 "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "")})
-        if p.returncode == 126 and "Permission denied" in p.stderr:
-            import pytest
-            pytest.skip(f"the keyward binary is not reachable by nobody: {p.stderr.strip()}")
-        assert p.returncode == 0, p.stderr
-        lines = p.stdout.split()
-        assert lines[0] == "1000"
-        assert "CapEff:" in p.stdout and "0000000000000000" in p.stdout
-        assert "NoNewPrivs:\t1" in p.stdout or "NoNewPrivs: 1" in p.stdout.replace("\t", " ")
-        assert os.stat(os.path.join(ws, "ok")).st_uid == 65534
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    p = run_as_nobody(["sh", "-c", "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; touch ok"])
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines[0] == "1000"
+    assert "CapEff:" in p.stdout and "0000000000000000" in p.stdout
+    assert "NoNewPrivs:\t1" in p.stdout or "NoNewPrivs: 1" in p.stdout.replace("\t", " ")
+    assert p.workspace["ok"] == 65534
 
 
 def _descendants(pid):

@@ -1345,30 +1345,9 @@ def test_fork_bomb_capped_by_rlimit_nproc_for_an_ordinary_user(sandbox_factory):
         p = sandbox_factory(policy).run(py(NPROC_LOOP))
         out, err = p.out, p.err
     else:
-        if not shutil.which("setpriv"):
-            pytest.skip("as root, needs setpriv to become an ordinary user")
-        import tempfile
-        top = tempfile.mkdtemp(prefix="kw-nproc-")
-        try:
-            os.chmod(top, 0o755)
-            ws, state = os.path.join(top, "ws"), os.path.join(top, "state")
-            os.mkdir(ws)
-            os.mkdir(state, 0o700)
-            for d in (ws, state):
-                os.chown(d, 65534, 65534)
-            path = os.path.join(top, "policy.yaml")
-            with open(path, "w") as f:
-                f.write(policy)
-            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KEYWARD, "run",
-                                "--policy", path, "--workspace", ws, "--"] + py(NPROC_LOOP),
-                               capture_output=True, text=True, timeout=60, cwd=ws,
-                               env={"PATH": os.environ["PATH"], "KEYWARD_HOME": state, "HOME": top,
-                                    "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "")})
-        finally:
-            shutil.rmtree(top, ignore_errors=True)
+        from conftest import run_as_nobody
+        p = run_as_nobody(py(NPROC_LOOP), policy)
         out, err = p.stdout, p.stderr
-        if p.returncode == 126 and "Permission denied" in err:
-            pytest.skip(f"the keyward binary is not reachable by nobody: {err.strip()}")
     assert p.returncode == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     assert r["err"] == "EAGAIN"
