@@ -94,7 +94,10 @@ int cmd_policy(int argc, char **argv)
 	}
 
 	int status = 0;
-	printf("%s: valid policy, %zu credential%s, %zu route%s\n", argv[2], p->n_creds, p->n_creds == 1 ? "" : "s",
+	size_t n_whole = 0;
+	for (size_t i = 0; i < p->n_creds; i++)
+		n_whole += !p->creds[i].parent;
+	printf("%s: valid policy, %zu credential%s, %zu route%s\n", argv[2], n_whole, n_whole == 1 ? "" : "s",
 	       p->n_routes, p->n_routes == 1 ? "" : "s");
 	if (p->n_creds)
 		printf("\ncredentials:\n");
@@ -102,6 +105,13 @@ int cmd_policy(int argc, char **argv)
 		const struct policy_credential *c = &p->creds[i];
 		struct secret *s = NULL;
 		char e[512];
+		if (c->source == SOURCE_PARTS) {
+			/* its parts follow, each with its source */
+			printf("  %s\n    kind:        %s\n", c->name, policy_kind_name(c->kind));
+			if (c->env)
+				printf("    sandbox env: %s\n    placeholder: %s\n", c->env, c->placeholder);
+			continue;
+		}
 		if (c->source == SOURCE_EXEC) {
 			/* A credential_process command may mint a token, prompt or
 			 * call out: checking a policy must not have side effects. */

@@ -701,24 +701,6 @@ static bool valid_cred_name(const char *s)
 	return name_valid(s, 1, 64);
 }
 
-static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred)
-{
-	static const char *const later[] = { "aws", "oauth2_client_credentials", "oauth2_refresh", "github_app" };
-	const char *kind;
-	int r = get_string(c, n, "kind", &kind);
-	if (r < 0)
-		return r;
-	if (streq(kind, "secret"))
-		return 0;
-	for (size_t i = 0; i < ARRAY_SIZE(later); i++)
-		if (streq(kind, later[i]))
-			return fail(c, n,
-			            "credential \"%s\": kind %s is not supported yet in this "
-			            "version (only secret)",
-			            cred, kind);
-	return fail(c, n, "credential \"%s\": unknown kind \"%s\" (expected secret)", cred, Q(kind));
-}
-
 static int parse_from(struct ctx *c, const struct ynode *n, struct policy_credential *cred)
 {
 	const char *from;
@@ -774,6 +756,8 @@ const char *policy_source_name(enum cred_source s)
 		return "vault";
 	case SOURCE_EXEC:
 		return "exec";
+	case SOURCE_PARTS:
+		return "parts";
 	}
 	return "?";
 }
@@ -793,78 +777,229 @@ static int check_placeholder(struct ctx *c, const struct ynode *n, const char *s
 	return 0;
 }
 
-enum { C_FROM, C_ENV, C_PLACEHOLDER, C_KIND, C_N };
-static const char *const cred_keys[] = { "from", "env", "placeholder", "kind", NULL };
+/* The kinds of credential: the parts each is made of and whether this
+ * version serves it. A kind that is not served is refused when the policy
+ * is loaded, never accepted and then ignored. */
+struct kind_info {
+	const char *name;
+	bool supported;
+	/* keyward mints the value the route attaches (a token): the
+	 * credential itself has env: and placeholder: for it */
+	bool minted;
+	const char *parts[CRED_MAX_PARTS]; /* part keys, by index (policy.h) */
+	unsigned required;                 /* bit i: parts[i] must be given */
+};
 
-static int parse_credential(struct ctx *c, const struct ynode *key, const struct ynode *val,
-                            struct policy_credential *cred, const struct ynode **ret_ph_node)
+static const struct kind_info kinds[] = {
+	[CRED_SECRET] = { "secret", true, false, { NULL }, 0 },
+	[CRED_AWS] = { "aws", false, false, { "access_key_id", "secret_access_key", "session_token" }, 0x3 },
+	[CRED_OAUTH2_CLIENT] = { "oauth2_client_credentials",
+	                         false,
+	                         true,
+	                         { "client_id", "client_secret", "refresh_token" },
+	                         0x3 },
+	[CRED_OAUTH2_REFRESH] = { "oauth2_refresh",
+	                          false,
+	                          true,
+	                          { "client_id", "client_secret", "refresh_token" },
+	                          0x4 },
+	[CRED_GITHUB_APP] = { "github_app", false, true, { "private_key" }, 0x1 },
+};
+
+const char *policy_kind_name(enum cred_kind k)
 {
-	const struct ynode *f[C_N] = { 0 };
-	char where[96];
-	int r;
+	return (size_t)k < ARRAY_SIZE(kinds) ? kinds[k].name : "?";
+}
 
-	cred->name = NULL;
-	if (!valid_cred_name(key->value))
-		return fail(c, key, "invalid credential name \"%s\" (1 to 64 of A-Z a-z 0-9 _ . -)", Q(key->value));
-	r = dup_string(c, key->value, &cred->name);
+/* "secret, aws": the kinds this version serves, for messages. */
+static void supported_kinds(char *out, size_t len)
+{
+	size_t o = 0;
+	out[0] = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(kinds) && o < len; i++)
+		if (kinds[i].supported)
+			o += (size_t)snprintf(out + o, len - o, "%s%s", o ? ", " : "", kinds[i].name);
+}
+
+static int parse_kind(struct ctx *c, const struct ynode *n, const char *cred, enum cred_kind *ret)
+{
+	const char *kind;
+	char list[200];
+	int r = get_string(c, n, "kind", &kind);
 	if (r < 0)
 		return r;
-	cred->line = key->line;
-	cred->column = key->column;
+	supported_kinds(list, sizeof(list));
+	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+		if (!streq(kind, kinds[i].name))
+			continue;
+		if (!kinds[i].supported)
+			return fail(c, n,
+			            "credential \"%s\": kind %s is not supported yet in this version (supported: %s)",
+			            cred, kind, list);
+		*ret = (enum cred_kind)i;
+		return 0;
+	}
+	return fail(c, n, "credential \"%s\": unknown kind \"%s\" (expected %s)", cred, Q(kind), list);
+}
+
+static int parse_env_key(struct ctx *c, const struct ynode *n, char **ret)
+{
+	const char *env;
+	int r = get_nonempty(c, n, "env", &env);
+	if (r < 0)
+		return r;
+	if (!valid_env_name(env))
+		return fail(c, n, "env: invalid variable name \"%s\" (expected [A-Za-z_][A-Za-z0-9_]*)", Q(env));
+	return dup_string(c, env, ret);
+}
+
+/* placeholder: as configured, else derived from the (part's) full name.
+ * *ret_ph_node is where a clash with another placeholder is reported. */
+static int parse_placeholder_key(struct ctx *c, const struct ynode *n, const struct ynode *name_node,
+                                 struct policy_credential *cred, const struct ynode **ret_ph_node)
+{
+	if (n) {
+		const char *ph;
+		int r = get_string(c, n, "placeholder", &ph);
+		if (r < 0)
+			return r;
+		r = check_placeholder(c, n, ph);
+		if (r < 0)
+			return r;
+		*ret_ph_node = n;
+		return dup_string(c, ph, &cred->placeholder);
+	}
+	char ph[3 + 64 + 1 + 24 + 1];
+	if (policy_derive_placeholder(cred->name, ph, sizeof(ph)) < 0)
+		return fail_oom(c);
+	*ret_ph_node = name_node;
+	return dup_string(c, ph, &cred->placeholder);
+}
+
+enum { SK_FROM, SK_ENV, SK_PLACEHOLDER, SK_KIND, SK_N };
+static const char *const secret_keys[] = { "from", "env", "placeholder", "kind", NULL };
+
+/* A secret credential, or one part of another kind: from:, env:, placeholder:. */
+static int parse_secret(struct ctx *c, const struct ynode *name_node, const struct ynode *val,
+                        struct policy_credential *cred, const struct ynode **ret_ph_node)
+{
+	const struct ynode *f[SK_N] = { 0 };
+	char where[160];
+	int r;
+
+	if (val->type != Y_MAP)
+		return fail(c, val, "credential \"%s\": expected a mapping with from:, found %s", cred->name,
+		            ynode_kind(val));
+	snprintf(where, sizeof(where), "credential \"%s\"", cred->name);
+	/* a part has no kind: of its own */
+	r = map_fields(c, val, cred->parent ? (const char *const[]){ "from", "env", "placeholder", NULL } : secret_keys,
+	               f, NULL, where);
+	if (r < 0)
+		return r;
+	if (!f[SK_FROM])
+		return fail(c, val, "credential \"%s\" has no from: (env:VAR, file:PATH, vault:NAME or exec:COMMAND)",
+		            cred->name);
+	r = parse_from(c, f[SK_FROM], cred);
+	if (r >= 0 && f[SK_ENV])
+		r = parse_env_key(c, f[SK_ENV], &cred->env);
+	if (r < 0)
+		return r;
+	return parse_placeholder_key(c, f[SK_PLACEHOLDER], name_node, cred, ret_ph_node);
+}
+
+/* The next free entry of p->creds (parse_credentials sized it), named. */
+static struct policy_credential *new_entry(struct ctx *c, struct policy *p, const char *name, const char *part,
+                                           const struct ynode *at)
+{
+	struct policy_credential *e = &p->creds[p->n_creds++]; /* policy_free frees a half-filled entry */
+	if (asprintf(&e->name, "%s%s%s", name, part ? "." : "", part ? part : "") < 0) {
+		e->name = NULL;
+		fail_oom(c);
+		return NULL;
+	}
+	e->line = at->line;
+	e->column = at->column;
+	return e;
+}
+
+/* A credential of several parts: kind:, its parts, and for a kind whose
+ * value keyward mints, env: and placeholder: for that value. The parts are
+ * added to p->creds right after the credential. */
+static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key, const struct ynode *val,
+                       struct policy_credential *cred, const struct ynode **ph_nodes)
+{
+	const struct kind_info *k = &kinds[cred->kind];
+	const char *keys[CRED_MAX_PARTS + 4];
+	const struct ynode *f[CRED_MAX_PARTS + 4] = { 0 };
+	size_t nk = 0, i_env = SIZE_MAX, i_ph = SIZE_MAX;
+	char where[160];
+	int r;
+
+	keys[nk++] = "kind";
+	for (size_t i = 0; i < CRED_MAX_PARTS && k->parts[i]; i++)
+		keys[nk++] = k->parts[i];
+	if (k->minted) {
+		i_env = nk, keys[nk++] = "env";
+		i_ph = nk, keys[nk++] = "placeholder";
+	}
+	keys[nk] = NULL;
+	snprintf(where, sizeof(where), "credential \"%s\" (kind %s)", cred->name, k->name);
+	r = map_fields(c, val, keys, f, NULL, where);
+	if (r < 0)
+		return r;
+
+	cred->source = SOURCE_PARTS;
+	if (i_env != SIZE_MAX && f[i_env]) {
+		r = parse_env_key(c, f[i_env], &cred->env);
+		if (r < 0)
+			return r;
+	}
+	r = parse_placeholder_key(c, i_ph != SIZE_MAX ? f[i_ph] : NULL, key, cred, &ph_nodes[cred - p->creds]);
+	if (r < 0)
+		return r;
+
+	for (size_t i = 0; i < CRED_MAX_PARTS && k->parts[i]; i++) {
+		const struct ynode *pv = f[1 + i];
+		if (!pv) {
+			if (k->required & (1u << i))
+				return fail(c, val, "credential \"%s\" (kind %s) needs %s: {from: ...}", cred->name,
+				            k->name, k->parts[i]);
+			continue;
+		}
+		struct policy_credential *part = new_entry(c, p, cred->name, k->parts[i], pv);
+		if (!part)
+			return -ENOMEM;
+		part->parent = cred;
+		cred->parts[i] = part;
+		r = parse_secret(c, key, pv, part, &ph_nodes[part - p->creds]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int parse_credential(struct ctx *c, struct policy *p, const struct ynode *key, const struct ynode *val,
+                            const struct ynode **ph_nodes)
+{
+	if (!valid_cred_name(key->value))
+		return fail(c, key, "invalid credential name \"%s\" (1 to 64 of A-Z a-z 0-9 _ . -)", Q(key->value));
+	struct policy_credential *cred = new_entry(c, p, key->value, NULL, key);
+	if (!cred)
+		return -ENOMEM;
 	if (val->type != Y_MAP)
 		return fail(c, val, "credential \"%s\": expected a mapping with from:, found %s", cred->name,
 		            ynode_kind(val));
 
-	/* kind first: another kind has other keys, which would otherwise be
-	 * reported as unknown instead of as not supported yet */
+	/* kind first: the other keys depend on it */
 	for (size_t i = 0; i + 1 < val->n; i += 2)
 		if (key_is(val->items[i], "kind")) {
-			r = parse_kind(c, val->items[i + 1], cred->name);
+			int r = parse_kind(c, val->items[i + 1], cred->name, &cred->kind);
 			if (r < 0)
 				return r;
 		}
-	snprintf(where, sizeof(where), "credential \"%s\"", cred->name);
-	r = map_fields(c, val, cred_keys, f, NULL, where);
-	if (r < 0)
-		return r;
-	if (!f[C_FROM])
-		return fail(c, val, "credential \"%s\" has no from: (env:VAR, file:PATH or vault:NAME)", cred->name);
-	r = parse_from(c, f[C_FROM], cred);
-	if (r < 0)
-		return r;
-
-	if (f[C_ENV]) {
-		const char *env;
-		r = get_nonempty(c, f[C_ENV], "env", &env);
-		if (r < 0)
-			return r;
-		if (!valid_env_name(env))
-			return fail(c, f[C_ENV],
-			            "env: invalid variable name \"%s\" (expected "
-			            "[A-Za-z_][A-Za-z0-9_]*)",
-			            Q(env));
-		r = dup_string(c, env, &cred->env);
-		if (r < 0)
-			return r;
-	}
-
-	if (f[C_PLACEHOLDER]) {
-		const char *ph;
-		r = get_string(c, f[C_PLACEHOLDER], "placeholder", &ph);
-		if (r < 0)
-			return r;
-		r = check_placeholder(c, f[C_PLACEHOLDER], ph);
-		if (r < 0)
-			return r;
-		*ret_ph_node = f[C_PLACEHOLDER];
-		return dup_string(c, ph, &cred->placeholder);
-	}
-	char ph[3 + 64 + 1 + 24 + 1];
-	r = policy_derive_placeholder(cred->name, ph, sizeof(ph));
-	if (r < 0)
-		return fail_oom(c);
-	*ret_ph_node = key;
-	return dup_string(c, ph, &cred->placeholder);
+	if (cred->kind != CRED_SECRET)
+		return parse_parts(c, p, key, val, cred, ph_nodes);
+	return parse_secret(c, key, val, cred, &ph_nodes[cred - p->creds]);
 }
 
 /* The proxy finds placeholders by byte search: one that contains another
@@ -875,6 +1010,8 @@ static int check_credentials_apart(struct ctx *c, const struct policy *p, const 
 		const struct policy_credential *b = &p->creds[j];
 		for (size_t i = 0; i < j; i++) {
 			const struct policy_credential *a = &p->creds[i];
+			if (streq(a->name, b->name))
+				return fail_at(c, b->line, b->column, "two credentials are named \"%s\"", a->name);
 			if (streq(a->placeholder, b->placeholder))
 				return fail(c, ph_nodes[j], "credentials \"%s\" and \"%s\" have the same placeholder",
 				            a->name, b->name);
@@ -906,16 +1043,16 @@ static int parse_credentials(struct ctx *c, const struct ynode *n, struct policy
 		return fail(c, n, "credentials: more than %d credentials", POLICY_MAX_CREDS);
 	if (count == 0)
 		return 0;
-	p->creds = calloc(count, sizeof(*p->creds));
-	const struct ynode **ph_nodes = calloc(count, sizeof(*ph_nodes));
+	/* room for every credential and every part it may have */
+	size_t cap = count * (1 + CRED_MAX_PARTS);
+	p->creds = calloc(cap, sizeof(*p->creds));
+	const struct ynode **ph_nodes = calloc(cap, sizeof(*ph_nodes));
 	if (!p->creds || !ph_nodes) {
 		free(ph_nodes);
 		return fail_oom(c);
 	}
-	for (size_t i = 0; i < count && r >= 0; i++) {
-		p->n_creds++; /* policy_free frees a half-filled entry */
-		r = parse_credential(c, n->items[2 * i], n->items[2 * i + 1], &p->creds[i], &ph_nodes[i]);
-	}
+	for (size_t i = 0; i < count && r >= 0; i++)
+		r = parse_credential(c, p, n->items[2 * i], n->items[2 * i + 1], ph_nodes);
 	if (r >= 0)
 		r = check_credentials_apart(c, p, ph_nodes);
 	free(ph_nodes);
@@ -1224,7 +1361,7 @@ static int find_route_credential(struct ctx *c, const struct ynode *n, struct po
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < p->n_creds; i++)
-		if (streq(p->creds[i].name, name)) {
+		if (!p->creds[i].parent && streq(p->creds[i].name, name)) {
 			route->credential = &p->creds[i];
 			return 0;
 		}
@@ -1234,7 +1371,9 @@ static int find_route_credential(struct ctx *c, const struct ynode *n, struct po
 	char list[200];
 	size_t o = 0;
 	for (size_t i = 0; i < p->n_creds; i++) {
-		int w = snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", p->creds[i].name);
+		if (p->creds[i].parent)
+			continue;
+		int w = snprintf(list + o, sizeof(list) - o, "%s%s", o ? ", " : "", p->creds[i].name);
 		if (w < 0 || (size_t)w >= sizeof(list) - o) {
 			/* keep "..." in bounds: cut back far enough for it */
 			o = o < sizeof(list) - 6 ? o : sizeof(list) - 6;

@@ -20,19 +20,67 @@ enum cred_source {
 	SOURCE_FILE,  /* from: file:PATH */
 	SOURCE_VAULT, /* from: vault:NAME (keyward's encrypted vault, docs/vault.md) */
 	SOURCE_EXEC,  /* from: exec:COMMAND (its stdout, secrets/exec.h) */
+	SOURCE_PARTS, /* a credential of several parts (kind: aws, oauth2_*...):
+	                 no secret of its own, its parts have the sources */
 };
+
+/* What a credential is. A `secret` is one value from one source; the other
+ * kinds are made of parts, each with its own from:/env:/placeholder: (see
+ * docs/policy.md), and keyward uses them to sign requests (aws) or to mint
+ * the value it attaches (oauth2_*, github_app). */
+enum cred_kind {
+	CRED_SECRET,
+	CRED_AWS,
+	CRED_OAUTH2_CLIENT,  /* kind: oauth2_client_credentials */
+	CRED_OAUTH2_REFRESH, /* kind: oauth2_refresh */
+	CRED_GITHUB_APP,
+};
+
+/* The parts of each kind, as indexes into policy_credential.parts. */
+enum {
+	AWS_ACCESS_KEY_ID = 0,
+	AWS_SECRET_ACCESS_KEY = 1,
+	AWS_SESSION_TOKEN = 2, /* optional */
+};
+enum {
+	OAUTH_CLIENT_ID = 0,     /* client_credentials: required; refresh: optional */
+	OAUTH_CLIENT_SECRET = 1, /* client_credentials: required; refresh: optional */
+	OAUTH_REFRESH_TOKEN = 2, /* refresh: required */
+};
+enum {
+	GITHUB_APP_PRIVATE_KEY = 0,
+};
+#define CRED_MAX_PARTS 3
+
+/* "secret", "aws", "oauth2_client_credentials"...: the kind: of the policy. */
+const char *policy_kind_name(enum cred_kind k);
 
 /* "env", "file", "vault": the prefix of from: for this source. */
 const char *policy_source_name(enum cred_source s);
 
+/* Every credential and every part of one is an entry of policy.creds: a
+ * part follows its credential, is named "CREDENTIAL.PART" (s3.access_key_id)
+ * and has a source, an env: and a placeholder like a secret credential, so
+ * that loading, rotation, the sandbox's environment and the leak check treat
+ * it as one. Routes name only whole credentials (parent NULL). */
 struct policy_credential {
 	char *name; /* the key under credentials:; [A-Za-z0-9_.-]+ */
+	enum cred_kind kind;
+	const struct policy_credential *parent;          /* a part: its credential; else NULL */
+	struct policy_credential *parts[CRED_MAX_PARTS]; /* kind != secret: its parts, NULL where absent */
 	enum cred_source source;
 	char *source_arg;  /* VAR, PATH, NAME or COMMAND */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
 	char *placeholder; /* always set: configured, or derived from the name */
 	int line, column;
 };
+
+/* Whether a request to a route bound to `bound` may carry c's placeholder:
+ * c is that credential or one of its parts. */
+static inline bool policy_credential_covers(const struct policy_credential *bound, const struct policy_credential *c)
+{
+	return bound && (c == bound || c->parent == bound);
+}
 
 enum inject_mode {
 	INJECT_NONE,   /* route has no credential */

@@ -103,7 +103,7 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
 	buf_init(&tmp, SCRATCH_MAX);
 	for (size_t ci = 0; ci < p->n_creds && !found; ci++) {
 		const struct policy_credential *c = &p->creds[ci];
-		if (c == allowed)
+		if (policy_credential_covers(allowed, c))
 			continue;
 		if (has_placeholder(req->url, req->url_len, c)) {
 			found = c, *where = "request target";

@@ -157,6 +157,8 @@ static void gen_fetch(struct gen *g, size_t i)
 	const struct policy_credential *c = &g->policy->creds[i];
 	char err[512];
 
+	if (c->source == SOURCE_PARTS)
+		return; /* its parts are fetched as entries of their own */
 	source_stamp(c, &g->stamps[i]);
 	int r = source_fetch_timed(c, &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
 	if (r < 0) {
