@@ -120,7 +120,8 @@ struct proxy {
 	size_t n_pins;
 	atomic_int active; /* connections open, all workers */
 	struct event_base *main_base;
-	struct event *rotate_timer; /* main base: looks for rotated secrets */
+	struct event *rotate_timer;  /* main base: looks for rotated secrets */
+	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);

@@ -482,16 +482,97 @@ static void report_rotation(struct proxy *px, const struct gen *old, const struc
 	}
 }
 
+/* A rotation in progress. Reading a secret may take long (an exec:
+ * command runs for up to EXEC_TIMEOUT_MS, a vault is unlocked with a slow
+ * KDF), so the reads run on a thread of their own while the main thread
+ * goes on handling signals and the sandbox's end; the workers go on serving
+ * the current generation. One job at a time. */
+struct rotate_job {
+	struct proxy *px;
+	struct gen *cur; /* the generation it started from (referenced) */
+	struct gen *g;   /* the new one, filled by the thread */
+	bool *stale;     /* per credential: re-read, else copied from cur */
+	size_t n;
+	pthread_t thread;
+	bool started;       /* thread to be joined */
+	struct event *done; /* main base: activated by the thread when g is full */
+};
+
+/* Reads the stale secrets into job->g and copies the others from cur.
+ * cur is not changed meanwhile: only rotate_done writes its stamps. */
+static void *rotate_thread(void *arg)
+{
+	struct rotate_job *job = arg;
+	struct gen *cur = job->cur, *g = job->g;
+	for (size_t i = 0; i < job->n; i++) {
+		if (job->stale[i]) {
+			gen_fetch(g, i);
+			continue;
+		}
+		g->stamps[i] = cur->stamps[i];
+		if (cur->secrets[i] && secret_new(cur->secrets[i]->data, cur->secrets[i]->len, &g->secrets[i]) < 0)
+			g->secret_errors[i] = strdup("out of memory");
+		else if (cur->secret_errors[i])
+			g->secret_errors[i] = strdup(cur->secret_errors[i]);
+	}
+	event_active(job->done, EV_TIMEOUT, 0);
+	return NULL;
+}
+
+static void rotate_job_free(struct rotate_job *job)
+{
+	if (!job)
+		return;
+	if (job->started)
+		pthread_join(job->thread, NULL);
+	if (job->px->rotating == job)
+		job->px->rotating = NULL;
+	if (job->done)
+		event_free(job->done);
+	gen_unref(job->g);
+	gen_unref(job->cur);
+	free(job->stale);
+	free(job);
+}
+
+/* Main thread, once the reads are done: swaps the new generation in if a
+ * secret changed, else keeps serving the same one with the new stamps. A
+ * reload while the job ran has read every secret afresh: the job's result
+ * is dropped. */
+static void rotate_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct rotate_job *job = arg;
+	struct proxy *px = job->px;
+	pthread_join(job->thread, NULL);
+	job->started = false;
+	bool changed = false;
+	for (size_t i = 0; i < job->n; i++)
+		changed |= job->stale[i] && cred_changed(job->cur, job->g, i);
+	if (px->gen != job->cur || stopping) {
+		/* nothing to do */
+	} else if (!changed) {
+		/* Another secret of the vault changed, or a file was touched:
+		 * remember the new stamps, keep serving the same generation. */
+		memcpy(job->cur->stamps, job->g->stamps, job->n * sizeof(*job->g->stamps));
+	} else {
+		report_rotation(px, job->cur, job->g, job->stale);
+		gen_swap(px, TAKE_PTR(job->g));
+	}
+	rotate_job_free(job);
+}
+
 /* Looks for credentials whose source changed since their secret was read
  * (`keyward secret set`, a new file) or whose exec: command is due again
  * (expiry near, or a failure 10 s ago), and re-reads only those, keeping
- * the policy. A command runs here, on the main thread, for at most
- * EXEC_TIMEOUT_MS: the workers go on serving meanwhile. Runs on the main thread, the only one that swaps generations,
- * so it never races a reload. A source that now fails is not papered over
- * with the old value: the rotated-away secret is dropped and requests that
- * need it get 503 until the source is fixed. */
+ * the policy, on a thread (struct rotate_job). Runs on the main thread, the
+ * only one that swaps generations, so it never races a reload. A source
+ * that now fails is not papered over with the old value: the rotated-away
+ * secret is dropped and requests that need it get 503 until the source is
+ * fixed. */
 static void rotate_check(struct proxy *px)
 {
+	if (px->rotating)
+		return;
 	struct gen *cur = px->gen; /* only this thread replaces it */
 	size_t n = cur->policy->n_creds;
 	bool *stale = calloc(n + 1, sizeof(*stale));
@@ -507,35 +588,20 @@ static void rotate_check(struct proxy *px)
 		stale[i] = !source_stamp_eq(&now, &cur->stamps[i]) || (due && now_ms >= due);
 		any |= stale[i];
 	}
-	struct gen *g = any ? gen_new(cur->share) : NULL;
-	if (!g) {
+	struct rotate_job *job = any ? calloc(1, sizeof(*job)) : NULL;
+	if (!job) {
 		free(stale);
 		return;
 	}
-	bool changed = false;
-	for (size_t i = 0; i < n; i++) {
-		if (stale[i]) {
-			gen_fetch(g, i);
-			changed |= cred_changed(cur, g, i);
-			continue;
-		}
-		g->stamps[i] = cur->stamps[i];
-		if (cur->secrets[i] && secret_new(cur->secrets[i]->data, cur->secrets[i]->len, &g->secrets[i]) < 0)
-			g->secret_errors[i] = strdup("out of memory");
-		else if (cur->secret_errors[i])
-			g->secret_errors[i] = strdup(cur->secret_errors[i]);
-	}
-	if (!changed) {
-		/* Another secret of the vault changed, or a file was touched:
-		 * remember the new stamps, keep serving the same generation. */
-		memcpy(cur->stamps, g->stamps, n * sizeof(*g->stamps));
-		gen_unref(g);
-		free(stale);
+	*job = (struct rotate_job){ .px = px, .cur = gen_ref(cur), .stale = stale, .n = n };
+	job->g = gen_new(cur->share);
+	job->done = event_new(px->main_base, -1, 0, rotate_done, job);
+	job->started = job->g && job->done && pthread_create(&job->thread, NULL, rotate_thread, job) == 0;
+	if (!job->started) {
+		rotate_job_free(job); /* tried again at the next check */
 		return;
 	}
-	report_rotation(px, cur, g, stale);
-	gen_swap(px, g);
-	free(stale);
+	px->rotating = job;
 }
 
 static void rotate_cb(evutil_socket_t fd, short what, void *arg)
@@ -851,6 +917,9 @@ int proxy_main(const struct proxy_options *opt)
 		begin_stop(&px, 30, "worker start failed");
 	for (int i = 0; i < started; i++)
 		pthread_join(px.workers[i].thread, NULL);
+	/* a rotation still reading: its command is killed, not waited for */
+	exec_abort();
+	rotate_job_free(px.rotating);
 	audit_event(&px, "stop", NULL, "keyward stopped");
 	log_info("stopped");
 	for (size_t i = 0; i < n_sigs; i++)

@@ -16,10 +16,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -205,6 +207,28 @@ static int spawn(const char *command, pid_t *ret_pid, int *ret_fd)
 	return 0;
 }
 
+/* exec_abort: readable once keyward is stopping. Never read, so it stays
+ * readable for every command still running. */
+static int abort_fd = -1;
+static atomic_bool aborted;
+static pthread_once_t abort_once = PTHREAD_ONCE_INIT;
+
+static void abort_fd_init(void)
+{
+	abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void exec_abort(void)
+{
+	pthread_once(&abort_once, abort_fd_init);
+	atomic_store(&aborted, true);
+	if (abort_fd >= 0) {
+		uint64_t one = 1;
+		ssize_t w = write(abort_fd, &one, sizeof(one));
+		(void)w; /* the flag alone still stops the next wait step */
+	}
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -219,20 +243,22 @@ static int remaining_ms(int64_t deadline)
 }
 
 /* Reads the command's stdout into buf until EOF, the cap or the deadline.
- * Returns the byte count, -EFBIG or -ETIMEDOUT. */
+ * Returns the byte count, -EFBIG, -ETIMEDOUT or -ECANCELED (exec_abort). */
 static ssize_t read_output(int fd, unsigned char *buf, size_t cap, int64_t deadline)
 {
 	size_t n = 0;
 	for (;;) {
-		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		struct pollfd pf[2] = { { .fd = fd, .events = POLLIN }, { .fd = abort_fd, .events = POLLIN } };
 		int left = remaining_ms(deadline);
 		if (left == 0)
 			return -ETIMEDOUT;
-		int r = poll(&pf, 1, left);
+		int r = poll(pf, 2, left);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r == 0)
 			return -ETIMEDOUT;
+		if (atomic_load(&aborted))
+			return -ECANCELED;
 		ssize_t k = read(fd, buf + n, cap + 1 - n);
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -257,7 +283,7 @@ static int reap(pid_t pid, int64_t deadline, bool kill_now)
 			return st;
 		if (r < 0 && errno != EINTR)
 			return -ECHILD;
-		if (remaining_ms(deadline) == 0) {
+		if (remaining_ms(deadline) == 0 || atomic_load(&aborted)) {
 			kill(-pid, SIGKILL);
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 				;
@@ -275,6 +301,11 @@ int exec_fetch(const char *command, struct secret **ret, int64_t *ret_expires_ms
 	int fd, r;
 	char why[160];
 
+	pthread_once(&abort_once, abort_fd_init);
+	if (atomic_load(&aborted)) {
+		snprintf(errbuf, errlen, "keyward is stopping");
+		return -ECANCELED;
+	}
 	r = secret_alloc(EXEC_OUTPUT_MAX + 1, &buf);
 	if (r < 0)
 		return r;
@@ -287,6 +318,10 @@ int exec_fetch(const char *command, struct secret **ret, int64_t *ret_expires_ms
 	ssize_t n = read_output(fd, buf->data, EXEC_OUTPUT_MAX, deadline);
 	close(fd);
 	int st = reap(pid, deadline, n < 0);
+	if (n == -ECANCELED || atomic_load(&aborted)) {
+		snprintf(errbuf, errlen, "keyward is stopping: the command was killed");
+		return -ECANCELED;
+	}
 	if (n == -ETIMEDOUT || st == -ETIMEDOUT) {
 		snprintf(errbuf, errlen, "the command did not finish within %d s and was killed",
 		         EXEC_TIMEOUT_MS / 1000);

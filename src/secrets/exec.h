@@ -49,5 +49,10 @@ int64_t exec_refresh_at(int64_t now_ms, int64_t expires_ms);
  * output) that never quotes the output. */
 int exec_fetch(const char *command, struct secret **ret, int64_t *ret_expires_ms, char *errbuf, size_t errlen) WUR;
 
+/* For the stop: every command still running is killed (its process group)
+ * and its exec_fetch returns -ECANCELED at once; later calls do too. Safe
+ * from any thread. */
+void exec_abort(void);
+
 /* The current time in Unix milliseconds. */
 int64_t exec_now_ms(void);

@@ -7,6 +7,7 @@ neither made-up secret appears in any output, log or audit record (the
 fixtures search them)."""
 
 import os
+import signal
 import subprocess
 import time
 
@@ -273,3 +274,32 @@ def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, 
     assert sess.get(open_, timeout=20).status_code == 200
     # the whole group was killed, the grandchild too
     assert subprocess.run(["pgrep", "-f", "sleep 59.4321"], capture_output=True).returncode == 1
+
+
+def test_exec_hanging_command_does_not_hold_up_reload_or_stop(proxy_factory, upstream, tmp_path):
+    # run 1: a value valid for 1 s; run 2 (the rotation) hangs; later runs
+    # (the reload) give SECRET2 at once
+    body = (f'if [ $n = 1 ]; then\n'
+            f'  exp=$(date -u -d @$(( $(date +%s) + 1 )) +%Y-%m-%dT%H:%M:%SZ)\n'
+            f'  printf \'{{"value": "%s", "expires_at": "%s"}}\\n\' "{SECRET}" "$exp"\n'
+            f'  exit 0\nfi\n'
+            f'if [ $n = 2 ]; then sleep 59.5432 & wait; fi\n'
+            f'printf "%s\\n" "{SECRET2}"\n')
+    s, count = counter_script(tmp_path, body)
+    p = proxy_factory(exec_policy(upstream, s))
+    hung = lambda: subprocess.run(["pgrep", "-f", "sleep 59.5432"], capture_output=True).returncode == 0
+    wait_for(lambda: runs(count) >= 2 and hung(), timeout=5, what="the hanging second run")
+    # the rotation waits for its command on a thread of its own: the main
+    # thread takes the reload while the command still runs (it would be
+    # killed only by the 10 s timeout)
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: [r for r in p.records() if r["event"] == "reload"], timeout=5, what="the reload")
+    assert hung(), "the reload came only after the command was killed"
+    resp = session(p).get(f"https://api.test:{upstream.port}/api/x", timeout=20)
+    assert resp.status_code == 200
+    assert auth_of_last(upstream) == f"Bearer {SECRET2}"
+    # the stop kills the command still running instead of waiting for it
+    p.stop()
+    assert not hung()
+    # the rotation that was cut short is not reported as a new secret
+    assert not rotations(p.records(), "allow")
