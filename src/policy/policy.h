@@ -122,6 +122,7 @@ struct policy_limits {
 	unsigned header_timeout_ms; /* whole head must arrive, default 10 s */
 	unsigned idle_timeout_ms;   /* keep-alive idle, default 60 s */
 	uint64_t max_body;          /* default request body ceiling, 0 = none */
+	unsigned drain_timeout_ms;  /* keyward proxy's stop: time for requests in flight, default 30 s */
 };
 
 /* sandbox: (used by `keyward run`; `keyward proxy` ignores it) */

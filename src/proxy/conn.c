@@ -97,6 +97,7 @@ struct conn {
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_abandon(struct conn *c, const char *reason, const char *detail);
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -1638,6 +1639,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->keep_alive = false;
 		return;
 	}
+	conn_abandon(c, "client", "client closed the connection mid-request");
+}
+
+/* Ends c where it is. A request in the middle gets its last record: the
+ * result of its allow record (written first if it was still waiting), or
+ * the one record of a request refused before it was allowed. */
+static void conn_abandon(struct conn *c, const char *reason, const char *detail)
+{
 	if (c->state == C_DECIDED) {
 		/* Gone before its allow record was written: write it now, so that
 		 * the result below has a decision to name. */
@@ -1650,11 +1659,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 	}
 	if (c->state != C_HEAD || c->head.len > 0) {
-		/* The client went away in the middle of a request. */
 		if (c->method[0] && !c->audited)
-			conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
+			conn_audit(c, "request", "error", reason, detail);
 	}
 	conn_free(c);
+}
+
+void conn_close_worker(struct worker *w)
+{
+	struct conn *c;
+	while ((c = TAILQ_FIRST(&w->conns)))
+		conn_abandon(c, "stop", "keyward stopped before the request was done");
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)

@@ -134,6 +134,10 @@ struct gen *worker_current_gen(struct worker *w);
 /* conn.c */
 void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen);
 void conn_drain_worker(struct worker *w);
+/* The end of the drain period: every connection still open is closed, its
+ * request in the middle audited as cut short (reason "stop"), and the
+ * worker's last audit records written. */
+void conn_close_worker(struct worker *w);
 
 /* upstream.c: dialing, DNS, pool */
 struct upstream_target {

@@ -350,6 +350,7 @@ static void force_exit_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->n_conns)
 		log_warn("worker %d: %u connections still open after the drain period; closing them", w->id,
 		         w->n_conns);
+	conn_close_worker(w); /* the last one writes the worker's audit records */
 	event_base_loopbreak(w->base);
 }
 
@@ -611,7 +612,7 @@ static void rotate_cb(evutil_socket_t fd, short what, void *arg)
 		rotate_check(px);
 }
 
-static void begin_stop(struct proxy *px, int grace_s, const char *why)
+static void begin_stop(struct proxy *px, unsigned grace_ms, const char *why)
 {
 	if (stopping)
 		return;
@@ -621,7 +622,7 @@ static void begin_stop(struct proxy *px, int grace_s, const char *why)
 	for (int i = 0; i < px->n_workers; i++) {
 		struct worker *w = &px->workers[i];
 		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
-		struct timeval grace = { grace_s, 0 };
+		struct timeval grace = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
 		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
 	}
 	event_base_loopexit(px->main_base, NULL);
@@ -640,7 +641,7 @@ static void child_check(struct proxy *px)
 	if (px->opt.child_status)
 		*px->opt.child_status = st;
 	px->opt.child = 0;
-	begin_stop(px, 5, NULL);
+	begin_stop(px, 5000, NULL);
 }
 
 /* A signal that the terminal sent to its foreground process group has
@@ -670,7 +671,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		reload(px);
 		return;
 	}
-	begin_stop(px, 30, sig == SIGINT ? "SIGINT" : "SIGTERM");
+	begin_stop(px, px->gen->policy->limits.drain_timeout_ms, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 /* ---- main ---- */
@@ -914,7 +915,7 @@ int proxy_main(const struct proxy_options *opt)
 	if (started == px.n_workers)
 		event_base_dispatch(px.main_base);
 	else
-		begin_stop(&px, 30, "worker start failed");
+		begin_stop(&px, pol->limits.drain_timeout_ms, "worker start failed");
 	for (int i = 0; i < started; i++)
 		pthread_join(px.workers[i].thread, NULL);
 	/* a rotation still reading: its command is killed, not waited for */
