@@ -649,8 +649,9 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 /* ---- limits ---- */
 
 enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_DRAIN_TIMEOUT, L_N };
-static const char *const limit_keys[] = { "max_header_bytes", "max_headers", "header_timeout", "idle_timeout",
-	                                  "max_body",         "drain_timeout", NULL };
+static const char *const limit_keys[] = {
+	"max_header_bytes", "max_headers", "header_timeout", "idle_timeout", "max_body", "drain_timeout", NULL
+};
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
