@@ -35,6 +35,15 @@
 struct policy_share {
 	atomic_int refs;
 	struct policy *policy;
+	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
+	 * system roots can take tens of milliseconds to load, which would
+	 * otherwise delay every start and reload, and a `keyward run` that
+	 * makes no HTTPS request does not need them. They depend on the
+	 * policy only, so a rotation keeps them. */
+	pthread_mutex_t ctx_lock;
+	atomic_bool ctx_built; /* set once, after the contexts are in place */
+	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
 };
 
 /* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
@@ -49,14 +58,6 @@ struct gen {
 	/* per credential, its source as it was just before the secret was read;
 	 * read and written by the main thread only (rotate_check in proxy.c) */
 	struct source_stamp *stamps;
-	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
-	 * system roots can take tens of milliseconds to load, which would
-	 * otherwise delay every start and reload, and a `keyward run` that
-	 * makes no HTTPS request does not need them. */
-	pthread_mutex_t ctx_lock;
-	atomic_bool ctx_built; /* set once, after the contexts are in place */
-	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
-	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
 };
 
 struct gen *gen_ref(struct gen *g);

@@ -41,6 +41,37 @@ struct gen *gen_ref(struct gen *g)
 	return g;
 }
 
+static void share_unref(struct policy_share *share)
+{
+	if (atomic_fetch_sub(&share->refs, 1) != 1)
+		return;
+	for (size_t i = 0; share->route_ctx && i < share->policy->n_routes; i++)
+		SSL_CTX_free(share->route_ctx[i]);
+	SSL_CTX_free(share->client_ctx);
+	free(share->route_ctx);
+	pthread_mutex_destroy(&share->ctx_lock);
+	policy_free(share->policy);
+	free(share);
+}
+
+/* A policy to be shared by the generations built from it (taking
+ * ownership of it), or NULL (the policy freed) when out of memory. */
+static struct policy_share *share_new(struct policy *p)
+{
+	struct policy_share *share = calloc(1, sizeof(*share));
+	if (share)
+		share->route_ctx = calloc(p->n_routes + 1, sizeof(*share->route_ctx));
+	if (!share || !share->route_ctx) {
+		free(share);
+		policy_free(p);
+		return NULL;
+	}
+	share->policy = p;
+	atomic_init(&share->refs, 1);
+	pthread_mutex_init(&share->ctx_lock, NULL);
+	return share;
+}
+
 void gen_unref(struct gen *g)
 {
 	if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
@@ -49,32 +80,24 @@ void gen_unref(struct gen *g)
 		secret_free(g->secrets[i]);
 		free(g->secret_errors[i]);
 	}
-	for (size_t i = 0; g->route_ctx && i < g->policy->n_routes; i++)
-		SSL_CTX_free(g->route_ctx[i]);
-	SSL_CTX_free(g->client_ctx);
-	pthread_mutex_destroy(&g->ctx_lock);
 	free(g->secrets);
 	free(g->secret_errors);
 	free(g->stamps);
-	free(g->route_ctx);
-	if (atomic_fetch_sub(&g->share->refs, 1) == 1) {
-		policy_free(g->share->policy);
-		free(g->share);
-	}
+	share_unref(g->share);
 	free(g);
 }
 
-static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
+static bool build_upstream_ctxs(struct policy_share *s, char *errbuf, size_t errlen)
 {
-	const struct policy *p = g->policy;
-	g->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
-	if (!g->client_ctx)
+	const struct policy *p = s->policy;
+	s->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
+	if (!s->client_ctx)
 		return false;
 	for (size_t i = 0; i < p->n_routes; i++) {
 		if (!p->routes[i].upstream_ca)
 			continue;
-		g->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
-		if (!g->route_ctx[i])
+		s->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
+		if (!s->route_ctx[i])
 			return false;
 	}
 	return true;
@@ -82,26 +105,27 @@ static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
 
 SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
 {
+	struct policy_share *s = g->share;
 	/* Once built, the contexts never change: no lock on the request path. */
-	if (atomic_load_explicit(&g->ctx_built, memory_order_acquire))
-		return g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
-	pthread_mutex_lock(&g->ctx_lock);
-	if (!atomic_load_explicit(&g->ctx_built, memory_order_relaxed)) {
-		if (!build_upstream_ctxs(g, errbuf, errlen)) {
+	if (atomic_load_explicit(&s->ctx_built, memory_order_acquire))
+		return s->route_ctx[ri] ? s->route_ctx[ri] : s->client_ctx;
+	pthread_mutex_lock(&s->ctx_lock);
+	if (!atomic_load_explicit(&s->ctx_built, memory_order_relaxed)) {
+		if (!build_upstream_ctxs(s, errbuf, errlen)) {
 			/* Leave nothing half-built: the next request tries again. */
-			for (size_t i = 0; i < g->policy->n_routes; i++) {
-				SSL_CTX_free(g->route_ctx[i]);
-				g->route_ctx[i] = NULL;
+			for (size_t i = 0; i < s->policy->n_routes; i++) {
+				SSL_CTX_free(s->route_ctx[i]);
+				s->route_ctx[i] = NULL;
 			}
-			SSL_CTX_free(g->client_ctx);
-			g->client_ctx = NULL;
-			pthread_mutex_unlock(&g->ctx_lock);
+			SSL_CTX_free(s->client_ctx);
+			s->client_ctx = NULL;
+			pthread_mutex_unlock(&s->ctx_lock);
 			return NULL;
 		}
-		atomic_store_explicit(&g->ctx_built, true, memory_order_release);
+		atomic_store_explicit(&s->ctx_built, true, memory_order_release);
 	}
-	SSL_CTX *ctx = g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
-	pthread_mutex_unlock(&g->ctx_lock);
+	SSL_CTX *ctx = s->route_ctx[ri] ? s->route_ctx[ri] : s->client_ctx;
+	pthread_mutex_unlock(&s->ctx_lock);
 	return ctx;
 }
 
@@ -137,12 +161,10 @@ static struct gen *gen_new(struct policy_share *share)
 	atomic_fetch_add(&share->refs, 1);
 	g->share = share;
 	g->policy = share->policy;
-	pthread_mutex_init(&g->ctx_lock, NULL);
 	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
 	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
 	g->stamps = calloc(p->n_creds + 1, sizeof(*g->stamps));
-	g->route_ctx = calloc(p->n_routes + 1, sizeof(*g->route_ctx));
-	if (!g->secrets || !g->secret_errors || !g->stamps || !g->route_ctx) {
+	if (!g->secrets || !g->secret_errors || !g->stamps) {
 		gen_unref(g);
 		return NULL;
 	}
@@ -185,19 +207,12 @@ static void gen_swap(struct proxy *px, struct gen *g)
  * be built (bad upstream_ca file) is an error. */
 static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t errlen)
 {
-	struct policy_share *share = calloc(1, sizeof(*share));
-	if (!share) {
-		policy_free(p);
+	struct policy_share *share = share_new(p);
+	if (!share)
 		return -ENOMEM;
-	}
-	share->policy = p;
-	atomic_init(&share->refs, 1);
 	struct gen *g = gen_new(share);
 	/* g holds its own reference now; drop the one of this function. */
-	if (atomic_fetch_sub(&share->refs, 1) == 1) {
-		policy_free(p);
-		free(share);
-	}
+	share_unref(share);
 	if (!g)
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n_creds; i++)
