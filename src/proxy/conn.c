@@ -86,11 +86,13 @@ struct conn {
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
 	uint64_t decision_seq;
-	LIST_ENTRY(conn) wait_link; /* on w->audit_wait in C_DECIDED */
-	int audit_index;            /* of its allow record in w->audit_batch, then */
-	const char *leaked;         /* credential whose placeholder was caught leaking */
-	struct buf out;             /* upstream request head (holds the secret briefly) */
-	struct evbuffer *reply;     /* response bytes not yet handed to the client (client_send) */
+	LIST_ENTRY(conn) wait_link;       /* on w->audit_wait in C_DECIDED */
+	int audit_index;                  /* of its allow record in w->audit_batch, then */
+	const char *leaked;               /* credential whose placeholder was caught leaking */
+	struct buf out;                   /* upstream request head (holds the secret briefly) */
+	struct inject_sigv4_stream sigv4; /* inject: sigv4 streaming upload: its body's re-signer */
+	const char *body_why;             /* why the body filter refused the body */
+	struct evbuffer *reply;           /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 };
 
@@ -107,6 +109,15 @@ static void worker_done(struct worker *w);
 static const struct policy_limits *limits(struct conn *c)
 {
 	return &c->gen->policy->limits;
+}
+
+/* Drops the body re-signer of an aws-chunked upload, if any. */
+static void sigv4_stream_end(struct conn *c)
+{
+	if (c->sigv4.started)
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
+	c->body_why = NULL;
 }
 
 /* ---- lifetime ---- */
@@ -131,6 +142,7 @@ static void conn_free(struct conn *c)
 	if (c->out.data)
 		OPENSSL_cleanse(c->out.data, c->out.cap);
 	buf_free(&c->out);
+	sigv4_stream_end(c);
 	free(c->hdrs);
 	if (c->state == C_DECIDED)
 		LIST_REMOVE(c, wait_link);
@@ -477,6 +489,40 @@ static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 	return true;
 }
 
+/* inject: sigv4 takes only requests SigV4-signed with the placeholder key
+ * id, in a form keyward re-signs. Returns true if it refused this one. */
+static bool refuse_sigv4(struct conn *c)
+{
+	const char *why = NULL;
+	struct outbound o = { .req = &c->req, .query = c->query, .query_len = c->query_len, .route = c->route };
+	if (inject_sigv4_check(&o, &why) == 0)
+		return false;
+	refuse(c, 403, "Forbidden", "deny", "sigv4", why,
+	       "sign with the sandbox's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (SigV4, headers)");
+	return true;
+}
+
+/* Refuses with 503 if the credential (or a part of it) could not be read.
+ * Returns true if it did. */
+static bool refuse_unavailable(struct conn *c, const struct policy_credential *cred)
+{
+	const struct policy *p = c->gen->policy;
+	for (size_t k = 0; k <= CRED_MAX_PARTS; k++) {
+		const struct policy_credential *e = k == 0 ? cred : cred->parts[k - 1];
+		if (!e || (k == 0 && cred->source == SOURCE_PARTS))
+			continue;
+		size_t ci = (size_t)(e - p->creds);
+		if (c->gen->secrets[ci])
+			continue;
+		char text[768];
+		snprintf(text, sizeof(text), "credential %s is not available: %s", e->name,
+		         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
+		refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
+		return true;
+	}
+	return false;
+}
+
 static bool upgrade_is_websocket(struct conn *c)
 {
 	int u = http_head_find(&c->req, "upgrade");
@@ -507,6 +553,7 @@ static void reset_request(struct conn *c)
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
 	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
+	sigv4_stream_end(c);
 	buf_reset(&c->head);
 	c->head_scan = 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
@@ -983,6 +1030,8 @@ static void handle_request(struct conn *c)
 	}
 	if (refuse_leak(c, cred))
 		return;
+	if (rt->inject == INJECT_SIGV4 && refuse_sigv4(c))
+		return;
 
 	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
 	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {
@@ -995,17 +1044,8 @@ static void handle_request(struct conn *c)
 		refuse_unaudited(c);
 		return;
 	}
-	const struct secret *secret = NULL;
-	if (cred) {
-		size_t ci = (size_t)(cred - c->gen->policy->creds);
-		secret = c->gen->secrets[ci];
-		if (!secret) {
-			snprintf(text, sizeof(text), "credential %s is not available: %s", cred->name,
-			         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
-			refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
-			return;
-		}
-	}
+	if (cred && refuse_unavailable(c, cred))
+		return;
 
 	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
 	if (c->upgrade && !upgrade_is_websocket(c)) {
@@ -1074,7 +1114,13 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.route = rt,
 		.secret = secret,
 		.upgrade = c->upgrade,
+		.stream = &c->sigv4,
 	};
+	const struct policy_credential *cred = rt->credential;
+	for (size_t k = 0; cred && k < CRED_MAX_PARTS; k++)
+		if (cred->parts[k])
+			o.parts[k] = c->gen->secrets[cred->parts[k] - c->gen->policy->creds];
+	sigv4_stream_end(c); /* a retry starts over */
 	const char *why = NULL;
 	if (inject_request_head(&o, &c->out, &why) < 0) {
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
@@ -1114,12 +1160,9 @@ static const struct secret *route_secret(struct conn *c)
 /* llhttp body sink: forward the payload upstream, re-framed. Chunked
  * bodies are sent with our own chunk framing (extensions and trailers
  * dropped), so upstream sees exactly the bytes we parsed. */
-static int body_sink(void *arg, const char *p, size_t n)
+static int body_out(void *arg, const char *p, size_t n)
 {
 	struct conn *c = arg;
-	c->bytes_in += n;
-	if (c->max_body && c->bytes_in > c->max_body)
-		return -EFBIG;
 	struct evbuffer *out = bufferevent_get_output(c->up->bev);
 	if (c->req.chunked && n) {
 		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0)
@@ -1130,6 +1173,18 @@ static int body_sink(void *arg, const char *p, size_t n)
 	if (c->req.chunked && n && evbuffer_add(out, "\r\n", 2) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+static int body_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	c->bytes_in += n;
+	if (c->max_body && c->bytes_in > c->max_body)
+		return -EFBIG;
+	/* an aws-chunked upload: every chunk signed again (inject_sigv4.c) */
+	if (c->sigv4.started)
+		return sigv4_chunked_feed(&c->sigv4.chunked, p, n, body_out, c, &c->body_why);
+	return body_out(c, p, n);
 }
 
 static void send_request(struct conn *c)
@@ -1228,8 +1283,14 @@ static void pump_request_body(struct conn *c)
 			}
 			return;
 		}
+		if (r == 1 && c->sigv4.started && !sigv4_chunked_done(&c->sigv4.chunked)) {
+			r = -EBADMSG;
+			c->body_why = "aws-chunked: the body ended before its final chunk";
+		}
 		if (r < 0) {
 			char text[200];
+			if (c->body_why)
+				why = c->body_why;
 			snprintf(text, sizeof(text), "malformed request body: %s", why ? why : "error");
 			if (!c->response_started)
 				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);

@@ -314,6 +314,7 @@ static int put_credential(struct buf *out, const struct outbound *o, const struc
 		break;
 	case INJECT_QUERY: /* done in the query */
 	case INJECT_SWAP:
+	case INJECT_SIGV4: /* inject_sigv4.c */
 	case INJECT_NONE:
 		break;
 	}
@@ -349,6 +350,8 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	bool credentialed = cred && o->secret;
 	int r;
 
+	if (rt->inject == INJECT_SIGV4)
+		return inject_sigv4_head(o, out, why);
 	buf_reset(out);
 	r = buf_append(out, req->method, req->method_len);
 	if (r == 0)

@@ -13,6 +13,7 @@
 #include "common/secret.h"
 #include "policy/policy.h"
 #include "proxy/http1.h"
+#include "proxy/sigv4.h"
 
 struct outbound {
 	const struct http_head *req;
@@ -26,12 +27,34 @@ struct outbound {
 	const struct policy_route *route;
 	const struct secret *secret; /* NULL when the route has no credential */
 	bool upgrade;                /* relay Upgrade/Connection: upgrade */
+	/* INJECT_SIGV4: the real parts of the aws credential, by part index
+	 * (AWS_ACCESS_KEY_ID...; the session token may be NULL) and, for a
+	 * streaming upload, the body's re-signer that the head starts
+	 * (stream->started tells) */
+	const struct secret *parts[CRED_MAX_PARTS];
+	struct inject_sigv4_stream *stream;
+};
+
+struct inject_sigv4_stream {
+	bool started; /* the body is aws-chunked: feed it through chunked */
+	struct sigv4_chunked chunked;
 };
 
 /* Writes the complete request head for upstream into out. Returns 0,
  * -ENOBUFS if it does not fit, or -EINVAL (reason in *why) if the request
  * cannot be rewritten safely. */
 int inject_request_head(const struct outbound *o, struct buf *out, const char **why) WUR;
+
+/* INJECT_SIGV4: whether the request may be re-signed: SigV4 header-signed
+ * (AWS4-HMAC-SHA256) with the placeholder access key id of the route's
+ * credential, a valid x-amz-date in the credential's scope, a payload mode
+ * keyward re-signs, not presigned. Returns 0, or a negative errno with the
+ * reason (for the client and the audit record) in *why. Uses o's request,
+ * route and query; no secret. */
+int inject_sigv4_check(const struct outbound *o, const char **why) WUR;
+
+/* INJECT_SIGV4's inject_request_head (inject_sigv4.c). */
+int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **why) WUR;
 
 /* Looks for any credential's placeholder in the request's header names and
  * values (Basic credentials decoded), the request target (raw and
