@@ -31,10 +31,12 @@ static int find_once(const struct http_head *req, const char *name, bool *dup)
 	return *dup ? -1 : found;
 }
 
-/* X-Amz-Signature= and friends in the query: a presigned URL. */
+/* X-Amz-Signature= and friends in the query: a presigned URL (SigV4, or
+ * the older AWSAccessKeyId=...&Signature=). */
 static bool presigned(const char *q, size_t n)
 {
-	static const char *const keys[] = { "x-amz-signature=", "x-amz-credential=", "x-amz-algorithm=" };
+	static const char *const keys[] = { "x-amz-signature=", "x-amz-credential=", "x-amz-algorithm=",
+		                            "awsaccesskeyid=", "signature=" };
 	size_t i = 0;
 	while (q && i < n) {
 		size_t s = i;
@@ -126,7 +128,7 @@ int inject_sigv4_check(const struct outbound *o, const char **why)
 		return -EINVAL;
 	}
 	if (presigned(o->query, o->query_len)) {
-		*why = "presigned URLs (X-Amz-Signature in the query) are not supported: sign the request's headers";
+		*why = "presigned URLs (a signature in the query) are not supported: sign the request's headers";
 		return -EPROTONOSUPPORT;
 	}
 	int r = parse_auth(req, &a, why);
@@ -340,7 +342,7 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 		r = put_header(out, &em[n_em++], h->name, h->name_len, h->value, h->value_len);
 	}
 	if (r == 0 && req->chunked)
-		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
+		r = put_header(out, &em[n_em++], "Transfer-Encoding", 17, "chunked", 7);
 	else if (r == 0 && req->has_content_length) {
 		char cl[24];
 		int k = snprintf(cl, sizeof(cl), "%llu", (unsigned long long)req->content_length);

@@ -475,7 +475,11 @@ static int put_canonical_headers(const struct sigv4_request *rq, struct buf *out
 		if (r < 0)
 			return r;
 		if (!found) {
-			*why = "SignedHeaders= names a header that is not sent upstream";
+			/* a name the client signed, checked to be a header name */
+			static _Thread_local char msg[160];
+			snprintf(msg, sizeof(msg), "SignedHeaders= names %.*s, which is not sent upstream",
+			         (int)(nl > 64 ? 64 : nl), name);
+			*why = msg;
 			return -EINVAL;
 		}
 	}
