@@ -29,7 +29,8 @@ struct bad_case {
 	const char *error;
 };
 
-#define EXPECTED "(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or {query: PARAM})"
+#define EXPECTED \
+	"(expected bearer, basic, swap, sigv4, {basic: USER}, {header: NAME, value: TEMPLATE} or {query: PARAM})"
 
 static const struct bad_case bad[] = {
 	/* ---- bytes and YAML structure ---- */
