@@ -157,10 +157,10 @@ static const struct bad_case bad[] = {
 	{ V "credentials:\n  x: {kind: magic, from: env:A}\n", 0,
 	  "policy.yaml:3:13: credential \"x\": unknown kind \"magic\" (expected secret, aws)" },
 	{ V AWS_CRED "routes:\n  - {host: s3.example.com, credential: s3, inject: bearer}\n", 0,
-	  "policy.yaml:7:56: credential \"s3\" is of kind aws: its routes re-sign requests (inject: sigv4, or no "
+	  "policy.yaml:8:52: credential \"s3\" is of kind aws: its routes re-sign requests (inject: sigv4, or no "
 	  "inject:)" },
 	{ V "credentials:\n  k: {from: env:K}\nroutes:\n  - {host: a.example.com, credential: k, inject: sigv4}\n", 0,
-	  "policy.yaml:5:54: inject: sigv4 needs a credential of kind aws (\"k\" is secret)" },
+	  "policy.yaml:5:50: inject: sigv4 needs a credential of kind aws (\"k\" is secret)" },
 	{ V "credentials:\n  x: {from: env:A, placeholder: short}\n", 0,
 	  "policy.yaml:3:33: placeholder: must be 16 to 256 characters long" },
 	{ V "credentials:\n  x: {from: env:A, placeholder: \"abcdefgh ijklmnopq\"}\n", 0,
