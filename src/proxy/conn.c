@@ -1301,6 +1301,7 @@ static void pump_request_body(struct conn *c)
 			return;
 		}
 		if (r == 1) {
+			sigv4_stream_end(c); /* the signing key goes as soon as it is not needed */
 			if (c->req.chunked)
 				evbuffer_add(up_out, "0\r\n\r\n", 5);
 			c->body_done = true;

@@ -66,6 +66,10 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
                                                  const char *path, const struct policy_credential *allowed,
                                                  const char **where);
 
+/* Appends "NAME: VALUE\r\n", and "Host: HOST[:PORT]\r\n" for o's target. */
+int inject_put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl) WUR;
+int inject_put_host(struct buf *out, const struct outbound *o) WUR;
+
 /* Whether a header is hop-by-hop (RFC 9110 7.6.1) or otherwise rewritten by
  * the proxy, so never copied as is. */
 bool inject_header_is_hop(const char *name, size_t len);

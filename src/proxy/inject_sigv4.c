@@ -157,14 +157,7 @@ static int put_header(struct buf *out, struct emitted *e, const char *name, size
 	e->name_len = nl;
 	e->value = out->len + nl + 2;
 	e->value_len = vl;
-	int r = buf_append(out, name, nl);
-	if (r == 0)
-		r = buf_append(out, ": ", 2);
-	if (r == 0)
-		r = buf_append(out, value, vl);
-	if (r == 0)
-		r = buf_append(out, "\r\n", 2);
-	return r;
+	return inject_put_header(out, name, nl, value, vl);
 }
 
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
@@ -326,13 +319,11 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 	}
 	if (r == 0)
 		r = buf_puts(out, " HTTP/1.1\r\n");
-	char host[300];
-	bool v6 = strchr(o->host, ':') != NULL;
-	int hl = snprintf(host, sizeof(host), "%s%s%s", v6 ? "[" : "", o->host, v6 ? "]" : "");
-	if (o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
-		hl += snprintf(host + hl, sizeof(host) - (size_t)hl, ":%u", o->port);
-	if (r == 0)
-		r = put_header(out, &em[n_em++], "Host", 4, host, (size_t)hl);
+	if (r == 0) {
+		size_t at = out->len;
+		r = inject_put_host(out, o);
+		em[n_em++] = (struct emitted){ at, 4, at + 6, out->len - at - 8 }; /* "Host: " ... "\r\n" */
+	}
 	for (unsigned i = 0; r == 0 && i < req->n_headers; i++) {
 		const struct http_header *h = &req->headers[i];
 		if (inject_header_is_hop(h->name, h->name_len) || http_connection_names(req, h->name, h->name_len) ||
