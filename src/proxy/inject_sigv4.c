@@ -37,18 +37,14 @@ static bool presigned(const char *q, size_t n)
 {
 	static const char *const keys[] = { "x-amz-signature=", "x-amz-credential=", "x-amz-algorithm=",
 		                            "awsaccesskeyid=", "signature=" };
-	size_t i = 0;
-	while (q && i < n) {
-		size_t s = i;
-		while (i < n && q[i] != '&')
-			i++;
+	size_t pos = 0, len;
+	const char *f;
+	while (q && field_next(q, n, &pos, '&', &f, &len))
 		for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
 			size_t kl = strlen(keys[k]);
-			if (i - s >= kl && strncasecmp(q + s, keys[k], kl) == 0)
+			if (len >= kl && strncasecmp(f, keys[k], kl) == 0)
 				return true;
 		}
-		i++;
-	}
 	return false;
 }
 
@@ -171,17 +167,11 @@ static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
 static int signed_list(const struct sigv4_auth *a, bool token, struct buf *out)
 {
 	static const char tk[] = "x-amz-security-token";
-	const char *s = a->signed_headers;
-	size_t n = a->signed_headers_len, i = 0;
+	const char *name;
+	size_t pos = 0, nl;
 	bool placed = !token;
 	int r = 0;
-	while (i < n && r == 0) {
-		size_t st = i;
-		while (i < n && s[i] != ';')
-			i++;
-		const char *name = s + st;
-		size_t nl = i - st;
-		i++;
+	while (r == 0 && field_next(a->signed_headers, a->signed_headers_len, &pos, ';', &name, &nl)) {
 		if (nl == sizeof(tk) - 1 && memcmp(name, tk, nl) == 0)
 			continue;
 		if (!placed && name_cmp(tk, sizeof(tk) - 1, name, nl) < 0) {

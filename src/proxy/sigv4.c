@@ -253,21 +253,17 @@ int sigv4_payload_kind(const char *v, size_t n, enum sigv4_payload *ret, const c
  * as AWS does for every service but S3. */
 static int normalise_path(const char *p, size_t n, struct buf *out)
 {
-	size_t mark = out->len, i = 0;
+	size_t mark = out->len, pos = 0, len;
+	const char *seg;
 	int r = 0;
 	if (n == 0)
 		return buf_append(out, "/", 1);
 	bool leading = p[0] == '/', trailing = p[n - 1] == '/';
 	size_t segs = 0;
-	while (i < n && r == 0) {
-		size_t s = i;
-		while (i < n && p[i] != '/')
-			i++;
-		size_t len = i - s;
-		i++;
-		if (len == 0 || (len == 1 && p[s] == '.'))
+	while (r == 0 && field_next(p, n, &pos, '/', &seg, &len)) {
+		if (len == 0 || (len == 1 && seg[0] == '.'))
 			continue;
-		if (len == 2 && p[s] == '.' && p[s + 1] == '.') {
+		if (len == 2 && seg[0] == '.' && seg[1] == '.') {
 			if (segs) {
 				/* drop the last segment written, and its slash */
 				while (out->len > mark && out->data[out->len - 1] != '/')
@@ -281,7 +277,7 @@ static int normalise_path(const char *p, size_t n, struct buf *out)
 		if (segs || leading)
 			r = buf_append(out, "/", 1);
 		if (r == 0)
-			r = buf_append(out, p + s, len);
+			r = buf_append(out, seg, len);
 		segs++;
 	}
 	if (r == 0 && segs && trailing)
@@ -294,17 +290,14 @@ static int normalise_path(const char *p, size_t n, struct buf *out)
 /* Percent-encodes every byte but the unreserved ones and '/'. */
 static int encode_keep_slash(const char *p, size_t n, struct buf *out)
 {
-	size_t i = 0;
-	while (i < n) {
-		size_t s = i;
-		while (i < n && p[i] != '/')
-			i++;
-		int r = percent_encode(p + s, i - s, out);
-		if (r == 0 && i < n)
+	size_t pos = 0, len;
+	const char *seg;
+	while (field_next(p, n, &pos, '/', &seg, &len)) {
+		int r = percent_encode(seg, len, out);
+		if (r == 0 && pos <= n)
 			r = buf_append(out, "/", 1);
 		if (r < 0)
 			return r;
-		i++;
 	}
 	return 0;
 }
@@ -360,16 +353,11 @@ static int requote(const char *s, size_t n, size_t max, char **ret)
 int sigv4_canonical_query(const char *q, size_t n, struct buf *out, const char **why)
 {
 	struct qparam *params = NULL;
-	size_t np = 0, cap = 0, i = 0;
+	size_t np = 0, cap = 0, pos = 0, cl;
+	const char *comp;
 	int r = 0;
 
-	while (q && i < n && r == 0) {
-		size_t s = i;
-		while (i < n && q[i] != '&')
-			i++;
-		size_t cl = i - s;
-		const char *comp = q + s;
-		i++;
+	while (q && r == 0 && field_next(q, n, &pos, '&', &comp, &cl)) {
 		if (cl == 0)
 			continue;
 		if (np == QUERY_PARAMS_MAX) {
@@ -447,15 +435,9 @@ static int put_trimmed(struct buf *out, const char *v, size_t n)
 
 static int put_canonical_headers(const struct sigv4_request *rq, struct buf *out, const char **why)
 {
-	const char *sh = rq->signed_headers;
-	size_t n = rq->signed_headers_len, i = 0;
-	while (i < n) {
-		size_t s = i;
-		while (i < n && sh[i] != ';')
-			i++;
-		const char *name = sh + s;
-		size_t nl = i - s;
-		i++;
+	const char *name;
+	size_t pos = 0, nl;
+	while (field_next(rq->signed_headers, rq->signed_headers_len, &pos, ';', &name, &nl)) {
 		int r = buf_append(out, name, nl);
 		if (r == 0)
 			r = buf_append(out, ":", 1);
