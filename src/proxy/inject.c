@@ -52,6 +52,17 @@ static int replace_all(struct buf *out, const char *s, size_t n, const char *nee
 	return r < 0 ? r : count;
 }
 
+int inject_put_method_path(struct buf *out, const struct outbound *o)
+{
+	buf_reset(out);
+	int r = buf_append(out, o->req->method, o->req->method_len);
+	if (r == 0)
+		r = buf_append(out, " ", 1);
+	if (r == 0)
+		r = buf_append(out, o->path, o->path_len);
+	return r;
+}
+
 int inject_put_host(struct buf *out, const struct outbound *o)
 {
 	bool v6 = strchr(o->host, ':') != NULL;
@@ -363,12 +374,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 
 	if (rt->inject == INJECT_SIGV4)
 		return inject_sigv4_head(o, out, why);
-	buf_reset(out);
-	r = buf_append(out, req->method, req->method_len);
-	if (r == 0)
-		r = buf_append(out, " ", 1);
-	if (r == 0)
-		r = buf_append(out, o->path, o->path_len);
+	r = inject_put_method_path(out, o);
 	if (r == 0 && (o->query || (credentialed && rt->inject == INJECT_QUERY))) {
 		size_t mark = out->len;
 		bool any;

@@ -66,7 +66,9 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
                                                  const char *path, const struct policy_credential *allowed,
                                                  const char **where);
 
-/* Appends "NAME: VALUE\r\n", and "Host: HOST[:PORT]\r\n" for o's target. */
+/* Pieces of an upstream head: out reset to "METHOD PATH" (the query and
+ * version follow), "NAME: VALUE\r\n", "Host: HOST[:PORT]\r\n" for o's target. */
+int inject_put_method_path(struct buf *out, const struct outbound *o) WUR;
 int inject_put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl) WUR;
 int inject_put_host(struct buf *out, const struct outbound *o) WUR;
 

@@ -294,12 +294,7 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 	if (!em)
 		return -ENOMEM;
 
-	buf_reset(out);
-	r = buf_append(out, req->method, req->method_len);
-	if (r == 0)
-		r = buf_append(out, " ", 1);
-	if (r == 0)
-		r = buf_append(out, o->path, o->path_len);
+	r = inject_put_method_path(out, o);
 	if (r == 0 && o->query) {
 		r = buf_append(out, "?", 1);
 		query_at = out->len;
