@@ -15,10 +15,12 @@
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
 
+#include "common/encode.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "policy/path.h"
@@ -29,6 +31,7 @@
 enum conn_state {
 	C_HEAD,         /* reading a request head */
 	C_DECIDED,      /* allowed, waiting for its audit record to be written */
+	C_SIGV4_BODY,   /* inject: sigv4 with no x-amz-content-sha256: reading the whole body to hash it */
 	C_CONNECTING,   /* waiting for an upstream */
 	C_BODY,         /* streaming the request body upstream */
 	C_RESPONSE,     /* request sent, relaying the response */
@@ -86,13 +89,14 @@ struct conn {
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
 	uint64_t decision_seq;
-	LIST_ENTRY(conn) wait_link;       /* on w->audit_wait in C_DECIDED */
-	int audit_index;                  /* of its allow record in w->audit_batch, then */
-	const char *leaked;               /* credential whose placeholder was caught leaking */
-	struct buf out;                   /* upstream request head (holds the secret briefly) */
-	struct inject_sigv4_stream sigv4; /* inject: sigv4 streaming upload: its body's re-signer */
-	const char *body_why;             /* why the body filter refused the body */
-	struct evbuffer *reply;           /* response bytes not yet handed to the client (client_send) */
+	LIST_ENTRY(conn) wait_link;        /* on w->audit_wait in C_DECIDED */
+	int audit_index;                   /* of its allow record in w->audit_batch, then */
+	const char *leaked;                /* credential whose placeholder was caught leaking */
+	struct buf out;                    /* upstream request head (holds the secret briefly) */
+	struct inject_sigv4_stream sigv4;  /* inject: sigv4 streaming upload: its body's re-signer */
+	const char *body_why;              /* why the body filter refused the body */
+	char body_hash[SIGV4_SIG_HEX + 1]; /* C_SIGV4_BODY: hex SHA-256 of the body, once read */
+	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 };
 
@@ -105,6 +109,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
 static void worker_done(struct worker *w);
+static void decide(struct conn *c);
 
 static const struct policy_limits *limits(struct conn *c)
 {
@@ -118,6 +123,7 @@ static void sigv4_stream_end(struct conn *c)
 		sigv4_chunked_free(&c->sigv4.chunked);
 	c->sigv4.started = false;
 	c->body_why = NULL;
+	c->body_hash[0] = '\0';
 }
 
 /* ---- lifetime ---- */
@@ -502,6 +508,51 @@ static bool refuse_sigv4(struct conn *c)
 	return true;
 }
 
+/* inject: sigv4 with no x-amz-content-sha256: the body (Content-Length, at
+ * most INJECT_SIGV4_HASH_MAX, checked) is read whole into the client's
+ * input buffer and hashed before the request is decided and its head
+ * signed; it is then forwarded from there as any body. */
+static void sigv4_hash_body(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t need = (size_t)c->req.content_length;
+	if (evbuffer_get_length(in) < need) {
+		if (c->state != C_SIGV4_BODY && c->req.expect_continue)
+			(void)bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		c->state = C_SIGV4_BODY;
+		bufferevent_enable(c->bev, EV_READ);
+		arm_timer(c, limits(c)->idle_timeout_ms);
+		return;
+	}
+	evtimer_del(c->timer);
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec v[16];
+	uint8_t md[32];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+	while (ok && need > 0) {
+		int k = evbuffer_peek(in, (ev_ssize_t)need, &at, v, 16);
+		if (k <= 0)
+			break;
+		for (int i = 0; ok && i < k && i < 16 && need > 0; i++) {
+			size_t take = v[i].iov_len < need ? v[i].iov_len : need;
+			ok = EVP_DigestUpdate(h, v[i].iov_base, take) == 1;
+			need -= take;
+			evbuffer_ptr_set(in, &at, take, EVBUFFER_PTR_ADD);
+		}
+	}
+	ok = ok && need == 0 && EVP_DigestFinal_ex(h, md, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	if (!ok) {
+		refuse(c, 500, "Internal Server Error", "error", "sigv4", "cannot hash the request body", NULL);
+		return;
+	}
+	hex_encode(md, 32, c->body_hash);
+	c->state = C_HEAD; /* out of C_SIGV4_BODY: decide() moves on */
+	decide(c);
+}
+
 /* Refuses with 503 if the credential (or a part of it) could not be read.
  * Returns true if it did. */
 static bool refuse_unavailable(struct conn *c, const struct policy_credential *cred)
@@ -877,7 +928,6 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
-static void decide(struct conn *c);
 static const struct secret *route_secret(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
@@ -1056,6 +1106,10 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
+	if (rt->inject == INJECT_SIGV4 && inject_sigv4_needs_body_hash(&c->req)) {
+		sigv4_hash_body(c);
+		return;
+	}
 	decide(c);
 }
 
@@ -1115,12 +1169,15 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.secret = secret,
 		.upgrade = c->upgrade,
 		.stream = &c->sigv4,
+		.body_hash = c->body_hash[0] ? c->body_hash : NULL,
 	};
 	const struct policy_credential *cred = rt->credential;
 	for (size_t k = 0; cred && k < CRED_MAX_PARTS; k++)
 		if (cred->parts[k])
 			o.parts[k] = c->gen->secrets[cred->parts[k] - c->gen->policy->creds];
-	sigv4_stream_end(c); /* a retry starts over */
+	if (c->sigv4.started) /* a retry starts over */
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
 	const char *why = NULL;
 	if (inject_request_head(&o, &c->out, &why) < 0) {
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
@@ -1639,6 +1696,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	case C_BODY:
 		pump_request_body(c);
 		break;
+	case C_SIGV4_BODY:
+		sigv4_hash_body(c);
+		break;
 	case C_RELAY: {
 		struct evbuffer *in = bufferevent_get_input(bev);
 		c->bytes_in += evbuffer_get_length(in);
@@ -1730,6 +1790,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		conn_free(c); /* idle keep-alive connection */
+		return;
+	case C_SIGV4_BODY:
+		refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
 		return;
 	case C_BODY:
 		if (!c->response_started) {

@@ -33,7 +33,19 @@ struct outbound {
 	 * (stream->started tells) */
 	const struct secret *parts[CRED_MAX_PARTS];
 	struct inject_sigv4_stream *stream;
+	/* INJECT_SIGV4 without x-amz-content-sha256: hex SHA-256 of the body
+	 * (read whole before the head is signed), or NULL */
+	const char *body_hash;
 };
+
+/* The largest body keyward reads whole to hash it, for a SigV4 request that
+ * sends no x-amz-content-sha256 (most AWS APIs but S3). */
+#define INJECT_SIGV4_HASH_MAX (1024 * 1024)
+
+/* Whether this SigV4 request needs its body hashed by keyward before the
+ * head is signed (no x-amz-content-sha256, a body; inject_sigv4_check
+ * has refused those that cannot be). */
+bool inject_sigv4_needs_body_hash(const struct http_head *req);
 
 struct inject_sigv4_stream {
 	bool started; /* the body is aws-chunked: feed it through chunked */

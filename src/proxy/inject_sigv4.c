@@ -48,10 +48,22 @@ static bool presigned(const char *q, size_t n)
 	return false;
 }
 
-/* The request's payload hash line: x-amz-content-sha256, or the hash of an
- * empty body when there is none and no body. */
-static int payload_hash(const struct http_head *req, const char **v, size_t *n, enum sigv4_payload *kind,
-                        const char **why)
+static bool has_body(const struct http_head *req)
+{
+	return req->chunked || (req->has_content_length && req->content_length > 0);
+}
+
+bool inject_sigv4_needs_body_hash(const struct http_head *req)
+{
+	bool dup;
+	return has_body(req) && find_once(req, "x-amz-content-sha256", &dup) < 0 && !dup;
+}
+
+/* The request's payload hash line: x-amz-content-sha256, else the hash of
+ * the body keyward read (body_hash: NULL while it has not), or of an empty
+ * body. */
+static int payload_hash(const struct http_head *req, const char *body_hash, const char **v, size_t *n,
+                        enum sigv4_payload *kind, const char **why)
 {
 	bool dup;
 	int i = find_once(req, "x-amz-content-sha256", &dup);
@@ -60,13 +72,13 @@ static int payload_hash(const struct http_head *req, const char **v, size_t *n, 
 		return -EINVAL;
 	}
 	if (i < 0) {
-		if (req->chunked || (req->has_content_length && req->content_length > 0)) {
-			*why = "a SigV4 request with a body must send x-amz-content-sha256 (keyward re-signs the head "
-			       "before the body has passed)";
+		if (has_body(req) && (req->chunked || req->content_length > INJECT_SIGV4_HASH_MAX)) {
+			*why = "a SigV4 request with a chunked body or one over 1 MiB must send x-amz-content-sha256 "
+			       "(keyward hashes a body only when it can hold it whole)";
 			return -EINVAL;
 		}
-		*v = EMPTY_SHA256;
-		*n = strlen(EMPTY_SHA256);
+		*v = has_body(req) ? body_hash : EMPTY_SHA256;
+		*n = *v ? SIGV4_SIG_HEX : 0; /* NULL: the caller checks that it knows the body's hash */
 		*kind = SIGV4_PAYLOAD_HASH;
 		return 0;
 	}
@@ -137,7 +149,7 @@ int inject_sigv4_check(const struct outbound *o, const char **why)
 	}
 	r = amz_date(req, &a, &v, why);
 	if (r == 0)
-		r = payload_hash(req, &v, &n, &kind, why);
+		r = payload_hash(req, EMPTY_SHA256, &v, &n, &kind, why); /* any hash: the form is checked */
 	return r;
 }
 
@@ -219,7 +231,7 @@ static int sign_head(const struct outbound *o, struct buf *out, const struct emi
 	for (size_t i = 0; i < n_em; i++)
 		hs[i] = (struct sigv4_header){ out->data + em[i].name, em[i].name_len, out->data + em[i].value,
 			                       em[i].value_len };
-	r = payload_hash(o->req, &ph, &phl, &kind, why);
+	r = payload_hash(o->req, o->body_hash, &ph, &phl, &kind, why);
 	if (r == 0)
 		r = signed_list(a, tok != NULL, &sh);
 	if (r == 0) {
@@ -280,8 +292,12 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 	/* checked before the request was allowed; checked again here, since
 	 * the head is built from these very fields */
 	if (inject_sigv4_check(o, why) < 0 || parse_auth(req, &a, why) < 0 || amz_date(req, &a, &date, why) < 0 ||
-	    payload_hash(req, &v, &n, &kind, why) < 0)
+	    payload_hash(req, o->body_hash, &v, &n, &kind, why) < 0)
 		return -EINVAL;
+	if (!v) {
+		*why = "the body's hash is not known";
+		return -EINVAL;
+	}
 	if (!kid || !o->parts[AWS_SECRET_ACCESS_KEY]) {
 		*why = "the aws credential is not available";
 		return -EINVAL;

@@ -20,7 +20,7 @@ import urllib.parse
 import uuid
 from xml.sax.saxutils import escape
 
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -61,16 +61,18 @@ class S3State:
         self.errors = []
         self.lock = threading.Lock()
 
-    def expected_signature(self, method, target, headers, auth, amz_date):
-        """botocore's SigV4 signature of the request as received, with the real key."""
+    def expected_signature(self, method, target, headers, auth, amz_date, body):
+        """botocore's SigV4 signature of the request as received, with the real key
+        (S3's rules for s3, the general ones, body hashed, for other services)."""
         host = next(v for n, v in headers if n.lower() == "host")
         picked = {}
         for n, v in headers:
             if n.lower() in auth["signed"]:
                 picked[n] = v if n not in picked else picked[n] + "," + v
-        req = AWSRequest(method=method, url=f"https://{host}{target}", headers=picked)
+        req = AWSRequest(method=method, url=f"https://{host}{target}", headers=picked, data=body)
         req.context["timestamp"] = amz_date
-        signer = S3SigV4Auth(Credentials(self.key_id, self.secret, self.token), auth["service"], auth["region"])
+        cls = S3SigV4Auth if auth["service"] == "s3" else SigV4Auth
+        signer = cls(Credentials(self.key_id, self.secret, self.token), auth["service"], auth["region"])
         cr = signer.canonical_request(req)
         sts = signer.string_to_sign(req, cr)
         return signer.signature(sts, req)
@@ -90,7 +92,7 @@ class S3State:
         elif "x-amz-security-token" in hd:
             raise SignatureError("unexpected session token")
         amz_date = hd["x-amz-date"]
-        want = self.expected_signature(method, target, headers, auth, amz_date)
+        want = self.expected_signature(method, target, headers, auth, amz_date, body)
         if not hmac.compare_digest(want, auth["signature"]):
             raise SignatureError("head signature does not match")
         mode = hd.get("x-amz-content-sha256")
@@ -103,6 +105,8 @@ class S3State:
             return data, mode, chunks
         if mode == "STREAMING-UNSIGNED-PAYLOAD-TRAILER":
             return self.unsigned_chunks(body, hd), mode, 0
+        if mode is None and auth["service"] != "s3":
+            return body, "body hashed by the signer", 0
         if mode != "UNSIGNED-PAYLOAD" and mode != hashlib.sha256(body).hexdigest():
             raise SignatureError("payload hash does not match the body")
         return body, mode, 0
@@ -197,6 +201,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         with st.lock:
             st.log.append((self.command, self.path, mode, chunks))
+        if mode == "body hashed by the signer":  # STS GetCallerIdentity, for other services
+            self._send(200, b'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                       b"<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/kw</Arn><UserId>AIDKW</UserId>"
+                       b"<Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>1"
+                       b"</RequestId></ResponseMetadata></GetCallerIdentityResponse>")
+            return
         u = urllib.parse.urlsplit(self.path)
         q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 1)

@@ -274,6 +274,32 @@ def test_refusals(proxy_factory, s3):
     assert_no_real_secrets(px)
 
 
+def test_other_service_body_hashed_by_keyward(proxy_factory, s3):
+    # STS (like most AWS APIs but S3) sends no x-amz-content-sha256: the
+    # signature covers the body's hash, which keyward computes itself.
+    px = proxy_factory(aws_policy(s3), env=REAL_ENV)
+    sess = botocore.session.Session()
+    sts = sess.create_client("sts", endpoint_url=f"https://api.test:{s3.port}", aws_access_key_id=PH_KEY_ID,
+                             aws_secret_access_key=PH_SECRET, aws_session_token=PH_TOKEN, verify=str(px.ca),
+                             config=Config(proxies={"https": px.url}, region_name="us-east-1",
+                                           retries={"max_attempts": 1}))
+    assert sts.get_caller_identity()["Account"] == "123456789012"
+    assert s3.state.errors == []
+    assert s3.state.log[-1][:3] == ("POST", "/", "body hashed by the signer")
+    # a chunked body cannot be hashed first: refused
+    amz = now_amz()
+    h, _ = signed_head("POST", "/", {"Host": f"api.test:{s3.port}"}, amz, "x")
+    h.__delitem__("X-Amz-Content-SHA256")
+    t = open_tunnel(px.port, "api.test", s3.port, px.ca)
+    conn = HttpConn(t)
+    head = "".join(f"{n}: {v}\r\n" for n, v in h.items())
+    conn.send(f"POST / HTTP/1.1\r\n{head}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".encode())
+    status, _, body, _ = conn.read_response("POST")
+    conn.close()
+    refused(px, status, body, "chunked body")
+    assert_no_real_secrets(px, body)
+
+
 def test_without_session_token(proxy_factory, certs):
     srv = S3Server(certs, REAL_KEY_ID, REAL_SECRET, None)
     try:
