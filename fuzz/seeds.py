@@ -509,6 +509,38 @@ if AESGCM is not None:
         write("vault", name, data)
 
 
+# ---- AWS SigV4 ----------------------------------------------------------
+SIG = "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"
+
+
+def aws_chunks(*chunks):
+    out = b""
+    for d in list(chunks) + [b""]:
+        out += b"%x;chunk-signature=%s\r\n%s\r\n" % (len(d), SIG.encode(), d)
+    return out
+
+
+SIGV4 = {
+    "auth": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + SIG,
+    "auth-tight": "AWS4-HMAC-SHA256 Credential=K/20150830/eu-west-1/sts/aws4_request,SignedHeaders=a;b,Signature="
+                  + SIG,
+    "auth-sigv4a": "AWS4-ECDSA-P256-SHA256 Credential=K/20150830/s3/aws4_request, SignedHeaders=host, Signature=00",
+    "auth-unsorted": "AWS4-HMAC-SHA256 Credential=K/20150830/us-east-1/s3/aws4_request, SignedHeaders=x;a, "
+                     "Signature=" + SIG,
+    "query": "list-type=2&prefix=dir%20one%2F&delimiter=%2F&encoding-type=url",
+    "query-raw": "prefix=a/b c&b=&b=1&uploads&&%E1%88%B4=bar&x=%zz",
+    "path": "/bkt/dir%20one/na%C3%AFve//../x/./y",
+    "chunked": aws_chunks(b"hello", b"world" * 20),
+    "chunked-empty": aws_chunks(),
+    "chunked-trailing": aws_chunks(b"x") + b"junk",
+    "chunked-bad-size": b"zz;chunk-signature=" + SIG.encode() + b"\r\nx\r\n",
+    "chunked-cut": aws_chunks(b"hello")[:30],
+}
+for name, data in SIGV4.items():
+    write("sigv4", name, data)
+
+
 if __name__ == "__main__":
     for h in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         n = len([f for f in os.listdir(os.path.join(HERE, "corpus", h)) if f.startswith("seed-")])

@@ -36,6 +36,8 @@ static const char *inject_name(const struct policy_route *r, char *buf, size_t n
 		return buf;
 	case INJECT_SWAP:
 		return "swap placeholders";
+	case INJECT_SIGV4:
+		return "sigv4 (re-sign with the real AWS key)";
 	}
 	return "?";
 }

@@ -37,7 +37,7 @@
 #define PLACEHOLDER_MAX   256
 
 static const char inject_expected[] =
-    "(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or "
+    "(expected bearer, basic, swap, sigv4, {basic: USER}, {header: NAME, value: TEMPLATE} or "
     "{query: PARAM})";
 
 /* ---- the YAML tree ---- */
@@ -798,7 +798,7 @@ struct kind_info {
 
 static const struct kind_info kinds[] = {
 	[CRED_SECRET] = { "secret", true, false, { NULL }, 0 },
-	[CRED_AWS] = { "aws", false, false, { "access_key_id", "secret_access_key", "session_token" }, 0x3 },
+	[CRED_AWS] = { "aws", true, false, { "access_key_id", "secret_access_key", "session_token" }, 0x3 },
 	[CRED_OAUTH2_CLIENT] = { "oauth2_client_credentials",
 	                         false,
 	                         true,
@@ -1528,6 +1528,8 @@ static int parse_inject(struct ctx *c, const struct ynode *n, struct policy_rout
 		route->inject = INJECT_BASIC;
 	else if (streq(n->value, "swap"))
 		route->inject = INJECT_SWAP;
+	else if (streq(n->value, "sigv4"))
+		route->inject = INJECT_SIGV4;
 	else
 		return fail(c, n, "unknown inject mode \"%s\" %s", Q(n->value), inject_expected);
 	return 0;
@@ -1634,7 +1636,10 @@ static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, s
 		r = find_route_credential(c, f[R_CREDENTIAL], p, route);
 		if (r < 0)
 			return r;
-		if (!f[R_INJECT])
+		/* an aws credential is used one way only: re-signing */
+		if (!f[R_INJECT] && route->credential->kind == CRED_AWS)
+			route->inject = INJECT_SIGV4;
+		else if (!f[R_INJECT])
 			return fail(c, k[R_CREDENTIAL], "route has credential but no inject: mode");
 	}
 	if (f[R_INJECT]) {
@@ -1643,6 +1648,15 @@ static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, s
 		r = parse_inject(c, f[R_INJECT], route);
 		if (r < 0)
 			return r;
+		bool aws = route->credential->kind == CRED_AWS;
+		if (aws && route->inject != INJECT_SIGV4)
+			return fail(c, f[R_INJECT],
+			            "credential \"%s\" is of kind aws: its routes re-sign requests (inject: sigv4, "
+			            "or no inject:)",
+			            route->credential->name);
+		if (!aws && route->inject == INJECT_SIGV4)
+			return fail(c, f[R_INJECT], "inject: sigv4 needs a credential of kind aws (\"%s\" is %s)",
+			            route->credential->name, policy_kind_name(route->credential->kind));
 	}
 	return parse_route_rest(c, f, route);
 }

@@ -89,6 +89,7 @@ enum inject_mode {
 	INJECT_HEADER, /* NAME: TEMPLATE with {secret} replaced */
 	INJECT_QUERY,  /* ?PARAM=SECRET */
 	INJECT_SWAP,   /* only swap placeholders where the client put them */
+	INJECT_SIGV4,  /* kind aws: check the placeholder key id, re-sign with the real key */
 };
 
 enum scheme { SCHEME_HTTPS, SCHEME_HTTP };

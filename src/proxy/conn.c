@@ -15,10 +15,12 @@
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
 
+#include "common/encode.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "policy/path.h"
@@ -29,6 +31,7 @@
 enum conn_state {
 	C_HEAD,         /* reading a request head */
 	C_DECIDED,      /* allowed, waiting for its audit record to be written */
+	C_SIGV4_BODY,   /* inject: sigv4 with no x-amz-content-sha256: reading the whole body to hash it */
 	C_CONNECTING,   /* waiting for an upstream */
 	C_BODY,         /* streaming the request body upstream */
 	C_RESPONSE,     /* request sent, relaying the response */
@@ -86,11 +89,14 @@ struct conn {
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
 	uint64_t decision_seq;
-	LIST_ENTRY(conn) wait_link; /* on w->audit_wait in C_DECIDED */
-	int audit_index;            /* of its allow record in w->audit_batch, then */
-	const char *leaked;         /* credential whose placeholder was caught leaking */
-	struct buf out;             /* upstream request head (holds the secret briefly) */
-	struct evbuffer *reply;     /* response bytes not yet handed to the client (client_send) */
+	LIST_ENTRY(conn) wait_link;        /* on w->audit_wait in C_DECIDED */
+	int audit_index;                   /* of its allow record in w->audit_batch, then */
+	const char *leaked;                /* credential whose placeholder was caught leaking */
+	struct buf out;                    /* upstream request head (holds the secret briefly) */
+	struct inject_sigv4_stream sigv4;  /* inject: sigv4 streaming upload: its body's re-signer */
+	const char *body_why;              /* why the body filter refused the body */
+	char body_hash[SIGV4_SIG_HEX + 1]; /* C_SIGV4_BODY: hex SHA-256 of the body, once read */
+	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 };
 
@@ -104,10 +110,21 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
 static void worker_done(struct worker *w);
+static void decide(struct conn *c);
 
 static const struct policy_limits *limits(struct conn *c)
 {
 	return &c->gen->policy->limits;
+}
+
+/* Drops the body re-signer of an aws-chunked upload, if any. */
+static void sigv4_stream_end(struct conn *c)
+{
+	if (c->sigv4.started)
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
+	c->body_why = NULL;
+	c->body_hash[0] = '\0';
 }
 
 /* ---- lifetime ---- */
@@ -132,6 +149,7 @@ static void conn_free(struct conn *c)
 	if (c->out.data)
 		OPENSSL_cleanse(c->out.data, c->out.cap);
 	buf_free(&c->out);
+	sigv4_stream_end(c);
 	free(c->hdrs);
 	if (c->state == C_DECIDED)
 		LIST_REMOVE(c, wait_link);
@@ -478,6 +496,85 @@ static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 	return true;
 }
 
+/* inject: sigv4 takes only requests SigV4-signed with the placeholder key
+ * id, in a form keyward re-signs. Returns true if it refused this one. */
+static bool refuse_sigv4(struct conn *c)
+{
+	const char *why = NULL;
+	struct outbound o = { .req = &c->req, .query = c->query, .query_len = c->query_len, .route = c->route };
+	if (inject_sigv4_check(&o, &why) == 0)
+		return false;
+	refuse(c, 403, "Forbidden", "deny", "sigv4", why,
+	       "sign with the sandbox's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (SigV4, headers)");
+	return true;
+}
+
+/* inject: sigv4 with no x-amz-content-sha256: the body (Content-Length, at
+ * most INJECT_SIGV4_HASH_MAX, checked) is read whole into the client's
+ * input buffer and hashed before the request is decided and its head
+ * signed; it is then forwarded from there as any body. */
+static void sigv4_hash_body(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t need = (size_t)c->req.content_length;
+	if (evbuffer_get_length(in) < need) {
+		if (c->state != C_SIGV4_BODY && c->req.expect_continue)
+			(void)bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		c->state = C_SIGV4_BODY;
+		bufferevent_enable(c->bev, EV_READ);
+		arm_timer(c, limits(c)->idle_timeout_ms);
+		return;
+	}
+	evtimer_del(c->timer);
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec v[16];
+	uint8_t md[32];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+	while (ok && need > 0) {
+		int k = evbuffer_peek(in, (ev_ssize_t)need, &at, v, 16);
+		if (k <= 0)
+			break;
+		for (int i = 0; ok && i < k && i < 16 && need > 0; i++) {
+			size_t take = v[i].iov_len < need ? v[i].iov_len : need;
+			ok = EVP_DigestUpdate(h, v[i].iov_base, take) == 1;
+			need -= take;
+			evbuffer_ptr_set(in, &at, take, EVBUFFER_PTR_ADD);
+		}
+	}
+	ok = ok && need == 0 && EVP_DigestFinal_ex(h, md, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	if (!ok) {
+		refuse(c, 500, "Internal Server Error", "error", "sigv4", "cannot hash the request body", NULL);
+		return;
+	}
+	hex_encode(md, 32, c->body_hash);
+	c->state = C_HEAD; /* out of C_SIGV4_BODY: decide() moves on */
+	decide(c);
+}
+
+/* Refuses with 503 if the credential (or a part of it) could not be read.
+ * Returns true if it did. */
+static bool refuse_unavailable(struct conn *c, const struct policy_credential *cred)
+{
+	const struct policy *p = c->gen->policy;
+	for (size_t k = 0; k <= CRED_MAX_PARTS; k++) {
+		const struct policy_credential *e = k == 0 ? cred : cred->parts[k - 1];
+		if (!e || (k == 0 && cred->source == SOURCE_PARTS))
+			continue;
+		size_t ci = (size_t)(e - p->creds);
+		if (c->gen->secrets[ci])
+			continue;
+		char text[768];
+		snprintf(text, sizeof(text), "credential %s is not available: %s", e->name,
+		         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
+		refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
+		return true;
+	}
+	return false;
+}
+
 static bool upgrade_is_websocket(struct conn *c)
 {
 	int u = http_head_find(&c->req, "upgrade");
@@ -508,6 +605,7 @@ static void reset_request(struct conn *c)
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
 	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
+	sigv4_stream_end(c);
 	buf_reset(&c->head);
 	c->head_scan = 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
@@ -831,7 +929,6 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
-static void decide(struct conn *c);
 static const struct secret *route_secret(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
@@ -984,6 +1081,8 @@ static void handle_request(struct conn *c)
 	}
 	if (refuse_leak(c, cred))
 		return;
+	if (rt->inject == INJECT_SIGV4 && refuse_sigv4(c))
+		return;
 
 	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
 	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {
@@ -996,17 +1095,8 @@ static void handle_request(struct conn *c)
 		refuse_unaudited(c);
 		return;
 	}
-	const struct secret *secret = NULL;
-	if (cred) {
-		size_t ci = (size_t)(cred - c->gen->policy->creds);
-		secret = c->gen->secrets[ci];
-		if (!secret) {
-			snprintf(text, sizeof(text), "credential %s is not available: %s", cred->name,
-			         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
-			refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
-			return;
-		}
-	}
+	if (cred && refuse_unavailable(c, cred))
+		return;
 
 	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
 	if (c->upgrade && !upgrade_is_websocket(c)) {
@@ -1017,6 +1107,10 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
+	if (rt->inject == INJECT_SIGV4 && inject_sigv4_needs_body_hash(&c->req)) {
+		sigv4_hash_body(c);
+		return;
+	}
 	decide(c);
 }
 
@@ -1075,7 +1169,16 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.route = rt,
 		.secret = secret,
 		.upgrade = c->upgrade,
+		.stream = &c->sigv4,
+		.body_hash = c->body_hash[0] ? c->body_hash : NULL,
 	};
+	const struct policy_credential *cred = rt->credential;
+	for (size_t k = 0; cred && k < CRED_MAX_PARTS; k++)
+		if (cred->parts[k])
+			o.parts[k] = c->gen->secrets[cred->parts[k] - c->gen->policy->creds];
+	if (c->sigv4.started) /* a retry starts over */
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
 	const char *why = NULL;
 	if (inject_request_head(&o, &c->out, &why) < 0) {
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
@@ -1115,12 +1218,9 @@ static const struct secret *route_secret(struct conn *c)
 /* llhttp body sink: forward the payload upstream, re-framed. Chunked
  * bodies are sent with our own chunk framing (extensions and trailers
  * dropped), so upstream sees exactly the bytes we parsed. */
-static int body_sink(void *arg, const char *p, size_t n)
+static int body_out(void *arg, const char *p, size_t n)
 {
 	struct conn *c = arg;
-	c->bytes_in += n;
-	if (c->max_body && c->bytes_in > c->max_body)
-		return -EFBIG;
 	struct evbuffer *out = bufferevent_get_output(c->up->bev);
 	if (c->req.chunked && n) {
 		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0)
@@ -1131,6 +1231,18 @@ static int body_sink(void *arg, const char *p, size_t n)
 	if (c->req.chunked && n && evbuffer_add(out, "\r\n", 2) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+static int body_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	c->bytes_in += n;
+	if (c->max_body && c->bytes_in > c->max_body)
+		return -EFBIG;
+	/* an aws-chunked upload: every chunk signed again (inject_sigv4.c) */
+	if (c->sigv4.started)
+		return sigv4_chunked_feed(&c->sigv4.chunked, p, n, body_out, c, &c->body_why);
+	return body_out(c, p, n);
 }
 
 static void send_request(struct conn *c)
@@ -1229,8 +1341,14 @@ static void pump_request_body(struct conn *c)
 			}
 			return;
 		}
+		if (r == 1 && c->sigv4.started && !sigv4_chunked_done(&c->sigv4.chunked)) {
+			r = -EBADMSG;
+			c->body_why = "aws-chunked: the body ended before its final chunk";
+		}
 		if (r < 0) {
 			char text[200];
+			if (c->body_why)
+				why = c->body_why;
 			snprintf(text, sizeof(text), "malformed request body: %s", why ? why : "error");
 			if (!c->response_started)
 				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
@@ -1241,6 +1359,7 @@ static void pump_request_body(struct conn *c)
 			return;
 		}
 		if (r == 1) {
+			sigv4_stream_end(c); /* the signing key goes as soon as it is not needed */
 			if (c->req.chunked)
 				evbuffer_add(up_out, "0\r\n\r\n", 5);
 			c->body_done = true;
@@ -1578,6 +1697,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	case C_BODY:
 		pump_request_body(c);
 		break;
+	case C_SIGV4_BODY:
+		sigv4_hash_body(c);
+		break;
 	case C_RELAY: {
 		struct evbuffer *in = bufferevent_get_input(bev);
 		c->bytes_in += evbuffer_get_length(in);
@@ -1683,6 +1805,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		conn_free(c); /* idle keep-alive connection */
+		return;
+	case C_SIGV4_BODY:
+		refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
 		return;
 	case C_BODY:
 		if (!c->response_started) {
