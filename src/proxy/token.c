@@ -550,8 +550,10 @@ static void *fetch_thread(void *arg)
 		t->usable_until = sent;
 		t->usable_until.tv_sec += res.lifetime - margin;
 	}
-	bool rotated = res.refresh != NULL;
-	int64_t lifetime = res.lifetime;
+	/* Recorded before any request that waited for it goes on. */
+	const struct policy_credential *cred = s->cred;
+	struct gen *g = s->gen;
+	audit_fetch(tm, cred, t != NULL, res.refresh != NULL, res.lifetime, why);
 
 	pthread_mutex_lock(&tm->lock);
 	if (t) {
@@ -566,13 +568,11 @@ static void *fetch_thread(void *arg)
 		}
 	}
 	wake_waiters(s, t, why);
-	struct gen *g = s->gen;
-	const struct policy_credential *cred = s->cred;
+	s->gen = NULL;
+	s->cred = NULL;
 	s->fetching = false;
 	pthread_mutex_unlock(&tm->lock);
 
-	/* cred is borrowed from g (s may be fetching again already) */
-	audit_fetch(tm, cred, t != NULL, rotated, lifetime, why);
 	mint_result_clear(&res);
 	gen_unref(g);
 

@@ -48,6 +48,7 @@ class TokenServer:
         self.rotate = False
         self.expired_sent = []    # expired tokens the API received
         self.unknown_sent = []
+        self.revoked = set()
         self.api_seen = []        # Authorization values the API received
         self.token_requests = []  # (path, headers, body) of token requests
         self.public_key = public_key
@@ -179,6 +180,8 @@ class TokenServer:
         with self.lock:
             self.api_seen.append(auth)
             exp = self.issued.get(tok)
+            if tok in self.revoked:
+                return h.reply(401, {"message": "revoked token"})
             if exp is None:
                 self.unknown_sent.append(tok)
                 return h.reply(401, {"message": "unknown token"})
@@ -189,8 +192,7 @@ class TokenServer:
 
     def revoke_all(self):
         with self.lock:
-            for t in self.issued:
-                self.issued[t] = 0
+            self.revoked.update(self.issued)
 
 
 @pytest.fixture
@@ -314,7 +316,7 @@ def test_401_with_a_fresh_token_is_not_retried_twice(proxy_factory, tokserver):
 
     def issue_revoked(prefix="kwtest-at"):
         t = orig(prefix)
-        tokserver.issued[t] = 0
+        tokserver.revoked.add(t)
         return t
     tokserver.issue = issue_revoked
     r = s.get(url)
