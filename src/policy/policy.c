@@ -2116,6 +2116,8 @@ static int parse_mint_url(struct ctx *c, const struct ynode *n, const char *key,
 	memcpy(auth, a, al);
 	auth[al] = 0;
 	uint64_t port = 443;
+	if (strchr(auth, '@'))
+		return fail(c, n, "%s: user information in a URL is not allowed", key);
 	colon = strrchr(auth, ':');
 	if (colon && (auth[0] != '[' || colon > strchr(auth, ']'))) {
 		const char *ps = colon + 1;
@@ -2123,8 +2125,6 @@ static int parse_mint_url(struct ctx *c, const struct ynode *n, const char *key,
 			return fail(c, n, "%s: invalid port in URL", key);
 		*colon = 0;
 	}
-	if (strchr(auth, '@'))
-		return fail(c, n, "%s: user information in a URL is not allowed", key);
 	struct ynode hn = *n;
 	hn.value = auth;
 	hn.len = strlen(auth);
