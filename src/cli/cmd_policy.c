@@ -134,7 +134,8 @@ int cmd_policy(int argc, char **argv)
 			if (c->mint)
 				print_mint(c->mint);
 			if (c->env || c->mint)
-				printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)", c->placeholder);
+				printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
+				       c->placeholder);
 			continue;
 		}
 		if (c->source == SOURCE_EXEC) {

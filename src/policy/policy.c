@@ -806,13 +806,14 @@ enum {
 	MK_ALLOW_PRIVATE,
 	MK_N
 };
-static const char *const mint_keys[MK_N] = { "token_url",       "scopes",       "audience",    "client_auth",
-	                                     "app_id",          "installation_id", "repositories", "permissions",
-	                                     "api_url",         "upstream_ca",  "allow_private" };
-#define MINT_OAUTH2 ((1u << MK_TOKEN_URL) | (1u << MK_SCOPES) | (1u << MK_CLIENT_AUTH) | (1u << MK_UPSTREAM_CA) | \
-	             (1u << MK_ALLOW_PRIVATE))
-#define MINT_GITHUB                                                                                            \
-	((1u << MK_APP_ID) | (1u << MK_INSTALLATION_ID) | (1u << MK_REPOSITORIES) | (1u << MK_PERMISSIONS) |   \
+static const char *const mint_keys[MK_N] = { "token_url", "scopes",          "audience",     "client_auth",
+	                                     "app_id",    "installation_id", "repositories", "permissions",
+	                                     "api_url",   "upstream_ca",     "allow_private" };
+#define MINT_OAUTH2                                                                                   \
+	((1u << MK_TOKEN_URL) | (1u << MK_SCOPES) | (1u << MK_CLIENT_AUTH) | (1u << MK_UPSTREAM_CA) | \
+	 (1u << MK_ALLOW_PRIVATE))
+#define MINT_GITHUB                                                                                          \
+	((1u << MK_APP_ID) | (1u << MK_INSTALLATION_ID) | (1u << MK_REPOSITORIES) | (1u << MK_PERMISSIONS) | \
 	 (1u << MK_API_URL) | (1u << MK_UPSTREAM_CA) | (1u << MK_ALLOW_PRIVATE))
 
 static const struct kind_info kinds[] = {
@@ -2091,7 +2092,6 @@ static void strv_free(char **v)
 
 /* ---- credentials: how a token is minted ---- */
 
-
 /* "https://host[:port][/path]" into m->url, host, port, path. The host is
  * checked by the rules of a route's host: (parse_host), which also says
  * whether it names a loopback or private address. */
@@ -2313,9 +2313,10 @@ static int parse_mint(struct ctx *c, const struct ynode *val, struct policy_cred
 		bool b = false;
 		r = get_bool(c, f[MK_ALLOW_PRIVATE], "allow_private", &b);
 		if (r == 0 && !b && m->allow_private)
-			r = fail(c, f[MK_ALLOW_PRIVATE],
-			         "allow_private: false contradicts host \"%s\", which names a loopback or private address",
-			         m->host);
+			r = fail(
+			    c, f[MK_ALLOW_PRIVATE],
+			    "allow_private: false contradicts host \"%s\", which names a loopback or private address",
+			    m->host);
 		if (r == 0)
 			m->allow_private = b;
 	}

@@ -87,7 +87,7 @@ struct policy_credential {
 	enum cred_kind kind;
 	const struct policy_credential *parent;          /* a part: its credential; else NULL */
 	struct policy_credential *parts[CRED_MAX_PARTS]; /* kind != secret: its parts, NULL where absent */
-	struct policy_mint *mint; /* a kind whose token keyward mints; else NULL */
+	struct policy_mint *mint;                        /* a kind whose token keyward mints; else NULL */
 	enum cred_source source;
 	char *source_arg;  /* VAR, PATH, NAME or COMMAND */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */

@@ -67,7 +67,8 @@ int mint_jwt(const struct secret *pem, const char *app_id, time_t now, struct bu
 		return -EINVAL;
 	}
 	if (!EVP_PKEY_is_a(key, "RSA") || EVP_PKEY_get_bits(key) < 2048 || EVP_PKEY_get_size(key) > (int)sizeof(sig)) {
-		snprintf(why, whylen, "the private key is not an RSA key of 2048 to 8192 bits (GitHub Apps sign with RS256)");
+		snprintf(why, whylen,
+		         "the private key is not an RSA key of 2048 to 8192 bits (GitHub Apps sign with RS256)");
 		EVP_PKEY_free(key);
 		return -EINVAL;
 	}
@@ -196,8 +197,8 @@ static int github_body(const struct policy_mint *m, struct buf *body)
 	return r ? r : buf_puts(body, "}");
 }
 
-int mint_build_request(const struct policy_credential *cred, const struct mint_secrets *s, time_t now,
-                       struct buf *out, char *why, size_t whylen)
+int mint_build_request(const struct policy_credential *cred, const struct mint_secrets *s, time_t now, struct buf *out,
+                       char *why, size_t whylen)
 {
 	const struct policy_mint *m = cred->mint;
 	struct buf head, body;
@@ -217,9 +218,8 @@ int mint_build_request(const struct policy_credential *cred, const struct mint_s
 	if (r == 0)
 		r = buf_puts(&head, "\r\nUser-Agent: keyward\r\nConnection: close\r\n");
 	if (r == 0 && github) {
-		r = buf_puts(&head,
-		             "Accept: application/vnd.github+json\r\nX-GitHub-Api-Version: 2022-11-28\r\n"
-		             "Content-Type: application/json\r\nAuthorization: Bearer ");
+		r = buf_puts(&head, "Accept: application/vnd.github+json\r\nX-GitHub-Api-Version: 2022-11-28\r\n"
+		                    "Content-Type: application/json\r\nAuthorization: Bearer ");
 		if (r == 0) {
 			r = mint_jwt(s->private_key, m->app_id, now, &head, why, whylen);
 			if (r < 0)
@@ -271,8 +271,10 @@ static int take_token(json_t *obj, const char *key, bool required, struct secret
 	size_t n = json_string_length(v);
 	char vwhy[160];
 	if (n > MINT_TOKEN_MAX || secret_value_check(json_string_value(v), n, vwhy, sizeof(vwhy)) < 0) {
-		snprintf(why, whylen, "the token endpoint's \"%s\" is not usable (empty, longer than %d bytes or with a control byte)",
-		         key, MINT_TOKEN_MAX);
+		snprintf(
+		    why, whylen,
+		    "the token endpoint's \"%s\" is not usable (empty, longer than %d bytes or with a control byte)",
+		    key, MINT_TOKEN_MAX);
 		return -EBADMSG;
 	}
 	return secret_new(json_string_value(v), n, ret);
@@ -361,12 +363,14 @@ int mint_parse_response(int status, const char *body, size_t n, bool github, tim
 		if (r < 0)
 			goto end;
 		if (!json_is_string(exp) || parse_utc(json_string_value(exp), &at) < 0) {
-			snprintf(why, whylen, "the token endpoint's answer has no expires_at of the form 2006-01-02T15:04:05Z");
+			snprintf(why, whylen,
+			         "the token endpoint's answer has no expires_at of the form 2006-01-02T15:04:05Z");
 			r = -EBADMSG;
 			goto end;
 		}
 		if (at <= now || at - now > LIFETIME_MAX) {
-			snprintf(why, whylen, "the token endpoint's token has expired already (expires_at is not in the future)");
+			snprintf(why, whylen,
+			         "the token endpoint's token has expired already (expires_at is not in the future)");
 			r = -EBADMSG;
 			goto end;
 		}

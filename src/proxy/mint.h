@@ -41,15 +41,14 @@ struct mint_secrets {
  * endpoint into out (caller's; holds secrets: wipe it). now is the wall
  * clock (for a GitHub App's JWT). Returns 0, or a negative errno with the
  * reason in why (never a secret). */
-int mint_build_request(const struct policy_credential *cred, const struct mint_secrets *s, time_t now,
-                       struct buf *out, char *why, size_t whylen) WUR;
+int mint_build_request(const struct policy_credential *cred, const struct mint_secrets *s, time_t now, struct buf *out,
+                       char *why, size_t whylen) WUR;
 
 /* The RS256 JWT of a GitHub App (RFC 7519, 7515): iss = app_id,
  * iat = now - MINT_JWT_BACKDATE, exp = now + MINT_JWT_LIFETIME, signed with
  * the PEM RSA private key. Appended to out. Returns 0 or a negative errno
  * (reason in why). */
-int mint_jwt(const struct secret *pem, const char *app_id, time_t now, struct buf *out, char *why,
-             size_t whylen) WUR;
+int mint_jwt(const struct secret *pem, const char *app_id, time_t now, struct buf *out, char *why, size_t whylen) WUR;
 
 /* base64url without padding (RFC 4648 5), appended to out. */
 int mint_base64url(const void *in, size_t n, struct buf *out) WUR;
@@ -67,8 +66,8 @@ struct mint_result {
  * Bearer, expires_in, refresh_token) or error (5.2). now is the wall clock
  * (for expires_at). Returns 0 and *ret, or a negative errno with the
  * reason in why: the status and the OAuth2 error code, never the body. */
-int mint_parse_response(int status, const char *body, size_t n, bool github, time_t now,
-                        struct mint_result *ret, char *why, size_t whylen) WUR;
+int mint_parse_response(int status, const char *body, size_t n, bool github, time_t now, struct mint_result *ret,
+                        char *why, size_t whylen) WUR;
 void mint_result_clear(struct mint_result *r);
 
 /* A buffer of max bytes allocated at once, so that it never moves (a

@@ -25,9 +25,9 @@
 #include "proxy/internal.h"
 #include "proxy/mint.h"
 
-#define TOKEN_SLOTS_MAX   256
-#define TOKEN_MARGIN_MAX  60 /* seconds */
-#define TOKEN_BODY_MAX    MINT_RESPONSE_MAX
+#define TOKEN_SLOTS_MAX  256
+#define TOKEN_MARGIN_MAX 60 /* seconds */
+#define TOKEN_BODY_MAX   MINT_RESPONSE_MAX
 
 struct token {
 	atomic_int refs;
@@ -235,9 +235,10 @@ static int dial(struct tokens *tm, const struct policy_mint *m, struct exchange 
 		set_port(&addrs[i], m->port);
 		addr_format((struct sockaddr *)&addrs[i], a, sizeof(a));
 		if (!m->allow_private && addr_is_restricted((struct sockaddr *)&addrs[i], &what)) {
-			snprintf(why, whylen,
-			         "%s resolves to %s, a %s address; the credential may allow this with allow_private: true",
-			         m->host, a, what);
+			snprintf(
+			    why, whylen,
+			    "%s resolves to %s, a %s address; the credential may allow this with allow_private: true",
+			    m->host, a, what);
 			continue;
 		}
 		int fd = socket(addrs[i].ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -248,7 +249,8 @@ static int dial(struct tokens *tm, const struct policy_mint *m, struct exchange 
 			struct pollfd p = { .fd = fd, .events = POLLOUT };
 			int err = 0;
 			socklen_t el = sizeof(err);
-			r = poll(&p, 1, remaining_ms(x)) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && !err
+			r = poll(&p, 1, remaining_ms(x)) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
+			            !err
 			        ? 0
 			        : -1;
 			if (r < 0)
@@ -372,7 +374,8 @@ static int exchange_run(struct tokens *tm, const struct policy_mint *m, SSL_CTX 
 			r = buf_append(&x->raw, tmp, k);
 			OPENSSL_cleanse(tmp, k);
 			if (r < 0) {
-				snprintf(why, whylen, "the token endpoint's answer is larger than %d bytes", MINT_RESPONSE_MAX);
+				snprintf(why, whylen, "the token endpoint's answer is larger than %d bytes",
+				         MINT_RESPONSE_MAX);
 				return r;
 			}
 			r = parse_more(x, &scan, &fed, why, whylen);

@@ -23,8 +23,8 @@ static int pem_value_check(const struct secret *s, char *why, size_t whylen)
 	for (size_t i = 0; i < s->len; i++) {
 		unsigned char ch = s->data[i];
 		if ((ch < 0x20 && ch != '\n' && ch != '\r') || ch >= 0x7f) {
-			snprintf(why, whylen, "is not a PEM private key (byte %zu is neither printable ASCII nor a line break)",
-			         i);
+			snprintf(why, whylen,
+			         "is not a PEM private key (byte %zu is neither printable ASCII nor a line break)", i);
 			return -EINVAL;
 		}
 	}
@@ -36,7 +36,8 @@ static int pem_value_check(const struct secret *s, char *why, size_t whylen)
 static int check_value(const struct policy_credential *c, const struct secret *s, char *errbuf, size_t errlen)
 {
 	char why[128];
-	int r = is_pem_part(c) ? pem_value_check(s, why, sizeof(why)) : secret_value_check(s->data, s->len, why, sizeof(why));
+	int r = is_pem_part(c) ? pem_value_check(s, why, sizeof(why))
+	                       : secret_value_check(s->data, s->len, why, sizeof(why));
 	if (r < 0)
 		snprintf(errbuf, errlen, "credential %s: the secret from %s:%s %s", c->name,
 		         policy_source_name(c->source), c->source_arg, why);

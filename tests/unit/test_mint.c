@@ -79,8 +79,8 @@ static void test_parse_accepts(void **state)
 	} good[] = {
 		{ 200, "{\"access_token\":\"at-1\",\"token_type\":\"Bearer\",\"expires_in\":3600}", false, "at-1", NULL,
 		  3600 },
-		{ 200, "{\"access_token\":\"at-2\",\"token_type\":\"bearer\",\"expires_in\":\"60\"}", false, "at-2", NULL,
-		  60 },
+		{ 200, "{\"access_token\":\"at-2\",\"token_type\":\"bearer\",\"expires_in\":\"60\"}", false, "at-2",
+		  NULL, 60 },
 		{ 200, "{\"access_token\":\"at-3\"}", false, "at-3", NULL, MINT_DEFAULT_LIFETIME },
 		{ 200, "{\"access_token\":\"at-4\",\"expires_in\":null,\"refresh_token\":\"rt-2\",\"scope\":\"a b\"}",
 		  false, "at-4", "rt-2", MINT_DEFAULT_LIFETIME },
@@ -238,8 +238,8 @@ static void test_request_client_credentials(void **state)
 	/* base64("my%20id:s3cr%3Aet%26") */
 	assert_non_null(strstr(out.data, "Authorization: Basic bXklMjBpZDpzM2NyJTNBZXQlMjY=\r\n"));
 	const char *body = strstr(out.data, "\r\n\r\n") + 4;
-	assert_string_equal(body,
-	                    "grant_type=client_credentials&scope=read%20write%3Aall&audience=https%3A%2F%2Fapi.example.com");
+	assert_string_equal(
+	    body, "grant_type=client_credentials&scope=read%20write%3Aall&audience=https%3A%2F%2Fapi.example.com");
 	char cl[64];
 	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", strlen(body));
 	assert_non_null(strstr(out.data, cl));
@@ -251,7 +251,8 @@ static void test_request_client_credentials(void **state)
 	      &ms, &out);
 	assert_null(strstr(out.data, "Authorization"));
 	assert_non_null(strstr(out.data, "Host: auth.example.com\r\n"));
-	assert_non_null(strstr(out.data, "\r\n\r\ngrant_type=client_credentials&client_id=my%20id&client_secret=s3cr%3Aet%26"));
+	assert_non_null(
+	    strstr(out.data, "\r\n\r\ngrant_type=client_credentials&client_id=my%20id&client_secret=s3cr%3Aet%26"));
 	mint_buf_wipe(&out);
 	secret_free(id);
 	secret_free(sec);
@@ -290,7 +291,8 @@ static void test_request_github(void **state)
 	      "    repositories: [app, docs]\n    permissions: {contents: read, issues: write}\n"
 	      "    private_key: {from: file:/k}\n",
 	      &ms, &out);
-	assert_non_null(strstr(out.data, "POST /app/installations/34/access_tokens HTTP/1.1\r\nHost: api.github.com\r\n"));
+	assert_non_null(
+	    strstr(out.data, "POST /app/installations/34/access_tokens HTTP/1.1\r\nHost: api.github.com\r\n"));
 	assert_non_null(strstr(out.data, "Authorization: Bearer eyJ"));
 	assert_non_null(strstr(out.data, "\r\n\r\n{\"repositories\":[\"app\",\"docs\"],"
 	                                 "\"permissions\":{\"contents\":\"read\",\"issues\":\"write\"}}"));
@@ -309,9 +311,12 @@ static void test_request_github(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_rejects),        cmocka_unit_test(test_parse_accepts),
-		cmocka_unit_test(test_jwt_rejects),          cmocka_unit_test(test_jwt_signed_and_claims),
-		cmocka_unit_test(test_request_client_credentials), cmocka_unit_test(test_request_refresh),
+		cmocka_unit_test(test_parse_rejects),
+		cmocka_unit_test(test_parse_accepts),
+		cmocka_unit_test(test_jwt_rejects),
+		cmocka_unit_test(test_jwt_signed_and_claims),
+		cmocka_unit_test(test_request_client_credentials),
+		cmocka_unit_test(test_request_refresh),
 		cmocka_unit_test(test_request_github),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
