@@ -490,3 +490,22 @@ def test_github_app_wrong_key_is_refused(proxy_factory, certs, app_key, tmp_path
         check_no_secrets(p, ts, [r])
     finally:
         ts.close()
+
+
+def test_sandbox_curl_sees_only_the_placeholder(sandbox_factory, tokserver):
+    """keyward run: the sandbox's CRM_TOKEN is the placeholder; curl inside
+    sends it and the API receives a minted token."""
+    from conftest import userns_problem
+    if userns_problem():
+        pytest.skip(userns_problem())
+    sb = sandbox_factory(oauth_policy(tokserver))
+    url = f"https://api.test:{tokserver.port}/api/items"
+    p = sb.run(["sh", "-c", 'echo "env=$CRM_TOKEN"; env | grep -c kwtest- || true; '
+                f'curl -sS -w " %{{http_code}}" -H "Authorization: Bearer $CRM_TOKEN" {url}'],
+               env=ENV)
+    assert f"env={PLACEHOLDER}" in p.out, p.out + p.err
+    assert "\n0\n" in p.out  # no made-up secret in the sandbox's environment
+    assert p.out.rstrip().endswith("200"), p.out + p.err
+    assert tokserver.api_seen == [f"Bearer {tokserver.issued_order[0]}"]
+    for s in tokserver.all_secrets:
+        assert s not in p.out + p.err and s not in sb.audit.read_text()
