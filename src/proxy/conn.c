@@ -847,6 +847,7 @@ static void decide(struct conn *c);
 static const struct secret *route_secret(struct conn *c);
 static void conn_token_then(struct conn *c, bool forward_next);
 static bool conn_token_rejected(struct conn *c);
+static bool conn_token_expired(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -1154,11 +1155,6 @@ static void token_refuse(struct conn *c, const char *why)
 {
 	char text[512];
 	snprintf(text, sizeof(text), "no token for credential %s: %s", c->route->credential->name, why);
-	if (c->response_started) { /* not after a 401 retry: it never started */
-		conn_audit(c, "request", "error", "token", text);
-		conn_free(c);
-		return;
-	}
 	refuse(c, 503, "Service Unavailable", "error", "token", text, NULL);
 }
 
@@ -1220,6 +1216,22 @@ static void conn_token_then(struct conn *c, bool forward_next)
 	bufferevent_disable(c->bev, EV_READ);
 	evtimer_del(c->timer);
 	event_add(c->twait.ev, &tv);
+}
+
+/* The upstream is ready, but the request's token expired on the way
+ * (a slow connect, a short-lived token): nothing has been sent; the
+ * connection goes back to the pool and the request gets a current token
+ * (true), so that a token keyward knows has expired is never sent. */
+static bool conn_token_expired(struct conn *c)
+{
+	if (!c->tok || !token_expired(c->tok))
+		return false;
+	upstream_release(c->up, true);
+	c->up = NULL;
+	token_unref(c->tok);
+	c->tok = NULL;
+	conn_token_then(c, true);
+	return true;
 }
 
 /* The upstream answered 401 to a request carrying a minted token: the
@@ -1327,6 +1339,8 @@ static void upstream_ready(struct conn *c, struct upstream *u, int err, const ch
 		return;
 	}
 	c->up = u;
+	if (conn_token_expired(c))
+		return;
 	send_request(c);
 }
 

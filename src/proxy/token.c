@@ -33,6 +33,7 @@ struct token {
 	atomic_int refs;
 	struct secret *value;
 	struct timespec usable_until; /* monotonic: not handed out after this */
+	struct timespec expires;      /* monotonic: never sent after this */
 };
 
 /* One credential (by name, so that a cached token and a rotated refresh
@@ -89,6 +90,13 @@ static bool token_usable(const struct token *t)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return before(&now, &t->usable_until);
+}
+
+bool token_expired(const struct token *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return !before(&now, &t->expires);
 }
 
 int tokens_new(struct proxy *px, struct tokens **ret)
@@ -552,6 +560,8 @@ static void *fetch_thread(void *arg)
 		res.access = NULL;
 		t->usable_until = sent;
 		t->usable_until.tv_sec += res.lifetime - margin;
+		t->expires = sent;
+		t->expires.tv_sec += res.lifetime;
 	}
 	/* Recorded before any request that waited for it goes on. */
 	const struct policy_credential *cred = s->cred;

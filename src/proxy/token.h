@@ -43,6 +43,8 @@ struct token;
 struct token *token_ref(struct token *t);
 void token_unref(struct token *t); /* NULL is a no-op */
 const struct secret *token_value(const struct token *t);
+/* Whether t's lifetime, as the endpoint gave it, is over. */
+bool token_expired(const struct token *t);
 
 /* A request waiting for a token. The caller owns it and its event (made
  * with the worker's base and a callback of its own, added with a timeout
