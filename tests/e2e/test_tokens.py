@@ -55,6 +55,7 @@ class TokenServer:
         self.jwt_claims = []
         self.gh_bodies = []
         self.all_secrets = [CLIENT_SECRET, REFRESH0]
+        self.closed = False
         server = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -96,6 +97,9 @@ class TokenServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        if self.closed:
+            return
+        self.closed = True
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -363,9 +367,6 @@ def test_provider_failure_is_503_with_reason(proxy_factory, tokserver, mode, wor
     req = [x for x in p.requests() if x.get("path") == "/api/x"][-1]
     assert req["status"] == 503 and req["reason"] == "token"
     check_no_secrets(p, tokserver, [r])
-    if mode == "down":
-        tokserver.httpd.server_close = lambda: None
-        tokserver.httpd.shutdown = lambda: None
 
 
 def test_private_token_endpoint_needs_allow_private(proxy_factory, tokserver):
@@ -374,6 +375,20 @@ def test_private_token_endpoint_needs_allow_private(proxy_factory, tokserver):
     assert r.status_code == 503
     assert "allow_private" in r.json()["message"]
     assert tokserver.fetches == 0
+    check_no_secrets(p, tokserver, [r])
+
+
+def test_token_endpoint_tls_is_verified(proxy_factory, tokserver):
+    """Without the test CA for the endpoint (the route's upstream_ca does not
+    apply to it), the endpoint's certificate is refused: nothing is sent."""
+    pol = oauth_policy(tokserver).replace(f"    upstream_ca: {tokserver.ca_file}\n    allow_private: true\n    env:",
+                                          "    allow_private: true\n    env:")
+    assert pol.count("upstream_ca") == 1
+    p = proxy_factory(pol, env=ENV)
+    r = session(p).get(f"https://api.test:{tokserver.port}/api/x")
+    assert r.status_code == 503
+    assert "TLS with api.test failed" in r.json()["message"], r.json()
+    assert tokserver.token_requests == []
     check_no_secrets(p, tokserver, [r])
 
 
