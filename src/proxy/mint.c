@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -63,6 +64,7 @@ int mint_jwt(const struct secret *pem, const char *app_id, time_t now, struct bu
 	EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
 	BIO_free(bio);
 	if (!key) {
+		ERR_clear_error();
 		snprintf(why, whylen, "the private key is not a PEM private key without a passphrase");
 		return -EINVAL;
 	}
