@@ -32,8 +32,9 @@
 struct token {
 	atomic_int refs;
 	struct secret *value;
-	struct timespec usable_until; /* monotonic: not handed out after this */
-	struct timespec expires;      /* monotonic: never sent after this */
+	struct timespec refresh_after; /* monotonic: a new one is fetched in the background after this */
+	struct timespec usable_until;  /* monotonic: not handed out after this */
+	struct timespec expires;       /* monotonic: never sent after this */
 };
 
 /* One credential (by name, so that a cached token and a rotated refresh
@@ -90,6 +91,13 @@ static bool token_usable(const struct token *t)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return before(&now, &t->usable_until);
+}
+
+static bool token_due(const struct token *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return !before(&now, &t->refresh_after);
 }
 
 bool token_expired(const struct token *t)
@@ -560,6 +568,8 @@ static void *fetch_thread(void *arg)
 		res.access = NULL;
 		t->usable_until = sent;
 		t->usable_until.tv_sec += res.lifetime - margin;
+		t->refresh_after = sent;
+		t->refresh_after.tv_sec += res.lifetime - 2 * margin;
 		t->expires = sent;
 		t->expires.tv_sec += res.lifetime;
 	}
@@ -655,6 +665,12 @@ int tokens_get(struct tokens *tm, struct gen *g, const struct policy_credential 
 	} else if (s->cur && token_usable(s->cur)) {
 		*ret = token_ref(s->cur);
 		r = 1;
+		/* In its last stretch: a new one is fetched while this one is
+		 * still used, so that no request waits (a failure is audited; the
+		 * requests after usable_until then wait for a fetch of their own). */
+		char ignored[300];
+		if (!s->fetching && token_due(s->cur))
+			(void)start_fetch(s, g, cred, ignored, sizeof(ignored));
 	} else if (s->n_waiters >= TOKEN_WAITERS_MAX) {
 		snprintf(why, whylen, "%u requests are waiting for a token of %s already", s->n_waiters, cred->name);
 		r = -EBUSY;

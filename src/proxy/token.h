@@ -9,7 +9,8 @@
  *   their own worker by event_active.
  * - A token is never handed out once less than its margin is left
  *   (a quarter of its lifetime, at most 60 s): a request is never sent
- *   with a token keyward knows has expired.
+ *   with a token keyward knows has expired. Within twice the margin of its
+ *   end, a request that uses it starts a fetch in the background.
  * - The newest refresh token the provider issued is kept in memory.
  *
  * Trust: tokens are secrets (struct secret, wiped on free) and appear in

@@ -289,6 +289,28 @@ def test_expiry_gets_new_token_never_an_expired_one(proxy_factory, tokserver):
     check_no_secrets(p, tokserver, [r1, r2])
 
 
+def test_refreshed_in_the_background_before_expiry(proxy_factory, tokserver):
+    """A token of 8 s is handed out until 6 s (margin 2 s); a request after
+    4 s still gets it and starts the next fetch, so the request after that
+    finds the new one ready."""
+    tokserver.expires_in = 8
+    p = proxy_factory(oauth_policy(tokserver), env=ENV)
+    s = session(p)
+    url = f"https://api.test:{tokserver.port}/api/x"
+    assert s.get(url).status_code == 200
+    time.sleep(4.3)
+    assert s.get(url).status_code == 200
+    deadline = time.time() + 5
+    while len(token_records(p)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert tokserver.fetches == 2
+    assert s.get(url).status_code == 200
+    t0, t1 = tokserver.issued_order
+    assert tokserver.api_seen == [f"Bearer {t0}", f"Bearer {t0}", f"Bearer {t1}"]
+    assert tokserver.expired_sent == []
+    check_no_secrets(p, tokserver)
+
+
 def test_401_refreshes_once_and_retries(proxy_factory, tokserver):
     p = proxy_factory(oauth_policy(tokserver), env=ENV)
     s = session(p)
