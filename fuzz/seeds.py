@@ -539,9 +539,29 @@ SIGV4 = {
 }
 for name, data in SIGV4.items():
     write("sigv4", name, data)
+# ---- token endpoint answers (first byte: bit 0 GitHub, bits 1-3 status index
+# into 200 201 204 400 401 403 500 302) -------------------------------------
+TOKEN = {
+    "oauth-ok": b"\x00" + b'{"access_token":"at-1","token_type":"Bearer","expires_in":3600}',
+    "oauth-refresh": b"\x00" + b'{"access_token":"at-2","token_type":"bearer","expires_in":"60","refresh_token":"rt-2"}',
+    "oauth-no-expiry": b"\x00" + b'{"access_token":"at-3"}',
+    "oauth-mac": b"\x00" + b'{"access_token":"at-4","token_type":"mac"}',
+    "oauth-control": b"\x00" + b'{"access_token":"a\\nb"}',
+    "oauth-dup": b"\x00" + b'{"access_token":"a","access_token":"b"}',
+    "oauth-error": b"\x06" + b'{"error":"invalid_grant","error_description":"the refresh token was revoked"}',
+    "oauth-error-long": b"\x08" + b'{"error":"' + b"x" * 100 + b'"}',
+    "oauth-500-html": b"\x0c" + b"<html>oops</html>",
+    "github-ok": b"\x03" + b'{"token":"ghs_abc","expires_at":"2023-11-14T23:13:20Z","permissions":{"contents":"read"}}',
+    "github-expired": b"\x03" + b'{"token":"ghs_abc","expires_at":"2000-01-01T00:00:00Z"}',
+    "github-bad-time": b"\x03" + b'{"token":"ghs_abc","expires_at":"tomorrow"}',
+    "github-403": b"\x0b" + b'{"message":"Resource not accessible by integration"}',
+}
+for name, data in TOKEN.items():
+    write("token_response", name, data)
 
 
 if __name__ == "__main__":
     for h in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         n = len([f for f in os.listdir(os.path.join(HERE, "corpus", h)) if f.startswith("seed-")])
         print("%-16s %d seeds" % (h, n))
+

@@ -27,6 +27,7 @@
 #include "proxy/addr.h"
 #include "proxy/inject.h"
 #include "proxy/internal.h"
+#include "proxy/token.h"
 
 enum conn_state {
 	C_HEAD,         /* reading a request head */
@@ -98,6 +99,11 @@ struct conn {
 	char body_hash[SIGV4_SIG_HEX + 1]; /* C_SIGV4_BODY: hex SHA-256 of the body, once read */
 	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
+	/* a credential whose token keyward mints (token.h) */
+	struct token *tok;       /* the token this request carries, or NULL */
+	struct token_wait twait; /* waiting for one (twait.ev pending) */
+	bool tok_forward;        /* once it comes: forward (a retry after 401), not decide */
+	bool tok_retried;        /* the request was retried after a 401 once */
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -129,9 +135,14 @@ static void sigv4_stream_end(struct conn *c)
 
 /* ---- lifetime ---- */
 
+static void conn_token_clear(struct conn *c);
+
 static void conn_free(struct conn *c)
 {
 	struct worker *w = c->w;
+	conn_token_clear(c);
+	if (c->twait.ev)
+		event_free(c->twait.ev);
 	if (c->up) {
 		upstream_release(c->up, false);
 		c->up = NULL;
@@ -606,6 +617,8 @@ static void reset_request(struct conn *c)
 	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
 	sigv4_stream_end(c);
+	conn_token_clear(c);
+	c->tok_retried = false;
 	buf_reset(&c->head);
 	c->head_scan = 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
@@ -930,6 +943,9 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
 static const struct secret *route_secret(struct conn *c);
+static void conn_token_then(struct conn *c, bool forward_next);
+static bool conn_token_rejected(struct conn *c);
+static bool conn_token_expired(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -1111,7 +1127,10 @@ static void handle_request(struct conn *c)
 		sigv4_hash_body(c);
 		return;
 	}
-	decide(c);
+	if (cred && cred->mint)
+		conn_token_then(c, false);
+	else
+		decide(c);
 }
 
 /* Queues the allow record of the current request. Nothing of the request
@@ -1212,7 +1231,133 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 static const struct secret *route_secret(struct conn *c)
 {
 	const struct policy_credential *cred = c->route->credential;
+	if (c->tok)
+		return token_value(c->tok);
 	return cred ? c->gen->secrets[cred - c->gen->policy->creds] : NULL;
+}
+
+/* ---- minted tokens (token.h) ----
+ *
+ * A route bound to an oauth2_* or github_app credential carries the
+ * credential's current access token. The request gets it before its
+ * decision is audited (conn_token_then); while a fetch runs it waits
+ * (C_CONNECTING, reading nothing more) for the token manager to wake it
+ * on this worker. A 401 from the upstream drops the token and, for a
+ * request without a body, sends it again once with a new one. */
+
+static void conn_token_clear(struct conn *c)
+{
+	if (c->twait.ev && c->w->px->tokens)
+		tokens_wait_cancel(c->w->px->tokens, &c->twait);
+	if (c->twait.ev)
+		event_del(c->twait.ev);
+	token_unref(c->tok);
+	c->tok = NULL;
+}
+
+static void token_refuse(struct conn *c, const char *why)
+{
+	char text[512];
+	snprintf(text, sizeof(text), "no token for credential %s: %s", c->route->credential->name, why);
+	refuse(c, 503, "Service Unavailable", "error", "token", text, NULL);
+}
+
+/* The token is in c->tok: go on where the request waited. */
+static void token_go(struct conn *c)
+{
+	if (c->tok_forward)
+		forward(c, route_secret(c), true);
+	else
+		decide(c);
+}
+
+static void token_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct token_wait *tw = &c->twait;
+	if (!tw->done) { /* the wait timed out */
+		tokens_wait_cancel(c->w->px->tokens, tw);
+		if (!tw->done) {
+			char text[100];
+			snprintf(text, sizeof(text), "timed out after %d s waiting for the token endpoint",
+			         TOKEN_WAIT_SECONDS);
+			token_refuse(c, text);
+			return;
+		}
+	}
+	c->tok = tw->tok;
+	tw->tok = NULL;
+	tw->done = false;
+	if (!c->tok) {
+		token_refuse(c, tw->why);
+		return;
+	}
+	token_go(c);
+}
+
+/* Gets the route's token into c->tok, then decides (or, forward_next,
+ * forwards): now if one is cached, else once the fetch ends. */
+static void conn_token_then(struct conn *c, bool forward_next)
+{
+	char why[400];
+	struct tokens *tm = c->w->px->tokens;
+	c->tok_forward = forward_next;
+	if (!c->twait.ev && !(c->twait.ev = event_new(c->w->base, -1, 0, token_wait_cb, c))) {
+		token_refuse(c, "out of memory");
+		return;
+	}
+	int r = tokens_get(tm, c->gen, c->route->credential, &c->twait, &c->tok, why, sizeof(why));
+	if (r < 0) {
+		token_refuse(c, why);
+		return;
+	}
+	if (r == 1) {
+		token_go(c);
+		return;
+	}
+	struct timeval tv = { TOKEN_WAIT_SECONDS, 0 };
+	c->state = C_CONNECTING;
+	bufferevent_disable(c->bev, EV_READ);
+	evtimer_del(c->timer);
+	event_add(c->twait.ev, &tv);
+}
+
+/* The upstream is ready, but the request's token expired on the way
+ * (a slow connect, a short-lived token): nothing has been sent; the
+ * connection goes back to the pool and the request gets a current token
+ * (true), so that a token keyward knows has expired is never sent. */
+static bool conn_token_expired(struct conn *c)
+{
+	if (!c->tok || !token_expired(c->tok))
+		return false;
+	upstream_release(c->up, true);
+	c->up = NULL;
+	token_unref(c->tok);
+	c->tok = NULL;
+	conn_token_then(c, true);
+	return true;
+}
+
+/* The upstream answered 401 to a request carrying a minted token: the
+ * token is dropped so that the next request gets a new one. A request
+ * without a body is sent again, once, with the new token (true: the 401 is
+ * not relayed); any other gets the 401 (false). */
+static bool conn_token_rejected(struct conn *c)
+{
+	if (!c->tok)
+		return false;
+	tokens_rejected(c->w->px->tokens, c->route->credential, c->tok);
+	if (c->tok_retried || !c->body_done || c->bytes_in || c->upgrade)
+		return false;
+	c->tok_retried = true;
+	log_debug("%s %s: 401 with the token of %s; retrying once with a new one", c->method, c->host,
+	          c->route->credential->name);
+	upstream_release(c->up, false);
+	c->up = NULL;
+	token_unref(c->tok);
+	c->tok = NULL;
+	conn_token_then(c, true);
+	return true;
 }
 
 /* llhttp body sink: forward the payload upstream, re-framed. Chunked
@@ -1307,6 +1452,8 @@ static void upstream_ready(struct conn *c, struct upstream *u, int err, const ch
 		return;
 	}
 	c->up = u;
+	if (conn_token_expired(c))
+		return;
 	send_request(c);
 }
 
@@ -1572,6 +1719,8 @@ static void read_response_head(struct conn *c)
 			u->head_scan = 0;
 			continue;
 		}
+		if (st == 401 && conn_token_rejected(c))
+			return;
 		c->status = st;
 		c->response_started = true;
 		bool needs_eof = llhttp_message_needs_eof(&u->parser.parser) && !http1_message_done(&u->parser);

@@ -123,6 +123,7 @@ struct proxy {
 	struct event_base *main_base;
 	struct event *rotate_timer;  /* main base: looks for rotated secrets */
 	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
+	struct tokens *tokens;       /* minted access tokens (token.h) */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);

@@ -20,6 +20,7 @@
 #include "common/state.h"
 #include "proxy/addr.h"
 #include "proxy/internal.h"
+#include "proxy/token.h"
 #include "secrets/exec.h"
 #include "secrets/source.h"
 
@@ -225,6 +226,13 @@ static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t er
 	}
 	for (size_t i = 0; i < p->n_routes; i++) {
 		if (p->routes[i].upstream_ca && tls_ca_file_check(p->routes[i].upstream_ca, errbuf, errlen) < 0) {
+			gen_unref(g);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < p->n_creds; i++) {
+		const struct policy_mint *m = p->creds[i].mint;
+		if (m && m->upstream_ca && tls_ca_file_check(m->upstream_ca, errbuf, errlen) < 0) {
 			gen_unref(g);
 			return -EINVAL;
 		}
@@ -864,6 +872,9 @@ int proxy_main(const struct proxy_options *opt)
 		log_error("%s", err);
 		goto out;
 	}
+	r = tokens_new(&px, &px.tokens);
+	if (r < 0)
+		goto out;
 
 	px.n_workers = opt->workers > 0 ? opt->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (px.n_workers < 1)
@@ -936,6 +947,8 @@ int proxy_main(const struct proxy_options *opt)
 	/* a rotation still reading: its command is killed, not waited for */
 	exec_abort();
 	rotate_job_free(px.rotating);
+	tokens_free(px.tokens); /* waits for a fetch in flight */
+	px.tokens = NULL;
 	audit_event(&px, "stop", NULL, "keyward stopped");
 	log_info("stopped");
 	for (size_t i = 0; i < n_sigs; i++)
@@ -960,6 +973,7 @@ out:
 	free(px.listeners);
 	free(tcp);
 	free(px.pins);
+	tokens_free(px.tokens);
 	SSL_CTX_free(px.server_ctx);
 	if (px.ca != opt->ca)
 		tls_ca_free(px.ca);
