@@ -13,11 +13,16 @@
 #   BENCH_DURATION=5s BENCH_CONNS=32 BENCH_THREADS=2 BENCH_RUNS=3
 #   BENCH_TUNNELS=200 BENCH_IDLE="1000 10000" BENCH_MILLION=1000000
 #   BENCH_NEWCONNS=4 (client threads opening new connections)
-#   BENCH_PERF=auto (auto|0|1) BENCH_REDO=1 (rounds redone for other work)
+#   BENCH_PERF=auto (auto|0|1)
+#   BENCH_REDO=0      rounds redone per case when other work took > 10 %
+#                     of the CPUs (0: keep them, and say so; the machine is
+#                     shared, and the targets are interleaved anyway)
+#   BENCH_SANDBOX=1   then bench/sandbox.sh in its short form (firejail and
+#                     bubblewrap next to keyward run), and bench/plot.py
 #   BENCH_OUT=path/to/results.md
 #   BENCH_REV=REV     build and measure that commit (exported with git
 #                     archive) instead of the working tree
-#   BENCH_QUIET_WAIT=60   seconds to wait for other jobs to leave the CPUs
+#   BENCH_QUIET_WAIT=30   seconds to wait for other jobs to leave the CPUs
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +37,7 @@ TUNNELS=${BENCH_TUNNELS:-200}
 IDLE=${BENCH_IDLE:-1000 10000}
 MILLION=${BENCH_MILLION:-1000000}
 NEWCONNS=${BENCH_NEWCONNS:-4}
-REDO=${BENCH_REDO:-1}
+REDO=${BENCH_REDO:-0}
 TARGETS=(direct keyward nginx caddy mitmproxy)
 PERF=${BENCH_PERF:-auto}
 WARMUP=2s
@@ -215,7 +220,7 @@ cpu_busy_pct() {
 # Waits (at most BENCH_QUIET_WAIT seconds, default 300) for the machine to
 # be quiet before measuring.
 wait_quiet() {
-	local i busy n=$(((${BENCH_QUIET_WAIT:-60} + 4) / 5))
+	local i busy n=$(((${BENCH_QUIET_WAIT:-30} + 4) / 5))
 	for i in $(seq "$n"); do
 		busy=$(cpu_busy_pct)
 		[ "$busy" -le 10 ] && break
@@ -783,7 +788,13 @@ main() {
 	local date host out
 	date=$(date +%F)
 	host=$(hostname -s 2>/dev/null || hostname)
-	out=${BENCH_OUT:-$BENCH/results/$date-$host.md}
+	# never overwrite an earlier results file of the same day
+	out=${BENCH_OUT:-}
+	if [ -z "$out" ]; then
+		out=$BENCH/results/$date-$host.md
+		n=2
+		while [ -e "$out" ]; do out=$BENCH/results/$date-$host-$n.md; n=$((n + 1)); done
+	fi
 	mkdir -p "$(dirname "$out")"
 	{
 		echo "date=$(date -u +%FT%TZ)"
@@ -820,6 +831,22 @@ main() {
 		"$WORK/raw/" 2>/dev/null || true
 	python3 "$BENCH/report.py" "$WORK" "$out"
 	log "results: ${out#"$ROOT"/}"
+	[ "${BENCH_SANDBOX:-1}" = 1 ] || return 0
+
+	# Sandbox start-up, short form: 3 interleaved rounds of 100 runs per
+	# command, no uprobes, profile or cgroup breakdown (bench/sandbox.sh
+	# alone does those). Then the plot of both files.
+	cleanup
+	PIDS=()
+	WORK=""
+	local sb=${out%.md}-sandbox.md
+	BENCH_RUNS=${BENCH_SANDBOX_RUNS:-100} BENCH_WARMUP=10 BENCH_ROUNDS=3 BENCH_PROBES=0 BENCH_PROFILE_RUNS=0 \
+		BENCH_CGROUP_RUNS=0 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30} BENCH_OUT=$sb BENCH_REDO_MAX=0 \
+		"$BENCH/sandbox.sh"
+	local svg=$BENCH/results/headline.svg
+	[ -z "${BENCH_OUT:-}" ] || svg=${out%.md}.svg
+	python3 "$BENCH/plot.py" "$out" "$sb" "$svg"
+	log "plot: ${svg#"$ROOT"/}"
 }
 
 main "$@"
