@@ -36,7 +36,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HIST_US 200000 /* 1 µs buckets up to 200 ms, then one overflow bucket */
+/* Latency histogram: 1 µs buckets up to 10 ms, 100 µs buckets up to 10 s,
+ * then one overflow bucket (reported as HIST_MAX_US). */
+#define HIST_FINE_US 10000
+#define HIST_MAX_US 10000000
+#define HIST_N (HIST_FINE_US + (HIST_MAX_US - HIST_FINE_US) / 100 + 1)
 
 static struct {
 	const char *proxy_host;
@@ -200,7 +204,8 @@ static int exchange(SSL *ssl, const char *req, int reqlen)
 static void record(struct worker *w, double t0)
 {
 	uint64_t us = (uint64_t)((now() - t0) * 1e6);
-	w->hist[us < HIST_US ? us : HIST_US]++;
+	uint64_t b = us < HIST_FINE_US ? us : HIST_FINE_US + (us - HIST_FINE_US) / 100;
+	w->hist[b < HIST_N - 1 ? b : HIST_N - 1]++;
 	w->sum_us += us;
 	w->ok++;
 }
@@ -252,12 +257,12 @@ static uint64_t percentile(const uint32_t *h, uint64_t total, double p)
 	uint64_t want = (uint64_t)(p / 100 * (double)total + 0.5), seen = 0;
 	if (want == 0)
 		want = 1;
-	for (uint64_t i = 0; i <= HIST_US; i++) {
+	for (uint64_t i = 0; i < HIST_N; i++) {
 		seen += h[i];
 		if (seen >= want)
-			return i;
+			return i < HIST_FINE_US ? i : HIST_FINE_US + (i - HIST_FINE_US) * 100;
 	}
-	return HIST_US;
+	return HIST_MAX_US;
 }
 
 int main(int argc, char **argv)
@@ -317,15 +322,17 @@ int main(int argc, char **argv)
 	double start = now();
 	opt.deadline = start + opt.seconds;
 	for (int i = 0; i < opt.conns; i++) {
-		w[i].hist = calloc(HIST_US + 1, sizeof(uint32_t));
+		w[i].hist = calloc(HIST_N, sizeof(uint32_t));
 		if (!w[i].hist || pthread_create(&w[i].th, NULL, work, &w[i]) != 0)
 			return 1;
 	}
-	uint32_t *h = calloc(HIST_US + 1, sizeof(uint32_t));
+	uint32_t *h = calloc(HIST_N, sizeof(uint32_t));
+	if (!h)
+		return 1;
 	uint64_t ok = 0, errors = 0, hs = 0, resumed = 0, sum = 0;
 	for (int i = 0; i < opt.conns; i++) {
 		pthread_join(w[i].th, NULL);
-		for (int k = 0; k <= HIST_US; k++)
+		for (int k = 0; k < HIST_N; k++)
 			h[k] += w[i].hist[k];
 		ok += w[i].ok;
 		errors += w[i].errors;
