@@ -201,6 +201,12 @@ def main():
     w(f"share its {meta['nproc']} CPUs, so absolute numbers are low and the load generator takes a")
     w("share of the CPU; the ratios between the proxies are the meaningful figures.")
     w("")
+    w(f"**Measured on a loaded machine**: the load average was {meta.get('loadavg', '?')} (1/5/15 min) on")
+    w(f"{meta['nproc']} CPUs, and other people's builds and tests ran during every measurement (\"other work\" and")
+    w("\"load avg\" in the per-run tables). Absolute figures are therefore low and noisy; the targets ran")
+    w("interleaved round by round, so the ratios between them, and the round-by-round ratios, are the figures")
+    w("to read.")
+    w("")
 
     w("## Summary")
     w("")
