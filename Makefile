@@ -58,7 +58,10 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
 
 # Throughput, latency and memory of an optimised build (build-bench) next to
-# nginx on loopback; writes bench/results/DATE-HOST.md (see bench/README.md).
+# nginx, Caddy and mitmproxy on loopback (plain HTTP and intercepted HTTPS),
+# then sandbox start-up next to bubblewrap and firejail; writes
+# bench/results/DATE-HOST.md, DATE-HOST-sandbox.md and headline.svg (see
+# bench/README.md). Not part of `make test`.
 bench:
 	bench/run.sh
 

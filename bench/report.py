@@ -14,7 +14,7 @@ import re
 import statistics
 import sys
 
-TARGETS = ("direct", "keyward", "nginx")
+TARGETS = ["direct", "keyward", "nginx"]  # replaced by meta.txt's targets=
 NPROC = [1]
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
@@ -45,10 +45,29 @@ def parse_wrk(path):
     r["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
     r["sockerr"] = sum(map(int, m.groups())) if m else 0
+    m = re.search(r"requests in ([\d.]+)s", t)
+    add_cpu(r, path, float(m.group(1)) if m else 10)
+    return r
+
+
+def parse_tls(path):
+    """A tlsload run (JSON), in the shape parse_wrk gives."""
+    j = json.loads(path.read_text() or "{}")
+    r = {"text": path.read_text(), "rps": j.get("rps", 0.0), "requests": j.get("requests", 0),
+         "non2xx": 0, "sockerr": j.get("errors", 0), "handshakes": j.get("handshakes", 0),
+         "resumed": j.get("resumed", 0), "p75": float("nan")}
+    for k in ("50", "90", "99"):
+        r["p" + k] = float(j["p" + k + "_us"]) if "p" + k + "_us" in j else float("nan")
+    add_cpu(r, path, j.get("seconds", 5))
+    return r
+
+
+def add_cpu(r, path, secs):
     cpu = path.with_name(path.name + ".cpu")
     r["cpu_us_per_req"] = float("nan")
     r["up_cpu_us_per_req"] = float("nan")
     r["foreign_pct"] = float("nan")
+    r["loadavg"] = "?"
     if cpu.exists():
         kv = dict(x.split("=") for x in cpu.read_text().split())
         tck = int(kv["clk_tck"])
@@ -56,11 +75,10 @@ def parse_wrk(path):
             r["cpu_us_per_req"] = int(kv["server_ticks"]) / tck * 1e6 / r["requests"]
             r["up_cpu_us_per_req"] = int(kv["upstream_ticks"]) / tck * 1e6 / r["requests"]
         if "foreign_ticks" in kv:
-            secs = float(re.search(r"requests in ([\d.]+)s", t).group(1)) if re.search(r"requests in ([\d.]+)s", t) else 10
             r["foreign_pct"] = 100 * int(kv["foreign_ticks"]) / tck / (secs * NPROC[0])
+        r["loadavg"] = kv.get("loadavg", "?")
     cmd = path.with_name(path.name + ".cmd")
     r["cmd"] = cmd.read_text().strip() if cmd.exists() else ""
-    return r
 
 
 def pct(values, p):
@@ -97,30 +115,40 @@ def main():
     work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     meta = dict(l.split("=", 1) for l in (work / "meta.txt").read_text().splitlines() if "=" in l)
     NPROC[0] = int(meta.get("nproc", "1"))
+    TARGETS[:] = meta.get("targets", " ".join(TARGETS)).split()
     settings = dict(x.split("=", 1) for x in ("duration=" + meta.get("duration", "")).split())
     raw = work / "raw"
     runs = {}
-    for case in ("load", "single"):
+    for case, ext, parse in (("load", "txt", parse_wrk), ("single", "txt", parse_wrk), ("tls", "json", parse_tls),
+                             ("newconn", "json", parse_tls), ("newconn-full", "json", parse_tls)):
         for t in TARGETS:
-            files = sorted(raw.glob(f"{case}-{t}-*.txt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-            runs[case, t] = [parse_wrk(p) for p in files]
+            files = sorted(raw.glob(f"{case}-{t}-*.{ext}"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+            runs[case, t] = [parse(p) for p in files]
+    CASES = [c for c in ("load", "single", "tls", "newconn", "newconn-full") if runs.get((c, "keyward"))]
 
     def med(case, t, key):
         vals = [r[key] for r in runs[case, t] if r[key] == r[key]]
         return statistics.median(vals) if vals else float("nan")
 
     S = {}
-    for case in ("load", "single"):
+    for case in CASES:
         for t in TARGETS:
             S[case, t] = {k: med(case, t, k) for k in ("rps", "p50", "p75", "p90", "p99", "cpu_us_per_req",
                                                        "up_cpu_us_per_req")}
             S[case, t]["errors"] = sum(r["non2xx"] + r["sockerr"] for r in runs[case, t])
     ratio = S["load", "keyward"]["rps"] / S["load", "nginx"]["rps"]
-    # the same, round by round (keyward and nginx ran seconds apart)
-    paired = [k["rps"] / n["rps"] for k, n in zip(runs["load", "keyward"], runs["load", "nginx"]) if n["rps"]]
+    # the same, round by round (keyward and the other ran seconds apart)
+    def paired_of(case, other):
+        return [k["rps"] / n["rps"] for k, n in zip(runs[case, "keyward"], runs[case, other]) if n["rps"]]
+    paired = paired_of("load", "nginx")
     ratio_paired = statistics.median(paired) if paired else float("nan")
+    RATIOS = {}  # (case, other) -> (ratio of medians, round-by-round ratios)
+    for case in CASES:
+        for other in TARGETS:
+            if other not in ("keyward", "direct") and S[case, other]["rps"]:
+                RATIOS[case, other] = (S[case, "keyward"]["rps"] / S[case, other]["rps"], paired_of(case, other))
     added = {(case, t, p): S[case, t][p] - S[case, "direct"][p]
-             for case in ("load", "single") for t in ("keyward", "nginx") for p in ("p50", "p99")}
+             for case in CASES for t in TARGETS if t != "direct" for p in ("p50", "p99")}
 
     tun = {k: read_curl(work / f"tunnel-{k}.txt") for k in ("direct", "keyward", "first")}
     intun = {k: read_curl(work / f"intunnel-{k}.txt") for k in ("direct", "keyward")}
@@ -139,11 +167,15 @@ def main():
 
     T = {k: curl_stats(v) for k, v in tun.items()}
     I = {k: curl_stats(v, skip_first=True) for k, v in intun.items()}
-    mem = {}
-    for mode in ("silent", "used"):
-        p = work / f"mem-{mode}.json"
-        if p.exists():
-            mem[mode] = json.loads(p.read_text())
+    mem = {}  # (n, mode) -> idle_conns.py result
+    for p in sorted(work.glob("mem-*.json")):
+        m = json.loads(p.read_text())
+        mem[m["n"], m["mode"]] = m
+    mem_n = sorted({n for n, _ in mem})
+    million = []
+    if (work / "million.tsv").exists():
+        for line in (work / "million.tsv").read_text().splitlines()[1:]:
+            million.append(tuple(int(x) for x in line.split()))
 
     L = []
     w = L.append
@@ -169,13 +201,19 @@ def main():
     w(f"share its {meta['nproc']} CPUs, so absolute numbers are low and the load generator takes a")
     w("share of the CPU; the ratios between the proxies are the meaningful figures.")
     w("")
+    w(f"**Measured on a loaded machine**: the load average was {meta.get('loadavg', '?')} (1/5/15 min) on")
+    w(f"{meta['nproc']} CPUs, and other people's builds and tests ran during every measurement (\"other work\" and")
+    w("\"load avg\" in the per-run tables). Absolute figures are therefore low and noisy; the targets ran")
+    w("interleaved round by round, so the ratios between them, and the round-by-round ratios, are the figures")
+    w("to read.")
+    w("")
 
     w("## Summary")
     w("")
     ok_ratio = ratio >= GOAL_RATIO
     a50 = added["single", "keyward", "p50"]
-    per_conn = mem.get("silent", {}).get("per_conn_kib", float("nan"))
-    per_conn_used = mem.get("used", {}).get("per_conn_kib", float("nan"))
+    per_conn = max((m["per_conn_kib"] for (n, mode), m in mem.items() if mode == "silent"), default=float("nan"))
+    per_conn_used = max((m["per_conn_kib"] for (n, mode), m in mem.items() if mode == "used"), default=float("nan"))
     w("| goal (from the issue) | measured | met? |")
     w("|---|---|---|")
     w(f"| throughput ≥ nginx's on the same job | keyward {S['load', 'keyward']['rps']:,.0f} req/s, "
@@ -184,7 +222,29 @@ def main():
       f"under load (32 conns): {added['load', 'keyward', 'p50']:+.0f} µs (nginx {added['load', 'nginx', 'p50']:+.0f} µs) "
       f"| {'yes' if a50 <= GOAL_ADDED_P50 else '**no**'} |")
     w(f"| < 20 KiB per idle connection | **{per_conn:.1f} KiB** silent, {per_conn_used:.1f} KiB after one request "
+      f"(the larger of {', '.join(f'{n:,}' for n in mem_n)} connections) "
       f"| {'yes' if max(per_conn, per_conn_used) < GOAL_PER_CONN else '**no**'} |")
+    w("")
+    w("keyward's throughput relative to each other proxy doing the same job, measured in the same run with")
+    w("the targets interleaved round by round (ratio of the medians; in brackets each round's ratio):")
+    w("")
+    case_label = {"load": f"plain HTTP, {settings.get('conns')} keep-alive connections",
+                  "single": "plain HTTP, one connection, one CPU",
+                  "tls": f"HTTPS, {settings.get('conns')} keep-alive connections",
+                  "newconn": f"HTTPS, new connection per request, {meta.get('newconns', '?')} clients, TLS resumption",
+                  "newconn-full": f"HTTPS, new connection per request, {meta.get('newconns', '?')} clients, full handshakes"}
+    others = [t for t in TARGETS if t not in ("direct", "keyward")]
+    w("| measurement | keyward req/s | " + " | ".join(f"keyward / {o}" for o in others) + " |")
+    w("|---|---|" + "---|" * len(others))
+    for case in CASES:
+        cells = []
+        for o in others:
+            if (case, o) in RATIOS:
+                r, pr = RATIOS[case, o]
+                cells.append(f"**{r:.2f}** ({', '.join(f'{x:.2f}' for x in pr)})")
+            else:
+                cells.append("–")
+        w(f"| {case_label[case]} | {S[case, 'keyward']['rps']:,.0f} | " + " | ".join(cells) + " |")
     w("")
 
     w("## (a) Plain HTTP: client → proxy (absolute-form) → upstream, bearer credential injected")
@@ -230,8 +290,8 @@ def main():
         w(f"quiet ({meta.get('discarded_rounds', '0')} round(s) discarded in this whole benchmark); after as many")
         w("retries as there are rounds, a round is kept whatever its share, and the column shows it.")
         w("")
-        w("| run | target | req/s | p50 | p75 | p90 | p99 | requests | non-2xx | socket errors | other work |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| run | target | req/s | p50 | p75 | p90 | p99 | requests | non-2xx | socket errors | other work | load avg |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         n = max(len(runs[case, t]) for t in TARGETS)
         for i in range(n):
             for t in TARGETS:
@@ -239,14 +299,52 @@ def main():
                     r = runs[case, t][i]
                     w(f"| {i + 1} | {t} | {r['rps']:,.2f} | {fmt_us(r['p50'])} | {fmt_us(r['p75'])} | "
                       f"{fmt_us(r['p90'])} | {fmt_us(r['p99'])} | {r['requests']} | {r['non2xx']} | {r['sockerr']} | "
-                      f"{r['foreign_pct']:.0f} % |")
+                      f"{r['foreign_pct']:.0f} % | {r['loadavg']} |")
         w("")
 
-    w("## (b) HTTPS through keyward (CONNECT, TLS interception, TLS upstream)")
+    w("## (b) HTTPS: client → proxy → TLS upstream, bearer credential injected")
     w("")
-    w("wrk cannot speak CONNECT, and keyward serves `https://` only through CONNECT, so there is no")
-    w("throughput figure for HTTPS yet, and nginx has no comparable job (it cannot intercept CONNECT).")
-    w("Measured instead, with curl on one connection at a time, everything pinned to one CPU as in")
+    w("wrk cannot send CONNECT, so these runs use `bench/tlsload` (C, OpenSSL, one blocking thread per")
+    w("connection, the same code and work per request for every target). keyward and mitmproxy get")
+    w("`CONNECT api.test:PORT`, then TLS with the proxy's minted certificate (the client trusts each proxy's")
+    w("CA), then requests inside the tunnel; nginx and Caddy cannot intercept CONNECT, so they terminate")
+    w("TLS for api.test themselves (a certificate from the bench CA) and proxy to the same TLS upstream:")
+    w("the same two TLS hops, the same upstream, the same header injected. *direct* is the client on the")
+    w("TLS upstream itself. Latency: from the request's first byte to the response's last; with a new")
+    w("connection per request, from `connect()` to the response (TCP, CONNECT, TLS handshake, request).")
+    w("CPU/req is the server side's CPU time per request as above.")
+    w("")
+    for case, title in (("tls", f"Keep-alive: {settings.get('conns')} connections, {settings.get('duration')} per run"),
+                        ("newconn", f"New connection per request, {meta.get('newconns', '?')} client threads, the client offers "
+                         "its previous TLS session (resumption)"),
+                        ("newconn-full", f"New connection per request, {meta.get('newconns', '?')} client threads, "
+                         "full handshakes (no session offered)")):
+        if not runs.get((case, "keyward")):
+            continue
+        w(f"### {title}")
+        w("")
+        w("| target | req/s | p50 | p90 | p99 | added p50 | server CPU/req | TLS sessions resumed | errors |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for t in TARGETS:
+            st = S[case, t]
+            hs = sum(r["handshakes"] for r in runs[case, t])
+            rs = sum(r["resumed"] for r in runs[case, t])
+            a = "–" if t == "direct" else f"{st['p50'] - S[case, 'direct']['p50']:+.0f} µs"
+            w(f"| {t} | {st['rps']:,.0f} | {fmt_us(st['p50'])} | {fmt_us(st['p90'])} | {fmt_us(st['p99'])} | {a} | "
+              f"{fmt_us(st['cpu_us_per_req'])} | {rs:,} of {hs:,} | {st['errors']} |")
+        w("")
+        w("| run | target | req/s | p50 | p99 | requests | errors | other work | load avg |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for i in range(max(len(runs[case, t]) for t in TARGETS)):
+            for t in TARGETS:
+                if i < len(runs[case, t]):
+                    r = runs[case, t][i]
+                    w(f"| {i + 1} | {t} | {r['rps']:,.0f} | {fmt_us(r['p50'])} | {fmt_us(r['p99'])} | {r['requests']} | "
+                      f"{r['sockerr']} | {r['foreign_pct']:.0f} % | {r['loadavg']} |")
+        w("")
+    w("## (b2) HTTPS through keyward, one connection at a time with curl")
+    w("")
+    w("Measured with curl on one connection at a time, everything pinned to one CPU as in")
     w("the one-connection runs above:")
     w("")
     w(f"- **new tunnels**: {T['keyward']['n']} sequential curl processes, each a new CONNECT, a TLS handshake")
@@ -273,24 +371,43 @@ def main():
                                               f"{s['tot99'] - I['direct']['tot99']:+.0f} µs")
         w(f"| {label} | {s['ok']}/{s['n']} | – | – | {fmt_us(s['tot50'])} | {fmt_us(s['tot99'])} | {ad[0]} | {ad[1]} |")
     w("")
-    w("Left for later (issue 6): HTTPS throughput through intercepted tunnels under concurrent load")
-    w("needs a CONNECT-capable load generator (e.g. h2load/wrk2 behind a CONNECT shim, or a small C")
-    w("client); a Python client would measure itself.")
-    w("")
 
     w("## (c) Memory per client connection")
     w("")
     w("VmRSS of a freshly started keyward (from /proc/PID/status), idle and with "
-      f"{mem.get('silent', {}).get('n', '?')} client connections open (bench/idle_conns.py).")
+      f"{' or '.join(f'{n:,}' for n in mem_n)} client connections open (bench/idle_conns.py), a fresh process each.")
     w("\"silent\": the connections sent nothing. \"used\": each made one keep-alive request through")
     w("keyward (one at a time, so one upstream connection serves them all) and stays open.")
     w("")
-    w("| mode | RSS idle | RSS with connections | per connection | still open | non-200 |")
-    w("|---|---|---|---|---|---|")
-    for mode, m in mem.items():
-        w(f"| {mode} | {m['rss_idle_kib']:,} KiB | {m['rss_loaded_kib']:,} KiB | **{m['per_conn_kib']:.1f} KiB** | "
+    w("| connections | mode | RSS idle | RSS with connections | per connection | still open | non-200 |")
+    w("|---|---|---|---|---|---|---|")
+    for (n, mode), m in sorted(mem.items()):
+        w(f"| {n:,} | {mode} | {m['rss_idle_kib']:,} KiB | {m['rss_loaded_kib']:,} KiB | **{m['per_conn_kib']:.1f} KiB** | "
           f"{m.get('still_open', '?')} | {m.get('non_200', '?')} |")
     w("")
+    flat = None
+    if million:
+        w("## (d) RSS over a million requests")
+        w("")
+        w(f"A fresh keyward serves keep-alive requests from wrk ({settings.get('conns')} connections, runs of 3 s) until")
+        w(f"{int(meta.get('million', 0)):,} requests have been served; VmRSS and VmHWM (peak) are read after each wrk run.")
+        w(f"keyward wrote {meta.get('million_audit_records', '?')} audit records meanwhile.")
+        w("")
+        first_after = next((r for r in million if r[0] >= 100_000), million[-1])
+        flat = {"start_kib": million[0][1], "after_100k_kib": first_after[1], "end_kib": million[-1][1],
+                "peak_kib": max(r[2] for r in million), "requests": million[-1][0]}
+        w(f"RSS: {flat['start_kib']:,} KiB idle, {flat['after_100k_kib']:,} KiB after the first "
+          f"{first_after[0]:,} requests, **{flat['end_kib']:,} KiB after {flat['requests']:,}** (peak {flat['peak_kib']:,} KiB): "
+          + ("growth after the first 100k requests "
+             f"{flat['end_kib'] - flat['after_100k_kib']:+,} KiB." ))
+        w("")
+        w("| requests served | VmRSS | VmHWM |")
+        w("|---|---|---|")
+        step = max(1, len(million) // 12)
+        for i, r in enumerate(million):
+            if i % step == 0 or i == len(million) - 1:
+                w(f"| {r[0]:,} | {r[1]:,} KiB | {r[2]:,} KiB |")
+        w("")
 
     if meta.get("perf") == "1":
         w("## Profile of keyward under load (perf, not part of the numbers above)")
@@ -360,12 +477,23 @@ def main():
                     w("```")
                     w("")
     w("</details>")
+    # Machine-readable headline for bench/plot.py.
+    head = {"date": meta["date"][:10], "host": meta["host"], "loadavg": meta.get("loadavg", "?"),
+            "keyward_rev": meta.get("keyward_rev", "?"),
+            "rps": {case: {t: S[case, t]["rps"] for t in TARGETS} for case in CASES},
+            "mem_per_conn_kib": {f"{n}-{mode}": m["per_conn_kib"] for (n, mode), m in mem.items()},
+            "million": flat}
+    w("")
+    w("<!-- bench-headline " + json.dumps(head) + " -->")
     out.write_text("\n".join(L) + "\n")
 
     print()
     print(f"== keyward benchmark summary ({meta['date'][:10]}, {meta['host']}, {meta['nproc']} CPUs) ==")
     for case, label in (("load", f"load ({settings.get('conns')} connections, {settings.get('threads')} threads)"),
-                        ("single", "one connection, one CPU")):
+                        ("single", "one connection, one CPU"), ("tls", "HTTPS keep-alive"),
+                        ("newconn", "HTTPS new connections, resumption"), ("newconn-full", "HTTPS new connections, full")):
+        if case not in CASES:
+            continue
         print(f"{label}:")
         for t in TARGETS:
             s = S[case, t]
@@ -380,6 +508,10 @@ def main():
           f"(direct p50 {fmt_us(I['direct']['tot50'])}, p99 {fmt_us(I['direct']['tot99'])})")
     print(f"memory per idle connection: {per_conn:.1f} KiB silent, {per_conn_used:.1f} KiB used "
           f"(goal < 20 KiB: {'met' if max(per_conn, per_conn_used) < GOAL_PER_CONN else 'NOT met'})")
+    for (case, o), (r, pr) in RATIOS.items():
+        print(f"keyward/{o} {case}: {r:.2f} (rounds {', '.join(f'{x:.2f}' for x in pr)})")
+    if flat:
+        print(f"RSS over {flat['requests']:,} requests: {flat['start_kib']:,} → {flat['end_kib']:,} KiB (peak {flat['peak_kib']:,})")
     print(f"results: {out}")
 
 

@@ -6,7 +6,8 @@
 #
 # Measures with hyperfine (no shell: -N) the wall time of these commands,
 # interleaved round by round: /bin/true alone, bwrap with the reference
-# options of the issue, `keyward run` with no policy (deny-all) and
+# options of the issue, firejail with comparable options, `keyward run`
+# with no policy (deny-all) and
 # `keyward run` with a realistic policy (2 credentials, 3 routes, sandbox
 # limits); and, to explain them, keyward with SSL_CERT_FILE set, bwrap and
 # keyward 100 ms apart, and `keyward --version`. Then it breaks one keyward
@@ -54,6 +55,14 @@ GITHUB_PLACEHOLDER="ghp_kwPLACEHOLDERgithub0000000000000000"
 
 BWRAP_ARGS=(--unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp
 	--new-session --cap-drop ALL --clearenv /bin/true)
+# firejail as close to that as its options go: no profile (the default
+# profile would add dozens of blacklist mounts), its own mount and PID
+# namespaces (always), an empty network namespace, a new IPC namespace,
+# tmpfs home and /tmp, a minimal /dev, no capabilities, no_new_privs and
+# its default seccomp filter. It keeps / writable where bwrap binds it
+# read-only, and needs no user namespace as root.
+FIREJAIL_ARGS=(--quiet --noprofile --net=none --ipc-namespace --private --private-tmp --private-dev
+	--caps.drop=all --nonewprivs --seccomp /bin/true)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -61,7 +70,7 @@ die() { log "error: $*"; exit 1; }
 # ---------------------------------------------------------------- tools ----
 # Bench-only packages (Debian 12), checked like scripts/deps.sh does; they
 # are not keyward's dependencies, so they are not listed there.
-BENCH_PACKAGES=(bubblewrap hyperfine strace linux-perf)
+BENCH_PACKAGES=(bubblewrap firejail hyperfine strace linux-perf)
 
 ensure_tools() {
 	"$ROOT/scripts/deps.sh" # keyward's own build dependencies (and python3)
@@ -238,6 +247,7 @@ case_cmd() { # case -> the command line hyperfine runs (split by hyperfine, no s
 	case $1 in
 	true) echo "/bin/true" ;;
 	bwrap | bwrap-apart) echo "bwrap ${BWRAP_ARGS[*]}" ;;
+	firejail) echo "firejail ${FIREJAIL_ARGS[*]}" ;;
 	keyward-none | keyward-none-apart) echo "$KEYWARD run -- /bin/true" ;;
 	keyward-policy) echo "$KEYWARD run --policy $WORK/policy.yaml -- /bin/true" ;;
 	keyward-certfile) echo "$KEYWARD run -- /bin/true" ;;
@@ -267,7 +277,7 @@ case_prepare() { # case
 	*-apart) echo "$APART" ;;
 	esac
 }
-CASES=(true bwrap keyward-none keyward-policy keyward-certfile bwrap-apart keyward-none-apart keyward-version)
+CASES=(true bwrap firejail keyward-none keyward-policy keyward-certfile bwrap-apart keyward-none-apart keyward-version)
 
 write_policy() {
 	# A realistic policy: two credentials taken from keyward's environment,
@@ -367,7 +377,7 @@ run_rounds() {
 				run_case "$c" "$r"
 			done
 			pct=$(foreign_pct "$WORK/rounds/r$r-"*.cpu)
-			[ "$pct" -gt 10 ] && [ "$extra" -lt "$ROUNDS" ] || break
+			[ "$pct" -gt 10 ] && [ "$extra" -lt "${BENCH_REDO_MAX:-$ROUNDS}" ] || break
 			extra=$((extra + 1))
 			for f in "$WORK/rounds/r$r-"*; do mv "$f" "$f.$extra.discarded"; done
 			log "round $r shared the CPUs with other work ($pct %): discarded, redoing it"
@@ -383,13 +393,14 @@ trace_once() {
 	(cd "$WORK/ws" && strace -f -tt -T -o "$WORK/strace-keyward-policy.txt" \
 		"$KEYWARD" run --policy "$WORK/policy.yaml" -- /bin/true)
 	(cd "$WORK/ws" && strace -f -tt -T -o "$WORK/strace-bwrap.txt" bwrap "${BWRAP_ARGS[@]}")
+	(cd "$WORK/ws" && strace -f -tt -T -o "$WORK/strace-firejail.txt" firejail "${FIREJAIL_ARGS[@]}")
 	"$PY" - "$WORK" >"$WORK/strace-summary.json" <<-'PY'
 		import json, re, sys
 		from datetime import datetime
 		work = sys.argv[1]
 		line_re = re.compile(r"^(\d+)\s+(\d\d:\d\d:\d\d\.\d+)\s+(?:<\.\.\. )?(\w+)[(\s]")
 		res = {}
-		for name in ("keyward-none", "keyward-policy", "bwrap"):
+		for name in ("keyward-none", "keyward-policy", "bwrap", "firejail"):
 		    counts, pids, first, last = {}, set(), None, None
 		    for line in open(f"{work}/strace-{name}.txt"):
 		        m = line_re.match(line)
@@ -769,10 +780,11 @@ main() {
 			"$PY" -c 'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print("buildtype=%s optimization=%s b_ndebug=%s werror=%s" % (o["buildtype"], o["optimization"], o["b_ndebug"], o["werror"]))')"
 		echo "cc=$(cc --version | head -1)"
 		local p
-		for p in bubblewrap hyperfine strace linux-perf libc6 libssl3 libseccomp2 libevent-2.1-7 libyaml-0-2 libjansson4; do
+		for p in bubblewrap firejail hyperfine strace linux-perf libc6 libssl3 libseccomp2 libevent-2.1-7 libyaml-0-2 libjansson4; do
 			echo "pkg_$p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"
 		done
 		echo "bwrap=$(bwrap --version)"
+		echo "firejail=$(firejail --version | head -1)"
 		echo "hyperfine=$(hyperfine --version)"
 		echo "openssl=$(openssl version 2>/dev/null || echo '?')"
 		echo "runs=$RUNS"
@@ -793,6 +805,7 @@ main() {
 		echo "root=$ROOT"
 		echo "cmd_true=$(case_cmd true)"
 		echo "cmd_bwrap=$(case_cmd bwrap)"
+		echo "cmd_firejail=$(case_cmd firejail)"
 		echo "cmd_keyward_none=$(case_cmd keyward-none)"
 		echo "cmd_keyward_policy=$(case_cmd keyward-policy)"
 		echo "cmd_keyward_version=$(case_cmd keyward-version)"
@@ -811,9 +824,10 @@ main() {
 		W = "WORK"
 		def anon(s):
 		    return s.replace(work, W).replace(meta["root"] + "/", "")
-		cases = ["true", "bwrap", "keyward-none", "keyward-policy", "keyward-certfile", "bwrap-apart", "keyward-none-apart",
+		cases = ["true", "bwrap", "firejail", "keyward-none", "keyward-policy", "keyward-certfile", "bwrap-apart", "keyward-none-apart",
 		         "keyward-version"]
 		label = {"true": "`/bin/true` alone (baseline)", "bwrap": "bubblewrap, the issue's reference",
+		         "firejail": "firejail, comparable options (`--noprofile`)",
 		         "keyward-none": "`keyward run`, no policy (deny-all)",
 		         "keyward-policy": "`keyward run --policy` (2 credentials, 3 routes, limits)",
 		         "keyward-certfile": "`keyward run`, no policy, `SSL_CERT_FILE` set to the system bundle",
@@ -861,6 +875,7 @@ main() {
 		        ("cgroups", meta["cgroups"]), ("Landlock", meta["landlock"]),
 		        ("keyward git rev", meta["keyward_rev"]), (f"keyward build ({meta['keyward'].split('/')[0]})", meta["keyward_build"]),
 		        ("compiler", meta["cc"]), ("bubblewrap", f"{meta['bwrap']} (Debian {meta['pkg_bubblewrap']})"),
+		        ("firejail", f"{meta['firejail']} (Debian {meta['pkg_firejail']})"),
 		        ("hyperfine", f"{meta['hyperfine']} (Debian {meta['pkg_hyperfine']})"),
 		        ("strace / perf", f"{meta['pkg_strace']} / {meta['pkg_linux-perf']}"),
 		        ("OpenSSL", f"{meta['openssl']} (libssl3 {meta['pkg_libssl3']})"),
@@ -906,6 +921,9 @@ main() {
 		cf = S["keyward-certfile"]["median"]
 		p(f"| the same with `SSL_CERT_FILE` set (as in many CI and container images) | {ms(cf)} "
 		  f"(**{cf / b:.1f}×**, +{ms(cf - b)}) | {'yes' if cf <= b else '**no**'} |")
+		fj = S["firejail"]["median"]
+		p(f"| (not a goal) next to firejail | no policy: {ms(n)} vs {ms(fj)} (**{n / fj:.1f}×**); "
+		  f"realistic policy: **{k / fj:.1f}×** | – |")
 		ba, na = S["bwrap-apart"]["median"], S["keyward-none-apart"]["median"]
 		p(f"| the same, launches 100 ms apart (no policy) | {ms(na)} vs {ms(ba)} "
 		  f"(**{na / ba:.1f}×**, +{ms(na - ba)}) | {'yes' if na <= ba else '**no**'} |")
@@ -1066,7 +1084,8 @@ main() {
 		p("```")
 		p(f"meson setup build-bench-run --buildtype=release -Dwerror=false && ninja -C build-bench-run")
 		p(f"cd WORK/ws; export KEYWARD_HOME=WORK/home BENCH_GITHUB_TOKEN=ghp_benchMADEUP… BENCH_OPENAI_KEY=sk-benchMADEUP…")
-		for c, key in (("true", "cmd_true"), ("bwrap", "cmd_bwrap"), ("keyward-none", "cmd_keyward_none"),
+		for c, key in (("true", "cmd_true"), ("bwrap", "cmd_bwrap"), ("firejail", "cmd_firejail"),
+		               ("keyward-none", "cmd_keyward_none"),
 		               ("keyward-policy", "cmd_keyward_policy"), ("keyward-certfile", "cmd_keyward_certfile"),
 		               ("bwrap-apart", "cmd_bwrap"), ("keyward-none-apart", "cmd_keyward_none"),
 		               ("keyward-version", "cmd_keyward_version")):
@@ -1086,6 +1105,9 @@ main() {
 		p(anon(open(f"{work}/policy.yaml").read().rstrip()))
 		p("```")
 		p("")
+		p("<!-- bench-headline " + json.dumps({"date": meta["date"][:10], "host": meta["host"],
+		                                          "loadavg": meta["loadavg"],
+		                                          "median_ms": {c: S[c]["median"] for c in cases}}) + " -->")
 		open(out, "w").write("\n".join(L))
 		# summary on stdout
 		print("\nsandbox start-up (median, mean ± stddev):")
@@ -1093,6 +1115,7 @@ main() {
 		    s = S[c]
 		    print(f"  {c:15s} {s['median']:8.2f} ms  {s['mean']:8.2f} ± {s['stddev']:.2f} ms  ({s['n']} runs)")
 		print(f"  keyward/bwrap: {n / b:.1f}× (no policy), {k / b:.1f}× (policy)")
+		print(f"  keyward/firejail: {n / fj:.1f}× (no policy), {k / fj:.1f}× (policy)")
 	PY
 	log "results: ${out#"$ROOT"/}"
 }
