@@ -13,6 +13,7 @@
 #include "common/secret.h"
 #include "policy/policy.h"
 #include "proxy/http1.h"
+#include "proxy/redact.h"
 
 struct outbound {
 	const struct http_head *req;
@@ -32,6 +33,12 @@ struct outbound {
  * -ENOBUFS if it does not fit, or -EINVAL (reason in *why) if the request
  * cannot be rewritten safely. */
 int inject_request_head(const struct outbound *o, struct buf *out, const char **why) WUR;
+
+/* Adds to set the exact Basic credentials inject_request_head sends for o
+ * (the route's own, and the client's with its placeholder swapped), each
+ * mapped back to what the sandbox may see. Nothing on a route without a
+ * credential. Returns 0 or a negative errno. */
+int inject_redact_forms(const struct outbound *o, struct redact_set *set) WUR;
 
 /* Looks for any credential's placeholder in the request's header names and
  * values (Basic credentials decoded), the request target (raw and

@@ -17,6 +17,8 @@
 #include "policy/policy.h"
 #include "proxy/http1.h"
 #include "proxy/proxy.h"
+#include "proxy/ratelimit.h"
+#include "proxy/redact.h"
 #include "proxy/tls.h"
 #include "secrets/source.h"
 
@@ -57,6 +59,11 @@ struct gen {
 	atomic_bool ctx_built; /* set once, after the contexts are in place */
 	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
 	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
+	/* Every secret of the generation in the forms a response may carry it
+	 * in, each mapped to its placeholder (redact.h); built on the first
+	 * response of a credentialed route (gen_redact_set), under ctx_lock. */
+	atomic_bool redact_built;
+	struct redact_set *redact;
 };
 
 struct gen *gen_ref(struct gen *g);
@@ -64,6 +71,9 @@ void gen_unref(struct gen *g);
 /* The upstream TLS context for route `ri` of g, built on first use; NULL
  * (reason in errbuf) if it cannot be built. */
 SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen);
+/* g's redaction set, built on first use (response.c); NULL when out of
+ * memory. Read-only once returned: shared by the workers. */
+const struct redact_set *gen_redact_set(struct gen *g);
 
 struct listener_info {
 	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */
@@ -122,6 +132,7 @@ struct proxy {
 	struct event_base *main_base;
 	struct event *rotate_timer;  /* main base: looks for rotated secrets */
 	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
+	struct rate_table *rates;    /* token buckets of rate: limits, kept across reloads */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);

@@ -52,6 +52,7 @@ void gen_unref(struct gen *g)
 	for (size_t i = 0; g->route_ctx && i < g->policy->n_routes; i++)
 		SSL_CTX_free(g->route_ctx[i]);
 	SSL_CTX_free(g->client_ctx);
+	redact_set_free(g->redact);
 	pthread_mutex_destroy(&g->ctx_lock);
 	free(g->secrets);
 	free(g->secret_errors);
@@ -839,7 +840,7 @@ int proxy_main(const struct proxy_options *opt)
 		}
 	}
 	px.server_ctx = tls_server_ctx_new();
-	if (!px.server_ctx) {
+	if (!px.server_ctx || rate_table_new(&px.rates) < 0) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -945,6 +946,7 @@ out:
 	free(tcp);
 	free(px.pins);
 	SSL_CTX_free(px.server_ctx);
+	rate_table_free(px.rates);
 	if (px.ca != opt->ca)
 		tls_ca_free(px.ca);
 	audit_close(px.audit);
