@@ -377,20 +377,42 @@ static const struct pair *match_at(const struct redactor *r, const char *b, size
 	return best;
 }
 
-/* Decides positions of work[0..m): all of them when final, else those at
- * which every pattern fits in what is there. Keeps the rest. */
+/* Whether some pattern longer than what is left of work[i..m) begins with
+ * it: then position i cannot be decided before more bytes arrive. */
+static bool could_begin(const struct redactor *r, const char *b, size_t i, size_t m)
+{
+	unsigned char f = (unsigned char)b[i];
+	size_t avail = m - i;
+	for (size_t k = 0; k < r->n_sets; k++) {
+		const struct redact_set *s = r->sets[k];
+		for (uint32_t j = s->start[f]; j < s->start[f + 1]; j++) {
+			const struct pair *p = &s->pairs[j];
+			if (p->pl <= avail)
+				break; /* sorted longest first */
+			if (memcmp(b + i, p->pat, avail) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Decides the positions of work[0..m): all of them when final, else up to
+ * the first one where a pattern may begin that the bytes so far do not
+ * complete. Only those bytes are kept back, so a stream that carries no
+ * beginning of a secret (server-sent events...) is not delayed. */
 static int scan(struct redactor *r, size_t m, bool final, redact_emit_fn emit, void *ctx)
 {
 	const char *b = r->work;
-	size_t keep = final || r->max_len == 0 ? 0 : r->max_len - 1;
-	size_t limit = m > keep ? m - keep : 0;
+	size_t safe = m >= r->max_len ? m - r->max_len + 1 : 0; /* every pattern fits before here */
 	size_t i = 0, run = 0;
 	int e;
 
-	while (i < limit) {
-		while (i < limit && !r->first[(unsigned char)b[i]])
+	while (i < m) {
+		while (i < m && !r->first[(unsigned char)b[i]])
 			i++;
-		if (i >= limit)
+		if (i >= m)
+			break;
+		if (!final && i >= safe && could_begin(r, b, i, m))
 			break;
 		const struct pair *p = match_at(r, b, i, m);
 		if (!p) {

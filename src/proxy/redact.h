@@ -10,8 +10,8 @@
  * then sealed, and from then on immutable: a generation shares one set
  * among all the worker threads. A redactor is the streaming state of one
  * response: it scans the bytes of one or more sets' patterns, holds back
- * at most (longest pattern - 1) bytes that might begin a match until the
- * next bytes arrive, and gives the same output however the input is split.
+ * only bytes that may begin a match (at most the longest pattern - 1)
+ * until the next bytes arrive, and gives the same output however the input is split.
  * At each position the longest pattern that matches wins; scanning goes on
  * after the replaced bytes (leftmost-longest, no overlap). */
 #pragma once
