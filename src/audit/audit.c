@@ -54,7 +54,7 @@
  * marker and the quotes; of a key: ,"request_seq": ; of a number: 20. */
 #define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
 #define AUDIT_KEY_WORST    16
-#define AUDIT_LINE_WORST                                                                                              \
+#define AUDIT_LINE_WORST                                                                                               \
 	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 22 * AUDIT_KEY_WORST + 10 * 20 + \
 	 32 + AUDIT_HASH_HEX + 2 + 4)
 _Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");

@@ -11,7 +11,7 @@ bool policy_hours_open(const struct policy_quota *q, int64_t now, uint64_t *ret_
 		return true;
 	int64_t local = now + (int64_t)q->tz_offset_min * 60;
 	int64_t days = local / DAY_S - (local % DAY_S < 0);
-	int64_t sod = local - days * DAY_S;     /* second of the day, 0..86399 */
+	int64_t sod = local - days * DAY_S;            /* second of the day, 0..86399 */
 	int weekday = (int)(((days + 3) % 7 + 7) % 7); /* 1970-01-01 was a Thursday; Monday is 0 */
 	uint64_t best = 0;
 

@@ -649,8 +649,9 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 /* ---- limits ---- */
 
 enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_MAX_DECODED, L_N };
-static const char *const limit_keys[] = { "max_header_bytes", "max_headers", "header_timeout", "idle_timeout",
-	                                  "max_body",         "max_decoded_body", NULL };
+static const char *const limit_keys[] = {
+	"max_header_bytes", "max_headers", "header_timeout", "idle_timeout", "max_body", "max_decoded_body", NULL
+};
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
@@ -885,8 +886,8 @@ static int parse_quota(struct ctx *c, const struct ynode *rate, const struct yno
                        const struct ynode *tz, struct policy_quota *q);
 
 enum { SK_FROM, SK_ENV, SK_PLACEHOLDER, SK_KIND, SK_RATE, SK_BURST, SK_HOURS, SK_TIMEZONE, SK_N };
-static const char *const secret_keys[] = { "from", "env",   "placeholder", "kind",
-	                                   "rate", "burst", "hours",       "timezone", NULL };
+static const char *const secret_keys[] = { "from",  "env",   "placeholder", "kind", "rate",
+	                                   "burst", "hours", "timezone",    NULL };
 
 /* A secret credential, or one part of another kind: from:, env:, placeholder:. */
 static int parse_secret(struct ctx *c, const struct ynode *name_node, const struct ynode *val,
@@ -1564,8 +1565,9 @@ static int parse_rate(struct ctx *c, const struct ynode *n, struct policy_quota 
 		}
 	}
 bad:
-	return fail(c, n, "rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
-	                  "hour, such as 60/minute");
+	return fail(c, n,
+	            "rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	            "hour, such as 60/minute");
 }
 
 /* "Mon", "mon": 0 for Monday ... 6 for Sunday, or -1. */
@@ -1733,9 +1735,10 @@ enum {
 	R_TIMEZONE,
 	R_N
 };
-static const char *const route_keys[] = { "host",   "port",        "scheme",   "methods",       "paths", "credential",
-	                                  "inject", "upstream_ca", "max_body", "allow_private", "compressed", "rate",
-	                                  "burst",  "hours",       "timezone", NULL };
+static const char *const route_keys[] = { "host",     "port",          "scheme",     "methods",
+	                                  "paths",    "credential",    "inject",     "upstream_ca",
+	                                  "max_body", "allow_private", "compressed", "rate",
+	                                  "burst",    "hours",         "timezone",   NULL };
 
 /* compressed: decode | refuse, for the responses of a credentialed route. */
 static int parse_compressed(struct ctx *c, const struct ynode *n, struct policy_route *route)

@@ -128,13 +128,13 @@ struct policy_route {
 	char **paths;                         /* globs; NULL-terminated; NULL = all */
 	struct policy_credential *credential; /* borrowed from the policy; or NULL */
 	enum inject_mode inject;
-	char *inject_user;   /* INJECT_BASIC: user name, NULL = keep client's */
-	char *inject_header; /* INJECT_HEADER: header name */
-	char *inject_value;  /* INJECT_HEADER: template containing {secret} */
-	char *inject_query;  /* INJECT_QUERY: parameter name */
-	char *upstream_ca;   /* PEM file of extra trusted CAs, or NULL */
-	uint64_t max_body;   /* request body ceiling in bytes; 0 = policy's */
-	bool allow_private;  /* host names a loopback/private address or
+	char *inject_user;         /* INJECT_BASIC: user name, NULL = keep client's */
+	char *inject_header;       /* INJECT_HEADER: header name */
+	char *inject_value;        /* INJECT_HEADER: template containing {secret} */
+	char *inject_query;        /* INJECT_QUERY: parameter name */
+	char *upstream_ca;         /* PEM file of extra trusted CAs, or NULL */
+	uint64_t max_body;         /* request body ceiling in bytes; 0 = policy's */
+	bool allow_private;        /* host names a loopback/private address or
 	                            `allow_private: true`: dialing such an
 	                            address is allowed for this route */
 	bool refuse_compressed;    /* compressed: refuse (default decode): a compressed

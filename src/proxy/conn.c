@@ -953,9 +953,9 @@ static bool quota_allows(struct conn *c)
 		if (!qs[i] || policy_hours_open(qs[i], now.tv_sec, &wait))
 			continue;
 		int tz = qs[i]->tz_offset_min < 0 ? -qs[i]->tz_offset_min : qs[i]->tz_offset_min;
-		snprintf(text, sizeof(text), "%s %s is outside the hours: of %s%s (time zone UTC%c%02d:%02d)", c->method,
-		         c->host, i ? "credential " : "", i ? cred->name : where, qs[i]->tz_offset_min < 0 ? '-' : '+',
-		         tz / 60, tz % 60);
+		snprintf(text, sizeof(text), "%s %s is outside the hours: of %s%s (time zone UTC%c%02d:%02d)",
+		         c->method, c->host, i ? "credential " : "", i ? cred->name : where,
+		         qs[i]->tz_offset_min < 0 ? '-' : '+', tz / 60, tz % 60);
 		c->retry_after = wait;
 		refuse(c, 403, "Forbidden", "deny", "hours", text,
 		       wait ? "try again after Retry-After seconds, or change hours:" : "no window of hours: opens");
@@ -963,8 +963,8 @@ static bool quota_allows(struct conn *c)
 	}
 	if (!rt->quota.rate_count && !(cred && cred->quota.rate_count))
 		return true;
-	snprintf(keys[0], sizeof(keys[0]), "route %zu %s %s:%u", rt->index, rt->scheme == SCHEME_HTTP ? "http" : "https",
-	         rt->host, rt->port);
+	snprintf(keys[0], sizeof(keys[0]), "route %zu %s %s:%u", rt->index,
+	         rt->scheme == SCHEME_HTTP ? "http" : "https", rt->host, rt->port);
 	snprintf(keys[1], sizeof(keys[1]), "credential %s", cred ? cred->name : "");
 	struct rate_want want[2] = { { keys[0], &rt->quota }, { keys[1], qs[1] } };
 	struct timespec mono;

@@ -56,8 +56,7 @@ static uint64_t fnv1a(const char *s)
 }
 
 /* The bucket named key, made full if new. Called with the lock held. */
-static struct bucket *bucket_get(struct rate_table *t, const char *key, const struct policy_quota *q,
-                                 uint64_t now_ns)
+static struct bucket *bucket_get(struct rate_table *t, const char *key, const struct policy_quota *q, uint64_t now_ns)
 {
 	size_t i = fnv1a(key) % TABLE_SLOTS;
 	for (;;) {
@@ -109,8 +108,8 @@ bool rate_take(struct rate_table *t, const struct rate_want *want, size_t n, uin
 		got[i] = bucket_get(t, want[i].key, want[i].q, now_ns);
 		refill(got[i], want[i].q, now_ns);
 		if (got[i]->tokens < 1.0 && ok) {
-			double secs = (1.0 - got[i]->tokens) * (double)want[i].q->rate_period_s /
-			              (double)want[i].q->rate_count;
+			double secs =
+			    (1.0 - got[i]->tokens) * (double)want[i].q->rate_period_s / (double)want[i].q->rate_count;
 			uint64_t retry = (uint64_t)secs;
 			if ((double)retry < secs)
 				retry++;

@@ -164,14 +164,14 @@ static int b64(const unsigned char *in, size_t n, size_t lead, const char *abc, 
 /* The characters of base64(lead zero bytes + in) whose six bits all come
  * from in: they appear whenever in sits at this alignment in a longer
  * base64 text, whatever surrounds it. */
-static int b64_inner(const unsigned char *in, size_t n, size_t lead, const char *abc, size_t *ret_off,
-                     size_t *ret_len, struct scratch *out)
+static int b64_inner(const unsigned char *in, size_t n, size_t lead, const char *abc, size_t *ret_off, size_t *ret_len,
+                     struct scratch *out)
 {
 	int r = b64(in, n, lead, abc, false, out);
 	if (r < 0)
 		return r;
-	size_t first = (8 * lead + 5) / 6;  /* first char starting at or after bit 8*lead */
-	size_t end = 8 * (lead + n) / 6;    /* chars ending at or before the last bit of in */
+	size_t first = (8 * lead + 5) / 6; /* first char starting at or after bit 8*lead */
+	size_t end = 8 * (lead + n) / 6;   /* chars ending at or before the last bit of in */
 	*ret_off = first;
 	*ret_len = end > first ? end - first : 0;
 	return 0;
@@ -396,13 +396,13 @@ static bool could_begin(const struct redactor *r, const char *b, size_t i, size_
 	return false;
 }
 
-/* Decides the positions of work[0..m): all of them when final, else up to
+/* Decides the positions of b[0..m): all of them when final, else up to
  * the first one where a pattern may begin that the bytes so far do not
- * complete. Only those bytes are kept back, so a stream that carries no
- * beginning of a secret (server-sent events...) is not delayed. */
-static int scan(struct redactor *r, size_t m, bool final, redact_emit_fn emit, void *ctx)
+ * complete. Returns that position: b[ret..m) must be kept back. Only those
+ * bytes are, so a stream that carries no beginning of a secret (server-sent
+ * events...) is not delayed. */
+static long scan(struct redactor *r, const char *b, size_t m, bool final, redact_emit_fn emit, void *ctx)
 {
-	const char *b = r->work;
 	size_t safe = m >= r->max_len ? m - r->max_len + 1 : 0; /* every pattern fits before here */
 	size_t i = 0, run = 0;
 	int e;
@@ -431,29 +431,52 @@ static int scan(struct redactor *r, size_t m, bool final, redact_emit_fn emit, v
 		i = m;
 	if (i > run && (e = emit(ctx, b + run, i - run)) < 0)
 		return e;
-	/* keep work[i..m) for the next call */
-	r->held = m - i;
-	if (i > 0 && r->held)
-		memmove(r->work, r->work + i, r->held);
-	OPENSSL_cleanse(r->work + r->held, m - r->held);
-	return 0;
+	return (long)i;
+}
+
+/* Keeps b[from..m) back in the work buffer (b may be the work buffer). */
+static void keep(struct redactor *r, const char *b, size_t from, size_t m)
+{
+	size_t old = r->held;
+	r->held = m - from;
+	if (r->held)
+		memmove(r->work, b + from, r->held);
+	if (old > r->held)
+		OPENSSL_cleanse(r->work + r->held, old - r->held);
 }
 
 int redactor_feed(struct redactor *r, const char *p, size_t n, redact_emit_fn emit, void *ctx)
 {
 	while (n > 0) {
+		long k;
+		if (r->held == 0) {
+			/* nothing kept back: scan the caller's bytes where they are */
+			k = scan(r, p, n, false, emit, ctx);
+			if (k < 0)
+				return (int)k;
+			keep(r, p, (size_t)k, n);
+			return 0;
+		}
+		/* complete what was kept back with the next bytes */
 		size_t take = n < SLICE ? n : SLICE;
 		memcpy(r->work + r->held, p, take);
 		p += take;
 		n -= take;
-		int e = scan(r, r->held + take, false, emit, ctx);
-		if (e < 0)
-			return e;
+		size_t m = r->held + take;
+		r->held = m;
+		k = scan(r, r->work, m, false, emit, ctx);
+		if (k < 0)
+			return (int)k;
+		keep(r, r->work, (size_t)k, m);
 	}
 	return 0;
 }
 
 int redactor_finish(struct redactor *r, redact_emit_fn emit, void *ctx)
 {
-	return scan(r, r->held, true, emit, ctx);
+	long k = scan(r, r->work, r->held, true, emit, ctx);
+	if (k < 0)
+		return (int)k;
+	keep(r, r->work, r->held, r->held);
+	return 0;
 }

@@ -18,9 +18,9 @@ struct resp_body {
 	struct evbuffer *stage; /* redacted bytes of the current feed */
 	/* compressed bodies */
 	z_stream z;
-	bool z_ready;     /* inflateInit2 done */
-	bool z_ended;     /* the stream (or gzip member) ended */
-	bool any_input;   /* a compressed byte arrived */
+	bool z_ready;         /* inflateInit2 done */
+	bool z_ended;         /* the stream (or gzip member) ended */
+	bool any_input;       /* a compressed byte arrived */
 	unsigned char hdr[2]; /* deflate: first bytes, to tell zlib from raw */
 	size_t hdr_n;
 	unsigned char *block;

@@ -311,22 +311,44 @@ static const struct bad_case bad[] = {
 	{ ROUTE "    credential: a\n    inject: {query: \"a&b\"}\n", 0,
 	  "policy.yaml:8:21: inject: query: parameter name must be letters, digits and - . _ ~" },
 	/* ---- rate and time limits, compressed: ---- */
-	{ ROUTE "    rate: 60\n", 0, "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
-	{ ROUTE "    rate: 0/minute\n", 0, "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
-	{ ROUTE "    rate: 5/day\n", 0, "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
-	{ ROUTE "    rate: -5/second\n", 0, "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
-	{ ROUTE "    rate: 5/minutes\n", 0, "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
+	{ ROUTE "    rate: 60\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 0/minute\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 5/day\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: -5/second\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 5/minutes\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
 	{ ROUTE "    burst: 3\n", 0, "policy.yaml:7:12: burst: needs rate: (burst is the size of the rate's bucket)" },
 	{ ROUTE "    rate: 1/second\n    burst: 0\n", 0,
 	  "policy.yaml:8:12: burst: expected an integer from 1 to 1000000000" },
 	{ ROUTE "    hours: \"Mon-Fri 08:00-18:00\"\n", 0,
 	  "policy.yaml:7:12: hours: expected a list of windows such as [\"Mon-Fri 08:00-18:00\"], found a string" },
-	{ ROUTE "    hours: [\"Mon-Fry 08:00-18:00\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
-	{ ROUTE "    hours: [\"Mon, 08:00-18:00\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
-	{ ROUTE "    hours: [\"Mon,Tue, 08:00-18:00\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
-	{ ROUTE "    hours: [\"25:00-26:00\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
-	{ ROUTE "    hours: [\"08:00-18:60\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
-	{ ROUTE "    hours: [\"8:00-18:00\"]\n", 0, "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" (days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"Mon-Fry 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"Mon, 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"Mon,Tue, 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"25:00-26:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"08:00-18:60\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"8:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
 	{ ROUTE "    hours: [\"18:00-08:00\"]\n", 0,
 	  "policy.yaml:7:13: hours: a window must end after it starts (18:00-08:00); split a window across midnight in "
 	  "two, such as \"Fri 22:00-24:00\" and \"Sat 00:00-06:00\"" },
@@ -337,7 +359,9 @@ static const struct bad_case bad[] = {
 	{ ROUTE "    hours: []\n    timezone: \"+15:00\"\n", 0,
 	  "policy.yaml:8:15: timezone: expected UTC or a fixed offset from -14:00 to +14:00 such as +02:00 (names like "
 	  "Europe/Paris are not read: keyward's windows do not follow daylight saving time)" },
-	{ V "credentials:\n  a: {from: env:A, rate: fast}\n", 0, "policy.yaml:3:26: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or hour, such as 60/minute" },
+	{ V "credentials:\n  a: {from: env:A, rate: fast}\n", 0,
+	  "policy.yaml:3:26: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
 	{ ROUTE "    compressed: refuse\n", 0,
 	  "policy.yaml:7:17: compressed: applies to routes with a credential (their responses are scanned)" },
 	{ ROUTE "    credential: a\n    inject: bearer\n    compressed: gzip\n", 0,
@@ -733,7 +757,6 @@ static void test_route_fields(void **state)
 	policy_free(p);
 }
 
-
 /* ---- rate and time limits ---- */
 
 #define MON_2026_11_23 1795392000 /* 00:00 UTC, a Monday */
@@ -741,21 +764,22 @@ static void test_route_fields(void **state)
 static void test_quota(void **state)
 {
 	(void)state;
-	struct policy *p = load_ok(V "credentials:\n"
-	                             "  k: {from: env:K, rate: 100/hour, hours: [\"00:00-24:00\"]}\n"
-	                             "  m: {from: env:M}\n"
-	                             "routes:\n"
-	                             "  - host: a.test\n"
-	                             "    credential: k\n"
-	                             "    inject: bearer\n"
-	                             "    compressed: refuse\n"
-	                             "    rate: 60/minute\n"
-	                             "    burst: 10\n"
-	                             "    hours: [\"Mon-Fri 08:00-18:00\", \"sat,Sun 10:00-12:30\", \"Fri-Mon 23:00-24:00\"]\n"
-	                             "    timezone: \"-05:30\"\n"
-	                             "  - {host: b.test, rate: 5/second}\n"
-	                             "  - {host: c.test, hours: []}\n"
-	                             "  - {host: d.test, credential: m, inject: bearer}\n");
+	struct policy *p =
+	    load_ok(V "credentials:\n"
+	              "  k: {from: env:K, rate: 100/hour, hours: [\"00:00-24:00\"]}\n"
+	              "  m: {from: env:M}\n"
+	              "routes:\n"
+	              "  - host: a.test\n"
+	              "    credential: k\n"
+	              "    inject: bearer\n"
+	              "    compressed: refuse\n"
+	              "    rate: 60/minute\n"
+	              "    burst: 10\n"
+	              "    hours: [\"Mon-Fri 08:00-18:00\", \"sat,Sun 10:00-12:30\", \"Fri-Mon 23:00-24:00\"]\n"
+	              "    timezone: \"-05:30\"\n"
+	              "  - {host: b.test, rate: 5/second}\n"
+	              "  - {host: c.test, hours: []}\n"
+	              "  - {host: d.test, credential: m, inject: bearer}\n");
 	const struct policy_quota *q = &p->routes[0].quota;
 	assert_true(p->routes[0].refuse_compressed);
 	assert_int_equal(q->rate_count, 60);
@@ -784,13 +808,13 @@ static void test_quota(void **state)
 	uint64_t wait = 0;
 	assert_false(policy_hours_open(q, MON_2026_11_23, &wait));
 	assert_int_equal(wait, 4 * 3600 + 30 * 60);
-	assert_true(policy_hours_open(q, MON_2026_11_23 + 5 * 3600, &wait));       /* Sun 23:30 */
+	assert_true(policy_hours_open(q, MON_2026_11_23 + 5 * 3600, &wait));            /* Sun 23:30 */
 	assert_false(policy_hours_open(q, MON_2026_11_23 + 5 * 3600 + 30 * 60, &wait)); /* Mon 00:00 */
-	assert_int_equal(wait, 8 * 3600);                                          /* Mon 08:00 */
+	assert_int_equal(wait, 8 * 3600);                                               /* Mon 08:00 */
 	assert_true(policy_hours_open(q, MON_2026_11_23 + 13 * 3600 + 30 * 60, &wait)); /* Mon 08:00 */
 	assert_true(policy_hours_open(q, MON_2026_11_23 + 23 * 3600 + 30 * 60 - 1, &wait));
 	assert_false(policy_hours_open(q, MON_2026_11_23 + 23 * 3600 + 30 * 60, &wait)); /* Mon 18:00 */
-	assert_int_equal(wait, 5 * 3600);                                               /* Mon 23:00 */
+	assert_int_equal(wait, 5 * 3600);                                                /* Mon 23:00 */
 	/* Tuesday 23:30 there: Fri-Mon does not cover Tuesday; next is Wed 08:00 */
 	assert_false(policy_hours_open(q, MON_2026_11_23 + 24 * 3600 + 29 * 3600, &wait));
 	assert_int_equal(wait, 8 * 3600 + 30 * 60);
