@@ -299,8 +299,10 @@ struct redactor {
 	const struct redact_set *sets[REDACT_MAX_SETS];
 	size_t n_sets;
 	size_t max_len;
-	bool first[256]; /* some pattern of some set starts with this byte */
-	char *work;      /* kept-back bytes, then the current slice */
+	bool first[256];                /* some pattern of some set starts with this byte */
+	unsigned char first_bytes[256]; /* those bytes, n_first of them */
+	size_t n_first;
+	char *work; /* kept-back bytes, then the current slice */
 	size_t cap;
 	size_t held;
 	uint64_t count;
@@ -328,6 +330,9 @@ int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct red
 			if (s->start[b + 1] > s->start[b])
 				r->first[b] = true;
 	}
+	for (unsigned b = 0; b < 256; b++)
+		if (r->first[b])
+			r->first_bytes[r->n_first++] = (unsigned char)b;
 	r->cap = (r->max_len ? r->max_len - 1 : 0) + SLICE;
 	r->work = malloc(r->cap);
 	if (!r->work) {
@@ -396,6 +401,33 @@ static bool could_begin(const struct redactor *r, const char *b, size_t i, size_
 	return false;
 }
 
+/* With a few first bytes, memchr(3) for each finds the next position at
+ * which a pattern may start many bytes at a time; with more, a table
+ * lookup per byte. */
+#define MEMCHR_MAX 8
+
+/* The first position >= i at which some pattern may start, or m. next[]
+ * caches the next occurrence of each first byte (SIZE_MAX: not looked
+ * for yet). */
+static size_t next_candidate(const struct redactor *r, const char *b, size_t i, size_t m, size_t *next)
+{
+	if (r->n_first > MEMCHR_MAX) {
+		while (i < m && !r->first[(unsigned char)b[i]])
+			i++;
+		return i;
+	}
+	size_t best = m;
+	for (size_t k = 0; k < r->n_first; k++) {
+		if (next[k] == SIZE_MAX || next[k] < i) {
+			const char *q = i < m ? memchr(b + i, r->first_bytes[k], m - i) : NULL;
+			next[k] = q ? (size_t)(q - b) : m;
+		}
+		if (next[k] < best)
+			best = next[k];
+	}
+	return best;
+}
+
 /* Decides the positions of b[0..m): all of them when final, else up to
  * the first one where a pattern may begin that the bytes so far do not
  * complete. Returns that position: b[ret..m) must be kept back. Only those
@@ -405,11 +437,13 @@ static long scan(struct redactor *r, const char *b, size_t m, bool final, redact
 {
 	size_t safe = m >= r->max_len ? m - r->max_len + 1 : 0; /* every pattern fits before here */
 	size_t i = 0, run = 0;
+	size_t next[MEMCHR_MAX];
 	int e;
 
+	for (size_t k = 0; k < MEMCHR_MAX; k++)
+		next[k] = SIZE_MAX;
 	while (i < m) {
-		while (i < m && !r->first[(unsigned char)b[i]])
-			i++;
+		i = next_candidate(r, b, i, m, next);
 		if (i >= m)
 			break;
 		if (!final && i >= safe && could_begin(r, b, i, m))

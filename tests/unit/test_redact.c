@@ -296,6 +296,28 @@ static void test_two_sets(void **state)
 	redact_set_free(b);
 }
 
+/* More than a few first bytes: the per-byte table instead of memchr. */
+static void test_many_first_bytes(void **state)
+{
+	static const char *const pats[] = { "a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8", "i9", "j0", "a1b2c3" };
+	static const char *const reps[] = { "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "<long>" };
+	const char *in = "xa1b2c3d4e5f6g7h8i9j0xa1xb2c3yj0j0";
+	size_t n = strlen(in);
+	struct redact_set *s = set_of(pats, reps, ARRAY_SIZE(pats));
+	struct buf want, got;
+	buf_init(&want, 4096);
+	reference(pats, reps, ARRAY_SIZE(pats), in, n, &want);
+	assert_string_equal(want.data, "x<long>DEFGHIJxAxBCyJJ");
+	for (size_t a = 0; a <= n; a++) {
+		buf_init(&got, 4096);
+		run_split(s, in, n, &a, 1, &got, NULL);
+		assert_string_equal(got.data, want.data);
+		buf_free(&got);
+	}
+	buf_free(&want);
+	redact_set_free(s);
+}
+
 /* A large feed is taken in slices; what is kept back stays bounded. */
 static void test_large_feed_bounded(void **state)
 {
@@ -328,6 +350,7 @@ int main(void)
 		cmocka_unit_test(test_secret_forms_every_offset),
 		cmocka_unit_test(test_short_secret),
 		cmocka_unit_test(test_two_sets),
+		cmocka_unit_test(test_many_first_bytes),
 		cmocka_unit_test(test_large_feed_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
