@@ -52,6 +52,14 @@ static int replace_all(struct buf *out, const char *s, size_t n, const char *nee
 	return r < 0 ? r : count;
 }
 
+/* Wipes a scratch buffer that held a secret, and frees it. */
+static void wipe_free(struct buf *b)
+{
+	if (b->data)
+		OPENSSL_cleanse(b->data, b->cap);
+	buf_free(b);
+}
+
 static bool has_placeholder(const char *s, size_t n, const struct policy_credential *c)
 {
 	return mem_find(s, n, c->placeholder, strlen(c->placeholder)) >= 0;
@@ -183,12 +191,8 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 			r = base64_encode(plain.data, plain.len, &val);
 		if (r >= 0)
 			r = put_header(out, h->name, h->name_len, val.data, val.len);
-		if (plain.data)
-			OPENSSL_cleanse(plain.data, plain.cap);
-		if (val.data)
-			OPENSSL_cleanse(val.data, val.cap);
-		buf_free(&plain);
-		buf_free(&val);
+		wipe_free(&plain);
+		wipe_free(&val);
 		buf_free(&dec);
 		return r < 0 ? r : 0;
 	}
@@ -488,15 +492,9 @@ int inject_redact_forms(const struct outbound *o, struct redact_set *set)
 			r = base64_encode(dec.data, dec.len, &enc);
 		if (r >= 0)
 			r = redact_set_add(set, enc.data, el, enc.data + el, enc.len - el);
-		if (sent.data)
-			OPENSSL_cleanse(sent.data, sent.cap);
-		if (enc.data)
-			OPENSSL_cleanse(enc.data, enc.cap);
-		buf_free(&sent);
-		buf_free(&enc);
+		wipe_free(&sent);
+		wipe_free(&enc);
 	}
-	if (dec.data)
-		OPENSSL_cleanse(dec.data, dec.cap);
-	buf_free(&dec);
+	wipe_free(&dec);
 	return r < 0 ? r : 0;
 }
