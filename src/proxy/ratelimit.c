@@ -67,12 +67,6 @@ static struct bucket *bucket_get(struct rate_table *t, const char *key, const st
 			return b;
 		i = (i + 1) % TABLE_SLOTS;
 	}
-	if (t->n_used >= TABLE_SLOTS / 2) {
-		/* Only reloads with ever new keys get here: start again. */
-		memset(t->slots, 0, TABLE_SLOTS * sizeof(*t->slots));
-		t->n_used = 0;
-		i = fnv1a(key) % TABLE_SLOTS;
-	}
 	struct bucket *b = &t->slots[i];
 	b->used = true;
 	snprintf(b->key, sizeof(b->key), "%s", key);
@@ -101,6 +95,12 @@ bool rate_take(struct rate_table *t, const struct rate_want *want, size_t n, uin
 	if (n > ARRAY_SIZE(got))
 		n = ARRAY_SIZE(got);
 	pthread_mutex_lock(&t->lock);
+	if (t->n_used + n > TABLE_SLOTS / 2) {
+		/* Only reloads with ever new keys get here: start again (before
+		 * any bucket of this call is looked up, so none moves under it). */
+		memset(t->slots, 0, TABLE_SLOTS * sizeof(*t->slots));
+		t->n_used = 0;
+	}
 	for (size_t i = 0; i < n; i++) {
 		got[i] = NULL;
 		if (!want[i].q->rate_count)
