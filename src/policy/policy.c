@@ -37,7 +37,7 @@
 #define PLACEHOLDER_MAX   256
 
 static const char inject_expected[] =
-    "(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or "
+    "(expected bearer, basic, swap, sigv4, {basic: USER}, {header: NAME, value: TEMPLATE} or "
     "{query: PARAM})";
 
 /* ---- the YAML tree ---- */
@@ -648,10 +648,9 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 
 /* ---- limits ---- */
 
-enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_MAX_DECODED, L_N };
-static const char *const limit_keys[] = {
-	"max_header_bytes", "max_headers", "header_timeout", "idle_timeout", "max_body", "max_decoded_body", NULL
-};
+enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_DRAIN_TIMEOUT, L_MAX_DECODED, L_N };
+static const char *const limit_keys[] = { "max_header_bytes", "max_headers",   "header_timeout",   "idle_timeout",
+	                                  "max_body",         "drain_timeout", "max_decoded_body", NULL };
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
@@ -689,6 +688,11 @@ static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limi
 	}
 	if (f[L_MAX_BODY]) {
 		r = get_size(c, f[L_MAX_BODY], "max_body", 0, UINT64_MAX, &l->max_body);
+		if (r < 0)
+			return r;
+	}
+	if (f[L_DRAIN_TIMEOUT]) {
+		r = get_duration(c, f[L_DRAIN_TIMEOUT], "drain_timeout", &l->drain_timeout_ms);
 		if (r < 0)
 			return r;
 	}
@@ -794,22 +798,50 @@ struct kind_info {
 	bool minted;
 	const char *parts[CRED_MAX_PARTS]; /* part keys, by index (policy.h) */
 	unsigned required;                 /* bit i: parts[i] must be given */
+	unsigned mint_keys;                /* bit i: mint_keys[i] is allowed */
 };
 
+/* The non-secret keys of the kinds whose token keyward mints. */
+enum {
+	MK_TOKEN_URL,
+	MK_SCOPES,
+	MK_AUDIENCE,
+	MK_CLIENT_AUTH,
+	MK_APP_ID,
+	MK_INSTALLATION_ID,
+	MK_REPOSITORIES,
+	MK_PERMISSIONS,
+	MK_API_URL,
+	MK_UPSTREAM_CA,
+	MK_ALLOW_PRIVATE,
+	MK_N
+};
+static const char *const mint_keys[MK_N] = { "token_url", "scopes",          "audience",     "client_auth",
+	                                     "app_id",    "installation_id", "repositories", "permissions",
+	                                     "api_url",   "upstream_ca",     "allow_private" };
+#define MINT_OAUTH2                                                                                   \
+	((1u << MK_TOKEN_URL) | (1u << MK_SCOPES) | (1u << MK_CLIENT_AUTH) | (1u << MK_UPSTREAM_CA) | \
+	 (1u << MK_ALLOW_PRIVATE))
+#define MINT_GITHUB                                                                                          \
+	((1u << MK_APP_ID) | (1u << MK_INSTALLATION_ID) | (1u << MK_REPOSITORIES) | (1u << MK_PERMISSIONS) | \
+	 (1u << MK_API_URL) | (1u << MK_UPSTREAM_CA) | (1u << MK_ALLOW_PRIVATE))
+
 static const struct kind_info kinds[] = {
-	[CRED_SECRET] = { "secret", true, false, { NULL }, 0 },
-	[CRED_AWS] = { "aws", false, false, { "access_key_id", "secret_access_key", "session_token" }, 0x3 },
+	[CRED_SECRET] = { "secret", true, false, { NULL }, 0, 0 },
+	[CRED_AWS] = { "aws", true, false, { "access_key_id", "secret_access_key", "session_token" }, 0x3, 0 },
 	[CRED_OAUTH2_CLIENT] = { "oauth2_client_credentials",
-	                         false,
 	                         true,
-	                         { "client_id", "client_secret", "refresh_token" },
-	                         0x3 },
+	                         true,
+	                         { "client_id", "client_secret" },
+	                         0x3,
+	                         MINT_OAUTH2 | (1u << MK_AUDIENCE) },
 	[CRED_OAUTH2_REFRESH] = { "oauth2_refresh",
-	                          false,
+	                          true,
 	                          true,
 	                          { "client_id", "client_secret", "refresh_token" },
-	                          0x4 },
-	[CRED_GITHUB_APP] = { "github_app", false, true, { "private_key" }, 0x1 },
+	                          0x4,
+	                          MINT_OAUTH2 },
+	[CRED_GITHUB_APP] = { "github_app", true, true, { "private_key" }, 0x1, MINT_GITHUB },
 };
 
 const char *policy_kind_name(enum cred_kind k)
@@ -934,6 +966,9 @@ static struct policy_credential *new_entry(struct ctx *c, struct policy *p, cons
 	return e;
 }
 
+static int parse_mint(struct ctx *c, const struct ynode *val, struct policy_credential *cred,
+                      const struct ynode *const *f);
+
 /* A credential of several parts: kind:, its parts, and for a kind whose
  * value keyward mints, env: and placeholder: for that value. The parts are
  * added to p->creds right after the credential. */
@@ -941,9 +976,10 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
                        struct policy_credential *cred, const struct ynode **ph_nodes)
 {
 	const struct kind_info *k = &kinds[cred->kind];
-	const char *keys[CRED_MAX_PARTS + 8];
-	const struct ynode *f[CRED_MAX_PARTS + 8] = { 0 };
-	size_t nk = 0, i_env = SIZE_MAX, i_ph = SIZE_MAX, i_quota;
+	const char *keys[CRED_MAX_PARTS + 8 + MK_N];
+	const struct ynode *f[CRED_MAX_PARTS + 8 + MK_N] = { 0 };
+	const struct ynode *mf[MK_N] = { 0 };
+	size_t nk = 0, i_env = SIZE_MAX, i_ph = SIZE_MAX, i_mint = 0, i_quota;
 	char where[160];
 	int r;
 
@@ -956,6 +992,10 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
 	}
 	i_quota = nk;
 	keys[nk++] = "rate", keys[nk++] = "burst", keys[nk++] = "hours", keys[nk++] = "timezone";
+	i_mint = nk;
+	for (size_t i = 0; i < MK_N; i++)
+		if (k->mint_keys & (1u << i))
+			keys[nk++] = mint_keys[i];
 	keys[nk] = NULL;
 	snprintf(where, sizeof(where), "credential \"%s\" (kind %s)", cred->name, k->name);
 	r = map_fields(c, val, keys, f, NULL, where);
@@ -991,7 +1031,12 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	if (!k->minted)
+		return 0;
+	for (size_t i = 0, j = i_mint; i < MK_N; i++)
+		if (k->mint_keys & (1u << i))
+			mf[i] = f[j++];
+	return parse_mint(c, val, cred, mf);
 }
 
 static int parse_credential(struct ctx *c, struct policy *p, const struct ynode *key, const struct ynode *val,
@@ -1538,6 +1583,8 @@ static int parse_inject(struct ctx *c, const struct ynode *n, struct policy_rout
 		route->inject = INJECT_BASIC;
 	else if (streq(n->value, "swap"))
 		route->inject = INJECT_SWAP;
+	else if (streq(n->value, "sigv4"))
+		route->inject = INJECT_SIGV4;
 	else
 		return fail(c, n, "unknown inject mode \"%s\" %s", Q(n->value), inject_expected);
 	return 0;
@@ -1844,7 +1891,13 @@ static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, s
 		r = find_route_credential(c, f[R_CREDENTIAL], p, route);
 		if (r < 0)
 			return r;
-		if (!f[R_INJECT])
+		/* an aws credential is used one way only: re-signing */
+		if (!f[R_INJECT] && route->credential->kind == CRED_AWS)
+			route->inject = INJECT_SIGV4;
+		/* a minted token is a bearer token unless the route says otherwise */
+		else if (!f[R_INJECT] && route->credential->mint)
+			route->inject = INJECT_BEARER;
+		else if (!f[R_INJECT])
 			return fail(c, k[R_CREDENTIAL], "route has credential but no inject: mode");
 	}
 	if (f[R_INJECT]) {
@@ -1853,6 +1906,15 @@ static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, s
 		r = parse_inject(c, f[R_INJECT], route);
 		if (r < 0)
 			return r;
+		bool aws = route->credential->kind == CRED_AWS;
+		if (aws && route->inject != INJECT_SIGV4)
+			return fail(c, f[R_INJECT],
+			            "credential \"%s\" is of kind aws: its routes re-sign requests (inject: sigv4, "
+			            "or no inject:)",
+			            route->credential->name);
+		if (!aws && route->inject == INJECT_SIGV4)
+			return fail(c, f[R_INJECT], "inject: sigv4 needs a credential of kind aws (\"%s\" is %s)",
+			            route->credential->name, policy_kind_name(route->credential->kind));
 	}
 	return parse_route_rest(c, f, route);
 }
@@ -2143,6 +2205,7 @@ int policy_load_string(const char *name, const char *yaml, size_t len, struct po
 		.max_headers = 100,
 		.header_timeout_ms = 10 * 1000,
 		.idle_timeout_ms = 60 * 1000,
+		.drain_timeout_ms = 30 * 1000,
 		.max_body = 0,
 		.max_decoded_body = 1024 * 1024 * 1024,
 	};
@@ -2187,6 +2250,8 @@ static int resolve_relative_paths(struct policy *p, const char *path)
 	for (size_t i = 0; r == 0 && i < p->n_creds; i++)
 		if (p->creds[i].source == SOURCE_FILE)
 			r = rebase(&p->creds[i].source_arg, path, dl);
+		else if (p->creds[i].mint)
+			r = rebase(&p->creds[i].mint->upstream_ca, path, dl);
 	for (size_t i = 0; r == 0 && i < p->n_routes; i++)
 		r = rebase(&p->routes[i].upstream_ca, path, dl);
 	if (r == 0)
@@ -2261,6 +2326,256 @@ static void strv_free(char **v)
 	free(v);
 }
 
+/* ---- credentials: how a token is minted ---- */
+
+/* "https://host[:port][/path]" into m->url, host, port, path. The host is
+ * checked by the rules of a route's host: (parse_host), which also says
+ * whether it names a loopback or private address. */
+static int parse_mint_url(struct ctx *c, const struct ynode *n, const char *key, const char *suffix,
+                          struct policy_mint *m)
+{
+	const char *s;
+	int r = get_nonempty(c, n, key, &s);
+	if (r < 0)
+		return r;
+	if (strncmp(s, "https://", 8) != 0)
+		return fail(c, n, "%s: expected an https:// URL (token endpoints are reached over verified TLS)", key);
+	for (const char *q = s; *q; q++)
+		if (*q <= 0x20 || *q >= 0x7f || *q == '#')
+			return fail(c, n, "%s: invalid character in URL", key);
+	const char *a = s + 8;
+	size_t al = strcspn(a, "/?");
+	const char *rest = a + al;
+	if (al == 0 || al > HOST_MAX + 8)
+		return fail(c, n, "%s: URL has no host", key);
+	char auth[HOST_MAX + 16], *colon;
+	memcpy(auth, a, al);
+	auth[al] = 0;
+	uint64_t port = 443;
+	if (strchr(auth, '@'))
+		return fail(c, n, "%s: user information in a URL is not allowed", key);
+	colon = strrchr(auth, ':');
+	if (colon && (auth[0] != '[' || colon > strchr(auth, ']'))) {
+		const char *ps = colon + 1;
+		if (parse_digits(&ps, &port) < 0 || *ps || port < 1 || port > 65535)
+			return fail(c, n, "%s: invalid port in URL", key);
+		*colon = 0;
+	}
+	struct ynode hn = *n;
+	hn.value = auth;
+	hn.len = strlen(auth);
+	struct policy_route tmp = { 0 };
+	r = parse_host(c, &hn, &tmp);
+	if (r < 0)
+		return r;
+	m->host = tmp.host;
+	if (tmp.wildcard)
+		return fail(c, n, "%s: a URL cannot name a wildcard host", key);
+	m->port = (uint16_t)port;
+	m->allow_private = tmp.allow_private;
+	const char *path = *rest == '/' ? rest : "/";
+	if (*rest == '?')
+		return fail(c, n, "%s: URL has a query but no path", key);
+	size_t pl = strlen(path);
+	if (pl > 0 && path[pl - 1] == '/' && suffix)
+		pl--; /* api_url: "https://host/api/v3/" */
+	if (asprintf(&m->path, "%.*s%s", (int)pl, path, suffix ? suffix : "") < 0 ||
+	    asprintf(&m->url, "https://%.*s%s", (int)al, a, m->path) < 0) {
+		m->url = NULL;
+		return fail_oom(c);
+	}
+	return 0;
+}
+
+/* A sequence of strings, each checked by ok(), into a NULL-terminated array. */
+static int parse_string_list(struct ctx *c, const struct ynode *n, const char *key, size_t max,
+                             bool (*ok)(const char *), const char *what, char ***ret)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "%s: expected a sequence of %s, found %s", key, what, ynode_kind(n));
+	if (n->n == 0 || n->n > max)
+		return fail(c, n, "%s: expected 1 to %zu %s", key, max, what);
+	char **v = calloc(n->n + 1, sizeof(char *));
+	if (!v)
+		return fail_oom(c);
+	*ret = v;
+	for (size_t i = 0; i < n->n; i++) {
+		const char *s;
+		int r = get_nonempty(c, n->items[i], key, &s);
+		if (r < 0)
+			return r;
+		if (!ok(s))
+			return fail(c, n->items[i], "%s: \"%s\" is not a valid %s", key, Q(s), what);
+		for (size_t j = 0; j < i; j++)
+			if (streq(v[j], s))
+				return fail(c, n->items[i], "%s: \"%s\" is listed twice", key, Q(s));
+		r = dup_string(c, s, &v[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ) */
+static bool scope_ok(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x21 || *s > 0x7e || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
+
+/* A GitHub repository name (without owner): A-Z a-z 0-9 . _ - */
+static bool repo_ok(const char *s)
+{
+	return name_valid(s, 1, 100);
+}
+
+static bool perm_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+			return false;
+	return true;
+}
+
+static int parse_permissions(struct ctx *c, const struct ynode *n, struct policy_mint *m)
+{
+	if (n->type != Y_MAP)
+		return fail(c, n, "permissions: expected a mapping such as {contents: read}, found %s", ynode_kind(n));
+	size_t k = n->n / 2;
+	if (k == 0 || k > 64)
+		return fail(c, n, "permissions: expected 1 to 64 permissions");
+	m->permissions = calloc(2 * k + 1, sizeof(char *));
+	if (!m->permissions)
+		return fail_oom(c);
+	for (size_t i = 0; i < k; i++) {
+		const struct ynode *key = n->items[2 * i], *val = n->items[2 * i + 1];
+		const char *level;
+		if (!perm_name_ok(key->value) || strlen(key->value) != key->len)
+			return fail(c, key, "permissions: \"%s\" is not a permission name (a-z 0-9 _)", Q(key->value));
+		int r = get_nonempty(c, val, "permissions", &level);
+		if (r < 0)
+			return r;
+		if (!streq(level, "read") && !streq(level, "write") && !streq(level, "admin"))
+			return fail(c, val, "permissions: %s: expected read, write or admin", key->value);
+		r = dup_string(c, key->value, &m->permissions[2 * i]);
+		if (r == 0)
+			r = dup_string(c, level, &m->permissions[2 * i + 1]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int parse_mint_id(struct ctx *c, const struct ynode *n, const char *key, char **ret)
+{
+	const char *s;
+	int r = get_nonempty(c, n, key, &s);
+	if (r < 0)
+		return r;
+	if (strlen(s) > 20 || strspn(s, "0123456789") != strlen(s) || s[0] == '0')
+		return fail(c, n, "%s: expected a positive decimal number", key);
+	return dup_string(c, s, ret);
+}
+
+/* The non-secret keys of a minted kind, found by parse_parts in f[]. */
+static int parse_mint(struct ctx *c, const struct ynode *val, struct policy_credential *cred,
+                      const struct ynode *const *f)
+{
+	struct policy_mint *m = calloc(1, sizeof(*m));
+	int r = 0;
+	if (!m)
+		return fail_oom(c);
+	cred->mint = m;
+	bool github = cred->kind == CRED_GITHUB_APP;
+	if (!github) {
+		if (!f[MK_TOKEN_URL])
+			return fail(c, val, "credential \"%s\" (kind %s) needs token_url:", cred->name,
+			            policy_kind_name(cred->kind));
+		r = parse_mint_url(c, f[MK_TOKEN_URL], "token_url", NULL, m);
+	} else {
+		if (!f[MK_APP_ID] || !f[MK_INSTALLATION_ID])
+			return fail(c, val, "credential \"%s\" (kind github_app) needs app_id: and installation_id:",
+			            cred->name);
+		char suffix[64];
+		r = parse_mint_id(c, f[MK_APP_ID], "app_id", &m->app_id);
+		if (r == 0)
+			r = parse_mint_id(c, f[MK_INSTALLATION_ID], "installation_id", &m->installation_id);
+		if (r < 0)
+			return r;
+		snprintf(suffix, sizeof(suffix), "/app/installations/%s/access_tokens", m->installation_id);
+		if (f[MK_API_URL]) {
+			r = parse_mint_url(c, f[MK_API_URL], "api_url", suffix, m);
+		} else {
+			struct ynode def = *val;
+			def.type = Y_SCALAR;
+			def.value = (char *)"https://api.github.com";
+			def.len = strlen(def.value);
+			def.plain = false;
+			r = parse_mint_url(c, &def, "api_url", suffix, m);
+		}
+	}
+	if (r == 0 && f[MK_SCOPES])
+		r = parse_string_list(c, f[MK_SCOPES], "scopes", 64, scope_ok, "scope", &m->scopes);
+	if (r == 0 && f[MK_AUDIENCE]) {
+		const char *s;
+		r = get_nonempty(c, f[MK_AUDIENCE], "audience", &s);
+		if (r == 0)
+			r = dup_string(c, s, &m->audience);
+	}
+	if (r == 0 && f[MK_CLIENT_AUTH]) {
+		const char *s;
+		r = get_string(c, f[MK_CLIENT_AUTH], "client_auth", &s);
+		if (r == 0 && !streq(s, "basic") && !streq(s, "post"))
+			r = fail(c, f[MK_CLIENT_AUTH], "client_auth: expected basic or post");
+		m->client_auth_post = r == 0 && streq(s, "post");
+	}
+	if (r == 0 && f[MK_REPOSITORIES])
+		r = parse_string_list(c, f[MK_REPOSITORIES], "repositories", 500, repo_ok, "repository name",
+		                      &m->repositories);
+	if (r == 0 && f[MK_PERMISSIONS])
+		r = parse_permissions(c, f[MK_PERMISSIONS], m);
+	if (r == 0 && f[MK_UPSTREAM_CA]) {
+		const char *s;
+		r = get_nonempty(c, f[MK_UPSTREAM_CA], "upstream_ca", &s);
+		if (r == 0)
+			r = dup_string(c, s, &m->upstream_ca);
+	}
+	if (r == 0 && f[MK_ALLOW_PRIVATE]) {
+		bool b = false;
+		r = get_bool(c, f[MK_ALLOW_PRIVATE], "allow_private", &b);
+		if (r == 0 && !b && m->allow_private)
+			r = fail(
+			    c, f[MK_ALLOW_PRIVATE],
+			    "allow_private: false contradicts host \"%s\", which names a loopback or private address",
+			    m->host);
+		if (r == 0)
+			m->allow_private = b;
+	}
+	return r;
+}
+
+static void mint_free(struct policy_mint *m)
+{
+	if (!m)
+		return;
+	free(m->url);
+	free(m->host);
+	free(m->path);
+	strv_free(m->scopes);
+	free(m->audience);
+	free(m->upstream_ca);
+	free(m->app_id);
+	free(m->installation_id);
+	strv_free(m->repositories);
+	strv_free(m->permissions);
+	free(m);
+}
+
 void policy_free(struct policy *p)
 {
 	if (!p)
@@ -2271,6 +2586,7 @@ void policy_free(struct policy *p)
 		free(cr->source_arg);
 		free(cr->env);
 		free(cr->placeholder);
+		mint_free(cr->mint);
 	}
 	free(p->creds);
 	for (size_t i = 0; i < p->n_routes; i++) {

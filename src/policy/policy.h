@@ -52,6 +52,25 @@ enum {
 };
 #define CRED_MAX_PARTS 3
 
+/* How keyward mints the token of a kind oauth2_client_credentials,
+ * oauth2_refresh or github_app (docs/policy.md): the non-secret keys. */
+struct policy_mint {
+	char *url;             /* the token endpoint: token_url:, or api_url +
+	                          /app/installations/ID/access_tokens */
+	char *host;            /* of url: lower case, no brackets */
+	uint16_t port;         /* of url (443 unless given) */
+	char *path;            /* of url: path and query, starts with '/' */
+	char **scopes;         /* oauth2: NULL-terminated, or NULL */
+	char *audience;        /* oauth2_client_credentials: or NULL */
+	bool client_auth_post; /* client_auth: post (id and secret in the body) */
+	char *upstream_ca;     /* PEM file of extra CAs for the endpoint, or NULL */
+	bool allow_private;    /* the endpoint may be a loopback/private address */
+	char *app_id;          /* github_app */
+	char *installation_id; /* github_app: decimal */
+	char **repositories;   /* github_app: names, NULL-terminated, or NULL */
+	char **permissions;    /* github_app: name, level, name, level..., NULL; or NULL */
+};
+
 /* "secret", "aws", "oauth2_client_credentials"...: the kind: of the policy. */
 const char *policy_kind_name(enum cred_kind k);
 
@@ -90,6 +109,7 @@ struct policy_credential {
 	enum cred_kind kind;
 	const struct policy_credential *parent;          /* a part: its credential; else NULL */
 	struct policy_credential *parts[CRED_MAX_PARTS]; /* kind != secret: its parts, NULL where absent */
+	struct policy_mint *mint;                        /* a kind whose token keyward mints; else NULL */
 	enum cred_source source;
 	char *source_arg;  /* VAR, PATH, NAME or COMMAND */
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
@@ -112,6 +132,7 @@ enum inject_mode {
 	INJECT_HEADER, /* NAME: TEMPLATE with {secret} replaced */
 	INJECT_QUERY,  /* ?PARAM=SECRET */
 	INJECT_SWAP,   /* only swap placeholders where the client put them */
+	INJECT_SIGV4,  /* kind aws: check the placeholder key id, re-sign with the real key */
 };
 
 enum scheme { SCHEME_HTTPS, SCHEME_HTTP };
@@ -148,6 +169,7 @@ struct policy_limits {
 	unsigned header_timeout_ms; /* whole head must arrive, default 10 s */
 	unsigned idle_timeout_ms;   /* keep-alive idle, default 60 s */
 	uint64_t max_body;          /* default request body ceiling, 0 = none */
+	unsigned drain_timeout_ms;  /* keyward proxy's stop: time for requests in flight, default 30 s */
 	uint64_t max_decoded_body;  /* decoded size of a compressed response on a
 	                               credentialed route, default 1 GiB */
 };

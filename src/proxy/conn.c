@@ -15,10 +15,12 @@
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
 
+#include "common/encode.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "policy/path.h"
@@ -26,10 +28,12 @@
 #include "proxy/inject.h"
 #include "proxy/internal.h"
 #include "proxy/respbody.h"
+#include "proxy/token.h"
 
 enum conn_state {
 	C_HEAD,         /* reading a request head */
 	C_DECIDED,      /* allowed, waiting for its audit record to be written */
+	C_SIGV4_BODY,   /* inject: sigv4 with no x-amz-content-sha256: reading the whole body to hash it */
 	C_CONNECTING,   /* waiting for an upstream */
 	C_BODY,         /* streaming the request body upstream */
 	C_RESPONSE,     /* request sent, relaying the response */
@@ -87,35 +91,55 @@ struct conn {
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
 	uint64_t decision_seq;
-	LIST_ENTRY(conn) wait_link; /* on w->audit_wait in C_DECIDED */
-	int audit_index;            /* of its allow record in w->audit_batch, then */
-	const char *leaked;         /* credential whose placeholder was caught leaking */
-	struct buf out;             /* upstream request head (holds the secret briefly) */
-	struct evbuffer *reply;     /* response bytes not yet handed to the client (client_send) */
+	LIST_ENTRY(conn) wait_link;        /* on w->audit_wait in C_DECIDED */
+	int audit_index;                   /* of its allow record in w->audit_batch, then */
+	const char *leaked;                /* credential whose placeholder was caught leaking */
+	struct buf out;                    /* upstream request head (holds the secret briefly) */
+	struct inject_sigv4_stream sigv4;  /* inject: sigv4 streaming upload: its body's re-signer */
+	const char *body_why;              /* why the body filter refused the body */
+	char body_hash[SIGV4_SIG_HEX + 1]; /* C_SIGV4_BODY: hex SHA-256 of the body, once read */
+	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 	/* response redaction on credentialed routes (redact.h, respbody.h) */
 	struct redact_set *req_forms; /* this request's own forms (its Basic credentials), or NULL */
 	struct redactor *redactor;    /* scans the response heads and body */
 	struct resp_body *resp_body;  /* the body, decoded and re-framed, or NULL */
-	const char *body_why;         /* why resp_body failed */
+	const char *resp_why;         /* why resp_body failed */
 	bool resp_chunked;            /* resp_body frames the body as chunks */
 	bool resp_decoded;            /* resp_body decodes a Content-Encoding */
 	uint64_t retry_after;         /* a refusal's Retry-After, in seconds; 0: none */
+	/* a credential whose token keyward mints (token.h) */
+	struct token *tok;       /* the token this request carries, or NULL */
+	struct token_wait twait; /* waiting for one (twait.ev pending) */
+	bool tok_forward;        /* once it comes: forward (a retry after 401), not decide */
+	bool tok_retried;        /* the request was retried after a 401 once */
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_abandon(struct conn *c, const char *reason, const char *detail);
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
 static void worker_done(struct worker *w);
+static void decide(struct conn *c);
 
 static const struct policy_limits *limits(struct conn *c)
 {
 	return &c->gen->policy->limits;
+}
+
+/* Drops the body re-signer of an aws-chunked upload, if any. */
+static void sigv4_stream_end(struct conn *c)
+{
+	if (c->sigv4.started)
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
+	c->body_why = NULL;
+	c->body_hash[0] = '\0';
 }
 
 /* ---- lifetime ---- */
@@ -129,12 +153,17 @@ static void redaction_free(struct conn *c)
 	c->redactor = NULL;
 	redact_set_free(c->req_forms);
 	c->req_forms = NULL;
-	c->body_why = NULL;
+	c->resp_why = NULL;
 }
+
+static void conn_token_clear(struct conn *c);
 
 static void conn_free(struct conn *c)
 {
 	struct worker *w = c->w;
+	conn_token_clear(c);
+	if (c->twait.ev)
+		event_free(c->twait.ev);
 	if (c->up) {
 		upstream_release(c->up, false);
 		c->up = NULL;
@@ -152,6 +181,7 @@ static void conn_free(struct conn *c)
 	if (c->out.data)
 		OPENSSL_cleanse(c->out.data, c->out.cap);
 	buf_free(&c->out);
+	sigv4_stream_end(c);
 	free(c->hdrs);
 	redaction_free(c);
 	if (c->state == C_DECIDED)
@@ -503,6 +533,85 @@ static bool refuse_leak(struct conn *c, const struct policy_credential *allowed)
 	return true;
 }
 
+/* inject: sigv4 takes only requests SigV4-signed with the placeholder key
+ * id, in a form keyward re-signs. Returns true if it refused this one. */
+static bool refuse_sigv4(struct conn *c)
+{
+	const char *why = NULL;
+	struct outbound o = { .req = &c->req, .query = c->query, .query_len = c->query_len, .route = c->route };
+	if (inject_sigv4_check(&o, &why) == 0)
+		return false;
+	refuse(c, 403, "Forbidden", "deny", "sigv4", why,
+	       "sign with the sandbox's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (SigV4, headers)");
+	return true;
+}
+
+/* inject: sigv4 with no x-amz-content-sha256: the body (Content-Length, at
+ * most INJECT_SIGV4_HASH_MAX, checked) is read whole into the client's
+ * input buffer and hashed before the request is decided and its head
+ * signed; it is then forwarded from there as any body. */
+static void sigv4_hash_body(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t need = (size_t)c->req.content_length;
+	if (evbuffer_get_length(in) < need) {
+		if (c->state != C_SIGV4_BODY && c->req.expect_continue)
+			(void)bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		c->state = C_SIGV4_BODY;
+		bufferevent_enable(c->bev, EV_READ);
+		arm_timer(c, limits(c)->idle_timeout_ms);
+		return;
+	}
+	evtimer_del(c->timer);
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec v[16];
+	uint8_t md[32];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+	while (ok && need > 0) {
+		int k = evbuffer_peek(in, (ev_ssize_t)need, &at, v, 16);
+		if (k <= 0)
+			break;
+		for (int i = 0; ok && i < k && i < 16 && need > 0; i++) {
+			size_t take = v[i].iov_len < need ? v[i].iov_len : need;
+			ok = EVP_DigestUpdate(h, v[i].iov_base, take) == 1;
+			need -= take;
+			evbuffer_ptr_set(in, &at, take, EVBUFFER_PTR_ADD);
+		}
+	}
+	ok = ok && need == 0 && EVP_DigestFinal_ex(h, md, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	if (!ok) {
+		refuse(c, 500, "Internal Server Error", "error", "sigv4", "cannot hash the request body", NULL);
+		return;
+	}
+	hex_encode(md, 32, c->body_hash);
+	c->state = C_HEAD; /* out of C_SIGV4_BODY: decide() moves on */
+	decide(c);
+}
+
+/* Refuses with 503 if the credential (or a part of it) could not be read.
+ * Returns true if it did. */
+static bool refuse_unavailable(struct conn *c, const struct policy_credential *cred)
+{
+	const struct policy *p = c->gen->policy;
+	for (size_t k = 0; k <= CRED_MAX_PARTS; k++) {
+		const struct policy_credential *e = k == 0 ? cred : cred->parts[k - 1];
+		if (!e || (k == 0 && cred->source == SOURCE_PARTS))
+			continue;
+		size_t ci = (size_t)(e - p->creds);
+		if (c->gen->secrets[ci])
+			continue;
+		char text[768];
+		snprintf(text, sizeof(text), "credential %s is not available: %s", e->name,
+		         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
+		refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
+		return true;
+	}
+	return false;
+}
+
 static bool upgrade_is_websocket(struct conn *c)
 {
 	int u = http_head_find(&c->req, "upgrade");
@@ -535,6 +644,9 @@ static void reset_request(struct conn *c)
 	c->leaked = NULL;
 	c->retry_after = 0;
 	redaction_free(c);
+	sigv4_stream_end(c);
+	conn_token_clear(c);
+	c->tok_retried = false;
 	buf_reset(&c->head);
 	c->head_scan = 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
@@ -858,8 +970,10 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void upstream_ready(struct conn *c, struct upstream *u, int err, const char *why);
 static void forward(struct conn *c, const struct secret *secret, bool fresh);
-static void decide(struct conn *c);
 static const struct secret *route_secret(struct conn *c);
+static void conn_token_then(struct conn *c, bool forward_next);
+static bool conn_token_rejected(struct conn *c);
+static bool conn_token_expired(struct conn *c);
 
 /* Finds scheme, host, port and the path+query of the request target, and
  * checks the Host header against them. */
@@ -1059,6 +1173,8 @@ static void handle_request(struct conn *c)
 	}
 	if (refuse_leak(c, cred))
 		return;
+	if (rt->inject == INJECT_SIGV4 && refuse_sigv4(c))
+		return;
 
 	c->max_body = rt->max_body ? rt->max_body : limits(c)->max_body;
 	if (c->max_body && c->req.has_content_length && c->req.content_length > c->max_body) {
@@ -1071,17 +1187,8 @@ static void handle_request(struct conn *c)
 		refuse_unaudited(c);
 		return;
 	}
-	const struct secret *secret = NULL;
-	if (cred) {
-		size_t ci = (size_t)(cred - c->gen->policy->creds);
-		secret = c->gen->secrets[ci];
-		if (!secret) {
-			snprintf(text, sizeof(text), "credential %s is not available: %s", cred->name,
-			         c->gen->secret_errors[ci] ? c->gen->secret_errors[ci] : "unknown error");
-			refuse(c, 503, "Service Unavailable", "error", "credential", text, NULL);
-			return;
-		}
-	}
+	if (cred && refuse_unavailable(c, cred))
+		return;
 
 	if (!quota_allows(c))
 		return;
@@ -1095,7 +1202,14 @@ static void handle_request(struct conn *c)
 		return;
 	}
 	c->keep_alive = c->req.keep_alive && !c->w->draining;
-	decide(c);
+	if (rt->inject == INJECT_SIGV4 && inject_sigv4_needs_body_hash(&c->req)) {
+		sigv4_hash_body(c);
+		return;
+	}
+	if (cred && cred->mint)
+		conn_token_then(c, false);
+	else
+		decide(c);
 }
 
 /* Queues the allow record of the current request. Nothing of the request
@@ -1135,8 +1249,10 @@ static void audit_written(struct conn *c, int r, uint64_t first)
 	forward(c, route_secret(c), false);
 }
 
-/* The exact forms of the credential this request sends (its Basic
- * credentials), for the redaction of its response; none is NULL. */
+/* The forms of the credential this request sends that the generation's
+ * set does not hold, for the redaction of its response: its Basic
+ * credentials, and a token keyward minted for it (in every form
+ * redact_set_add_secret knows). None: NULL. */
 static int build_req_forms(struct conn *c, const struct outbound *o)
 {
 	struct redact_set *s;
@@ -1146,6 +1262,9 @@ static int build_req_forms(struct conn *c, const struct outbound *o)
 	if (r < 0)
 		return r;
 	r = inject_redact_forms(o, s);
+	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
+	if (r == 0 && minted)
+		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
 	if (r == 0)
 		r = redact_set_seal(s);
 	if (r == 0 && redact_set_count(s) > 0)
@@ -1172,13 +1291,22 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.route = rt,
 		.secret = secret,
 		.upgrade = c->upgrade,
+		.stream = &c->sigv4,
+		.body_hash = c->body_hash[0] ? c->body_hash : NULL,
 	};
+	const struct policy_credential *cred = rt->credential;
+	for (size_t k = 0; cred && k < CRED_MAX_PARTS; k++)
+		if (cred->parts[k])
+			o.parts[k] = c->gen->secrets[cred->parts[k] - c->gen->policy->creds];
+	if (c->sigv4.started) /* a retry starts over */
+		sigv4_chunked_free(&c->sigv4.chunked);
+	c->sigv4.started = false;
 	const char *why = NULL;
 	if (inject_request_head(&o, &c->out, &why) < 0) {
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
 		return;
 	}
-	if (secret && build_req_forms(c, &o) < 0) {
+	if (rt->credential && build_req_forms(c, &o) < 0) {
 		refuse(c, 503, "Service Unavailable", "error", "credential",
 		       "cannot prepare the redaction of the response (out of memory)", NULL);
 		return;
@@ -1211,18 +1339,141 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 static const struct secret *route_secret(struct conn *c)
 {
 	const struct policy_credential *cred = c->route->credential;
+	if (c->tok)
+		return token_value(c->tok);
 	return cred ? c->gen->secrets[cred - c->gen->policy->creds] : NULL;
+}
+
+/* ---- minted tokens (token.h) ----
+ *
+ * A route bound to an oauth2_* or github_app credential carries the
+ * credential's current access token. The request gets it before its
+ * decision is audited (conn_token_then); while a fetch runs it waits
+ * (C_CONNECTING, reading nothing more) for the token manager to wake it
+ * on this worker. A 401 from the upstream drops the token and, for a
+ * request without a body, sends it again once with a new one. */
+
+static void conn_token_clear(struct conn *c)
+{
+	if (c->twait.ev && c->w->px->tokens)
+		tokens_wait_cancel(c->w->px->tokens, &c->twait);
+	if (c->twait.ev)
+		event_del(c->twait.ev);
+	token_unref(c->tok);
+	c->tok = NULL;
+}
+
+static void token_refuse(struct conn *c, const char *why)
+{
+	char text[512];
+	snprintf(text, sizeof(text), "no token for credential %s: %s", c->route->credential->name, why);
+	refuse(c, 503, "Service Unavailable", "error", "token", text, NULL);
+}
+
+/* The token is in c->tok: go on where the request waited. */
+static void token_go(struct conn *c)
+{
+	if (c->tok_forward)
+		forward(c, route_secret(c), true);
+	else
+		decide(c);
+}
+
+static void token_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct token_wait *tw = &c->twait;
+	if (!tw->done) { /* the wait timed out */
+		tokens_wait_cancel(c->w->px->tokens, tw);
+		if (!tw->done) {
+			char text[100];
+			snprintf(text, sizeof(text), "timed out after %d s waiting for the token endpoint",
+			         TOKEN_WAIT_SECONDS);
+			token_refuse(c, text);
+			return;
+		}
+	}
+	c->tok = tw->tok;
+	tw->tok = NULL;
+	tw->done = false;
+	if (!c->tok) {
+		token_refuse(c, tw->why);
+		return;
+	}
+	token_go(c);
+}
+
+/* Gets the route's token into c->tok, then decides (or, forward_next,
+ * forwards): now if one is cached, else once the fetch ends. */
+static void conn_token_then(struct conn *c, bool forward_next)
+{
+	char why[400];
+	struct tokens *tm = c->w->px->tokens;
+	c->tok_forward = forward_next;
+	if (!c->twait.ev && !(c->twait.ev = event_new(c->w->base, -1, 0, token_wait_cb, c))) {
+		token_refuse(c, "out of memory");
+		return;
+	}
+	int r = tokens_get(tm, c->gen, c->route->credential, &c->twait, &c->tok, why, sizeof(why));
+	if (r < 0) {
+		token_refuse(c, why);
+		return;
+	}
+	if (r == 1) {
+		token_go(c);
+		return;
+	}
+	struct timeval tv = { TOKEN_WAIT_SECONDS, 0 };
+	c->state = C_CONNECTING;
+	bufferevent_disable(c->bev, EV_READ);
+	evtimer_del(c->timer);
+	event_add(c->twait.ev, &tv);
+}
+
+/* The upstream is ready, but the request's token expired on the way
+ * (a slow connect, a short-lived token): nothing has been sent; the
+ * connection goes back to the pool and the request gets a current token
+ * (true), so that a token keyward knows has expired is never sent. */
+static bool conn_token_expired(struct conn *c)
+{
+	if (!c->tok || !token_expired(c->tok))
+		return false;
+	upstream_release(c->up, true);
+	c->up = NULL;
+	token_unref(c->tok);
+	c->tok = NULL;
+	conn_token_then(c, true);
+	return true;
+}
+
+/* The upstream answered 401 to a request carrying a minted token: the
+ * token is dropped so that the next request gets a new one. A request
+ * without a body is sent again, once, with the new token (true: the 401 is
+ * not relayed); any other gets the 401 (false). */
+static bool conn_token_rejected(struct conn *c)
+{
+	if (!c->tok)
+		return false;
+	tokens_rejected(c->w->px->tokens, c->route->credential, c->tok);
+	if (c->tok_retried || !c->body_done || c->bytes_in || c->upgrade)
+		return false;
+	c->tok_retried = true;
+	log_debug("%s %s: 401 with the token of %s; retrying once with a new one", c->method, c->host,
+	          c->route->credential->name);
+	upstream_release(c->up, false);
+	c->up = NULL;
+	token_unref(c->tok);
+	c->tok = NULL;
+	conn_token_then(c, true);
+	return true;
 }
 
 /* llhttp body sink: forward the payload upstream, re-framed. Chunked
  * bodies are sent with our own chunk framing (extensions and trailers
  * dropped), so upstream sees exactly the bytes we parsed. */
-static int body_sink(void *arg, const char *p, size_t n)
+static int body_out(void *arg, const char *p, size_t n)
 {
 	struct conn *c = arg;
-	c->bytes_in += n;
-	if (c->max_body && c->bytes_in > c->max_body)
-		return -EFBIG;
 	struct evbuffer *out = bufferevent_get_output(c->up->bev);
 	if (c->req.chunked && n) {
 		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0)
@@ -1233,6 +1484,18 @@ static int body_sink(void *arg, const char *p, size_t n)
 	if (c->req.chunked && n && evbuffer_add(out, "\r\n", 2) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+static int body_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	c->bytes_in += n;
+	if (c->max_body && c->bytes_in > c->max_body)
+		return -EFBIG;
+	/* an aws-chunked upload: every chunk signed again (inject_sigv4.c) */
+	if (c->sigv4.started)
+		return sigv4_chunked_feed(&c->sigv4.chunked, p, n, body_out, c, &c->body_why);
+	return body_out(c, p, n);
 }
 
 static void send_request(struct conn *c)
@@ -1297,6 +1560,8 @@ static void upstream_ready(struct conn *c, struct upstream *u, int err, const ch
 		return;
 	}
 	c->up = u;
+	if (conn_token_expired(c))
+		return;
 	send_request(c);
 }
 
@@ -1331,8 +1596,14 @@ static void pump_request_body(struct conn *c)
 			}
 			return;
 		}
+		if (r == 1 && c->sigv4.started && !sigv4_chunked_done(&c->sigv4.chunked)) {
+			r = -EBADMSG;
+			c->body_why = "aws-chunked: the body ended before its final chunk";
+		}
 		if (r < 0) {
 			char text[200];
+			if (c->body_why)
+				why = c->body_why;
 			snprintf(text, sizeof(text), "malformed request body: %s", why ? why : "error");
 			if (!c->response_started)
 				refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
@@ -1343,6 +1614,7 @@ static void pump_request_body(struct conn *c)
 			return;
 		}
 		if (r == 1) {
+			sigv4_stream_end(c); /* the signing key goes as soon as it is not needed */
 			if (c->req.chunked)
 				evbuffer_add(up_out, "0\r\n\r\n", 5);
 			c->body_done = true;
@@ -1393,7 +1665,7 @@ static void put_head_text(struct conn *c, struct evbuffer *out, const char *p, s
 static int response_sink(void *arg, const char *p, size_t n)
 {
 	struct conn *c = arg;
-	return resp_body_feed(c->resp_body, p, n, c->reply, &c->body_why);
+	return resp_body_feed(c->resp_body, p, n, c->reply, &c->resp_why);
 }
 
 static void upstream_failed(struct conn *c, const char *what);
@@ -1565,8 +1837,8 @@ static void relay_response_body(struct conn *c)
 		uint64_t before = u->parser.body_bytes;
 		r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
 		c->bytes_out += u->parser.body_bytes - before;
-		if (r < 0 && c->body_why) {
-			snprintf(text, sizeof(text), "sent a response body that cannot be scanned: %s", c->body_why);
+		if (r < 0 && c->resp_why) {
+			snprintf(text, sizeof(text), "sent a response body that cannot be scanned: %s", c->resp_why);
 			break;
 		}
 		if (r < 0) {
@@ -1645,7 +1917,7 @@ static void read_response_head(struct conn *c)
 			upstream_failed(c, text);
 			return;
 		}
-		if (!c->redactor && route_secret(c) && start_redaction(c) < 0) {
+		if (!c->redactor && c->route->credential && start_redaction(c) < 0) {
 			upstream_failed(c, "could not be handled (out of memory)");
 			return;
 		}
@@ -1671,6 +1943,8 @@ static void read_response_head(struct conn *c)
 			u->head_scan = 0;
 			continue;
 		}
+		if (st == 401 && conn_token_rejected(c))
+			return;
 		c->status = st;
 		if (c->redactor && !http1_message_done(&u->parser) && !start_body_filter(c))
 			return;
@@ -1800,6 +2074,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	case C_BODY:
 		pump_request_body(c);
 		break;
+	case C_SIGV4_BODY:
+		sigv4_hash_body(c);
+		break;
 	case C_RELAY: {
 		struct evbuffer *in = bufferevent_get_input(bev);
 		c->bytes_in += evbuffer_get_length(in);
@@ -1861,6 +2138,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->keep_alive = false;
 		return;
 	}
+	conn_abandon(c, "client", "client closed the connection mid-request");
+}
+
+/* Ends c where it is. A request in the middle gets its last record: the
+ * result of its allow record (written first if it was still waiting), or
+ * the one record of a request refused before it was allowed. */
+static void conn_abandon(struct conn *c, const char *reason, const char *detail)
+{
 	if (c->state == C_DECIDED) {
 		/* Gone before its allow record was written: write it now, so that
 		 * the result below has a decision to name. */
@@ -1873,11 +2158,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 	}
 	if (c->state != C_HEAD || c->head.len > 0) {
-		/* The client went away in the middle of a request. */
 		if (c->method[0] && !c->audited)
-			conn_audit(c, "request", "error", "client", "client closed the connection mid-request");
+			conn_audit(c, "request", "error", reason, detail);
 	}
 	conn_free(c);
+}
+
+void conn_close_worker(struct worker *w)
+{
+	struct conn *c;
+	while ((c = TAILQ_FIRST(&w->conns)))
+		conn_abandon(c, "stop", "keyward stopped before the request was done");
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1891,6 +2182,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		conn_free(c); /* idle keep-alive connection */
+		return;
+	case C_SIGV4_BODY:
+		refuse(c, 408, "Request Timeout", "deny", "timeout", "the request body stalled", NULL);
 		return;
 	case C_BODY:
 		if (!c->response_started) {

@@ -60,6 +60,28 @@ static void wipe_free(struct buf *b)
 	buf_free(b);
 }
 
+int inject_put_method_path(struct buf *out, const struct outbound *o)
+{
+	buf_reset(out);
+	int r = buf_append(out, o->req->method, o->req->method_len);
+	if (r == 0)
+		r = buf_append(out, " ", 1);
+	if (r == 0)
+		r = buf_append(out, o->path, o->path_len);
+	return r;
+}
+
+int inject_put_host(struct buf *out, const struct outbound *o)
+{
+	bool v6 = strchr(o->host, ':') != NULL;
+	int r = buf_printf(out, "Host: %s%s%s", v6 ? "[" : "", o->host, v6 ? "]" : "");
+	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
+		r = buf_printf(out, ":%u", o->port);
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	return r;
+}
+
 static bool has_placeholder(const char *s, size_t n, const struct policy_credential *c)
 {
 	return mem_find(s, n, c->placeholder, strlen(c->placeholder)) >= 0;
@@ -151,7 +173,7 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
 	return found;
 }
 
-static int put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl)
+int inject_put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl)
 {
 	int r = buf_append(out, name, nl);
 	if (r == 0)
@@ -178,7 +200,7 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 		r = basic_decode(h->value, h->value_len, &dec);
 		if (r < 0 || !has_placeholder(dec.data, dec.len, c)) {
 			buf_free(&dec);
-			return put_header(out, h->name, h->name_len, h->value, h->value_len);
+			return inject_put_header(out, h->name, h->name_len, h->value, h->value_len);
 		}
 		/* Basic credentials: decode, swap, encode again. */
 		buf_init(&val, SCRATCH_MAX);
@@ -190,7 +212,7 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 		if (r >= 0)
 			r = base64_encode(plain.data, plain.len, &val);
 		if (r >= 0)
-			r = put_header(out, h->name, h->name_len, val.data, val.len);
+			r = inject_put_header(out, h->name, h->name_len, val.data, val.len);
 		wipe_free(&plain);
 		wipe_free(&val);
 		buf_free(&dec);
@@ -199,7 +221,7 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 	buf_init(&val, SCRATCH_MAX);
 	r = replace_all(&val, h->value, h->value_len, ph, pl, (const char *)s->data, s->len);
 	if (r >= 0)
-		r = put_header(out, h->name, h->name_len, val.data, val.len);
+		r = inject_put_header(out, h->name, h->name_len, val.data, val.len);
 	if (val.data)
 		OPENSSL_cleanse(val.data, val.cap);
 	buf_free(&val);
@@ -298,7 +320,7 @@ static int put_credential(struct buf *out, const struct outbound *o, const struc
 		if (r == 0)
 			r = buf_append(&v, s->data, s->len);
 		if (r == 0)
-			r = put_header(out, "Authorization", 13, v.data, v.len);
+			r = inject_put_header(out, "Authorization", 13, v.data, v.len);
 		break;
 	case INJECT_BASIC: {
 		size_t ul;
@@ -317,17 +339,18 @@ static int put_credential(struct buf *out, const struct outbound *o, const struc
 		if (r == 0)
 			r = base64_encode(plain.data, plain.len, &v);
 		if (r == 0)
-			r = put_header(out, "Authorization", 13, v.data, v.len);
+			r = inject_put_header(out, "Authorization", 13, v.data, v.len);
 		break;
 	}
 	case INJECT_HEADER:
 		r = replace_all(&v, rt->inject_value, strlen(rt->inject_value), "{secret}", 8, (const char *)s->data,
 		                s->len);
 		if (r >= 0)
-			r = put_header(out, rt->inject_header, strlen(rt->inject_header), v.data, v.len);
+			r = inject_put_header(out, rt->inject_header, strlen(rt->inject_header), v.data, v.len);
 		break;
 	case INJECT_QUERY: /* done in the query */
 	case INJECT_SWAP:
+	case INJECT_SIGV4: /* inject_sigv4.c */
 	case INJECT_NONE:
 		break;
 	}
@@ -393,12 +416,9 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	bool credentialed = cred && o->secret;
 	int r;
 
-	buf_reset(out);
-	r = buf_append(out, req->method, req->method_len);
-	if (r == 0)
-		r = buf_append(out, " ", 1);
-	if (r == 0)
-		r = buf_append(out, o->path, o->path_len);
+	if (rt->inject == INJECT_SIGV4)
+		return inject_sigv4_head(o, out, why);
+	r = inject_put_method_path(out, o);
 	if (r == 0 && (o->query || (credentialed && rt->inject == INJECT_QUERY))) {
 		size_t mark = out->len;
 		bool any;
@@ -409,17 +429,9 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 			out->len = mark; /* nothing to send */
 	}
 	if (r == 0)
-		r = buf_puts(out, " HTTP/1.1\r\nHost: ");
+		r = buf_puts(out, " HTTP/1.1\r\n");
 	if (r == 0)
-		r = buf_puts(out, strchr(o->host, ':') ? "[" : "");
-	if (r == 0)
-		r = buf_puts(out, o->host);
-	if (r == 0)
-		r = buf_puts(out, strchr(o->host, ':') ? "]" : "");
-	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
-		r = buf_printf(out, ":%u", o->port);
-	if (r == 0)
-		r = buf_append(out, "\r\n", 2);
+		r = inject_put_host(out, o);
 
 	for (unsigned i = 0; r == 0 && i < req->n_headers; i++) {
 		const struct http_header *h = &req->headers[i];
@@ -432,7 +444,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 		if (credentialed)
 			r = copy_swapped(out, h, cred, o->secret);
 		else
-			r = put_header(out, h->name, h->name_len, h->value, h->value_len);
+			r = inject_put_header(out, h->name, h->name_len, h->value, h->value_len);
 	}
 	if (r == 0 && credentialed)
 		r = put_credential(out, o, req);
@@ -445,7 +457,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	if (r == 0 && o->upgrade) {
 		int u = http_head_find(req, "upgrade");
 		if (u >= 0)
-			r = put_header(out, "Upgrade", 7, req->headers[u].value, req->headers[u].value_len);
+			r = inject_put_header(out, "Upgrade", 7, req->headers[u].value, req->headers[u].value_len);
 		if (r == 0)
 			r = buf_puts(out, "Connection: upgrade\r\n");
 	}

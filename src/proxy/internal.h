@@ -37,6 +37,15 @@
 struct policy_share {
 	atomic_int refs;
 	struct policy *policy;
+	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
+	 * system roots can take tens of milliseconds to load, which would
+	 * otherwise delay every start and reload, and a `keyward run` that
+	 * makes no HTTPS request does not need them. They depend on the
+	 * policy only, so a rotation keeps them. */
+	pthread_mutex_t ctx_lock;
+	atomic_bool ctx_built; /* set once, after the contexts are in place */
+	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
+	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
 };
 
 /* One loaded configuration: policy, secrets, TLS contexts. Requests hold a
@@ -51,17 +60,10 @@ struct gen {
 	/* per credential, its source as it was just before the secret was read;
 	 * read and written by the main thread only (rotate_check in proxy.c) */
 	struct source_stamp *stamps;
-	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
-	 * system roots can take tens of milliseconds to load, which would
-	 * otherwise delay every start and reload, and a `keyward run` that
-	 * makes no HTTPS request does not need them. */
-	pthread_mutex_t ctx_lock;
-	atomic_bool ctx_built; /* set once, after the contexts are in place */
-	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
-	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
 	/* Every secret of the generation in the forms a response may carry it
 	 * in, each mapped to its placeholder (redact.h); built on the first
-	 * response of a credentialed route (gen_redact_set), under ctx_lock. */
+	 * response of a credentialed route (gen_redact_set), under redact_lock. */
+	pthread_mutex_t redact_lock;
 	atomic_bool redact_built;
 	struct redact_set *redact;
 };
@@ -133,6 +135,7 @@ struct proxy {
 	struct event *rotate_timer;  /* main base: looks for rotated secrets */
 	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
 	struct rate_table *rates;    /* token buckets of rate: limits, kept across reloads */
+	struct tokens *tokens;       /* minted access tokens (token.h) */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);
@@ -145,6 +148,10 @@ struct gen *worker_current_gen(struct worker *w);
 /* conn.c */
 void conn_accept(struct worker *w, const struct listener_info *li, int fd, const struct sockaddr *sa, int salen);
 void conn_drain_worker(struct worker *w);
+/* The end of the drain period: every connection still open is closed, its
+ * request in the middle audited as cut short (reason "stop"), and the
+ * worker's last audit records written. */
+void conn_close_worker(struct worker *w);
 
 /* upstream.c: dialing, DNS, pool */
 struct upstream_target {

@@ -20,6 +20,7 @@
 #include "common/state.h"
 #include "proxy/addr.h"
 #include "proxy/internal.h"
+#include "proxy/token.h"
 #include "secrets/exec.h"
 #include "secrets/source.h"
 
@@ -41,6 +42,37 @@ struct gen *gen_ref(struct gen *g)
 	return g;
 }
 
+static void share_unref(struct policy_share *share)
+{
+	if (atomic_fetch_sub(&share->refs, 1) != 1)
+		return;
+	for (size_t i = 0; share->route_ctx && i < share->policy->n_routes; i++)
+		SSL_CTX_free(share->route_ctx[i]);
+	SSL_CTX_free(share->client_ctx);
+	free(share->route_ctx);
+	pthread_mutex_destroy(&share->ctx_lock);
+	policy_free(share->policy);
+	free(share);
+}
+
+/* A policy to be shared by the generations built from it (taking
+ * ownership of it), or NULL (the policy freed) when out of memory. */
+static struct policy_share *share_new(struct policy *p)
+{
+	struct policy_share *share = calloc(1, sizeof(*share));
+	if (share)
+		share->route_ctx = calloc(p->n_routes + 1, sizeof(*share->route_ctx));
+	if (!share || !share->route_ctx) {
+		free(share);
+		policy_free(p);
+		return NULL;
+	}
+	share->policy = p;
+	atomic_init(&share->refs, 1);
+	pthread_mutex_init(&share->ctx_lock, NULL);
+	return share;
+}
+
 void gen_unref(struct gen *g)
 {
 	if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
@@ -49,33 +81,26 @@ void gen_unref(struct gen *g)
 		secret_free(g->secrets[i]);
 		free(g->secret_errors[i]);
 	}
-	for (size_t i = 0; g->route_ctx && i < g->policy->n_routes; i++)
-		SSL_CTX_free(g->route_ctx[i]);
-	SSL_CTX_free(g->client_ctx);
 	redact_set_free(g->redact);
-	pthread_mutex_destroy(&g->ctx_lock);
+	pthread_mutex_destroy(&g->redact_lock);
 	free(g->secrets);
 	free(g->secret_errors);
 	free(g->stamps);
-	free(g->route_ctx);
-	if (atomic_fetch_sub(&g->share->refs, 1) == 1) {
-		policy_free(g->share->policy);
-		free(g->share);
-	}
+	share_unref(g->share);
 	free(g);
 }
 
-static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
+static bool build_upstream_ctxs(struct policy_share *s, char *errbuf, size_t errlen)
 {
-	const struct policy *p = g->policy;
-	g->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
-	if (!g->client_ctx)
+	const struct policy *p = s->policy;
+	s->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
+	if (!s->client_ctx)
 		return false;
 	for (size_t i = 0; i < p->n_routes; i++) {
 		if (!p->routes[i].upstream_ca)
 			continue;
-		g->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
-		if (!g->route_ctx[i])
+		s->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
+		if (!s->route_ctx[i])
 			return false;
 	}
 	return true;
@@ -83,26 +108,27 @@ static bool build_upstream_ctxs(struct gen *g, char *errbuf, size_t errlen)
 
 SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
 {
+	struct policy_share *s = g->share;
 	/* Once built, the contexts never change: no lock on the request path. */
-	if (atomic_load_explicit(&g->ctx_built, memory_order_acquire))
-		return g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
-	pthread_mutex_lock(&g->ctx_lock);
-	if (!atomic_load_explicit(&g->ctx_built, memory_order_relaxed)) {
-		if (!build_upstream_ctxs(g, errbuf, errlen)) {
+	if (atomic_load_explicit(&s->ctx_built, memory_order_acquire))
+		return s->route_ctx[ri] ? s->route_ctx[ri] : s->client_ctx;
+	pthread_mutex_lock(&s->ctx_lock);
+	if (!atomic_load_explicit(&s->ctx_built, memory_order_relaxed)) {
+		if (!build_upstream_ctxs(s, errbuf, errlen)) {
 			/* Leave nothing half-built: the next request tries again. */
-			for (size_t i = 0; i < g->policy->n_routes; i++) {
-				SSL_CTX_free(g->route_ctx[i]);
-				g->route_ctx[i] = NULL;
+			for (size_t i = 0; i < s->policy->n_routes; i++) {
+				SSL_CTX_free(s->route_ctx[i]);
+				s->route_ctx[i] = NULL;
 			}
-			SSL_CTX_free(g->client_ctx);
-			g->client_ctx = NULL;
-			pthread_mutex_unlock(&g->ctx_lock);
+			SSL_CTX_free(s->client_ctx);
+			s->client_ctx = NULL;
+			pthread_mutex_unlock(&s->ctx_lock);
 			return NULL;
 		}
-		atomic_store_explicit(&g->ctx_built, true, memory_order_release);
+		atomic_store_explicit(&s->ctx_built, true, memory_order_release);
 	}
-	SSL_CTX *ctx = g->route_ctx[ri] ? g->route_ctx[ri] : g->client_ctx;
-	pthread_mutex_unlock(&g->ctx_lock);
+	SSL_CTX *ctx = s->route_ctx[ri] ? s->route_ctx[ri] : s->client_ctx;
+	pthread_mutex_unlock(&s->ctx_lock);
 	return ctx;
 }
 
@@ -138,12 +164,11 @@ static struct gen *gen_new(struct policy_share *share)
 	atomic_fetch_add(&share->refs, 1);
 	g->share = share;
 	g->policy = share->policy;
-	pthread_mutex_init(&g->ctx_lock, NULL);
+	pthread_mutex_init(&g->redact_lock, NULL);
 	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
 	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
 	g->stamps = calloc(p->n_creds + 1, sizeof(*g->stamps));
-	g->route_ctx = calloc(p->n_routes + 1, sizeof(*g->route_ctx));
-	if (!g->secrets || !g->secret_errors || !g->stamps || !g->route_ctx) {
+	if (!g->secrets || !g->secret_errors || !g->stamps) {
 		gen_unref(g);
 		return NULL;
 	}
@@ -186,19 +211,12 @@ static void gen_swap(struct proxy *px, struct gen *g)
  * be built (bad upstream_ca file) is an error. */
 static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t errlen)
 {
-	struct policy_share *share = calloc(1, sizeof(*share));
-	if (!share) {
-		policy_free(p);
+	struct policy_share *share = share_new(p);
+	if (!share)
 		return -ENOMEM;
-	}
-	share->policy = p;
-	atomic_init(&share->refs, 1);
 	struct gen *g = gen_new(share);
 	/* g holds its own reference now; drop the one of this function. */
-	if (atomic_fetch_sub(&share->refs, 1) == 1) {
-		policy_free(p);
-		free(share);
-	}
+	share_unref(share);
 	if (!g)
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n_creds; i++)
@@ -211,6 +229,13 @@ static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t er
 	}
 	for (size_t i = 0; i < p->n_routes; i++) {
 		if (p->routes[i].upstream_ca && tls_ca_file_check(p->routes[i].upstream_ca, errbuf, errlen) < 0) {
+			gen_unref(g);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < p->n_creds; i++) {
+		const struct policy_mint *m = p->creds[i].mint;
+		if (m && m->upstream_ca && tls_ca_file_check(m->upstream_ca, errbuf, errlen) < 0) {
 			gen_unref(g);
 			return -EINVAL;
 		}
@@ -351,6 +376,7 @@ static void force_exit_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->n_conns)
 		log_warn("worker %d: %u connections still open after the drain period; closing them", w->id,
 		         w->n_conns);
+	conn_close_worker(w); /* the last one writes the worker's audit records */
 	event_base_loopbreak(w->base);
 }
 
@@ -612,7 +638,7 @@ static void rotate_cb(evutil_socket_t fd, short what, void *arg)
 		rotate_check(px);
 }
 
-static void begin_stop(struct proxy *px, int grace_s, const char *why)
+static void begin_stop(struct proxy *px, unsigned grace_ms, const char *why)
 {
 	if (stopping)
 		return;
@@ -622,7 +648,7 @@ static void begin_stop(struct proxy *px, int grace_s, const char *why)
 	for (int i = 0; i < px->n_workers; i++) {
 		struct worker *w = &px->workers[i];
 		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
-		struct timeval grace = { grace_s, 0 };
+		struct timeval grace = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
 		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
 	}
 	event_base_loopexit(px->main_base, NULL);
@@ -641,7 +667,7 @@ static void child_check(struct proxy *px)
 	if (px->opt.child_status)
 		*px->opt.child_status = st;
 	px->opt.child = 0;
-	begin_stop(px, 5, NULL);
+	begin_stop(px, 5000, NULL);
 }
 
 /* A signal that the terminal sent to its foreground process group has
@@ -671,7 +697,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		reload(px);
 		return;
 	}
-	begin_stop(px, 30, sig == SIGINT ? "SIGINT" : "SIGTERM");
+	begin_stop(px, px->gen->policy->limits.drain_timeout_ms, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 /* ---- main ---- */
@@ -849,6 +875,9 @@ int proxy_main(const struct proxy_options *opt)
 		log_error("%s", err);
 		goto out;
 	}
+	r = tokens_new(&px, &px.tokens);
+	if (r < 0)
+		goto out;
 
 	px.n_workers = opt->workers > 0 ? opt->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (px.n_workers < 1)
@@ -915,12 +944,14 @@ int proxy_main(const struct proxy_options *opt)
 	if (started == px.n_workers)
 		event_base_dispatch(px.main_base);
 	else
-		begin_stop(&px, 30, "worker start failed");
+		begin_stop(&px, pol->limits.drain_timeout_ms, "worker start failed");
 	for (int i = 0; i < started; i++)
 		pthread_join(px.workers[i].thread, NULL);
 	/* a rotation still reading: its command is killed, not waited for */
 	exec_abort();
 	rotate_job_free(px.rotating);
+	tokens_free(px.tokens); /* waits for a fetch in flight */
+	px.tokens = NULL;
 	audit_event(&px, "stop", NULL, "keyward stopped");
 	log_info("stopped");
 	for (size_t i = 0; i < n_sigs; i++)
@@ -945,6 +976,7 @@ out:
 	free(px.listeners);
 	free(tcp);
 	free(px.pins);
+	tokens_free(px.tokens);
 	SSL_CTX_free(px.server_ctx);
 	rate_table_free(px.rates);
 	if (px.ca != opt->ca)

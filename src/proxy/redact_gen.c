@@ -32,12 +32,12 @@ const struct redact_set *gen_redact_set(struct gen *g)
 {
 	if (atomic_load_explicit(&g->redact_built, memory_order_acquire))
 		return g->redact;
-	pthread_mutex_lock(&g->ctx_lock);
+	pthread_mutex_lock(&g->redact_lock);
 	if (!atomic_load_explicit(&g->redact_built, memory_order_relaxed)) {
 		g->redact = build(g);
 		if (g->redact)
 			atomic_store_explicit(&g->redact_built, true, memory_order_release);
 	}
-	pthread_mutex_unlock(&g->ctx_lock);
+	pthread_mutex_unlock(&g->redact_lock);
 	return g->redact;
 }

@@ -439,6 +439,8 @@ static void mount_dev(void)
 	mount_tmpfs("/dev/shm", "mode=1777,size=64m", MS_NOEXEC);
 }
 
+static void hide_path(const char *host_path);
+
 static void mount_proc(void)
 {
 	char path[PATH_MAX];
@@ -456,6 +458,15 @@ static void mount_proc(void)
 		bind_fd(fd, ro[i], false, false);
 		close(fd);
 	}
+	/* Files that show the host rather than the sandbox: the kernel keys
+	 * of the caller's uid (the sandbox's uid maps to it), timers and the
+	 * scheduler of every process, kernel memory. Covered, as container
+	 * runtimes mask them. */
+	static const char *const masked[] = { "/proc/keys",        "/proc/key-users",    "/proc/timer_list",
+		                              "/proc/sched_debug", "/proc/kcore",        "/proc/latency_stats",
+		                              "/proc/kallsyms",    "/proc/sysrq-trigger" };
+	for (size_t i = 0; i < ARRAY_SIZE(masked); i++)
+		hide_path(masked[i]);
 }
 
 /* Covers a host path that must stay invisible (keyward's state, the audit

@@ -7,12 +7,37 @@
 #include "secrets/private_file.h"
 #include "secrets/vault.h"
 
+/* A GitHub App's private key is PEM, lines of base64, and is never written
+ * into a request: it only signs the JWT that asks for a token (mint.c). */
+static bool is_pem_part(const struct policy_credential *c)
+{
+	return c->parent && c->parent->kind == CRED_GITHUB_APP && c->parent->parts[GITHUB_APP_PRIVATE_KEY] == c;
+}
+
+static int pem_value_check(const struct secret *s, char *why, size_t whylen)
+{
+	if (s->len == 0) {
+		snprintf(why, whylen, "is empty");
+		return -ENODATA;
+	}
+	for (size_t i = 0; i < s->len; i++) {
+		unsigned char ch = s->data[i];
+		if ((ch < 0x20 && ch != '\n' && ch != '\r') || ch >= 0x7f) {
+			snprintf(why, whylen,
+			         "is not a PEM private key (byte %zu is neither printable ASCII nor a line break)", i);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* Every source's value goes through secret_value_check: a secret is put in
  * header lines, so a CR or LF in it could split a request. */
 static int check_value(const struct policy_credential *c, const struct secret *s, char *errbuf, size_t errlen)
 {
 	char why[128];
-	int r = secret_value_check(s->data, s->len, why, sizeof(why));
+	int r = is_pem_part(c) ? pem_value_check(s, why, sizeof(why))
+	                       : secret_value_check(s->data, s->len, why, sizeof(why));
 	if (r < 0)
 		snprintf(errbuf, errlen, "credential %s: the secret from %s:%s %s", c->name,
 		         policy_source_name(c->source), c->source_arg, why);

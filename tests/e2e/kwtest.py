@@ -210,6 +210,11 @@ class Upstream:
                 time.sleep(0.3)
             c.sendall(b"0\r\n\r\n")
             return True
+        if "/stall/" in path:
+            # answers only after the given seconds (a slow upstream)
+            time.sleep(float(path.rsplit("/", 1)[1]))
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return True
         if path.startswith("/big/"):
             n = int(path.split("/")[2])
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)

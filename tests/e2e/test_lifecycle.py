@@ -211,6 +211,32 @@ def test_sigterm_drains_requests_in_flight(proxy_factory, upstream):
     assert sse and sse[-1]["decision"] == "allow" and sse[-1]["status"] == 200
 
 
+def test_request_still_running_after_the_drain_period_is_closed_and_audited(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream) + "limits:\n  drain_timeout: 1s\n")
+    got = {}
+
+    def slow():
+        try:
+            got["status"] = session(p).get(f"{base_url(upstream)}/api/stall/6", timeout=20).status_code
+        except requests.RequestException as e:
+            got["error"] = e
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_for(lambda: [r for r in p.records() if r["event"] == "request"], 10, "the allow record")
+    p.signal(signal.SIGTERM)
+    assert p.proc.wait(timeout=20) == 0
+    t.join(20)
+    assert "error" in got, got  # cut off, never answered
+    recs = p.records()
+    allow = [r for r in recs if r["event"] == "request"]
+    assert len(allow) == 1 and allow[0]["decision"] == "allow"
+    result = [r for r in recs if r["event"] == "result"]
+    assert len(result) == 1 and result[0]["request_seq"] == allow[0]["seq"], result
+    assert result[0]["decision"] == "error" and result[0]["reason"] == "stop"
+    assert recs[-1]["event"] == "stop"
+    assert "connections still open after the drain period" in p.stderr
+
+
 def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
     p = proxy_factory(policy_for(upstream, paths='["/**"]'))
     # Keep the drain going for a while with a stalled download.

@@ -244,3 +244,4 @@ def test_broken_upstream_ca_stops_before_cmd_runs(sandbox_factory, tmp_path):
     p = sb.run(["sh", "-c", "touch ran"])
     assert p.returncode == 2 and "cannot load CA certificates" in p.err, p.err
     assert not (sb.workspace / "ran").exists()
+

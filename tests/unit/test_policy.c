@@ -17,7 +17,9 @@
 
 #include "policy/policy.h"
 
-#define V     "version: 1\n"
+#define V "version: 1\n"
+#define AWS_CRED \
+	"credentials:\n  s3:\n    kind: aws\n    access_key_id: {from: env:A}\n    secret_access_key: {from: env:B}\n"
 #define CREDS "credentials:\n  a: {from: env:A}\n  b: {from: env:B}\n"
 #define ROUTE V CREDS "routes:\n  - host: api.example.com\n"
 
@@ -27,7 +29,8 @@ struct bad_case {
 	const char *error;
 };
 
-#define EXPECTED "(expected bearer, basic, swap, {basic: USER}, {header: NAME, value: TEMPLATE} or {query: PARAM})"
+#define EXPECTED \
+	"(expected bearer, basic, swap, sigv4, {basic: USER}, {header: NAME, value: TEMPLATE} or {query: PARAM})"
 
 static const struct bad_case bad[] = {
 	/* ---- bytes and YAML structure ---- */
@@ -147,12 +150,72 @@ static const struct bad_case bad[] = {
 	{ V "credentials:\n  gh: {from: env:A, env: 9X}\n", 0,
 	  "policy.yaml:3:26: env: invalid variable name \"9X\" (expected [A-Za-z_][A-Za-z0-9_]*)" },
 	{ V "credentials:\n  s3:\n    kind: aws\n    access_key_id: {from: env:A}\n", 0,
-	  "policy.yaml:4:11: credential \"s3\": kind aws is not supported yet in this version (supported: secret)" },
+	  "policy.yaml:4:5: credential \"s3\" (kind aws) needs secret_access_key: {from: ...}" },
+	{ V AWS_CRED "routes:\n  - {host: s3.example.com, credential: s3, inject: bearer}\n", 0,
+	  "policy.yaml:8:52: credential \"s3\" is of kind aws: its routes re-sign requests (inject: sigv4, or no "
+	  "inject:)" },
+	{ V "credentials:\n  k: {from: env:K}\nroutes:\n  - {host: a.example.com, credential: k, inject: sigv4}\n", 0,
+	  "policy.yaml:5:50: inject: sigv4 needs a credential of kind aws (\"k\" is secret)" },
 	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n", 0,
-	  "policy.yaml:4:11: credential \"crm\": kind oauth2_client_credentials is not supported yet in this version "
-	  "(supported: secret)" },
+	  "policy.yaml:4:5: credential \"crm\" (kind oauth2_client_credentials) needs client_id: {from: ...}" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n",
+	  0, "policy.yaml:4:5: credential \"crm\" (kind oauth2_client_credentials) needs token_url:" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: http://a.example/t\n",
+	  0, "policy.yaml:7:16: token_url: expected an https:// URL (token endpoints are reached over verified TLS)" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://u:p@a.example/t\n",
+	  0, "policy.yaml:7:16: token_url: user information in a URL is not allowed" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example:0/t\n",
+	  0, "policy.yaml:7:16: token_url: invalid port in URL" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a_b.example/t\n",
+	  0, "policy.yaml:7:16: host: invalid character '_' in \"a_b.example\" (allowed: a-z 0-9 . -)" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: \"https://a.example/t t\"\n",
+	  0, "policy.yaml:7:16: token_url: invalid character in URL" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example/t\n    scopes: []\n",
+	  0, "policy.yaml:8:13: scopes: expected 1 to 64 scope" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example/t\n    scopes: [a, a]\n",
+	  0, "policy.yaml:8:17: scopes: \"a\" is listed twice" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example/t\n    scopes: ['a b']\n",
+	  0, "policy.yaml:8:14: scopes: \"a b\" is not a valid scope" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example/t\n    client_auth: jwt\n",
+	  0, "policy.yaml:8:18: client_auth: expected basic or post" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://127.0.0.1/t\n    allow_private: false\n",
+	  0,
+	  "policy.yaml:8:20: allow_private: false contradicts host \"127.0.0.1\", which names a loopback or private "
+	  "address" },
+	{ V "credentials:\n  crm:\n    kind: oauth2_client_credentials\n    client_id: {from: env:A}\n    "
+	    "client_secret: {from: env:B}\n    token_url: https://a.example/t\n    app_id: 1\n",
+	  0, "policy.yaml:8:5: unknown key \"app_id\" in credential \"crm\" (kind oauth2_client_credentials)" },
+	{ V "credentials:\n  r:\n    kind: oauth2_refresh\n    refresh_token: {from: env:R}\n    token_url: "
+	    "https://a.example/t\n    audience: x\n",
+	  0, "policy.yaml:7:5: unknown key \"audience\" in credential \"r\" (kind oauth2_refresh)" },
+	{ V "credentials:\n  gh:\n    kind: github_app\n    private_key: {from: file:k}\n    app_id: 1\n", 0,
+	  "policy.yaml:4:5: credential \"gh\" (kind github_app) needs app_id: and installation_id:" },
+	{ V "credentials:\n  gh:\n    kind: github_app\n    private_key: {from: file:k}\n    app_id: 01\n    "
+	    "installation_id: 2\n",
+	  0, "policy.yaml:6:13: app_id: expected a positive decimal number" },
+	{ V "credentials:\n  gh:\n    kind: github_app\n    private_key: {from: file:k}\n    app_id: 1\n    "
+	    "installation_id: 2\n    repositories: [acme/app]\n",
+	  0, "policy.yaml:8:20: repositories: \"acme/app\" is not a valid repository name" },
+	{ V "credentials:\n  gh:\n    kind: github_app\n    private_key: {from: file:k}\n    app_id: 1\n    "
+	    "installation_id: 2\n    permissions: {contents: all}\n",
+	  0, "policy.yaml:8:29: permissions: contents: expected read, write or admin" },
+	{ V "credentials:\n  gh:\n    kind: github_app\n    private_key: {from: file:k}\n    app_id: 1\n    "
+	    "installation_id: 2\n    permissions: [contents]\n",
+	  0, "policy.yaml:8:18: permissions: expected a mapping such as {contents: read}, found a sequence" },
 	{ V "credentials:\n  x: {kind: magic, from: env:A}\n", 0,
-	  "policy.yaml:3:13: credential \"x\": unknown kind \"magic\" (expected secret)" },
+	  "policy.yaml:3:13: credential \"x\": unknown kind \"magic\" (expected secret, aws, "
+	  "oauth2_client_credentials, oauth2_refresh, github_app)" },
 	{ V "credentials:\n  x: {from: env:A, placeholder: short}\n", 0,
 	  "policy.yaml:3:33: placeholder: must be 16 to 256 characters long" },
 	{ V "credentials:\n  x: {from: env:A, placeholder: \"abcdefgh ijklmnopq\"}\n", 0,
@@ -746,6 +809,16 @@ static void test_route_fields(void **state)
 	assert_string_equal(p->routes[3].inject_value, "{secret}");
 	assert_true(p->routes[4].allow_private);
 	assert_int_equal(p->routes[4].index, 4);
+	policy_free(p);
+
+	/* an aws credential's routes re-sign, with or without inject: sigv4 */
+	p = load_ok(V AWS_CRED "routes:\n  - {host: s3.example.com, credential: s3}\n"
+	                       "  - {host: sts.example.com, credential: s3, inject: sigv4}\n");
+	assert_int_equal(p->routes[0].inject, INJECT_SIGV4);
+	assert_int_equal(p->routes[1].inject, INJECT_SIGV4);
+	assert_int_equal(p->creds[0].kind, CRED_AWS);
+	assert_non_null(p->creds[0].parts[AWS_SECRET_ACCESS_KEY]);
+	assert_null(p->creds[0].parts[AWS_SESSION_TOKEN]);
 	policy_free(p);
 
 	/* optional sections may be empty collections */
