@@ -1256,8 +1256,10 @@ static void audit_written(struct conn *c, int r, uint64_t first)
 static int build_req_forms(struct conn *c, const struct outbound *o)
 {
 	struct redact_set *s;
-	redact_set_free(c->req_forms);
-	c->req_forms = NULL;
+	/* a request sent again (a retry after a 401 with a new token) starts
+	 * its redaction afresh: the redactor of the answer it replaces uses
+	 * the old forms */
+	redaction_free(c);
 	int r = redact_set_new(&s);
 	if (r < 0)
 		return r;
