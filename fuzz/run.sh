@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
-FUZZ_HARNESSES=${FUZZ_HARNESSES:-"http1_request http1_response path policy audit_verify encode inject vault exec_output match sigv4 token_response"}
+FUZZ_HARNESSES=${FUZZ_HARNESSES:-"http1_request http1_response path policy audit_verify encode inject vault exec_output match sigv4 token_response redact"}
 MAX_LEN=65536
 
 # ---- clang and the libFuzzer runtime, installed only when missing ----

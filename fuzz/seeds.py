@@ -560,6 +560,43 @@ for name, data in TOKEN.items():
     write("token_response", name, data)
 
 
+# ---- response redaction (fuzz_redact.c) ---------------------------------
+def redact_seed(patterns, cuts, text, secret=None):
+    """Mode 0: patterns over "abcd" (each with a replacement length);
+    mode 1: one secret over "ab/+=%&A0". Text bytes below 200 are folded
+    into the alphabet by the harness, so they are written as indexes."""
+    out = bytearray()
+    if secret is None:
+        out.append(((len(patterns) - 1) << 1) | 0)
+        for pat, rl in patterns:
+            out.append(len(pat) - 1)
+            out += bytes("abcd".index(ch) for ch in pat)
+            out.append(rl - 1)
+        alphabet = "abcd"
+    else:
+        out.append(1)
+        out.append(len(secret) - 1)
+        out += bytes("ab/+=%&A0".index(ch) for ch in secret)
+        alphabet = "ab/+=%&A0YWIvKz2FBD3"
+    out.append(len(cuts))
+    out += bytes(cuts)
+    out += bytes(alphabet.index(ch) for ch in text)
+    return bytes(out)
+
+
+REDACT = {
+    "overlap": redact_seed([("abc", 1), ("bcd", 2), ("abcd", 3)], [2, 5], "xabcdbcdabcabcd".replace("x", "a")),
+    "prefix": redact_seed([("ab", 1), ("abab", 2)], [1, 3, 4], "abababa"),
+    "cut-every": redact_seed([("dcba", 4)], [1, 2, 3, 4, 5, 6, 7, 8], "ddcbadcba"),
+    "no-match": redact_seed([("aaaa", 1)], [3], "abababababab"),
+    "secret-raw": redact_seed([], [4], "ab/+=ab/+=", secret="ab/+="),
+    "secret-pct": redact_seed([], [3, 9], "ab%2F%2B%3D", secret="ab/+="),
+    "secret-b64": redact_seed([], [2], "YWIvKz0=", secret="ab/+="),
+}
+for name, data in REDACT.items():
+    write("redact", name, data)
+
+
 if __name__ == "__main__":
     for h in sorted(os.listdir(os.path.join(HERE, "corpus"))):
         n = len([f for f in os.listdir(os.path.join(HERE, "corpus", h)) if f.startswith("seed-")])

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
 	# build
 	build-essential meson ninja-build pkg-config
-	libevent-dev libssl-dev libyaml-dev libjansson-dev libseccomp-dev
+	libevent-dev libssl-dev libyaml-dev libjansson-dev libseccomp-dev zlib1g-dev
 	node-llhttp
 	# unit and end-to-end tests
 	libcmocka-dev python3 python3-pytest python3-requests python3-httpx

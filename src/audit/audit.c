@@ -54,8 +54,8 @@
  * marker and the quotes; of a key: ,"request_seq": ; of a number: 20. */
 #define AUDIT_STR_WORST(n) ((n)*6 + 3 + 2)
 #define AUDIT_KEY_WORST    16
-#define AUDIT_LINE_WORST                                                                                              \
-	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 21 * AUDIT_KEY_WORST + 9 * 20 + \
+#define AUDIT_LINE_WORST                                                                                               \
+	(2 * AUDIT_STR_WORST(AUDIT_CUT_LONG) + 9 * AUDIT_STR_WORST(AUDIT_CUT_SHORT) + 22 * AUDIT_KEY_WORST + 10 * 20 + \
 	 32 + AUDIT_HASH_HEX + 2 + 4)
 _Static_assert(AUDIT_LINE_WORST < AUDIT_LINE_MAX, "an audit record must always fit its buffer");
 _Static_assert(AUDIT_LINE_MAX <= AUDIT_BATCH_BYTES, "an empty batch must take any record");
@@ -429,6 +429,8 @@ static int record_body(struct buf *b, const struct audit_record *rec)
 		r = json_kv_int(b, &first, "bytes_out", clamp_u64(rec->bytes_out));
 	if (r == 0 && rec->totals)
 		r = json_kv_int(b, &first, "duration_us", clamp_u64(rec->duration_us));
+	if (r == 0 && rec->redacted > 0)
+		r = json_kv_int(b, &first, "redacted", clamp_u64(rec->redacted));
 	return r;
 }
 

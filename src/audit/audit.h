@@ -39,6 +39,7 @@ struct audit_record {
 	uint64_t bytes_in;      /* request body bytes from the client */
 	uint64_t bytes_out;     /* response body bytes to the client */
 	uint64_t duration_us;
+	uint64_t redacted; /* secrets replaced in the response; 0: omitted */
 };
 
 struct audit_log;

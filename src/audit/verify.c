@@ -253,6 +253,8 @@ static int put_totals(struct buf *b, json_t *obj)
 		if (r == 0)
 			r = put_duration(b, obj_int(obj, "duration_us"));
 	}
+	if (r == 0 && obj_int(obj, "redacted") > 0)
+		r = buf_printf(b, "  redacted %" JSON_INTEGER_FORMAT, obj_int(obj, "redacted"));
 	return r;
 }
 

@@ -648,10 +648,9 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 
 /* ---- limits ---- */
 
-enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_DRAIN_TIMEOUT, L_N };
-static const char *const limit_keys[] = {
-	"max_header_bytes", "max_headers", "header_timeout", "idle_timeout", "max_body", "drain_timeout", NULL
-};
+enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_DRAIN_TIMEOUT, L_MAX_DECODED, L_N };
+static const char *const limit_keys[] = { "max_header_bytes", "max_headers",   "header_timeout",   "idle_timeout",
+	                                  "max_body",         "drain_timeout", "max_decoded_body", NULL };
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
@@ -694,6 +693,11 @@ static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limi
 	}
 	if (f[L_DRAIN_TIMEOUT]) {
 		r = get_duration(c, f[L_DRAIN_TIMEOUT], "drain_timeout", &l->drain_timeout_ms);
+		if (r < 0)
+			return r;
+	}
+	if (f[L_MAX_DECODED]) {
+		r = get_size(c, f[L_MAX_DECODED], "max_decoded_body", 1, UINT64_MAX, &l->max_decoded_body);
 		if (r < 0)
 			return r;
 	}
@@ -910,8 +914,12 @@ static int parse_placeholder_key(struct ctx *c, const struct ynode *n, const str
 	return dup_string(c, ph, &cred->placeholder);
 }
 
-enum { SK_FROM, SK_ENV, SK_PLACEHOLDER, SK_KIND, SK_N };
-static const char *const secret_keys[] = { "from", "env", "placeholder", "kind", NULL };
+static int parse_quota(struct ctx *c, const struct ynode *rate, const struct ynode *burst, const struct ynode *hours,
+                       const struct ynode *tz, struct policy_quota *q);
+
+enum { SK_FROM, SK_ENV, SK_PLACEHOLDER, SK_KIND, SK_RATE, SK_BURST, SK_HOURS, SK_TIMEZONE, SK_N };
+static const char *const secret_keys[] = { "from",  "env",   "placeholder", "kind", "rate",
+	                                   "burst", "hours", "timezone",    NULL };
 
 /* A secret credential, or one part of another kind: from:, env:, placeholder:. */
 static int parse_secret(struct ctx *c, const struct ynode *name_node, const struct ynode *val,
@@ -936,6 +944,8 @@ static int parse_secret(struct ctx *c, const struct ynode *name_node, const stru
 	r = parse_from(c, f[SK_FROM], cred);
 	if (r >= 0 && f[SK_ENV])
 		r = parse_env_key(c, f[SK_ENV], &cred->env);
+	if (r >= 0)
+		r = parse_quota(c, f[SK_RATE], f[SK_BURST], f[SK_HOURS], f[SK_TIMEZONE], &cred->quota);
 	if (r < 0)
 		return r;
 	return parse_placeholder_key(c, f[SK_PLACEHOLDER], name_node, cred, ret_ph_node);
@@ -966,10 +976,10 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
                        struct policy_credential *cred, const struct ynode **ph_nodes)
 {
 	const struct kind_info *k = &kinds[cred->kind];
-	const char *keys[CRED_MAX_PARTS + 4 + MK_N];
-	const struct ynode *f[CRED_MAX_PARTS + 4 + MK_N] = { 0 };
+	const char *keys[CRED_MAX_PARTS + 8 + MK_N];
+	const struct ynode *f[CRED_MAX_PARTS + 8 + MK_N] = { 0 };
 	const struct ynode *mf[MK_N] = { 0 };
-	size_t nk = 0, i_env = SIZE_MAX, i_ph = SIZE_MAX, i_mint = 0;
+	size_t nk = 0, i_env = SIZE_MAX, i_ph = SIZE_MAX, i_mint = 0, i_quota;
 	char where[160];
 	int r;
 
@@ -980,6 +990,8 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
 		i_env = nk, keys[nk++] = "env";
 		i_ph = nk, keys[nk++] = "placeholder";
 	}
+	i_quota = nk;
+	keys[nk++] = "rate", keys[nk++] = "burst", keys[nk++] = "hours", keys[nk++] = "timezone";
 	i_mint = nk;
 	for (size_t i = 0; i < MK_N; i++)
 		if (k->mint_keys & (1u << i))
@@ -997,6 +1009,8 @@ static int parse_parts(struct ctx *c, struct policy *p, const struct ynode *key,
 			return r;
 	}
 	r = parse_placeholder_key(c, i_ph != SIZE_MAX ? f[i_ph] : NULL, key, cred, &ph_nodes[cred - p->creds]);
+	if (r >= 0)
+		r = parse_quota(c, f[i_quota], f[i_quota + 1], f[i_quota + 2], f[i_quota + 3], &cred->quota);
 	if (r < 0)
 		return r;
 
@@ -1576,6 +1590,178 @@ static int parse_inject(struct ctx *c, const struct ynode *n, struct policy_rout
 	return 0;
 }
 
+/* ---- rate and time limits ---- */
+
+/* "60/minute": COUNT/UNIT with unit second, minute or hour. */
+static int parse_rate(struct ctx *c, const struct ynode *n, struct policy_quota *q)
+{
+	static const struct unit periods[] = { { "second", 1 }, { "minute", 60 }, { "hour", 3600 } };
+	const char *s;
+	uint64_t v;
+	int r = get_string(c, n, "rate", &s);
+	if (r < 0)
+		return r;
+	const char *slash = strchr(s, '/');
+	if (parse_digits(&s, &v) < 0 || s != slash || v < 1 || v > 1000000000)
+		goto bad;
+	for (size_t i = 0; i < ARRAY_SIZE(periods); i++) {
+		if (streq(slash + 1, periods[i].name)) {
+			q->rate_count = v;
+			q->rate_period_s = periods[i].factor;
+			return 0;
+		}
+	}
+bad:
+	return fail(c, n,
+	            "rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	            "hour, such as 60/minute");
+}
+
+/* "Mon", "mon": 0 for Monday ... 6 for Sunday, or -1. */
+static int day_index(const char *s, size_t n)
+{
+	static const char *const days[] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun" };
+	for (int i = 0; i < 7; i++)
+		if (n == 3 && strncasecmp(s, days[i], 3) == 0)
+			return i;
+	return -1;
+}
+
+/* "Mon-Fri", "Sat,Sun", "Mon,Wed-Fri": a set of days (a range may wrap,
+ * "Fri-Mon"). Returns the bits, or 0 if malformed. */
+static uint8_t parse_days(const char *s, size_t n)
+{
+	uint8_t bits = 0;
+	size_t i = 0;
+	while (i < n) {
+		size_t e = i;
+		while (e < n && s[e] != ',')
+			e++;
+		const char *dash = memchr(s + i, '-', e - i);
+		int a = day_index(s + i, dash ? (size_t)(dash - (s + i)) : e - i);
+		int b = dash ? day_index(dash + 1, (size_t)(s + e - dash - 1)) : a;
+		if (a < 0 || b < 0)
+			return 0;
+		for (int d = a;; d = (d + 1) % 7) {
+			bits |= (uint8_t)(1u << d);
+			if (d == b)
+				break;
+		}
+		i = e + 1;
+		if (e + 1 == n)
+			return 0; /* trailing comma */
+	}
+	return bits;
+}
+
+/* "HH:MM" with 00:00 to 24:00, in minutes; or -1. */
+static int parse_hhmm(const char *s, size_t n)
+{
+	if (n != 5 || s[2] != ':')
+		return -1;
+	for (size_t i = 0; i < 5; i++)
+		if (i != 2 && (s[i] < '0' || s[i] > '9'))
+			return -1;
+	int h = (s[0] - '0') * 10 + (s[1] - '0'), m = (s[3] - '0') * 10 + (s[4] - '0');
+	if (m > 59 || h > 24 || (h == 24 && m != 0))
+		return -1;
+	return h * 60 + m;
+}
+
+/* "[DAYS ]HH:MM-HH:MM": DAYS left out means every day. */
+static int parse_window(struct ctx *c, const struct ynode *n, struct policy_window *w)
+{
+	const char *s;
+	int r = get_string(c, n, "hours", &s);
+	if (r < 0)
+		return r;
+	size_t len = strlen(s);
+	const char *sp = strrchr(s, ' ');
+	const char *t = sp ? sp + 1 : s;
+	size_t tl = len - (size_t)(t - s);
+	w->days = sp ? parse_days(s, (size_t)(sp - s)) : 0x7f;
+	int a = tl == 11 && t[5] == '-' ? parse_hhmm(t, 5) : -1;
+	int b = a >= 0 ? parse_hhmm(t + 6, 5) : -1;
+	if (!w->days || a < 0 || b < 0)
+		return fail(c, n,
+		            "hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+		            "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)");
+	if (a >= b)
+		return fail(c, n,
+		            "hours: a window must end after it starts (%s); split a window across midnight in two, "
+		            "such as \"Fri 22:00-24:00\" and \"Sat 00:00-06:00\"",
+		            Q(s));
+	w->start = (uint16_t)a;
+	w->end = (uint16_t)b;
+	return 0;
+}
+
+static int parse_hours(struct ctx *c, const struct ynode *n, struct policy_quota *q)
+{
+	if (n->type != Y_SEQ)
+		return fail(c, n, "hours: expected a list of windows such as [\"Mon-Fri 08:00-18:00\"], found %s",
+		            ynode_kind(n));
+	if (n->n > POLICY_MAX_WINDOWS)
+		return fail(c, n, "hours: more than %d windows", POLICY_MAX_WINDOWS);
+	for (size_t i = 0; i < n->n; i++) {
+		int r = parse_window(c, n->items[i], &q->windows[i]);
+		if (r < 0)
+			return r;
+	}
+	q->n_windows = n->n;
+	q->has_hours = true;
+	return 0;
+}
+
+/* "UTC", or a fixed offset from it: "+02:00", "-05:30". */
+static int parse_timezone(struct ctx *c, const struct ynode *n, struct policy_quota *q)
+{
+	const char *s;
+	int r = get_string(c, n, "timezone", &s);
+	if (r < 0)
+		return r;
+	if (streq(s, "UTC")) {
+		q->tz_offset_min = 0;
+		return 0;
+	}
+	int m = (s[0] == '+' || s[0] == '-') ? parse_hhmm(s + 1, strlen(s + 1)) : -1;
+	if (m < 0 || m > 14 * 60)
+		return fail(c, n,
+		            "timezone: expected UTC or a fixed offset from -14:00 to +14:00 such as +02:00 (names like "
+		            "Europe/Paris are not read: keyward's windows do not follow daylight saving time)");
+	q->tz_offset_min = s[0] == '-' ? -m : m;
+	return 0;
+}
+
+/* rate:, burst:, hours:, timezone: of a route or a credential; any may be
+ * NULL. */
+static int parse_quota(struct ctx *c, const struct ynode *rate, const struct ynode *burst, const struct ynode *hours,
+                       const struct ynode *tz, struct policy_quota *q)
+{
+	uint64_t v;
+	int r = 0;
+	if (rate)
+		r = parse_rate(c, rate, q);
+	if (r < 0)
+		return r;
+	if (burst && !rate)
+		return fail(c, burst, "burst: needs rate: (burst is the size of the rate's bucket)");
+	q->burst = q->rate_count;
+	if (burst) {
+		r = get_uint(c, burst, "burst", 1, 1000000000, &v);
+		if (r < 0)
+			return r;
+		q->burst = v;
+	}
+	if (tz && !hours)
+		return fail(c, tz, "timezone: applies to hours:, which are not given here");
+	if (hours)
+		r = parse_hours(c, hours, q);
+	if (r >= 0 && tz)
+		r = parse_timezone(c, tz, q);
+	return r;
+}
+
 /* ---- routes ---- */
 
 enum {
@@ -1589,10 +1775,33 @@ enum {
 	R_UPSTREAM_CA,
 	R_MAX_BODY,
 	R_ALLOW_PRIVATE,
+	R_COMPRESSED,
+	R_RATE,
+	R_BURST,
+	R_HOURS,
+	R_TIMEZONE,
 	R_N
 };
-static const char *const route_keys[] = { "host",   "port",        "scheme",   "methods",       "paths", "credential",
-	                                  "inject", "upstream_ca", "max_body", "allow_private", NULL };
+static const char *const route_keys[] = { "host",     "port",          "scheme",     "methods",
+	                                  "paths",    "credential",    "inject",     "upstream_ca",
+	                                  "max_body", "allow_private", "compressed", "rate",
+	                                  "burst",    "hours",         "timezone",   NULL };
+
+/* compressed: decode | refuse, for the responses of a credentialed route. */
+static int parse_compressed(struct ctx *c, const struct ynode *n, struct policy_route *route)
+{
+	const char *s;
+	int r = get_string(c, n, "compressed", &s);
+	if (r < 0)
+		return r;
+	if (!route->credential)
+		return fail(c, n, "compressed: applies to routes with a credential (their responses are scanned)");
+	if (streq(s, "decode") || streq(s, "refuse")) {
+		route->refuse_compressed = streq(s, "refuse");
+		return 0;
+	}
+	return fail(c, n, "compressed: expected decode or refuse");
+}
 
 static int parse_route_rest(struct ctx *c, const struct ynode *const *f, struct policy_route *route)
 {
@@ -1643,7 +1852,12 @@ static int parse_route_rest(struct ctx *c, const struct ynode *const *f, struct 
 			            route->host);
 		route->allow_private = b;
 	}
-	return 0;
+	if (f[R_COMPRESSED]) {
+		r = parse_compressed(c, f[R_COMPRESSED], route);
+		if (r < 0)
+			return r;
+	}
+	return parse_quota(c, f[R_RATE], f[R_BURST], f[R_HOURS], f[R_TIMEZONE], &route->quota);
 }
 
 static int parse_route(struct ctx *c, const struct ynode *n, struct policy *p, struct policy_route *route)
@@ -1993,6 +2207,7 @@ int policy_load_string(const char *name, const char *yaml, size_t len, struct po
 		.idle_timeout_ms = 60 * 1000,
 		.drain_timeout_ms = 30 * 1000,
 		.max_body = 0,
+		.max_decoded_body = 1024 * 1024 * 1024,
 	};
 	r = dup_string(&c, c.name, &p->path);
 	if (r >= 0)

@@ -77,6 +77,28 @@ const char *policy_kind_name(enum cred_kind k);
 /* "env", "file", "vault": the prefix of from: for this source. */
 const char *policy_source_name(enum cred_source s);
 
+/* Rate and time limits of a route or a credential (rate:, burst:, hours:,
+ * timezone:; docs/policy.md "Rate and time limits"). */
+#define POLICY_MAX_WINDOWS 32
+struct policy_window {
+	uint8_t days;        /* bit 0 Monday ... bit 6 Sunday */
+	uint16_t start, end; /* minutes after midnight; start < end <= 1440 */
+};
+struct policy_quota {
+	uint64_t rate_count;    /* requests per rate_period_s; 0: no rate limit */
+	uint64_t rate_period_s; /* 1, 60 or 3600 */
+	uint64_t burst;         /* bucket size; rate_count unless burst: says */
+	bool has_hours;         /* hours: given; an empty list is never open */
+	struct policy_window windows[POLICY_MAX_WINDOWS];
+	size_t n_windows;
+	int tz_offset_min; /* timezone: UTC (0) or a fixed offset +HH:MM / -HH:MM */
+};
+
+/* Whether the time windows of q are open at `now` (UNIX time). When they
+ * are closed, *ret_wait_s is the number of seconds until they next open,
+ * or 0 if they never do. (hours.c) */
+bool policy_hours_open(const struct policy_quota *q, int64_t now, uint64_t *ret_wait_s);
+
 /* Every credential and every part of one is an entry of policy.creds: a
  * part follows its credential, is named "CREDENTIAL.PART" (s3.access_key_id)
  * and has a source, an env: and a placeholder like a secret credential, so
@@ -93,6 +115,7 @@ struct policy_credential {
 	char *env;         /* sandbox variable holding the placeholder, or NULL */
 	char *placeholder; /* always set: configured, or derived from the name */
 	int line, column;
+	struct policy_quota quota; /* rate:, hours: of the credential, for all its routes */
 };
 
 /* Whether a request to a route bound to `bound` may carry c's placeholder:
@@ -126,15 +149,18 @@ struct policy_route {
 	char **paths;                         /* globs; NULL-terminated; NULL = all */
 	struct policy_credential *credential; /* borrowed from the policy; or NULL */
 	enum inject_mode inject;
-	char *inject_user;   /* INJECT_BASIC: user name, NULL = keep client's */
-	char *inject_header; /* INJECT_HEADER: header name */
-	char *inject_value;  /* INJECT_HEADER: template containing {secret} */
-	char *inject_query;  /* INJECT_QUERY: parameter name */
-	char *upstream_ca;   /* PEM file of extra trusted CAs, or NULL */
-	uint64_t max_body;   /* request body ceiling in bytes; 0 = policy's */
-	bool allow_private;  /* host names a loopback/private address or
+	char *inject_user;         /* INJECT_BASIC: user name, NULL = keep client's */
+	char *inject_header;       /* INJECT_HEADER: header name */
+	char *inject_value;        /* INJECT_HEADER: template containing {secret} */
+	char *inject_query;        /* INJECT_QUERY: parameter name */
+	char *upstream_ca;         /* PEM file of extra trusted CAs, or NULL */
+	uint64_t max_body;         /* request body ceiling in bytes; 0 = policy's */
+	bool allow_private;        /* host names a loopback/private address or
 	                            `allow_private: true`: dialing such an
 	                            address is allowed for this route */
+	bool refuse_compressed;    /* compressed: refuse (default decode): a compressed
+	                            response on this credentialed route gets 502 */
+	struct policy_quota quota; /* rate:, burst:, hours:, timezone: */
 };
 
 struct policy_limits {
@@ -144,6 +170,8 @@ struct policy_limits {
 	unsigned idle_timeout_ms;   /* keep-alive idle, default 60 s */
 	uint64_t max_body;          /* default request body ceiling, 0 = none */
 	unsigned drain_timeout_ms;  /* keyward proxy's stop: time for requests in flight, default 30 s */
+	uint64_t max_decoded_body;  /* decoded size of a compressed response on a
+	                               credentialed route, default 1 GiB */
 };
 
 /* sandbox: (used by `keyward run`; `keyward proxy` ignores it) */

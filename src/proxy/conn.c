@@ -27,6 +27,7 @@
 #include "proxy/addr.h"
 #include "proxy/inject.h"
 #include "proxy/internal.h"
+#include "proxy/respbody.h"
 #include "proxy/token.h"
 
 enum conn_state {
@@ -99,6 +100,14 @@ struct conn {
 	char body_hash[SIGV4_SIG_HEX + 1]; /* C_SIGV4_BODY: hex SHA-256 of the body, once read */
 	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
+	/* response redaction on credentialed routes (redact.h, respbody.h) */
+	struct redact_set *req_forms; /* this request's own forms (its Basic credentials), or NULL */
+	struct redactor *redactor;    /* scans the response heads and body */
+	struct resp_body *resp_body;  /* the body, decoded and re-framed, or NULL */
+	const char *resp_why;         /* why resp_body failed */
+	bool resp_chunked;            /* resp_body frames the body as chunks */
+	bool resp_decoded;            /* resp_body decodes a Content-Encoding */
+	uint64_t retry_after;         /* a refusal's Retry-After, in seconds; 0: none */
 	/* a credential whose token keyward mints (token.h) */
 	struct token *tok;       /* the token this request carries, or NULL */
 	struct token_wait twait; /* waiting for one (twait.ev pending) */
@@ -135,6 +144,18 @@ static void sigv4_stream_end(struct conn *c)
 
 /* ---- lifetime ---- */
 
+/* Ends the response redaction of the current request. */
+static void redaction_free(struct conn *c)
+{
+	resp_body_free(c->resp_body);
+	c->resp_body = NULL;
+	redactor_free(c->redactor);
+	c->redactor = NULL;
+	redact_set_free(c->req_forms);
+	c->req_forms = NULL;
+	c->resp_why = NULL;
+}
+
 static void conn_token_clear(struct conn *c);
 
 static void conn_free(struct conn *c)
@@ -162,6 +183,7 @@ static void conn_free(struct conn *c)
 	buf_free(&c->out);
 	sigv4_stream_end(c);
 	free(c->hdrs);
+	redaction_free(c);
 	if (c->state == C_DECIDED)
 		LIST_REMOVE(c, wait_link);
 	TAILQ_REMOVE(&w->conns, c, link);
@@ -371,6 +393,7 @@ static void conn_audit(struct conn *c, const char *event, const char *decision, 
 	rec.bytes_in = c->bytes_in;
 	rec.bytes_out = c->bytes_out;
 	rec.duration_us = elapsed_us(&c->start);
+	rec.redacted = c->redactor ? redactor_count(c->redactor) : 0;
 	int r = worker_audit_queue(c->w, &rec);
 	if (r < 0)
 		audit_failed(c, r);
@@ -407,9 +430,12 @@ static void send_json(struct conn *c, int status, const char *status_text, const
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	                    "Cache-Control: no-store\r\nX-Keyward-Decision: %s%s%s\r\n%s\r\n",
-	                    status, status_text, len, status == 403 ? "deny" : "error", check ? "; check=" : "",
-	                    check ? check : "", close ? "Connection: close\r\n" : "");
+	                    "Cache-Control: no-store\r\nX-Keyward-Decision: %s%s%s\r\n%s",
+	                    status, status_text, len, status == 403 || status == 429 ? "deny" : "error",
+	                    check ? "; check=" : "", check ? check : "", close ? "Connection: close\r\n" : "");
+	if (c->retry_after)
+		evbuffer_add_printf(out, "Retry-After: %" PRIu64 "\r\n", c->retry_after);
+	evbuffer_add(out, "\r\n", 2);
 	if (!c->is_head)
 		evbuffer_add(out, data, len);
 	c->status = status;
@@ -616,6 +642,8 @@ static void reset_request(struct conn *c)
 	c->body_done = c->response_started = c->upgrade = c->is_head = false;
 	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
+	c->retry_after = 0;
+	redaction_free(c);
 	sigv4_stream_end(c);
 	conn_token_clear(c);
 	c->tok_retried = false;
@@ -1021,6 +1049,54 @@ static int resolve_target(struct conn *c, const char **path, size_t *path_len, c
 	return 0;
 }
 
+/* hours: and rate: of the route and of its credential. When they do not
+ * allow the request now, refuses it (403 hours, 429 rate, both with a
+ * Retry-After where a wait helps) and returns false. */
+static bool quota_allows(struct conn *c)
+{
+	const struct policy_route *rt = c->route;
+	const struct policy_credential *cred = rt->credential;
+	const struct policy_quota *qs[2] = { &rt->quota, cred ? &cred->quota : NULL };
+	char text[768], where[600], keys[2][320];
+	struct timespec now;
+	uint64_t wait;
+
+	route_place(c, rt, where, sizeof(where));
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (size_t i = 0; i < 2; i++) {
+		if (!qs[i] || policy_hours_open(qs[i], now.tv_sec, &wait))
+			continue;
+		int tz = qs[i]->tz_offset_min < 0 ? -qs[i]->tz_offset_min : qs[i]->tz_offset_min;
+		snprintf(text, sizeof(text), "%s %s is outside the hours: of %s%s (time zone UTC%c%02d:%02d)",
+		         c->method, c->host, i ? "credential " : "", i ? cred->name : where,
+		         qs[i]->tz_offset_min < 0 ? '-' : '+', tz / 60, tz % 60);
+		c->retry_after = wait;
+		refuse(c, 403, "Forbidden", "deny", "hours", text,
+		       wait ? "try again after Retry-After seconds, or change hours:" : "no window of hours: opens");
+		return false;
+	}
+	if (!rt->quota.rate_count && !(cred && cred->quota.rate_count))
+		return true;
+	snprintf(keys[0], sizeof(keys[0]), "route %zu %s %s:%u", rt->index,
+	         rt->scheme == SCHEME_HTTP ? "http" : "https", rt->host, rt->port);
+	snprintf(keys[1], sizeof(keys[1]), "credential %s", cred ? cred->name : "");
+	struct rate_want want[2] = { { keys[0], &rt->quota }, { keys[1], qs[1] } };
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	uint64_t now_ns = (uint64_t)mono.tv_sec * 1000000000u + (uint64_t)mono.tv_nsec;
+	size_t which = 0;
+	if (rate_take(c->w->px->rates, want, cred ? 2 : 1, now_ns, &which, &wait))
+		return true;
+	const struct policy_quota *q = want[which].q;
+	const char *unit = q->rate_period_s == 1 ? "second" : q->rate_period_s == 60 ? "minute" : "hour";
+	snprintf(text, sizeof(text), "the rate limit of %s%s is used up (%" PRIu64 " per %s, burst %" PRIu64 ")",
+	         which ? "credential " : "", which ? cred->name : where, q->rate_count, unit, q->burst);
+	c->retry_after = wait;
+	refuse(c, 429, "Too Many Requests", "deny", "rate", text,
+	       "retry after Retry-After seconds, or raise rate: or burst: in the policy");
+	return false;
+}
+
 static void handle_request(struct conn *c)
 {
 	const char *msg = NULL, *p;
@@ -1114,6 +1190,9 @@ static void handle_request(struct conn *c)
 	if (cred && refuse_unavailable(c, cred))
 		return;
 
+	if (!quota_allows(c))
+		return;
+
 	c->upgrade = c->req.upgrade && http_head_find(&c->req, "upgrade") >= 0;
 	if (c->upgrade && !upgrade_is_websocket(c)) {
 		/* After a 101 bytes flow unchecked: only WebSocket, whose frames
@@ -1170,6 +1249,32 @@ static void audit_written(struct conn *c, int r, uint64_t first)
 	forward(c, route_secret(c), false);
 }
 
+/* The forms of the credential this request sends that the generation's
+ * set does not hold, for the redaction of its response: its Basic
+ * credentials, and a token keyward minted for it (in every form
+ * redact_set_add_secret knows). None: NULL. */
+static int build_req_forms(struct conn *c, const struct outbound *o)
+{
+	struct redact_set *s;
+	/* a request sent again (a retry after a 401 with a new token) starts
+	 * its redaction afresh: the redactor of the answer it replaces uses
+	 * the old forms */
+	redaction_free(c);
+	int r = redact_set_new(&s);
+	if (r < 0)
+		return r;
+	r = inject_redact_forms(o, s);
+	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
+	if (r == 0 && minted)
+		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
+	if (r == 0)
+		r = redact_set_seal(s);
+	if (r == 0 && redact_set_count(s) > 0)
+		c->req_forms = TAKE_PTR(s);
+	redact_set_free(s);
+	return r;
+}
+
 /* Builds the upstream head and gets a connection for the current request.
  * fresh: do not take one from the pool (a retry after a stale one). */
 static void forward(struct conn *c, const struct secret *secret, bool fresh)
@@ -1201,6 +1306,11 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 	const char *why = NULL;
 	if (inject_request_head(&o, &c->out, &why) < 0) {
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
+		return;
+	}
+	if (rt->credential && build_req_forms(c, &o) < 0) {
+		refuse(c, 503, "Service Unavailable", "error", "credential",
+		       "cannot prepare the redaction of the response (out of memory)", NULL);
 		return;
 	}
 
@@ -1521,6 +1631,103 @@ static void pump_request_body(struct conn *c)
 
 /* ---- the response ---- */
 
+/* Redaction: on a credentialed route, no secret of the generation (in the
+ * forms redact.h lists) and no Basic credentials of this request reach the
+ * client, in the status line, any header value or the body. The body is
+ * decoded first when it is compressed, and sent as chunks (HTTP/1.1
+ * clients) or delimited by the end of the connection (HTTP/1.0), since a
+ * replacement changes its length. */
+
+static int start_redaction(struct conn *c)
+{
+	const struct redact_set *sets[2] = { gen_redact_set(c->gen), c->req_forms };
+	if (!sets[0])
+		return -ENOMEM;
+	return redactor_new(sets, ARRAY_SIZE(sets), &c->redactor);
+}
+
+static int emit_evbuffer(void *ctx, const char *p, size_t n)
+{
+	return evbuffer_add(ctx, p, n) == 0 ? 0 : -ENOMEM;
+}
+
+/* Appends a head's text, redacted on credentialed routes. */
+static void put_head_text(struct conn *c, struct evbuffer *out, const char *p, size_t n)
+{
+	if (!c->redactor) {
+		evbuffer_add(out, p, n);
+		return;
+	}
+	/* the only failure is an evbuffer_add, which evbuffer_add above
+	 * would have met as well */
+	(void)(redactor_feed(c->redactor, p, n, emit_evbuffer, out) == 0 &&
+	       redactor_finish(c->redactor, emit_evbuffer, out) == 0);
+}
+
+static int response_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	return resp_body_feed(c->resp_body, p, n, c->reply, &c->resp_why);
+}
+
+static void upstream_failed(struct conn *c, const char *what);
+
+/* Sets up the body of a response on a credentialed route. Returns false
+ * if the response was refused instead: a coding keyward cannot decode,
+ * or any coding when the route says compressed: refuse. */
+static bool start_body_filter(struct conn *c)
+{
+	struct upstream *u = c->up;
+	enum resp_coding coding;
+	char name[80], text[300];
+	if (resp_body_coding(&u->resp, &coding, name, sizeof(name)) < 0) {
+		snprintf(text, sizeof(text),
+		         "sent a response with Content-Encoding %s, which keyward cannot decode to scan it for "
+		         "secrets (responses on credentialed routes are scanned)",
+		         name);
+		upstream_failed(c, text);
+		return false;
+	}
+	if (coding != CODING_IDENTITY && c->route->refuse_compressed) {
+		upstream_failed(c, "sent a compressed response, which the route refuses (compressed: refuse)");
+		return false;
+	}
+	c->resp_chunked = c->req.minor >= 1;
+	c->resp_decoded = coding != CODING_IDENTITY;
+	if (!c->resp_chunked)
+		c->keep_alive = false;
+	if (resp_body_new(c->redactor, coding, c->resp_chunked, limits(c)->max_decoded_body, &c->resp_body) < 0) {
+		upstream_failed(c, "could not be handled (out of memory)");
+		return false;
+	}
+	u->parser.on_body = response_sink;
+	u->parser.ctx = c;
+	return true;
+}
+
+/* The body ended: what the redactor kept back, and the last chunk. False
+ * if the response failed instead (a compressed stream cut short). */
+static bool end_body_filter(struct conn *c)
+{
+	const char *why = NULL;
+	if (!c->resp_body || resp_body_end(c->resp_body, c->reply, &why) == 0)
+		return true;
+	char text[300];
+	snprintf(text, sizeof(text), "sent a response body that cannot be scanned: %s", why ? why : "error");
+	upstream_failed(c, text);
+	return false;
+}
+
+/* Fields keyward sets itself when it re-frames a body. */
+static bool reframed_header(const struct conn *c, const struct http_header *x)
+{
+	if (!c->resp_body)
+		return false;
+	return memcaseeq(x->name, x->name_len, "content-length") ||
+	       memcaseeq(x->name, x->name_len, "transfer-encoding") ||
+	       (c->resp_decoded && memcaseeq(x->name, x->name_len, "content-encoding"));
+}
+
 static bool response_hop_header(const struct http_head *h, const struct http_header *x, bool upgrade)
 {
 	static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "proxy-authenticate" };
@@ -1544,17 +1751,19 @@ static void write_response_head(struct conn *c, const struct http_head *h, bool 
 	char status[32]; /* fits any int */
 	int sl = snprintf(status, sizeof(status), "HTTP/1.1 %d ", h->status);
 	evbuffer_add(out, status, (size_t)sl);
-	evbuffer_add(out, h->reason, h->reason_len);
+	put_head_text(c, out, h->reason, h->reason_len);
 	evbuffer_add(out, "\r\n", 2);
 	for (unsigned i = 0; i < h->n_headers; i++) {
 		const struct http_header *x = &h->headers[i];
-		if (response_hop_header(h, x, upgrade))
+		if (response_hop_header(h, x, upgrade) || reframed_header(c, x))
 			continue;
 		evbuffer_add(out, x->name, x->name_len);
 		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, x->value, x->value_len);
+		put_head_text(c, out, x->value, x->value_len);
 		evbuffer_add(out, "\r\n", 2);
 	}
+	if (c->resp_body && c->resp_chunked)
+		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
 	if (upgrade)
 		evbuffer_add(out, "Connection: upgrade\r\n", 21);
 	else if (close)
@@ -1621,21 +1830,34 @@ static void relay_response_body(struct conn *c)
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
+		/* A compressed body is decoded as it is fed: a small step keeps
+		 * the decoded output of one step small (gzip inflates ~1000:1). */
+		if (c->resp_decoded && v.iov_len > 4096)
+			v.iov_len = 4096;
 		size_t consumed = 0;
 		const char *why = NULL;
 		uint64_t before = u->parser.body_bytes;
 		r = http1_feed_body(&u->parser, v.iov_base, v.iov_len, &consumed, &why);
 		c->bytes_out += u->parser.body_bytes - before;
+		if (r < 0 && c->resp_why) {
+			snprintf(text, sizeof(text), "sent a response body that cannot be scanned: %s", c->resp_why);
+			break;
+		}
 		if (r < 0) {
 			snprintf(text, sizeof(text), "sent a malformed response body (%s)", why ? why : "error");
 			break;
 		}
-		evbuffer_remove_buffer(in, c->reply, consumed);
+		if (c->resp_body)
+			evbuffer_drain(in, consumed); /* response_sink wrote the payload */
+		else
+			evbuffer_remove_buffer(in, c->reply, consumed);
 		if (r == 1) {
 			reusable = u->resp.keep_alive && c->body_done && evbuffer_get_length(in) == 0;
 			break;
 		}
 	}
+	if (r == 1 && !end_body_filter(c))
+		return;
 	client_send(c);
 	if (r < 0)
 		upstream_failed(c, text);
@@ -1697,6 +1919,10 @@ static void read_response_head(struct conn *c)
 			upstream_failed(c, text);
 			return;
 		}
+		if (!c->redactor && c->route->credential && start_redaction(c) < 0) {
+			upstream_failed(c, "could not be handled (out of memory)");
+			return;
+		}
 		int st = u->resp.status;
 		if (st == 101) {
 			if (!c->upgrade) {
@@ -1722,6 +1948,8 @@ static void read_response_head(struct conn *c)
 		if (st == 401 && conn_token_rejected(c))
 			return;
 		c->status = st;
+		if (c->redactor && !http1_message_done(&u->parser) && !start_body_filter(c))
+			return;
 		c->response_started = true;
 		bool needs_eof = llhttp_message_needs_eof(&u->parser.parser) && !http1_message_done(&u->parser);
 		if (needs_eof || c->upgrade)
@@ -1786,6 +2014,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (c->up != u)
 			return;
 		if (http1_finish_eof(&u->parser) == 1) {
+			if (!end_body_filter(c))
+				return;
 			c->keep_alive = false;
 			request_done(c, false);
 			return;

@@ -52,6 +52,14 @@ static int replace_all(struct buf *out, const char *s, size_t n, const char *nee
 	return r < 0 ? r : count;
 }
 
+/* Wipes a scratch buffer that held a secret, and frees it. */
+static void wipe_free(struct buf *b)
+{
+	if (b->data)
+		OPENSSL_cleanse(b->data, b->cap);
+	buf_free(b);
+}
+
 int inject_put_method_path(struct buf *out, const struct outbound *o)
 {
 	buf_reset(out);
@@ -205,12 +213,8 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 			r = base64_encode(plain.data, plain.len, &val);
 		if (r >= 0)
 			r = inject_put_header(out, h->name, h->name_len, val.data, val.len);
-		if (plain.data)
-			OPENSSL_cleanse(plain.data, plain.cap);
-		if (val.data)
-			OPENSSL_cleanse(val.data, val.cap);
-		buf_free(&plain);
-		buf_free(&val);
+		wipe_free(&plain);
+		wipe_free(&val);
 		buf_free(&dec);
 		return r < 0 ? r : 0;
 	}
@@ -282,6 +286,25 @@ static int build_query(struct buf *out, const struct outbound *o, bool *any)
 	return r < 0 ? r : 0;
 }
 
+/* The user name of the Basic credentials keyward sends on route rt: the
+ * route's, else the one the client sent (decoded into dec), else NULL. */
+static const char *basic_user(const struct policy_route *rt, const struct http_head *req, struct buf *dec,
+                              size_t *ret_len)
+{
+	if (rt->inject_user) {
+		*ret_len = strlen(rt->inject_user);
+		return rt->inject_user;
+	}
+	int i = http_head_find(req, "authorization");
+	if (i >= 0 && basic_decode(req->headers[i].value, req->headers[i].value_len, dec) == 0) {
+		const char *colon = memchr(dec->data, ':', dec->len);
+		*ret_len = colon ? (size_t)(colon - dec->data) : dec->len;
+		return dec->data;
+	}
+	*ret_len = 0;
+	return NULL;
+}
+
 static int put_credential(struct buf *out, const struct outbound *o, const struct http_head *req)
 {
 	const struct policy_route *rt = o->route;
@@ -300,19 +323,10 @@ static int put_credential(struct buf *out, const struct outbound *o, const struc
 			r = inject_put_header(out, "Authorization", 13, v.data, v.len);
 		break;
 	case INJECT_BASIC: {
-		const char *user = rt->inject_user;
-		size_t ul = user ? strlen(user) : 0;
+		size_t ul;
 		struct buf dec;
 		buf_init(&dec, SCRATCH_MAX);
-		if (!user) {
-			/* Keep the user name the client sent, if any. */
-			int i = http_head_find(req, "authorization");
-			if (i >= 0 && basic_decode(req->headers[i].value, req->headers[i].value_len, &dec) == 0) {
-				const char *colon = memchr(dec.data, ':', dec.len);
-				user = dec.data;
-				ul = colon ? (size_t)(colon - dec.data) : dec.len;
-			}
-		}
+		const char *user = basic_user(rt, req, &dec, &ul);
 		if (user)
 			r = buf_append(&plain, user, ul);
 		buf_free(&dec);
@@ -364,6 +378,36 @@ static bool replaced_by_route(const struct policy_route *rt, const char *name, s
 	}
 }
 
+/* The responses of a credentialed route are scanned for secrets, so they
+ * must come in a coding keyward can decode (respbody.h): of the codings
+ * the client accepts, only gzip and deflate are asked for, and none at
+ * all when the route refuses compressed responses. Without any, the
+ * upstream is asked for identity (RFC 9110 12.5.3: no Accept-Encoding
+ * would mean any coding). */
+static int put_accept_encoding(struct buf *out, const struct http_head *req, const struct policy_route *rt)
+{
+	static const char *const ok[] = { "gzip", "x-gzip", "deflate" };
+	size_t mark = out->len;
+	int r = buf_puts(out, "Accept-Encoding: ");
+	bool any = false;
+	for (unsigned i = 0; r == 0 && !rt->refuse_compressed && i < req->n_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+		if (!memcaseeq(h->name, h->name_len, "accept-encoding"))
+			continue;
+		for (size_t k = 0; r == 0 && k < ARRAY_SIZE(ok); k++) {
+			if (!http_list_has(h->value, h->value_len, ok[k]) || strstr(out->data + mark, ok[k]))
+				continue;
+			r = buf_printf(out, "%s%s", any ? ", " : "", ok[k]);
+			any = true;
+		}
+	}
+	if (r == 0 && !any)
+		r = buf_puts(out, "identity");
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	return r;
+}
+
 int inject_request_head(const struct outbound *o, struct buf *out, const char **why)
 {
 	const struct http_head *req = o->req;
@@ -395,6 +439,8 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 			continue;
 		if (credentialed && replaced_by_route(rt, h->name, h->name_len))
 			continue;
+		if (credentialed && memcaseeq(h->name, h->name_len, "accept-encoding"))
+			continue; /* put_accept_encoding */
 		if (credentialed)
 			r = copy_swapped(out, h, cred, o->secret);
 		else
@@ -402,6 +448,8 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	}
 	if (r == 0 && credentialed)
 		r = put_credential(out, o, req);
+	if (r == 0 && credentialed)
+		r = put_accept_encoding(out, req, rt);
 	if (r == 0 && req->chunked)
 		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
 	else if (r == 0 && req->has_content_length)
@@ -420,4 +468,45 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	else if (r < 0)
 		*why = "cannot rewrite request";
 	return r;
+}
+
+int inject_redact_forms(const struct outbound *o, struct redact_set *set)
+{
+	const struct policy_route *rt = o->route;
+	const struct policy_credential *c = rt->credential;
+	const struct secret *s = o->secret;
+	const char *ph = c ? c->placeholder : NULL;
+	struct buf dec, sent, enc;
+	int r = 0;
+
+	if (!c || !s)
+		return 0;
+	buf_init(&dec, SCRATCH_MAX);
+	if (rt->inject == INJECT_BASIC) {
+		size_t ul;
+		const char *user = basic_user(rt, o->req, &dec, &ul);
+		r = redact_set_add_basic(set, user ? user : "", user ? ul : 0, s->data, s->len, ph);
+	}
+	/* Basic credentials the client sent with the placeholder inside, which
+	 * copy_swapped sent with the secret: back to what the client sent. */
+	for (unsigned i = 0; r >= 0 && i < o->req->n_headers; i++) {
+		const struct http_header *h = &o->req->headers[i];
+		buf_reset(&dec);
+		if (basic_decode(h->value, h->value_len, &dec) < 0 || !has_placeholder(dec.data, dec.len, c))
+			continue;
+		buf_init(&sent, SCRATCH_MAX);
+		buf_init(&enc, SCRATCH_MAX);
+		r = replace_all(&sent, dec.data, dec.len, ph, strlen(ph), (const char *)s->data, s->len);
+		if (r >= 0)
+			r = base64_encode(sent.data, sent.len, &enc);
+		size_t el = enc.len;
+		if (r >= 0)
+			r = base64_encode(dec.data, dec.len, &enc);
+		if (r >= 0)
+			r = redact_set_add(set, enc.data, el, enc.data + el, enc.len - el);
+		wipe_free(&sent);
+		wipe_free(&enc);
+	}
+	wipe_free(&dec);
+	return r < 0 ? r : 0;
 }

@@ -14,6 +14,7 @@
 #include "policy/policy.h"
 #include "proxy/http1.h"
 #include "proxy/sigv4.h"
+#include "proxy/redact.h"
 
 struct outbound {
 	const struct http_head *req;
@@ -67,6 +68,12 @@ int inject_sigv4_check(const struct outbound *o, const char **why) WUR;
 
 /* INJECT_SIGV4's inject_request_head (inject_sigv4.c). */
 int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **why) WUR;
+
+/* Adds to set the exact Basic credentials inject_request_head sends for o
+ * (the route's own, and the client's with its placeholder swapped), each
+ * mapped back to what the sandbox may see. Nothing on a route without a
+ * credential. Returns 0 or a negative errno. */
+int inject_redact_forms(const struct outbound *o, struct redact_set *set) WUR;
 
 /* Looks for any credential's placeholder in the request's header names and
  * values (Basic credentials decoded), the request target (raw and

@@ -17,6 +17,8 @@
 #include "policy/policy.h"
 #include "proxy/http1.h"
 #include "proxy/proxy.h"
+#include "proxy/ratelimit.h"
+#include "proxy/redact.h"
 #include "proxy/tls.h"
 #include "secrets/source.h"
 
@@ -58,6 +60,12 @@ struct gen {
 	/* per credential, its source as it was just before the secret was read;
 	 * read and written by the main thread only (rotate_check in proxy.c) */
 	struct source_stamp *stamps;
+	/* Every secret of the generation in the forms a response may carry it
+	 * in, each mapped to its placeholder (redact.h); built on the first
+	 * response of a credentialed route (gen_redact_set), under redact_lock. */
+	pthread_mutex_t redact_lock;
+	atomic_bool redact_built;
+	struct redact_set *redact;
 };
 
 struct gen *gen_ref(struct gen *g);
@@ -65,6 +73,9 @@ void gen_unref(struct gen *g);
 /* The upstream TLS context for route `ri` of g, built on first use; NULL
  * (reason in errbuf) if it cannot be built. */
 SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen);
+/* g's redaction set, built on first use (response.c); NULL when out of
+ * memory. Read-only once returned: shared by the workers. */
+const struct redact_set *gen_redact_set(struct gen *g);
 
 struct listener_info {
 	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */
@@ -123,6 +134,7 @@ struct proxy {
 	struct event_base *main_base;
 	struct event *rotate_timer;  /* main base: looks for rotated secrets */
 	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
+	struct rate_table *rates;    /* token buckets of rate: limits, kept across reloads */
 	struct tokens *tokens;       /* minted access tokens (token.h) */
 };
 

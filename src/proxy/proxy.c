@@ -81,6 +81,8 @@ void gen_unref(struct gen *g)
 		secret_free(g->secrets[i]);
 		free(g->secret_errors[i]);
 	}
+	redact_set_free(g->redact);
+	pthread_mutex_destroy(&g->redact_lock);
 	free(g->secrets);
 	free(g->secret_errors);
 	free(g->stamps);
@@ -162,6 +164,7 @@ static struct gen *gen_new(struct policy_share *share)
 	atomic_fetch_add(&share->refs, 1);
 	g->share = share;
 	g->policy = share->policy;
+	pthread_mutex_init(&g->redact_lock, NULL);
 	g->secrets = calloc(p->n_creds + 1, sizeof(*g->secrets));
 	g->secret_errors = calloc(p->n_creds + 1, sizeof(*g->secret_errors));
 	g->stamps = calloc(p->n_creds + 1, sizeof(*g->stamps));
@@ -863,7 +866,7 @@ int proxy_main(const struct proxy_options *opt)
 		}
 	}
 	px.server_ctx = tls_server_ctx_new();
-	if (!px.server_ctx) {
+	if (!px.server_ctx || rate_table_new(&px.rates) < 0) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -975,6 +978,7 @@ out:
 	free(px.pins);
 	tokens_free(px.tokens);
 	SSL_CTX_free(px.server_ctx);
+	rate_table_free(px.rates);
 	if (px.ca != opt->ca)
 		tls_ca_free(px.ca);
 	audit_close(px.audit);

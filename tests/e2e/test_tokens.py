@@ -192,6 +192,8 @@ class TokenServer:
             if time.time() >= exp:
                 self.expired_sent.append(tok)
                 return h.reply(401, {"message": "expired token"})
+        if h.path.startswith("/api/echo"):
+            return h.reply(200, {"you sent": auth})  # a debug endpoint that reflects the request
         h.reply(200, {"path": h.path, "ok": True})
 
     def revoke_all(self):
@@ -271,6 +273,17 @@ def test_client_credentials_flow(proxy_factory, tokserver):
     reqs = [r for r in p.requests() if r.get("path") == "/api/items"]
     assert len(reqs) == 3 and all(r["status"] == 200 for r in reqs)
     check_no_secrets(p, tokserver, rs)
+
+
+def test_minted_token_echoed_back_is_redacted(proxy_factory, tokserver):
+    p = proxy_factory(oauth_policy(tokserver), env=ENV)
+    s = session(p)
+    r = s.get(f"https://api.test:{tokserver.port}/api/echo", headers={"Authorization": f"Bearer {PLACEHOLDER}"})
+    assert r.status_code == 200, r.text
+    assert tokserver.api_seen == [f"Bearer {tokserver.issued_order[0]}"]
+    assert r.json() == {"you sent": f"Bearer {PLACEHOLDER}"}
+    assert p.requests()[-1]["redacted"] == 1
+    check_no_secrets(p, tokserver, [r])
 
 
 def test_expiry_gets_new_token_never_an_expired_one(proxy_factory, tokserver):

@@ -373,6 +373,65 @@ static const struct bad_case bad[] = {
 	  "policy.yaml:8:36: inject: value: only printable ASCII, spaces and tabs (RFC 9110 5.5)" },
 	{ ROUTE "    credential: a\n    inject: {query: \"a&b\"}\n", 0,
 	  "policy.yaml:8:21: inject: query: parameter name must be letters, digits and - . _ ~" },
+	/* ---- rate and time limits, compressed: ---- */
+	{ ROUTE "    rate: 60\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 0/minute\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 5/day\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: -5/second\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    rate: 5/minutes\n", 0,
+	  "policy.yaml:7:11: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    burst: 3\n", 0, "policy.yaml:7:12: burst: needs rate: (burst is the size of the rate's bucket)" },
+	{ ROUTE "    rate: 1/second\n    burst: 0\n", 0,
+	  "policy.yaml:8:12: burst: expected an integer from 1 to 1000000000" },
+	{ ROUTE "    hours: \"Mon-Fri 08:00-18:00\"\n", 0,
+	  "policy.yaml:7:12: hours: expected a list of windows such as [\"Mon-Fri 08:00-18:00\"], found a string" },
+	{ ROUTE "    hours: [\"Mon-Fry 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"Mon, 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"Mon,Tue, 08:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"25:00-26:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"08:00-18:60\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"8:00-18:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: expected \"[DAYS ]HH:MM-HH:MM\" such as \"Mon-Fri 08:00-18:00\" or \"00:00-24:00\" "
+	  "(days Mon Tue Wed Thu Fri Sat Sun, ranges with -, lists with ,)" },
+	{ ROUTE "    hours: [\"18:00-08:00\"]\n", 0,
+	  "policy.yaml:7:13: hours: a window must end after it starts (18:00-08:00); split a window across midnight in "
+	  "two, such as \"Fri 22:00-24:00\" and \"Sat 00:00-06:00\"" },
+	{ ROUTE "    timezone: UTC\n", 0, "policy.yaml:7:15: timezone: applies to hours:, which are not given here" },
+	{ ROUTE "    hours: []\n    timezone: Europe/Paris\n", 0,
+	  "policy.yaml:8:15: timezone: expected UTC or a fixed offset from -14:00 to +14:00 such as +02:00 (names like "
+	  "Europe/Paris are not read: keyward's windows do not follow daylight saving time)" },
+	{ ROUTE "    hours: []\n    timezone: \"+15:00\"\n", 0,
+	  "policy.yaml:8:15: timezone: expected UTC or a fixed offset from -14:00 to +14:00 such as +02:00 (names like "
+	  "Europe/Paris are not read: keyward's windows do not follow daylight saving time)" },
+	{ V "credentials:\n  a: {from: env:A, rate: fast}\n", 0,
+	  "policy.yaml:3:26: rate: expected COUNT/UNIT with a count from 1 to 1000000000 and unit second, minute or "
+	  "hour, such as 60/minute" },
+	{ ROUTE "    compressed: refuse\n", 0,
+	  "policy.yaml:7:17: compressed: applies to routes with a credential (their responses are scanned)" },
+	{ ROUTE "    credential: a\n    inject: bearer\n    compressed: gzip\n", 0,
+	  "policy.yaml:9:17: compressed: expected decode or refuse" },
+	{ V "limits: {max_decoded_body: 0}\n", 0,
+	  "policy.yaml:2:28: max_decoded_body: expected a size from 1 to 18446744073709551615 bytes, such as 65536, "
+	  "512KiB or 10MB" },
 };
 
 static void test_bad_policies(void **state)
@@ -771,6 +830,78 @@ static void test_route_fields(void **state)
 	policy_free(p);
 }
 
+/* ---- rate and time limits ---- */
+
+#define MON_2026_11_23 1795392000 /* 00:00 UTC, a Monday */
+
+static void test_quota(void **state)
+{
+	(void)state;
+	struct policy *p =
+	    load_ok(V "credentials:\n"
+	              "  k: {from: env:K, rate: 100/hour, hours: [\"00:00-24:00\"]}\n"
+	              "  m: {from: env:M}\n"
+	              "routes:\n"
+	              "  - host: a.test\n"
+	              "    credential: k\n"
+	              "    inject: bearer\n"
+	              "    compressed: refuse\n"
+	              "    rate: 60/minute\n"
+	              "    burst: 10\n"
+	              "    hours: [\"Mon-Fri 08:00-18:00\", \"sat,Sun 10:00-12:30\", \"Fri-Mon 23:00-24:00\"]\n"
+	              "    timezone: \"-05:30\"\n"
+	              "  - {host: b.test, rate: 5/second}\n"
+	              "  - {host: c.test, hours: []}\n"
+	              "  - {host: d.test, credential: m, inject: bearer}\n");
+	const struct policy_quota *q = &p->routes[0].quota;
+	assert_true(p->routes[0].refuse_compressed);
+	assert_int_equal(q->rate_count, 60);
+	assert_int_equal(q->rate_period_s, 60);
+	assert_int_equal(q->burst, 10);
+	assert_int_equal(q->n_windows, 3);
+	assert_int_equal(q->windows[0].days, 0x1f);
+	assert_int_equal(q->windows[0].start, 8 * 60);
+	assert_int_equal(q->windows[0].end, 18 * 60);
+	assert_int_equal(q->windows[1].days, 0x60);
+	assert_int_equal(q->windows[1].end, 12 * 60 + 30);
+	assert_int_equal(q->windows[2].days, 0x71); /* Fri, Sat, Sun, Mon */
+	assert_int_equal(q->tz_offset_min, -330);
+	assert_int_equal(p->routes[1].quota.rate_period_s, 1);
+	assert_int_equal(p->routes[1].quota.burst, 5); /* the count by default */
+	assert_false(p->routes[1].quota.has_hours);
+	assert_true(p->routes[2].quota.has_hours);
+	assert_int_equal(p->routes[2].quota.n_windows, 0);
+	assert_false(p->routes[3].refuse_compressed);
+	assert_int_equal(p->creds[0].quota.rate_count, 100);
+	assert_int_equal(p->creds[0].quota.rate_period_s, 3600);
+	assert_true(p->creds[0].quota.has_hours);
+	assert_int_equal(p->limits.max_decoded_body, 1024 * 1024 * 1024);
+
+	/* policy_hours_open, UTC-05:30: Monday 00:00 UTC is Sunday 18:30 there */
+	uint64_t wait = 0;
+	assert_false(policy_hours_open(q, MON_2026_11_23, &wait));
+	assert_int_equal(wait, 4 * 3600 + 30 * 60);
+	assert_true(policy_hours_open(q, MON_2026_11_23 + 5 * 3600, &wait));            /* Sun 23:30 */
+	assert_false(policy_hours_open(q, MON_2026_11_23 + 5 * 3600 + 30 * 60, &wait)); /* Mon 00:00 */
+	assert_int_equal(wait, 8 * 3600);                                               /* Mon 08:00 */
+	assert_true(policy_hours_open(q, MON_2026_11_23 + 13 * 3600 + 30 * 60, &wait)); /* Mon 08:00 */
+	assert_true(policy_hours_open(q, MON_2026_11_23 + 23 * 3600 + 30 * 60 - 1, &wait));
+	assert_false(policy_hours_open(q, MON_2026_11_23 + 23 * 3600 + 30 * 60, &wait)); /* Mon 18:00 */
+	assert_int_equal(wait, 5 * 3600);                                                /* Mon 23:00 */
+	/* Tuesday 23:30 there: Fri-Mon does not cover Tuesday; next is Wed 08:00 */
+	assert_false(policy_hours_open(q, MON_2026_11_23 + 24 * 3600 + 29 * 3600, &wait));
+	assert_int_equal(wait, 8 * 3600 + 30 * 60);
+	/* no hours: always open; an empty list: never, with no wait to tell */
+	assert_true(policy_hours_open(&p->routes[1].quota, MON_2026_11_23, &wait));
+	wait = 99;
+	assert_false(policy_hours_open(&p->routes[2].quota, MON_2026_11_23, &wait));
+	assert_int_equal(wait, 0);
+	/* before 1970 and far ahead: the day arithmetic holds */
+	assert_true(policy_hours_open(&p->creds[0].quota, -1, &wait));
+	assert_true(policy_hours_open(&p->creds[0].quota, INT64_C(1) << 40, &wait));
+	policy_free(p);
+}
+
 /* ---- sandbox: ---- */
 
 static void test_sandbox(void **state)
@@ -913,6 +1044,7 @@ int main(void)
 		cmocka_unit_test(test_limits),       cmocka_unit_test(test_hosts),
 		cmocka_unit_test(test_route_fields), cmocka_unit_test(test_placeholder),
 		cmocka_unit_test(test_sandbox),      cmocka_unit_test(test_vault_source),
+		cmocka_unit_test(test_quota),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,416 @@
+"""Responses never hand a secret back: an upstream that reflects the request
+(headers, bodies, error pages) or knows a secret gives the client its
+placeholder instead, in every header and body, raw or encoded, however the
+body is cut into chunks, compressed or not. Every byte the client receives
+is searched for every form of every secret."""
+
+import base64
+import gzip
+import json
+import socket
+import time
+import urllib.parse
+import zlib
+
+import re
+
+import pytest
+
+from conftest import policy_for
+from kwtest import (PLACEHOLDER, PLACEHOLDER2, SECRET, SECRET2, HttpConn, Upstream, open_tunnel)
+
+
+def pct(secret, lower=False):
+    """Percent-encoding (RFC 3986 unreserved kept), upper- or lower-case hex."""
+    q = urllib.parse.quote(secret, safe="-._~")
+    return (re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), q) if lower else q).encode()
+
+
+def forms(secret):
+    """The forms of a secret a response must never carry."""
+    s = secret.encode()
+    out = {s, base64.b64encode(s), base64.urlsafe_b64encode(s).rstrip(b"="), pct(secret), pct(secret, True)}
+    for user in (b"x-access-token", b"alice", b"ab", b""):
+        out.add(base64.b64encode(user + b":" + s))
+    return out
+
+
+FORBIDDEN = forms(SECRET) | forms(SECRET2)
+
+
+def assert_clean(data):
+    for f in FORBIDDEN:
+        assert f not in data, f"a form of a secret reached the client: {f!r}"
+
+
+class Scripted(Upstream):
+    """An upstream whose response to each request is written by the test:
+    script(req) returns a list of byte strings, each sent with its own
+    write (and a pause, so that keyward reads them apart)."""
+
+    def __init__(self, script, **kw):
+        self.script = script
+        super().__init__(**kw)
+
+    def _respond(self, c, f, req):
+        for piece in self.script(req):
+            c.sendall(piece)
+            time.sleep(0.002)
+        return True
+
+
+class Recording(HttpConn):
+    """HttpConn that keeps every byte it received."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.raw = b""
+
+    def _more(self):
+        data = self.s.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.raw += data
+        self.buf += data
+
+
+def connect(p, u):
+    return Recording(open_tunnel(p.port, "api.test", u.port, p.ca))
+
+
+def get(u, path, extra=""):
+    return f"GET {path} HTTP/1.1\r\nHost: api.test:{u.port}\r\n{extra}\r\n".encode()
+
+
+def chunked(*pieces):
+    """A chunked body with one chunk per piece, each its own write."""
+    return [b"%x\r\n%s\r\n" % (len(x), x) for x in pieces if x] + [b"0\r\n\r\n"]
+
+
+def head(extra=b"", status=b"200 OK"):
+    return b"HTTP/1.1 " + status + b"\r\n" + extra
+
+
+@pytest.fixture
+def tls_upstream(certs):
+    ups = []
+
+    def make(script):
+        u = Scripted(script, tls=certs)
+        ups.append(u)
+        return u
+
+    yield make
+    for u in ups:
+        u.close()
+
+
+ALL = '["/**"]'
+
+
+def test_reflected_headers_and_status_line(proxy_factory, tls_upstream):
+    def script(req):
+        auth = req.header("Authorization").encode()
+        return [b"HTTP/1.1 200 OK " + SECRET.encode() + b"\r\n",
+                b"X-Echo-Authorization: " + auth + b"\r\n",
+                b"Set-Cookie: session=" + SECRET.encode() + b"; Path=/\r\n",
+                b"Location: https://api.test/cb?token=" + urllib.parse.quote(SECRET, safe="").encode() + b"\r\n",
+                b"X-Other: " + SECRET2.encode() + b"\r\n",
+                b"Content-Length: 2\r\n\r\nok"]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/x", f"Authorization: Bearer {PLACEHOLDER}\r\n"))
+    status, headers, body, raw = c.read_response()
+    assert status == 200 and body == b"ok"
+    assert u.requests[-1].header("Authorization") == f"Bearer {SECRET}"
+    assert headers["x-echo-authorization"] == f"Bearer {PLACEHOLDER}"
+    assert headers["set-cookie"] == f"session={PLACEHOLDER}; Path=/"
+    assert headers["location"] == "https://api.test/cb?token=" + PLACEHOLDER
+    assert headers["x-other"] == PLACEHOLDER2  # any secret of the policy, not only the route's
+    assert PLACEHOLDER.encode() in raw.split(b"\r\n")[0]
+    assert_clean(c.raw)
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["status"] == 200 and rec["redacted"] == 5
+
+
+def test_chunked_body_split_at_every_offset(proxy_factory, tls_upstream):
+    s = SECRET.encode()
+
+    def script(req):
+        k = int(req.target.rsplit("/", 1)[1])
+        return [head(b"Transfer-Encoding: chunked\r\n\r\n")] + chunked(b"before " + s[:k], s[k:] + b" after")
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    for k in range(len(s) + 1):
+        c.send(get(u, f"/split/{k}"))
+        status, headers, body, _ = c.read_response()
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert body == b"before " + PLACEHOLDER.encode() + b" after", (k, body)
+    assert_clean(c.raw)
+    c.close()
+    recs = p.requests()
+    assert len(recs) == len(s) + 1 and all(r["redacted"] == 1 for r in recs)
+
+
+def test_secret_split_byte_by_byte_and_repeated(proxy_factory, tls_upstream):
+    text = (b"a" + SECRET.encode() + SECRET.encode() + b"b" + SECRET2.encode()) * 3
+
+    def script(req):
+        return [head(b"Transfer-Encoding: chunked\r\n\r\n")] + chunked(*[text[i:i + 1] for i in range(len(text))])
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/bytes"))
+    _, _, body, _ = c.read_response()
+    assert body == (b"a" + PLACEHOLDER.encode() * 2 + b"b" + PLACEHOLDER2.encode()) * 3
+    assert_clean(c.raw)
+    c.close()
+    assert p.requests()[-1]["redacted"] == 9
+
+
+def test_content_length_body_is_reframed(proxy_factory, tls_upstream):
+    def script(req):
+        body = json.dumps({"headers": req.headers}).encode()
+        # the body goes out in pieces cut inside the secret
+        cut = body.index(SECRET.encode()) + 5
+        return [head(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)),
+                body[:cut], body[cut:]]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/echo", f"Authorization: Bearer {PLACEHOLDER}\r\n"))
+    status, headers, body, _ = c.read_response()
+    assert status == 200 and "content-length" not in headers and headers["transfer-encoding"] == "chunked"
+    got = dict((n.lower(), v) for n, v in json.loads(body)["headers"])
+    assert got["authorization"] == f"Bearer {PLACEHOLDER}"
+    # keep-alive goes on after a re-framed body
+    c.send(get(u, "/echo"))
+    assert c.read_response()[0] == 200
+    assert_clean(c.raw)
+    c.close()
+
+
+def test_http10_client_gets_a_close_delimited_body(proxy_factory, tls_upstream):
+    def script(req):
+        body = b"token=" + SECRET.encode()
+        return [head(b"Content-Length: %d\r\n\r\n" % len(body)), body]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(f"GET /x HTTP/1.0\r\nHost: api.test:{u.port}\r\n\r\n".encode())
+    status, headers, body, _ = c.read_response()
+    assert status == 200 and "transfer-encoding" not in headers and "content-length" not in headers
+    assert headers.get("connection") == "close"
+    assert body == b"token=" + PLACEHOLDER.encode()
+    assert_clean(c.raw)
+    c.close()
+
+
+def compressors():
+    def raw_deflate(b):
+        z = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return z.compress(b) + z.flush()
+    return {
+        "gzip": (b"gzip", gzip.compress),
+        "x-gzip": (b"x-gzip", gzip.compress),
+        "gzip-two-members": (b"gzip", lambda b: gzip.compress(b[:50]) + gzip.compress(b[50:])),
+        "deflate-zlib": (b"deflate", zlib.compress),
+        "deflate-raw": (b"deflate", raw_deflate),
+    }
+
+
+@pytest.mark.parametrize("name", list(compressors()))
+def test_compressed_bodies_are_decoded_and_scanned(proxy_factory, tls_upstream, name):
+    coding, compress = compressors()[name]
+    text = (b"{\"token\": \"" + SECRET.encode() + b"\", \"pad\": \"" + b"x" * 5000 + b"\"} ") * 4
+
+    def script(req):
+        z = compress(text)
+        # chunk boundaries every 7 bytes of the compressed stream
+        return [head(b"Content-Encoding: " + coding + b"\r\nTransfer-Encoding: chunked\r\n\r\n")] + \
+            chunked(*[z[i:i + 7] for i in range(0, len(z), 7)])
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/z", "Accept-Encoding: gzip, deflate, br, zstd\r\n"))
+    status, headers, body, _ = c.read_response()
+    assert status == 200 and "content-encoding" not in headers
+    assert body == text.replace(SECRET.encode(), PLACEHOLDER.encode())
+    # keyward asked only for codings it can decode
+    assert u.requests[-1].header("Accept-Encoding") == "gzip, deflate"
+    assert_clean(c.raw)
+    c.close()
+    assert p.requests()[-1]["redacted"] == 4
+
+
+def test_no_accept_encoding_asks_for_identity(proxy_factory, tls_upstream):
+    u = tls_upstream(lambda req: [head(b"Content-Length: 2\r\n\r\nok")])
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/a", "Accept-Encoding: br\r\n"))
+    assert c.read_response()[0] == 200
+    assert u.requests[-1].header("Accept-Encoding") == "identity"
+    c.close()
+
+
+def test_unknown_coding_is_refused(proxy_factory, tls_upstream):
+    u = tls_upstream(lambda req: [head(b"Content-Encoding: br\r\nContent-Length: 5\r\n\r\n"), b"\x8b\x02\x80hi"])
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/br"))
+    status, headers, body, _ = c.read_response()
+    assert status == 502 and b"Content-Encoding br" in body and b"cannot decode" in body
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["status"] == 502 and rec["reason"] == "upstream"
+
+
+def test_compressed_refused_when_the_route_says_so(proxy_factory, tls_upstream):
+    z = gzip.compress(SECRET.encode())
+    u = tls_upstream(lambda req: [head(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)), z])
+    p = proxy_factory(policy_for(u, paths=ALL, route_extra="\n    compressed: refuse"))
+    c = connect(p, u)
+    c.send(get(u, "/gz", "Accept-Encoding: gzip\r\n"))
+    status, _, body, _ = c.read_response()
+    assert status == 502 and b"compressed: refuse" in body
+    assert u.requests[-1].header("Accept-Encoding") == "identity"
+    assert_clean(c.raw)
+    c.close()
+
+
+def test_decompression_bomb_is_cut_with_an_error(proxy_factory, tls_upstream):
+    z = gzip.compress(b"\0" * (8 * 1024 * 1024))
+    u = tls_upstream(lambda req: [head(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)), z])
+    text = policy_for(u, paths=ALL) + "limits:\n  max_decoded_body: 1MiB\n"
+    p = proxy_factory(text)
+    c = connect(p, u)
+    c.send(get(u, "/bomb"))
+    status, headers, _ = c.read_head()
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    with pytest.raises((EOFError, ConnectionResetError)):
+        while True:
+            size = int(c.read_until(b"\r\n")[:-2], 16)
+            assert size > 0, "the body must not end as if it were complete"
+            c.read_exact(size + 2)
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["decision"] == "error" and "max_decoded_body" in rec["detail"]
+
+
+def test_corrupt_gzip_is_an_error(proxy_factory, tls_upstream):
+    z = bytearray(gzip.compress(b"hello " * 1000))
+    z[20:30] = b"\xff" * 10
+    u = tls_upstream(lambda req: [head(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)), bytes(z)])
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/corrupt"))
+    status, _, _ = c.read_head()
+    assert status == 200
+    with pytest.raises((EOFError, ConnectionResetError, ValueError)):
+        while True:
+            size = int(c.read_until(b"\r\n")[:-2], 16)
+            assert size > 0
+            c.read_exact(size + 2)
+    c.close()
+    assert "cannot be scanned" in p.requests()[-1]["detail"]
+
+
+def test_basic_credentials_and_encodings(proxy_factory, tls_upstream):
+    """The exact Basic pair keyward sent comes back as the placeholder's
+    pair; the secret's base64 and URL-encoded forms are replaced too."""
+    s = SECRET.encode()
+
+    def script(req):
+        sent = req.header("Authorization").encode()
+        body = b"\n".join([sent, base64.b64encode(s), base64.b64encode(b"other-user:" + s),
+                           base64.urlsafe_b64encode(s).rstrip(b"=")])
+        return [head(b"X-Sent: " + sent + b"\r\nContent-Length: %d\r\n\r\n" % len(body)), body]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL, inject="{basic: x-access-token}"))
+    c = connect(p, u)
+    c.send(get(u, "/git"))
+    status, headers, body, _ = c.read_response()
+    assert status == 200
+    sent_by_keyward = "Basic " + base64.b64encode(b"x-access-token:" + s).decode()
+    assert u.requests[-1].header("Authorization") == sent_by_keyward
+    want = "Basic " + base64.b64encode(b"x-access-token:" + PLACEHOLDER.encode()).decode()
+    assert headers["x-sent"] == want
+    lines = body.split(b"\n")
+    assert lines[0] == want.encode()
+    assert lines[1] == base64.b64encode(PLACEHOLDER.encode())
+    assert_clean(c.raw)
+    c.close()
+
+
+def test_url_encoded_forms(proxy_factory, tls_upstream):
+    """A secret with reserved characters, percent-encoded with upper- and
+    lower-case hex digits, in a header and the body."""
+    special = "kwtest/SPECIAL+secret=&?9z~x"
+
+    def script(req):
+        body = b" ".join([pct(special), pct(special, True), base64.b64encode(special.encode())])
+        return [head(b"Location: /cb?t=" + pct(special, True) + b"\r\nContent-Length: %d\r\n\r\n" % len(body)),
+                body]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL), env={"TEST_TOKEN": special})
+    c = connect(p, u)
+    c.send(get(u, "/u"))
+    _, headers, body, _ = c.read_response()
+    assert u.requests[-1].header("Authorization") == f"Bearer {special}"
+    assert headers["location"] == "/cb?t=" + PLACEHOLDER
+    assert body == b" ".join([PLACEHOLDER.encode(), PLACEHOLDER.encode(), base64.b64encode(PLACEHOLDER.encode())])
+    for f in forms(special):
+        assert f not in c.raw, f
+    c.close()
+    assert p.requests()[-1]["redacted"] == 4
+    assert special not in p.stop() + p.stderr + p.audit.read_text()
+
+
+def test_swapped_basic_comes_back_as_sent(proxy_factory, tls_upstream):
+    client_auth = "Basic " + base64.b64encode(f"bob:{PLACEHOLDER}".encode()).decode()
+
+    def script(req):
+        sent = req.header("Authorization").encode()
+        return [head(b"X-Sent: " + sent + b"\r\nContent-Length: 2\r\n\r\nok")]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL, inject="swap"))
+    c = connect(p, u)
+    c.send(get(u, "/s", f"Authorization: {client_auth}\r\n"))
+    _, headers, _, _ = c.read_response()
+    assert u.requests[-1].header("Authorization") == "Basic " + base64.b64encode(f"bob:{SECRET}".encode()).decode()
+    assert headers["x-sent"] == client_auth
+    assert_clean(c.raw)
+    c.close()
+
+
+def test_real_clients_never_see_the_secret(proxy_factory, tls_upstream):
+    """curl through the proxy against an echo upstream: gzip on the wire,
+    the secret nowhere in what curl prints."""
+    import subprocess
+
+    def script(req):
+        body = gzip.compress(json.dumps({"you sent": req.headers}).encode())
+        return [head(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)), body]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    r = subprocess.run(["curl", "-sS", "-i", "--compressed", "--max-time", "20", "-x", p.url, "--cacert", str(p.ca),
+                        f"https://api.test:{u.port}/x"], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert PLACEHOLDER.encode() in r.stdout
+    assert_clean(r.stdout + r.stderr)
+
+
+def test_uncredentialed_route_is_passed_as_is(proxy_factory, tls_upstream):
+    body = b"not ours: " + SECRET.encode()
+    u = tls_upstream(lambda req: [head(b"Content-Length: %d\r\n\r\n" % len(body)), body])
+    p = proxy_factory(policy_for(u, paths=ALL, credential=False))
+    c = connect(p, u)
+    c.send(get(u, "/open"))
+    status, headers, got, _ = c.read_response()
+    # keyward sent no secret there: nothing is scanned or re-framed
+    assert status == 200 and headers["content-length"] == str(len(body)) and got == body
+    c.close()
+    assert "redacted" not in p.requests()[-1]
