@@ -920,10 +920,14 @@ int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *er
 		return -errno;
 	}
 	fflush(NULL);
+	if (cfg->warm)
+		sandbox_warm_armed(cfg->warm);
 	long pid = syscall(SYS_clone,
 	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
 	                       CLONE_NEWCGROUP | SIGCHLD,
 	                   NULL, NULL, NULL, 0);
+	if (pid != 0 && cfg->warm)
+		sandbox_warm_release(cfg->warm);
 	if (pid < 0) {
 		int e = errno;
 		close(sv[0]);
