@@ -244,3 +244,20 @@ def test_broken_upstream_ca_stops_before_cmd_runs(sandbox_factory, tmp_path):
     p = sb.run(["sh", "-c", "touch ran"])
     assert p.returncode == 2 and "cannot load CA certificates" in p.err, p.err
     assert not (sb.workspace / "ran").exists()
+
+
+def test_damaged_audit_log_stops_before_cmd_runs(sandbox_factory):
+    # The log's last line is read while the sandbox builds itself, after the
+    # clone: a damaged log must still stop the run before CMD starts.
+    sb = sandbox_factory()
+    p = sb.run(["true"])
+    assert p.returncode == 0, p.err
+    good = sb.audit.read_bytes()
+    sb.audit.write_bytes(good + b'{"seq":')
+    p = sb.run(["sh", "-c", "touch ran"], check_clean=False)  # the log is damaged on purpose
+    assert p.returncode == 1 and "the last line is incomplete" in p.err, p.err
+    assert not (sb.workspace / "ran").exists()
+    assert sb.audit.read_bytes() == good + b'{"seq":'  # not extended
+    sb.audit.write_bytes(good)
+    p = sb.run(["sh", "-c", "touch ran"])
+    assert p.returncode == 0 and (sb.workspace / "ran").exists(), p.err
