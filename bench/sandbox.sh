@@ -505,7 +505,8 @@ write_phase_parser() {
 		        run["mkdir"].append(t)
 		        continue
 		    if ev == "cgroup:cgroup_attach_task":
-		        run["attach"].append(t)
+		        if "keyward-" in rest:  # not keyward's early no-op move into its own cgroup
+		            run["attach"].append(t)
 		        continue
 		    if ev == "cgroup:cgroup_rmdir":
 		        run["rmdir"].append(t)
