@@ -376,9 +376,17 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (r == 0 && job.r < 0) {
 		audit_bad = job.audit_bad;
 		snprintf(err, sizeof(err), "%s", job.err);
-		kill(sb.pid, SIGKILL);
-		while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		/* PID 1 ended before it took the CA: its own message says why (it
+		 * cannot have sent its door, which comes after the CA). */
+		char why[sizeof(err)] = "";
+		if (job.r == -EPIPE && sandbox_finish(&sb, why, sizeof(why)) < 0 && why[0])
+			snprintf(err, sizeof(err), "%s", why);
+		if (sb.pid > 0) {
+			kill(sb.pid, SIGKILL);
+			while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			sb.pid = -1;
+		}
 		r = job.r;
 	}
 	if (r == 0)

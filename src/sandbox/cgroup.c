@@ -164,7 +164,13 @@ void sandbox_warm_start(struct sandbox_warm *w)
 	*w = (struct sandbox_warm){ 0 };
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
+	/* The thread takes no signal: keyward's handling of them (blocked until
+	 * the proxy watches them) stays the main thread's. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	w->started = pthread_create(&w->thread, NULL, warm_main, w) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (!w->started)
 		w->armed = w->released = true;
 }

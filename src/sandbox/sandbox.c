@@ -978,9 +978,13 @@ static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
 	struct iovec iov = { .iov_base = msg, .iov_len = MSG_MAX };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
 	ssize_t n;
+	bool reset = false;
+	/* A child that ended with our CA unread in its queue makes the kernel
+	 * report ECONNRESET once; its last message (why it ended) is still
+	 * behind that. */
 	do
 		n = recvmsg(sb->ctl, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
+	while (n < 0 && (errno == EINTR || (errno == ECONNRESET && !reset && (reset = true))));
 	if (n <= 0) {
 		snprintf(errbuf, errlen, "the sandbox ended while it was being built");
 		return -EPIPE;
@@ -1026,9 +1030,10 @@ int sandbox_send_ca(struct sandbox *sb, const char *ca_pem)
 	size_t len = strlen(ca_pem);
 	if (len == 0 || len > CA_MAX)
 		return -EINVAL;
-	if (send(sb->ctl, ca_pem, len, MSG_NOSIGNAL) != (ssize_t)len)
-		return -EIO;
-	return 0;
+	ssize_t n = send(sb->ctl, ca_pem, len, MSG_NOSIGNAL);
+	if (n < 0)
+		return -errno; /* -EPIPE: the child has ended */
+	return n == (ssize_t)len ? 0 : -EIO;
 }
 
 int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)

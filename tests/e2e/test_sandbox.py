@@ -261,3 +261,15 @@ def test_damaged_audit_log_stops_before_cmd_runs(sandbox_factory):
     sb.audit.write_bytes(good)
     p = sb.run(["sh", "-c", "touch ran"])
     assert p.returncode == 0 and (sb.workspace / "ran").exists(), p.err
+
+
+def test_child_setup_failure_is_reported_as_itself(sandbox_factory, tmp_path):
+    # PID 1 ends while keyward is still making the CA: the message must be
+    # PID 1's reason, not a failure to hand over the CA, every time.
+    missing = tmp_path / "not-there"
+    sb = sandbox_factory(f"version: 1\nsandbox:\n  read_only: [{missing}]\n")
+    for _ in range(5):
+        p = sb.run(["sh", "-c", "touch ran"])
+        assert p.returncode == 125, p.err
+        assert f"sandbox path {missing}: No such file or directory" in p.err, p.err
+        assert not (sb.workspace / "ran").exists()
