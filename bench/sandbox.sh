@@ -430,7 +430,8 @@ trace_once() {
 }
 
 PROBE_FUNCS=(cmd_run sandbox_spawn tls_ca_new_ephemeral sandbox_start sandbox_finish sandbox_cgroup_apply proxy_main
-	gen_build tls_client_ctx_new audit_open worker_main audit_close sandbox_cleanup sandbox_cgroup_remove
+	gen_build tls_client_ctx_new audit_open audit_reserve audit_load tls_ca_new_leaf_key worker_main audit_close
+	sandbox_cleanup sandbox_cgroup_remove
 	child_main recv_all build_root sandbox_landlock_apply sandbox_seccomp_install)
 
 # uprobes on keyward's functions and scheduler/cgroup tracepoints, over
@@ -515,7 +516,8 @@ write_phase_parser() {
 		        run["mkdir"].append(t)
 		        continue
 		    if ev == "cgroup:cgroup_attach_task":
-		        run["attach"].append(t)
+		        if "keyward-" in rest:  # not keyward's early no-op move into its own cgroup
+		            run["attach"].append(t)
 		        continue
 		    if ev == "cgroup:cgroup_rmdir":
 		        run["rmdir"].append(t)
@@ -556,7 +558,9 @@ write_phase_parser() {
 		    ("start", "keyward", "exec → main(): dynamic linking, library constructors", "exec", "cmd_run"),
 		    ("options", "keyward", "options, policy load, checks (and audit log open, see below)", "cmd_run", "sandbox_spawn"),
 		    ("clone", "keyward", "clone() with 7 new namespaces", "sandbox_spawn", "sandbox_spawn__return"),
-		    ("ca", "keyward", "ephemeral CA: 2 P-256 keys + self-signed certificate", "tls_ca_new_ephemeral", "tls_ca_new_ephemeral__return"),
+		    ("ca", "keyward", "ephemeral CA: P-256 key + self-signed certificate", "tls_ca_new_ephemeral", "tls_ca_new_ephemeral__return"),
+		    ("leaf_key", "keyward", "leaf key (CA thread, once the certificate is sent)", "tls_ca_new_leaf_key", "tls_ca_new_leaf_key__return"),
+		    ("audit_load", "keyward", "audit log's last line (CA thread, after the clone)", "audit_load", "audit_load__return"),
 		    ("maps", "keyward", "uid/gid maps", "sandbox_start", "sandbox_cgroup_apply"),
 		    ("cgroup", "keyward", "cgroups: mkdir, limits, attach the child", "sandbox_cgroup_apply", "sandbox_cgroup_apply__return"),
 		    ("wait_door", "keyward", "until the go is sent (CA to the child, its door received)", "sandbox_cgroup_apply__return", "go_sent"),
@@ -565,6 +569,7 @@ write_phase_parser() {
 		    ("gen_build", "keyward", "proxy: policy generation (secrets, TLS client context)", "gen_build", "gen_build__return"),
 		    ("trust_store", "keyward", "  of which TLS client context: system trust store", "tls_client_ctx_new", "tls_client_ctx_new__return"),
 		    ("audit_open", "keyward", "audit log open (before the sandbox or in the proxy: see starts at)", "audit_open", "audit_open__return"),
+		    ("audit_reserve", "keyward", "audit log open and lock (before the clone)", "audit_reserve", "audit_reserve__return"),
 		    ("proxy_rest", "keyward", "proxy: server TLS context, event loops, DNS, thread start", "gen_build__return", "worker_main"),
 		    ("serve", "keyward", "proxy serving until the sandbox has ended", "worker_main", "worker_main__return"),
 		    ("stop", "keyward", "stop: join, last audit record, audit fdatasync", "worker_main__return", "audit_close__return"),

@@ -239,7 +239,7 @@ static void audit_free(struct audit_log *log)
 	free(log);
 }
 
-int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t errlen)
+int audit_reserve(const char *path, struct audit_log **ret, char *errbuf, size_t errlen)
 {
 	struct stat st;
 	int r;
@@ -255,9 +255,7 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 	memset(log->prev, '0', AUDIT_HASH_HEX);
 	log->prev[AUDIT_HASH_HEX] = '\0';
 	log->path = strdup(path);
-	log->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
-	log->md_ctx = EVP_MD_CTX_new();
-	if (!log->path || !log->sha256 || !log->md_ctx) {
+	if (!log->path) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -299,11 +297,7 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 			r = -EBUSY;
 		goto fail;
 	}
-	if (st.st_size > 0) {
-		r = tail_load(log, st.st_size, errbuf, errlen);
-		if (r < 0)
-			goto fail;
-	}
+	/* Under the lock, nobody else appends: the size stays what it is now. */
 	log->size = st.st_size;
 	*ret = log;
 	return 0;
@@ -311,6 +305,31 @@ int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t er
 fail:
 	audit_free(log);
 	return r;
+}
+
+int audit_load(struct audit_log *log, char *errbuf, size_t errlen)
+{
+	/* The digest is fetched here, not in audit_reserve: it is what starts
+	 * OpenSSL (its configuration, its providers), about a millisecond. */
+	log->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	log->md_ctx = EVP_MD_CTX_new();
+	if (!log->sha256 || !log->md_ctx)
+		return -ENOMEM;
+	return log->size > 0 ? tail_load(log, log->size, errbuf, errlen) : 0;
+}
+
+int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t errlen)
+{
+	struct audit_log *log;
+	int r = audit_reserve(path, &log, errbuf, errlen);
+	if (r < 0)
+		return r;
+	if ((r = audit_load(log, errbuf, errlen)) < 0) {
+		audit_free(log);
+		return r;
+	}
+	*ret = log;
+	return 0;
 }
 
 void audit_close(struct audit_log *log)

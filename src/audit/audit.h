@@ -50,6 +50,12 @@ struct audit_log;
  * rather than silently extended. Returns 0 and *ret, or negative errno
  * (message written to errbuf). */
 int audit_open(const char *path, struct audit_log **ret, char *errbuf, size_t errlen) WUR;
+/* audit_open in two steps: audit_reserve opens, creates and locks the file
+ * (cheap, no OpenSSL); audit_load then reads its last line and readies the
+ * digest, and must succeed before the log is written to. On failure of
+ * audit_load the log is still to be closed with audit_close. */
+int audit_reserve(const char *path, struct audit_log **ret, char *errbuf, size_t errlen) WUR;
+int audit_load(struct audit_log *log, char *errbuf, size_t errlen) WUR;
 /* Flushes and closes; NULL is a no-op. */
 void audit_close(struct audit_log *log);
 

@@ -108,21 +108,38 @@ static void absolute(const char *path, char *out, size_t outlen)
 		snprintf(out, outlen, "%s", path);
 }
 
+/* What keyward does while the sandbox builds itself (on a thread started
+ * after the clone: the child never holds the CA's key): the CA, whose
+ * certificate the child waits for, first; then what only the proxy needs. */
 struct ca_job {
 	struct sandbox *sb;
+	struct audit_log *log;
 	struct tls_ca *ca;
-	char *pem;
 	int r;
+	bool audit_bad; /* r is audit_load's: a damaged or unreadable log */
+	char err[1024];
 };
 
 static void *make_ca(void *arg)
 {
 	struct ca_job *j = arg;
+	_cleanup_free_ char *pem = NULL;
 	j->r = tls_ca_new_ephemeral(&j->ca);
-	if (j->r == 0 && !(j->pem = tls_ca_cert_pem(j->ca)))
+	if (j->r == 0 && !(pem = tls_ca_cert_pem(j->ca)))
 		j->r = -ENOMEM;
 	if (j->r == 0)
-		j->r = sandbox_send_ca(j->sb, j->pem);
+		j->r = sandbox_send_ca(j->sb, pem);
+	if (j->r == 0)
+		j->r = tls_ca_new_leaf_key(j->ca);
+	if (j->r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot create the CA of this run: %s", strerror(-j->r));
+		return NULL;
+	}
+	if ((j->r = audit_load(j->log, j->err, sizeof(j->err))) < 0) {
+		j->audit_bad = true;
+		if (!j->err[0])
+			snprintf(j->err, sizeof(j->err), "%s", strerror(-j->r));
+	}
 	return NULL;
 }
 
@@ -156,6 +173,9 @@ static bool contains_home(const char *ws)
 	size_t n = strlen(ws);
 	return strncmp(real, ws, n) == 0 && (real[n] == '\0' || real[n] == '/');
 }
+
+static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
+               struct sandbox_warm *warm);
 
 int cmd_run(int argc, char **argv)
 {
@@ -204,6 +224,17 @@ int cmd_run(int argc, char **argv)
 	}
 	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 
+	struct sandbox_warm warm;
+	sandbox_warm_start(&warm);
+	int rc = run(o, policy_path, workspace, verbose, argv + optind, &warm);
+	sandbox_warm_end(&warm);
+	return rc;
+}
+
+/* Everything after the options: the policy, the sandbox, the proxy. */
+static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
+               struct sandbox_warm *warm)
+{
 	struct stat st;
 	if (!policy_path && stat("keyward.yaml", &st) == 0)
 		policy_path = "keyward.yaml";
@@ -250,11 +281,12 @@ int cmd_run(int argc, char **argv)
 		return 2;
 	}
 	absolute(audit, audit_abs, sizeof(audit_abs));
-	/* Opened (created) now, before the sandbox exists: it is then hidden
-	 * from the sandbox wherever it lies, and no later path lookup can be
-	 * redirected by a sandbox that renames a folder of the workspace. */
+	/* Opened (created) and locked now, before the sandbox exists: it is
+	 * then hidden from the sandbox wherever it lies, and no later path
+	 * lookup can be redirected by a sandbox that renames a folder of the
+	 * workspace. Its last line is read while the sandbox builds itself. */
 	struct audit_log *log = NULL;
-	if (audit_open(audit_abs, &log, err, sizeof(err)) < 0) {
+	if (audit_reserve(audit_abs, &log, err, sizeof(err)) < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
 		policy_free(policy);
 		return 1;
@@ -301,12 +333,13 @@ int cmd_run(int argc, char **argv)
 	struct sandbox_config cfg = {
 		.policy = policy,
 		.workspace = ws,
-		.argv = argv + optind,
+		.argv = cmd,
 		.hide = hide,
 		.n_hide = n_hide,
 		.self_args = args,
 		.self_args_len = args_len,
 		.verbose = verbose > 0,
+		.warm = warm,
 	};
 	struct sandbox sb;
 	/* Until the proxy watches them, signals must not kill us before the
@@ -327,10 +360,9 @@ int cmd_run(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 
-	/* The CA is made and sent while the sandbox is built and moved into its
-	 * cgroup (the thread starts after the clone: the child never holds its
-	 * key). */
-	struct ca_job job = { .sb = &sb, .r = -ENOMEM };
+	/* The CA is made and sent, and the audit log's last line read, while
+	 * the sandbox is built and moved into its cgroup. */
+	struct ca_job job = { .sb = &sb, .log = log, .r = -ENOMEM };
 	pthread_t th;
 	bool threaded = false;
 	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
@@ -340,17 +372,26 @@ int cmd_run(int argc, char **argv)
 		r = sandbox_limit(&cfg, &sb, err, sizeof(err));
 	if (threaded)
 		pthread_join(th, NULL);
+	bool audit_bad = false;
 	if (r == 0 && job.r < 0) {
-		snprintf(err, sizeof(err), "cannot create the CA of this run: %s", strerror(-job.r));
-		kill(sb.pid, SIGKILL);
-		while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		audit_bad = job.audit_bad;
+		snprintf(err, sizeof(err), "%s", job.err);
+		/* PID 1 ended before it took the CA: its own message says why (it
+		 * cannot have sent its door, which comes after the CA). */
+		char why[sizeof(err)] = "";
+		if (job.r == -EPIPE && sandbox_finish(&sb, why, sizeof(why)) < 0 && why[0])
+			snprintf(err, sizeof(err), "%s", why);
+		if (sb.pid > 0) {
+			kill(sb.pid, SIGKILL);
+			while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			sb.pid = -1;
+		}
 		r = job.r;
 	}
 	if (r == 0)
 		r = sandbox_finish(&sb, err, sizeof(err));
 	struct tls_ca *ca = job.ca;
-	free(job.pem);
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
 		sandbox_cleanup(&sb);
@@ -358,7 +399,7 @@ int cmd_run(int argc, char **argv)
 		audit_close(log);
 		policy_free(policy);
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		return EXIT_SETUP;
+		return audit_bad ? 1 : EXIT_SETUP; /* as when the log cannot be opened */
 	}
 
 	char door[64];

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -97,6 +98,34 @@ static int random_serial(X509 *cert)
 	return ok ? 0 : -ENOMEM;
 }
 
+/* X509_set_pubkey() encodes a key through OpenSSL's encoder framework,
+ * whose first use in a process costs about a millisecond, on the path of
+ * every `keyward run`. The SubjectPublicKeyInfo of a P-256 key is only
+ * the curve's name and the point, set here directly. The certificate then
+ * has no decoded key cached (X509_get0_pubkey() gives NULL): fine for a CA
+ * certificate, which keyward only signs with and hands out, not for a leaf
+ * that is served (the TLS stack reads its key). */
+static int set_ca_pubkey(X509 *cert, EVP_PKEY *key)
+{
+	unsigned char point[65], *copy = NULL; /* an uncompressed P-256 point */
+	char group[32];
+	size_t len = 0;
+	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) != 1 ||
+	    !streq(group, SN_X9_62_prime256v1) ||
+	    EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, sizeof(point), &len) != 1 ||
+	    len != sizeof(point) || point[0] != POINT_CONVERSION_UNCOMPRESSED)
+		return X509_set_pubkey(cert, key);
+	X509_PUBKEY *pub = X509_get_X509_PUBKEY(cert);
+	if (!pub || !(copy = OPENSSL_memdup(point, len)))
+		return 0;
+	if (!X509_PUBKEY_set0_param(pub, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+	                            OBJ_nid2obj(NID_X9_62_prime256v1), copy, (int)len)) {
+		OPENSSL_free(copy);
+		return 0;
+	}
+	return 1;
+}
+
 static X509 *make_ca_cert(EVP_PKEY *key)
 {
 	X509 *cert = X509_new();
@@ -111,7 +140,7 @@ static X509 *make_ca_cert(EVP_PKEY *key)
 	    !X509_gmtime_adj(X509_getm_notAfter(cert), (long)3650 * 24 * 3600) ||
 	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"keyward", -1, -1, 0) ||
 	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) ||
-	    !X509_set_issuer_name(cert, name) || !X509_set_pubkey(cert, key) ||
+	    !X509_set_issuer_name(cert, name) || !set_ca_pubkey(cert, key) ||
 	    add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") < 0 ||
 	    add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign") < 0 ||
 	    add_ext(cert, cert, NID_subject_key_identifier, "hash") < 0 || !X509_sign(cert, key, EVP_sha256())) {
@@ -138,14 +167,22 @@ int tls_ca_new_ephemeral(struct tls_ca **ret)
 	ca->key = EVP_EC_gen("P-256");
 	if (ca->key)
 		ca->cert = make_ca_cert(ca->key);
-	if (!ca->cert || ca_init(ca) < 0) {
+	if (!ca->cert) {
 		EVP_PKEY_free(ca->key);
-		X509_free(ca->cert);
 		free(ca);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&ca->lock, NULL);
 	*ret = ca;
 	return 0;
+}
+
+int tls_ca_new_leaf_key(struct tls_ca *ca)
+{
+	if (ca->leaf_key)
+		return 0;
+	ca->leaf_key = EVP_EC_gen("P-256");
+	return ca->leaf_key ? 0 : -ENOMEM;
 }
 
 static int write_new_file(const char *path, mode_t mode, int (*writer)(FILE *, void *), void *arg)

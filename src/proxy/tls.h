@@ -18,8 +18,12 @@ struct tls_ca;
 /* Loads dir/ca.pem and dir/ca-key.pem, creating both on first use. The key
  * file must not be readable by group or others. */
 int tls_ca_load_or_create(const char *dir, struct tls_ca **ret, char *errbuf, size_t errlen) WUR;
-/* A CA that lives only in memory (for one `keyward run`). */
+/* A CA that lives only in memory (for one `keyward run`). Its certificate
+ * can be handed out at once; tls_ca_new_leaf_key must succeed before it
+ * serves a handshake (the leaf key is made apart so that the certificate
+ * reaches the sandbox a key generation sooner). */
 int tls_ca_new_ephemeral(struct tls_ca **ret) WUR;
+int tls_ca_new_leaf_key(struct tls_ca *ca) WUR;
 void tls_ca_free(struct tls_ca *ca);
 /* The CA certificate as PEM; the caller frees the string. */
 char *tls_ca_cert_pem(const struct tls_ca *ca);

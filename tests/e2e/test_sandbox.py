@@ -245,3 +245,31 @@ def test_broken_upstream_ca_stops_before_cmd_runs(sandbox_factory, tmp_path):
     assert p.returncode == 2 and "cannot load CA certificates" in p.err, p.err
     assert not (sb.workspace / "ran").exists()
 
+
+def test_damaged_audit_log_stops_before_cmd_runs(sandbox_factory):
+    # The log's last line is read while the sandbox builds itself, after the
+    # clone: a damaged log must still stop the run before CMD starts.
+    sb = sandbox_factory()
+    p = sb.run(["true"])
+    assert p.returncode == 0, p.err
+    good = sb.audit.read_bytes()
+    sb.audit.write_bytes(good + b'{"seq":')
+    p = sb.run(["sh", "-c", "touch ran"], check_clean=False)  # the log is damaged on purpose
+    assert p.returncode == 1 and "the last line is incomplete" in p.err, p.err
+    assert not (sb.workspace / "ran").exists()
+    assert sb.audit.read_bytes() == good + b'{"seq":'  # not extended
+    sb.audit.write_bytes(good)
+    p = sb.run(["sh", "-c", "touch ran"])
+    assert p.returncode == 0 and (sb.workspace / "ran").exists(), p.err
+
+
+def test_child_setup_failure_is_reported_as_itself(sandbox_factory, tmp_path):
+    # PID 1 ends while keyward is still making the CA: the message must be
+    # PID 1's reason, not a failure to hand over the CA, every time.
+    missing = tmp_path / "not-there"
+    sb = sandbox_factory(f"version: 1\nsandbox:\n  read_only: [{missing}]\n")
+    for _ in range(5):
+        p = sb.run(["sh", "-c", "touch ran"])
+        assert p.returncode == 125, p.err
+        assert f"sandbox path {missing}: No such file or directory" in p.err, p.err
+        assert not (sb.workspace / "ran").exists()
