@@ -73,6 +73,43 @@ class Request:
         return vals[0] if vals else None
 
 
+class RecordingReader:
+    """A reader over a socket (read, readline) that keeps a copy of every
+    byte the socket gave, read by the server or not: the exact bytes that
+    arrived, so a test can parse them strictly itself."""
+
+    def __init__(self, sock, sink):
+        self.s = sock
+        self.buf = b""
+        self.sink = sink  # bytearray shared with the test
+
+    def _more(self):
+        data = self.s.recv(65536)
+        if data:
+            self.sink += data
+            self.buf += data
+        return bool(data)
+
+    def readline(self, limit=-1):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0 and (limit < 0 or i < limit):
+                out, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return out
+            if limit >= 0 and len(self.buf) >= limit:
+                out, self.buf = self.buf[:limit], self.buf[limit:]
+                return out
+            if not self._more():
+                out, self.buf = self.buf, b""
+                return out
+
+    def read(self, n):
+        while len(self.buf) < n and self._more():
+            pass
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
 class Upstream:
     """A small HTTP/1.1 server written against raw sockets, so tests see the
     exact request keyward forwarded. Paths:
@@ -92,6 +129,7 @@ class Upstream:
     def __init__(self, tls=None, host="api.test"):
         self.host = host
         self.requests = []
+        self.raw = []  # one bytearray per connection: every byte received
         self.connections = 0
         self.dropped = 0
         self.lock = threading.Lock()
@@ -133,7 +171,10 @@ class Upstream:
             c.settimeout(10)
             if self.ctx:
                 c = self.ctx.wrap_socket(c, server_side=True)
-            f = c.makefile("rb")
+            sink = bytearray()
+            with self.lock:
+                self.raw.append(sink)
+            f = RecordingReader(c, sink)
             drop_next = False
             while True:
                 req = self._read_request(f)
@@ -252,10 +293,14 @@ class Upstream:
             return False
         if path == "/ws":
             c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            if f.buf:
+                c.sendall(f.buf)  # bytes that came with the upgrade request
+                f.buf = b""
             while True:
                 data = c.recv(65536)
                 if not data:
                     return False
+                f.sink += data
                 c.sendall(data)
         desc = {
             "method": req.method,
