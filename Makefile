@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build test test-unit test-e2e demo clean format-check bench bench-sandbox
+.PHONY: all deps build test test-unit test-e2e test-valgrind demo clean format-check bench bench-sandbox
 
 all: build
 
@@ -40,6 +40,24 @@ test-e2e: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	KEYWARD_BIN=$(CURDIR)/$(ASAN_BUILD)/keyward $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
+# The unit tests and the end-to-end tests of the proxy and the CLI against a
+# build without sanitizers, under valgrind memcheck: any memory error or
+# definite/indirect leak fails the run. Slow; not part of `make test`.
+# `keyward run` (namespaces, seccomp, Landlock) is left out: see
+# docs/testing.md for what runs and why.
+VALGRIND_BUILD ?= build-vg
+VALGRIND ?= valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	--show-leak-kinds=definite,indirect
+VALGRIND_E2E ?= tests/e2e
+$(VALGRIND_BUILD)/build.ninja:
+	meson setup $(VALGRIND_BUILD) --buildtype=debug
+
+test-valgrind: deps $(VALGRIND_BUILD)/build.ninja
+	ninja -C $(VALGRIND_BUILD)
+	meson test -C $(VALGRIND_BUILD) --no-suite fuzz --wrapper "$(VALGRIND)" --timeout-multiplier 20 --print-errorlogs
+	KEYWARD_BIN=$(CURDIR)/$(VALGRIND_BUILD)/keyward KEYWARD_WRAPPER="$(VALGRIND)" \
+		$(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_E2E)
+
 demo: build
 	$(PYTHON) examples/demo.py --keyward $(CURDIR)/$(BUILD)/keyward
 
@@ -47,7 +65,7 @@ format-check:
 	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c fuzz/*.c fuzz/*.h
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(VALGRIND_BUILD)
 
 # Throughput, latency and memory of an optimised build (build-bench) next to
 # nginx on loopback; writes bench/results/DATE-HOST.md (see bench/README.md).

@@ -12,6 +12,8 @@ packages=(
 	# unit and end-to-end tests
 	libcmocka-dev python3 python3-pytest python3-requests python3-httpx
 	curl git openssl ca-certificates
+	# make test-valgrind
+	valgrind
 	# style check (make format-check)
 	clang-format
 )
