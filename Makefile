@@ -54,7 +54,8 @@ $(VALGRIND_BUILD)/build.ninja:
 
 test-valgrind: deps $(VALGRIND_BUILD)/build.ninja
 	ninja -C $(VALGRIND_BUILD)
-	meson test -C $(VALGRIND_BUILD) --no-suite fuzz --wrapper "$(VALGRIND)" --timeout-multiplier 20 --print-errorlogs
+	KEYWARD_VALGRIND=1 meson test -C $(VALGRIND_BUILD) --no-suite fuzz --wrapper "$(VALGRIND)" \
+		--timeout-multiplier 20 --print-errorlogs
 	KEYWARD_BIN=$(CURDIR)/$(VALGRIND_BUILD)/keyward KEYWARD_WRAPPER="$(VALGRIND)" \
 		$(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_E2E)
 
