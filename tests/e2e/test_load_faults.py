@@ -395,6 +395,8 @@ def test_upstream_and_client_faults_leak_nothing(proxy_factory, faults, certs):
 # ---- accept out of descriptors ----
 
 def test_accept_out_of_descriptors_pauses_then_recovers(proxy_factory, faults, certs):
+    if WRAPPED:
+        pytest.skip("valgrind keeps descriptors of its own above the program's limit (docs/testing.md)")
     p = proxy_factory(fault_policy(faults, certs), resolve=RESOLVE)
     pid = p.proc.pid
     port = faults["plain"].port

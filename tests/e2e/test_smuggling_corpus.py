@@ -33,8 +33,8 @@ class Env:
     def __init__(self, mode, certs, tmp):
         self.mode = mode
         tls = certs if mode == "tunnel" else None
-        self.up = Upstream(tls=tls)
-        self.other = Upstream(tls=tls, host="o.api.test")
+        self.up = Upstream(tls=tls, record=True)
+        self.other = Upstream(tls=tls, host="o.api.test", record=True)
         extra = route(self.up, "/public/**") + route(self.other, "/public/**")
         self.p = Proxy(tmp, policy_for(self.up, paths='["/api/**", "/ws"]', extra_routes=extra),
                        resolve=("api.test:127.0.0.1", "o.api.test:127.0.0.1"))
