@@ -209,8 +209,10 @@ def exchange(env, data, eof, opaque):
             out += chunk
             if opaque and out.endswith(opaque):
                 break
-    except (socket.timeout, ssl.SSLError, ConnectionResetError, OSError):
-        closed = not opaque
+    except socket.timeout:
+        closed = False  # went quiet with the connection open
+    except (ssl.SSLError, ConnectionResetError):
+        closed = True  # a reset (or a TLS close without close_notify) ends it too
     s.close()
     return out, closed
 
