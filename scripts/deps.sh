@@ -13,6 +13,8 @@ packages=(
 	libcmocka-dev python3 python3-pytest python3-requests python3-httpx
 	python3-botocore nodejs
 	curl git openssl ca-certificates
+	# make test-valgrind
+	valgrind
 	# style check (make format-check)
 	clang-format
 )

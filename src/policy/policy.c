@@ -648,9 +648,20 @@ static int expect_map(struct ctx *c, const struct ynode *n, const char *key)
 
 /* ---- limits ---- */
 
-enum { L_HEADER_BYTES, L_HEADERS, L_HEADER_TIMEOUT, L_IDLE_TIMEOUT, L_MAX_BODY, L_DRAIN_TIMEOUT, L_MAX_DECODED, L_N };
-static const char *const limit_keys[] = { "max_header_bytes", "max_headers",   "header_timeout",   "idle_timeout",
-	                                  "max_body",         "drain_timeout", "max_decoded_body", NULL };
+enum {
+	L_HEADER_BYTES,
+	L_HEADERS,
+	L_HEADER_TIMEOUT,
+	L_IDLE_TIMEOUT,
+	L_UPSTREAM_TIMEOUT,
+	L_MAX_BODY,
+	L_DRAIN_TIMEOUT,
+	L_MAX_DECODED,
+	L_N
+};
+static const char *const limit_keys[] = { "max_header_bytes", "max_headers",      "header_timeout",
+	                                  "idle_timeout",     "upstream_timeout", "max_body",
+	                                  "drain_timeout",    "max_decoded_body", NULL };
 
 static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limits *l)
 {
@@ -683,6 +694,11 @@ static int parse_limits(struct ctx *c, const struct ynode *n, struct policy_limi
 	}
 	if (f[L_IDLE_TIMEOUT]) {
 		r = get_duration(c, f[L_IDLE_TIMEOUT], "idle_timeout", &l->idle_timeout_ms);
+		if (r < 0)
+			return r;
+	}
+	if (f[L_UPSTREAM_TIMEOUT]) {
+		r = get_duration(c, f[L_UPSTREAM_TIMEOUT], "upstream_timeout", &l->upstream_timeout_ms);
 		if (r < 0)
 			return r;
 	}
@@ -2205,6 +2221,7 @@ int policy_load_string(const char *name, const char *yaml, size_t len, struct po
 		.max_headers = 100,
 		.header_timeout_ms = 10 * 1000,
 		.idle_timeout_ms = 60 * 1000,
+		.upstream_timeout_ms = 300 * 1000,
 		.drain_timeout_ms = 30 * 1000,
 		.max_body = 0,
 		.max_decoded_body = 1024 * 1024 * 1024,

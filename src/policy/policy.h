@@ -164,14 +164,15 @@ struct policy_route {
 };
 
 struct policy_limits {
-	size_t max_header_bytes;    /* request/response head, default 64 KiB */
-	unsigned max_headers;       /* default 100 */
-	unsigned header_timeout_ms; /* whole head must arrive, default 10 s */
-	unsigned idle_timeout_ms;   /* keep-alive idle, default 60 s */
-	uint64_t max_body;          /* default request body ceiling, 0 = none */
-	unsigned drain_timeout_ms;  /* keyward proxy's stop: time for requests in flight, default 30 s */
-	uint64_t max_decoded_body;  /* decoded size of a compressed response on a
-	                               credentialed route, default 1 GiB */
+	size_t max_header_bytes;      /* request/response head, default 64 KiB */
+	unsigned max_headers;         /* default 100 */
+	unsigned header_timeout_ms;   /* whole head must arrive, default 10 s */
+	unsigned idle_timeout_ms;     /* keep-alive idle, default 60 s */
+	unsigned upstream_timeout_ms; /* upstream silent while a request uses it, default 300 s */
+	uint64_t max_body;            /* default request body ceiling, 0 = none */
+	unsigned drain_timeout_ms;    /* keyward proxy's stop: time for requests in flight, default 30 s */
+	uint64_t max_decoded_body;    /* decoded size of a compressed response on a
+	                                 credentialed route, default 1 GiB */
 };
 
 /* sandbox: (used by `keyward run`; `keyward proxy` ignores it) */

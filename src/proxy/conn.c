@@ -194,9 +194,14 @@ static void conn_free(struct conn *c)
 		worker_done(w);
 }
 
+static struct timeval ms_timeval(unsigned ms)
+{
+	return (struct timeval){ ms / 1000, (ms % 1000) * 1000 };
+}
+
 static void arm_timer(struct conn *c, unsigned ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval tv = ms_timeval(ms);
 	evtimer_add(c->timer, &tv);
 }
 
@@ -1527,7 +1532,7 @@ static void send_request(struct conn *c)
 	bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
 	bufferevent_setwatermark(u->bev, EV_WRITE, WATER_LOW, 0);
 	bufferevent_setwatermark(u->bev, EV_READ, 0, WATER_HIGH);
-	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
+	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
 	bufferevent_set_timeouts(u->bev, &tv, &tv);
 	/* Enabling what is enabled already would add the write event again
 	 * (epoll_ctl) with nothing to write. */
@@ -2051,7 +2056,7 @@ static void start_relay(struct conn *c)
 	c->state = C_RELAY;
 	c->keep_alive = false;
 	evtimer_del(c->timer);
-	struct timeval tv = { UPSTREAM_IDLE_SECONDS, 0 };
+	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
 	bufferevent_set_timeouts(u->bev, &tv, NULL);
 	/* Anything already read past the 101 head belongs to the new protocol. */
 	struct evbuffer *in = bufferevent_get_input(u->bev);

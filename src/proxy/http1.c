@@ -209,6 +209,25 @@ static bool is_token(const char *p, size_t n)
 	return true;
 }
 
+/* Whether every Transfer-Encoding field holds exactly "chunked" (case
+ * aside, OWS trimmed). */
+static bool transfer_encoding_is_chunked(const struct http_head *hd)
+{
+	for (unsigned k = 0; k < hd->n_headers; k++) {
+		const struct http_header *x = &hd->headers[k];
+		if (!memcaseeq(x->name, x->name_len, "transfer-encoding"))
+			continue;
+		size_t s = 0, e = x->value_len;
+		while (s < e && (x->value[s] == ' ' || x->value[s] == '\t'))
+			s++;
+		while (e > s && (x->value[e - 1] == ' ' || x->value[e - 1] == '\t'))
+			e--;
+		if (!memcaseeq(x->value + s, e - s, "chunked"))
+			return false;
+	}
+	return true;
+}
+
 int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head *out, const char **why)
 {
 	struct http_header *headers = out->headers;
@@ -261,6 +280,15 @@ int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head 
 	}
 	if (out->minor == 0 && out->chunked) {
 		*why = "Transfer-Encoding in an HTTP/1.0 message";
+		return -EBADMSG;
+	}
+	/* llhttp takes "gzip, chunked" (chunked last) as chunked framing, and
+	 * so would we; but keyward re-frames a request body with its own
+	 * "Transfer-Encoding: chunked", which would silently drop the other
+	 * codings: the upstream would read the bytes as unencoded. Accept the
+	 * one coding we implement (RFC 9112 6.1 lets a server refuse others). */
+	if (h->parser.type == HTTP_REQUEST && out->chunked && !transfer_encoding_is_chunked(out)) {
+		*why = "Transfer-Encoding other than chunked alone";
 		return -EBADMSG;
 	}
 	int i = http_head_find(out, "expect");

@@ -29,7 +29,6 @@
 #define POOL_MAX_PER_WORKER      256
 #define POOL_IDLE_SECONDS        30
 #define UPSTREAM_CONNECT_SECONDS 10
-#define UPSTREAM_IDLE_SECONDS    300
 #define MAX_ADDRS                8
 
 /* A parsed policy shared by the generations built from it: a rotation
@@ -95,6 +94,7 @@ struct worker {
 	pthread_t thread;
 	struct evconnlistener **listeners;
 	size_t n_listeners;
+	struct event *accept_pause; /* re-enables the listeners after EMFILE */
 	TAILQ_HEAD(, conn) conns;
 	unsigned n_conns;
 	TAILQ_HEAD(, upstream) idle;

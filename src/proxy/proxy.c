@@ -12,6 +12,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -343,11 +344,40 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	conn_accept(a->w, a->li, fd, sa, salen);
 }
 
+/* How long the listeners rest when accept runs out of descriptors. */
+#define ACCEPT_PAUSE_MS 100
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	/* After a drain started the listeners are gone (n_listeners 0). */
+	for (size_t i = 0; i < w->n_listeners; i++)
+		evconnlistener_enable(w->listeners[i]);
+}
+
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
+	struct accept_ctx *a = arg;
+	struct worker *w = a->w;
 	int e = EVUTIL_SOCKET_ERROR();
-	/* EMFILE and friends: log and go on; the listener stays. */
-	log_warn("accept failed: %s", strerror(e));
+
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+		log_warn("accept failed: %s", strerror(e));
+		return;
+	}
+	/* The pending connection stays in the backlog and the listening
+	 * socket stays readable: accepting again at once would spin the loop
+	 * (and the log) until a descriptor is freed. Rest the listeners; the
+	 * connections wait in the kernel's backlog meanwhile. */
+	if (evtimer_pending(w->accept_pause, NULL))
+		return;
+	log_warn("worker %d: accept failed: %s; not accepting for %d ms (%u connections open; raise the open files "
+	         "limit, ulimit -n)",
+	         w->id, strerror(e), ACCEPT_PAUSE_MS, w->n_conns);
+	for (size_t i = 0; i < w->n_listeners; i++)
+		evconnlistener_disable(w->listeners[i]);
+	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+	evtimer_add(w->accept_pause, &tv);
 }
 
 /* ---- workers ---- */
@@ -397,8 +427,9 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 		if (w->dns)
 			(void)evdns_base_load_hosts(w->dns, NULL);
 	}
+	w->accept_pause = evtimer_new(w->base, accept_resume_cb, w);
 	w->listeners = calloc(px->n_listeners, sizeof(*w->listeners));
-	if (!w->listeners)
+	if (!w->accept_pause || !w->listeners)
 		return -ENOMEM;
 	for (size_t i = 0; i < px->n_listeners; i++) {
 		const struct listener_info *li = &px->listeners[i];
@@ -425,6 +456,8 @@ static void free_worker(struct worker *w)
 	for (size_t i = 0; i < w->n_listeners; i++)
 		evconnlistener_free(w->listeners[i]);
 	free(w->listeners);
+	if (w->accept_pause)
+		event_free(w->accept_pause);
 	upstream_pool_clear(w);
 	gen_unref(w->gen);
 	if (w->dns)
@@ -807,6 +840,22 @@ static int default_audit_path(char *out, size_t outlen, char *errbuf, size_t err
 	return 0;
 }
 
+/* Each client connection costs a descriptor, and each forwarded request
+ * one more upstream: the usual soft limit of 1024 would cap keyward at a
+ * few hundred sandboxed clients. Raise the soft limit to the hard one
+ * (which only root can raise). */
+static void raise_open_files_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_debug("open files limit raised from %llu to %llu", (unsigned long long)was,
+		          (unsigned long long)rl.rlim_max);
+}
+
 int proxy_main(const struct proxy_options *opt)
 {
 	struct proxy px = { .opt = *opt };
@@ -816,6 +865,7 @@ int proxy_main(const struct proxy_options *opt)
 
 	secret_harden_process();
 	signal(SIGPIPE, SIG_IGN);
+	raise_open_files_limit();
 	if (evthread_use_pthreads() < 0) {
 		log_error("cannot enable libevent threading");
 		return -ENOMEM;

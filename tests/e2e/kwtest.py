@@ -73,6 +73,47 @@ class Request:
         return vals[0] if vals else None
 
 
+class RecordingReader:
+    """A reader over a socket (read, readline). With a sink (a bytearray),
+    it keeps a copy of every byte the socket gave, read by the server or
+    not: the exact bytes that arrived, for a test to parse strictly."""
+
+    def __init__(self, sock, sink=None):
+        self.s = sock
+        self.buf = bytearray()
+        self.sink = sink
+
+    def _more(self):
+        data = self.s.recv(65536)
+        if data:
+            if self.sink is not None:
+                self.sink += data
+            self.buf += data
+        return bool(data)
+
+    def _take(self, n):
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def readline(self, limit=-1):
+        scanned = 0
+        while True:
+            i = self.buf.find(b"\n", scanned)
+            if i >= 0 and (limit < 0 or i < limit):
+                return self._take(i + 1)
+            if limit >= 0 and len(self.buf) >= limit:
+                return self._take(limit)
+            scanned = len(self.buf)
+            if not self._more():
+                return self._take(len(self.buf))
+
+    def read(self, n):
+        while len(self.buf) < n and self._more():
+            pass
+        return self._take(n)
+
+
 class Upstream:
     """A small HTTP/1.1 server written against raw sockets, so tests see the
     exact request keyward forwarded. Paths:
@@ -89,9 +130,12 @@ class Upstream:
       anything else  200 with a JSON description of the request
     """
 
-    def __init__(self, tls=None, host="api.test"):
+    def __init__(self, tls=None, host="api.test", record=False):
         self.host = host
         self.requests = []
+        # record=True: one bytearray per connection with every byte received
+        self.record = record
+        self.raw = []
         self.connections = 0
         self.dropped = 0
         self.lock = threading.Lock()
@@ -133,7 +177,12 @@ class Upstream:
             c.settimeout(10)
             if self.ctx:
                 c = self.ctx.wrap_socket(c, server_side=True)
-            f = c.makefile("rb")
+            sink = None
+            if self.record:
+                sink = bytearray()
+                with self.lock:
+                    self.raw.append(sink)
+            f = RecordingReader(c, sink)
             drop_next = False
             while True:
                 req = self._read_request(f)
@@ -252,10 +301,14 @@ class Upstream:
             return False
         if path == "/ws":
             c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            if f.buf:
+                c.sendall(f._take(len(f.buf)))  # bytes that came with the upgrade request
             while True:
                 data = c.recv(65536)
                 if not data:
                     return False
+                if f.sink is not None:
+                    f.sink += data
                 c.sendall(data)
         desc = {
             "method": req.method,

@@ -111,6 +111,10 @@ static const struct parse_case parse_cases[] = {
 	{ "G@T / HTTP/1.1\r\n\r\n", false, false, -1 },
 	{ "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", false, false, -1 },
 	{ "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n", false, false, -1 },
+	/* codings before chunked: keyward re-frames and would drop them */
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n", false, false, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,chunked\r\n\r\n", false, false, -1 },
 	{ "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", false, false, -1 },
 	{ "GET / HTTP/2.0\r\n\r\n", false, false, -1 },
 	{ "GET / HTTP/1.1\r\nX\x01Y: a\r\n\r\n", false, false, -1 },
@@ -118,6 +122,7 @@ static const struct parse_case parse_cases[] = {
 	{ "GET /a?b HTTP/1.1\r\nHost: a\r\n\r\n", true, false, -1 },
 	{ "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n", true, false, 12 },
 	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true, true, -1 },
+	{ "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", true, true, -1 },
 	{ "CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n", true, false, -1 },
 };
 

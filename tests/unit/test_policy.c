@@ -102,6 +102,9 @@ static const struct bad_case bad[] = {
 	  "2m" },
 	{ V "limits: {idle_timeout: 0s}\n", 0,
 	  "policy.yaml:2:24: idle_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or 2m" },
+	{ V "limits: {upstream_timeout: 0s}\n", 0,
+	  "policy.yaml:2:28: upstream_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or "
+	  "2m" },
 	{ V "limits: {idle_timeout: 25h}\n", 0,
 	  "policy.yaml:2:24: idle_timeout: expected a duration from 1ms to 24h with a unit, such as 500ms, 10s or 2m" },
 	{ V "limits: {max_body: 10XB}\n", 0,
@@ -618,6 +621,7 @@ static void test_example_file(void **state)
 	assert_int_equal(p->limits.max_headers, 100);
 	assert_int_equal(p->limits.header_timeout_ms, 10000);
 	assert_int_equal(p->limits.idle_timeout_ms, 60000);
+	assert_int_equal(p->limits.upstream_timeout_ms, 300000);
 	assert_int_equal(p->limits.max_body, 0);
 
 	/* and it matches as DESIGN.md says */
@@ -674,12 +678,14 @@ static struct policy *load_ok(const char *yaml)
 static void test_limits(void **state)
 {
 	(void)state;
-	struct policy *p = load_ok(V "limits:\n  max_header_bytes: 16KiB\n  max_headers: 1000\n"
-	                             "  header_timeout: 500ms\n  idle_timeout: 2m\n  max_body: 10MB\n");
+	struct policy *p =
+	    load_ok(V "limits:\n  max_header_bytes: 16KiB\n  max_headers: 1000\n"
+	              "  header_timeout: 500ms\n  idle_timeout: 2m\n  upstream_timeout: 3s\n  max_body: 10MB\n");
 	assert_int_equal(p->limits.max_header_bytes, 16384);
 	assert_int_equal(p->limits.max_headers, 1000);
 	assert_int_equal(p->limits.header_timeout_ms, 500);
 	assert_int_equal(p->limits.idle_timeout_ms, 120000);
+	assert_int_equal(p->limits.upstream_timeout_ms, 3000);
 	assert_int_equal(p->limits.max_body, 10000000);
 	policy_free(p);
 

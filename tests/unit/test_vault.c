@@ -255,7 +255,7 @@ static void test_wrong_key(void **state)
 	set_ok("a", "value-a");
 	set_ok("b", "value-b");
 
-	uint8_t key[64];
+	uint8_t key[64] = { 0 }; /* bytes 32.. are written below: defined */
 	assert_int_equal(read_file(h->key, key, sizeof(key)), 32);
 	key[5] ^= 1;
 	write_file(h->key, key, 32, 0600);
