@@ -331,8 +331,14 @@ def one_round(p, ups):
     # An upstream that resets in the middle of the body: the client gets a
     # short body and a closed connection, never a complete-looking one.
     resp = raw_exchange(p.port, f"GET http://api.test:{port}/reset HTTP/1.1\r\nHost: api.test:{port}\r\n\r\n".encode())
-    assert resp.startswith(b"HTTP/1.1 200") and b"Content-Length: 100000" in resp
-    assert len(resp.partition(b"\r\n\r\n")[2]) < 100000
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 200")
+    if b"Content-Length: 100000" in head:
+        assert len(body) < 100000
+    else:
+        # a credentialed route's response is re-framed (redaction):
+        # then the last chunk never comes
+        assert b"Transfer-Encoding: chunked" in head and not body.endswith(b"0\r\n\r\n"), head
     # One that never answers: 504 after upstream_timeout.
     r = get_ok(p, port, "/stall")
     assert r.status_code == 504 and r.json()["check"] == "upstream", r.text

@@ -241,9 +241,12 @@ ROWS = {
     # ---- HTTP versions ----
     "http10": dict(raw=b"GET {T} HTTP/1.0\r\n\r\n", statuses=[200], forwarded=[("GET", "/api/x", b"")]),
     "http10-with-body": dict(raw=b"POST {T} HTTP/1.0\r\nHost: {H}\r\nContent-Length: 5\r\n\r\nhello", **HELLO),
+    # A credentialed route's response to HTTP/1.0 is re-framed by closing
+    # the connection (redaction changes its length): the pipelined second
+    # request is never read, let alone forwarded.
     "http10-keep-alive-pipeline": dict(
         raw=b"GET {T} HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET {T:/admin} HTTP/1.0\r\n\r\n",
-        statuses=[200, 403], check="path", forwarded=[("GET", "/api/x", b"")]),
+        statuses=[200], forwarded=[("GET", "/api/x", b"")]),
     "http09": dict(raw=b"GET {T}\r\n\r\n", **MALFORMED),
     "http09-no-blank": dict(raw=b"GET {T}\r\n", statuses=[None], forwarded=[], eof=True),
     "http2-preface": dict(raw=b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", **MALFORMED),
