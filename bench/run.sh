@@ -262,6 +262,13 @@ write_configs() {
 	    scgi_temp_path $WORK/upstream/tmp/scgi;
 	    keepalive_requests 100000000;
 	    keepalive_timeout 300s;
+	    # /api/check says whether the real credential arrived, without
+	    # echoing it: keyward replaces a secret echoed back to the client
+	    # with its placeholder (redaction), so an echo would prove nothing.
+	    map \$http_authorization \$kw_auth {
+	        "Bearer $SECRET" "real-credential";
+	        default "other:\$http_authorization";
+	    }
 	    server {
 	        listen 127.0.0.1:$UP_PORT;
 	        listen 127.0.0.1:$UPS_PORT ssl;
@@ -269,7 +276,7 @@ write_configs() {
 	        ssl_certificate $WORK/certs/server.pem;
 	        ssl_certificate_key $WORK/certs/server.key;
 	        default_type text/plain;
-	        location = /api/check { return 200 "auth=\$http_authorization\n"; }
+	        location = /api/check { return 200 "auth=\$kw_auth\n"; }
 	        location / { return 200 "ok, a small fixed body from the upstream\n"; }
 	    }
 	}
@@ -451,25 +458,25 @@ write_configs() {
 check_injection() {
 	local got
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$KW_PORT" "http://api.test:$UP_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "keyward did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "keyward did not inject the credential (got: $got)"
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$NGX_PORT" "http://api.test:$UP_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "nginx did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "nginx did not inject the credential (got: $got)"
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$KW_PORT" --cacert "$WORK/kw/ca.pem" \
 		"https://api.test:$UPS_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "keyward (https) did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "keyward (https) did not inject the credential (got: $got)"
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$CDY_PORT" "http://api.test:$UP_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "caddy did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "caddy did not inject the credential (got: $got)"
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$MITM_PORT" "http://api.test:$UP_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "mitmproxy did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "mitmproxy did not inject the credential (got: $got)"
 	local port
 	for port in "$NGXS_PORT" "$CDYS_PORT"; do
 		got=$(curl -sS --max-time 5 --resolve "api.test:$port:127.0.0.1" --cacert "$WORK/certs/ca.pem" \
 			"https://api.test:$port/api/check")
-		[ "$got" = "auth=Bearer $SECRET" ] || die "the TLS front on :$port did not inject the credential (got: $got)"
+		[ "$got" = "auth=real-credential" ] || die "the TLS front on :$port did not inject the credential (got: $got)"
 	done
 	got=$(curl -sS --max-time 5 --noproxy '' -x "http://127.0.0.1:$MITM_PORT" --cacert "$MITM_CA" \
 		"https://api.test:$UPS_PORT/api/check")
-	[ "$got" = "auth=Bearer $SECRET" ] || die "mitmproxy (https) did not inject the credential (got: $got)"
+	[ "$got" = "auth=real-credential" ] || die "mitmproxy (https) did not inject the credential (got: $got)"
 }
 
 # ------------------------------------------------------------- measuring ---

@@ -12,7 +12,7 @@
  * thread offers the TLS session of its previous connection (resumption).
  * Latency is from the request's first byte written to the last byte of the
  * response read (with -n: from connect() to the response). A response must
- * be 200 with a Content-Length body. Prints one JSON object.
+ * be 200 with a Content-Length or chunked body. Prints one JSON object.
  *
  * Blocking sockets and one thread per connection: the same client code
  * and the same per-request work for every target, so the client's own
@@ -186,12 +186,36 @@ static int exchange(SSL *ssl, const char *req, int reqlen)
 	if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0)
 		return -1;
 	long clen = -1;
-	for (char *l = strstr(buf, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n"))
+	int chunked = 0;
+	for (char *l = strstr(buf, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n")) {
 		if (strncasecmp(l + 2, "content-length:", 15) == 0)
 			clen = strtol(l + 17, NULL, 10);
+		if (strncasecmp(l + 2, "transfer-encoding: chunked\r\n", 28) == 0)
+			chunked = 1;
+	}
+	size_t have = len - (size_t)(end + 4 - buf);
+	if (chunked) {
+		/* keyward re-frames credentialed responses as chunks (redaction):
+		 * read until the last chunk, which ends "0\r\n\r\n" (no trailers) */
+		char tail[8] = "";
+		size_t keep = have < 5 ? have : 5;
+		memcpy(tail, end + 4 + have - keep, keep);
+		while (keep < 5 || memcmp(tail + keep - 5, "0\r\n\r\n", 5) != 0) {
+			int r = SSL_read(ssl, buf, sizeof(buf));
+			if (r <= 0)
+				return -1;
+			size_t n = (size_t)r, k = n < 5 ? n : 5;
+			if (keep + k > 5) {
+				memmove(tail, tail + keep + k - 5, 5 - k);
+				keep = 5 - k;
+			}
+			memcpy(tail + keep, buf + n - k, k);
+			keep += k;
+		}
+		return 0;
+	}
 	if (clen < 0)
 		return -1;
-	size_t have = len - (size_t)(end + 4 - buf);
 	while (have < (size_t)clen) {
 		int r = SSL_read(ssl, buf, sizeof(buf));
 		if (r <= 0)
