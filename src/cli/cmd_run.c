@@ -115,6 +115,7 @@ struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
 	struct tls_ca *ca;
+	SSL_CTX *server_ctx; /* the proxy's, made here too: NULL leaves it to the proxy */
 	int r;
 	bool audit_bad; /* r is audit_load's: a damaged or unreadable log */
 	char err[1024];
@@ -131,6 +132,8 @@ static void *make_ca(void *arg)
 		j->r = sandbox_send_ca(j->sb, pem);
 	if (j->r == 0)
 		j->r = tls_ca_new_leaf_key(j->ca);
+	if (j->r == 0)
+		j->server_ctx = tls_server_ctx_new();
 	if (j->r < 0) {
 		snprintf(j->err, sizeof(j->err), "cannot create the CA of this run: %s", strerror(-j->r));
 		return NULL;
@@ -394,6 +397,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	struct tls_ca *ca = job.ca;
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
+		SSL_CTX_free(job.server_ctx);
 		sandbox_cleanup(&sb);
 		tls_ca_free(ca);
 		audit_close(log);
@@ -410,6 +414,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.door_fd = sb.listen_fd;
 	o.door_name = door;
 	o.ca = ca;
+	o.server_ctx = job.server_ctx;
 	o.child = sb.pid;
 	o.child_status = &status;
 	o.workers = 1;

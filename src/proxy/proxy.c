@@ -858,7 +858,7 @@ static void raise_open_files_limit(void)
 
 int proxy_main(const struct proxy_options *opt)
 {
-	struct proxy px = { .opt = *opt };
+	struct proxy px = { .opt = *opt, .server_ctx = opt->server_ctx };
 	char err[1024] = "", audit_path[PATH_MAX], dir[PATH_MAX];
 	int *tcp = NULL;
 	int r;
@@ -880,6 +880,7 @@ int proxy_main(const struct proxy_options *opt)
 		log_error("%s", err);
 		if (opt->audit)
 			audit_close(opt->audit);
+		SSL_CTX_free(px.server_ctx);
 		return r;
 	}
 	const struct policy *pol = px.gen->policy;
@@ -915,7 +916,8 @@ int proxy_main(const struct proxy_options *opt)
 			goto out;
 		}
 	}
-	px.server_ctx = tls_server_ctx_new();
+	if (!px.server_ctx)
+		px.server_ctx = tls_server_ctx_new();
 	if (!px.server_ctx || rate_table_new(&px.rates) < 0) {
 		r = -ENOMEM;
 		goto out;

@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <openssl/types.h>
+
 #include "common/util.h"
 
 struct audit_log;
@@ -34,6 +36,7 @@ struct proxy_options {
 	int door_fd;
 	const char *door_name;        /* for audit records */
 	struct tls_ca *ca;            /* borrowed: mint with this CA instead of the state directory's */
+	SSL_CTX *server_ctx;          /* made already (tls_server_ctx_new): taken over */
 	pid_t child;                  /* > 0: serve until this child exits; signals are passed on to it
 	                           (SIGHUP included: it does not reload) */
 	int *child_status;            /* out: the child's wait status */

@@ -785,24 +785,49 @@ static void forward_signal(int sig)
 
 static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGCONT, SIGWINCH };
 
-__attribute__((noreturn)) static void exec_cmd(const struct sandbox_config *cfg, char **cmd, char **envp)
+/* The start of CMD, in a vfork child: it shares PID 1's memory until the
+ * exec, so it makes system calls only and leaves its errno where PID 1
+ * reads it. */
+static volatile int exec_errno;
+
+__attribute__((noreturn)) static void exec_cmd(char **cmd, char **envp)
 {
 	sigset_t none;
 	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
 	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
 		signal(forwarded[i], SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
-	if (close_range(3, ~0U, 0) < 0)
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (close_range(3, ~0U, 0) < 0) {
+		exec_errno = errno;
 		_exit(126);
+	}
+	execvpe(cmd[0], cmd, envp);
+	exec_errno = errno;
+	_exit(errno == ENOENT ? 127 : 126);
+}
+
+/* CMD starts with an empty signal mask, default dispositions, no
+ * descriptor beyond 0-2, in the workspace (in $HOME if the workspace has
+ * gone), with the sandbox's environment. vfork, not fork: a fork copies
+ * PID 1's page tables, which are keyward's, and that copy was a good part
+ * of the cost of a short `keyward run`. */
+static pid_t spawn_cmd(const struct sandbox_config *cfg, char **cmd, char **envp)
+{
 	if (chdir(cfg->workspace) < 0 && chdir(SANDBOX_HOME) < 0)
-		_exit(126);
+		die_errno("cannot enter the workspace %s", cfg->workspace);
+	/* execvpe looks CMD up in the caller's PATH: the sandbox's */
 	extern char **environ;
 	environ = envp;
-	execvp(cmd[0], cmd);
-	int e = errno;
-	fprintf(stderr, "keyward run: %s: %s\n", cmd[0], strerror(e));
-	_exit(e == ENOENT ? 127 : 126);
+	exec_errno = 0;
+	pid_t pid = vfork();
+	if (pid == 0)
+		exec_cmd(cmd, envp);
+	if (pid < 0)
+		die_errno("cannot start %s", cmd[0]);
+	if (exec_errno)
+		fprintf(stderr, "keyward run: %s: %s\n", cmd[0], strerror(exec_errno));
+	return pid;
 }
 
 /* Starts CMD, forwards signals to it, reaps every orphan, and exits with
@@ -812,14 +837,10 @@ __attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg
 	sigset_t all, old;
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
-	pid_t pid = fork();
-	if (pid < 0)
-		die_errno("cannot start %s", cmd[0]);
-	if (pid == 0)
-		exec_cmd(cfg, cmd, envp);
-	cmd_pid = pid;
 	close(ctl_fd);
 	ctl_fd = -1;
+	pid_t pid = spawn_cmd(cfg, cmd, envp);
+	cmd_pid = pid;
 	struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
