@@ -1272,9 +1272,7 @@ static int build_req_forms(struct conn *c, const struct outbound *o)
 	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
 	if (r == 0 && minted)
 		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
-	if (r == 0)
-		r = redact_set_seal(s);
-	if (r == 0 && redact_set_count(s) > 0)
+	if (r == 0 && redact_set_count(s) > 0 && (r = redact_set_seal(s)) == 0)
 		c->req_forms = TAKE_PTR(s);
 	redact_set_free(s);
 	return r;

@@ -74,9 +74,15 @@ int inject_put_method_path(struct buf *out, const struct outbound *o)
 int inject_put_host(struct buf *out, const struct outbound *o)
 {
 	bool v6 = strchr(o->host, ':') != NULL;
-	int r = buf_printf(out, "Host: %s%s%s", v6 ? "[" : "", o->host, v6 ? "]" : "");
+	int r = buf_puts(out, v6 ? "Host: [" : "Host: ");
+	if (r == 0)
+		r = buf_puts(out, o->host);
+	if (r == 0 && v6)
+		r = buf_append(out, "]", 1);
 	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
-		r = buf_printf(out, ":%u", o->port);
+		r = buf_append(out, ":", 1);
+	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
+		r = buf_put_int(out, o->port);
 	if (r == 0)
 		r = buf_append(out, "\r\n", 2);
 	return r;

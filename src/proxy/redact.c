@@ -19,8 +19,11 @@ struct redact_set {
 	size_t max_len;
 	bool sealed;
 	/* after sealing: pairs sorted by (first byte, length descending);
-	 * start[b]..start[b+1] are the pairs that begin with byte b */
+	 * start[b]..start[b+1] are the pairs that begin with byte b, and
+	 * first_bytes[0..n_first) are the bytes some pair begins with */
 	uint32_t start[257];
+	unsigned char first_bytes[256];
+	size_t n_first;
 };
 
 int redact_set_new(struct redact_set **ret)
@@ -100,6 +103,8 @@ int redact_set_seal(struct redact_set *s)
 		s->start[b] = (uint32_t)k;
 		while (k < s->n && (unsigned char)s->pairs[k].pat[0] == b)
 			k++;
+		if (k > s->start[b])
+			s->first_bytes[s->n_first++] = (unsigned char)b;
 	}
 	s->start[256] = (uint32_t)s->n;
 	s->sealed = true;
@@ -302,7 +307,7 @@ struct redactor {
 	bool first[256];                /* some pattern of some set starts with this byte */
 	unsigned char first_bytes[256]; /* those bytes, n_first of them */
 	size_t n_first;
-	char *work; /* kept-back bytes, then the current slice */
+	char *work; /* kept-back bytes, then the current slice; made when first needed */
 	size_t cap;
 	size_t held;
 	uint64_t count;
@@ -326,30 +331,39 @@ int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct red
 		r->sets[r->n_sets++] = s;
 		if (s->max_len > r->max_len)
 			r->max_len = s->max_len;
-		for (unsigned b = 0; b < 256; b++)
-			if (s->start[b + 1] > s->start[b])
+		for (size_t k = 0; k < s->n_first; k++) {
+			unsigned char b = s->first_bytes[k];
+			if (!r->first[b]) {
 				r->first[b] = true;
+				r->first_bytes[r->n_first++] = b;
+			}
+		}
 	}
-	for (unsigned b = 0; b < 256; b++)
-		if (r->first[b])
-			r->first_bytes[r->n_first++] = (unsigned char)b;
 	r->cap = (r->max_len ? r->max_len - 1 : 0) + SLICE;
-	r->work = malloc(r->cap);
-	if (!r->work) {
-		free(r);
-		return -ENOMEM;
-	}
 	*ret = r;
 	return 0;
 }
 
+/* Past work[held] the buffer holds nothing (keep() wipes what it drops),
+ * so only the kept-back bytes need wiping. */
 void redactor_free(struct redactor *r)
 {
 	if (!r)
 		return;
-	OPENSSL_cleanse(r->work, r->cap);
-	free(r->work);
+	if (r->work) {
+		OPENSSL_cleanse(r->work, r->held);
+		free(r->work);
+	}
 	free(r);
+}
+
+/* Most responses hold no beginning of a secret at the end of a read, and
+ * never need the work buffer. */
+static int need_work(struct redactor *r)
+{
+	if (!r->work && !(r->work = malloc(r->cap)))
+		return -ENOMEM;
+	return 0;
 }
 
 uint64_t redactor_count(const struct redactor *r)
@@ -469,14 +483,17 @@ static long scan(struct redactor *r, const char *b, size_t m, bool final, redact
 }
 
 /* Keeps b[from..m) back in the work buffer (b may be the work buffer). */
-static void keep(struct redactor *r, const char *b, size_t from, size_t m)
+static int keep(struct redactor *r, const char *b, size_t from, size_t m)
 {
 	size_t old = r->held;
+	if (m > from && need_work(r) < 0)
+		return -ENOMEM;
 	r->held = m - from;
 	if (r->held)
 		memmove(r->work, b + from, r->held);
 	if (old > r->held)
 		OPENSSL_cleanse(r->work + r->held, old - r->held);
+	return 0;
 }
 
 int redactor_feed(struct redactor *r, const char *p, size_t n, redact_emit_fn emit, void *ctx)
@@ -488,8 +505,7 @@ int redactor_feed(struct redactor *r, const char *p, size_t n, redact_emit_fn em
 			k = scan(r, p, n, false, emit, ctx);
 			if (k < 0)
 				return (int)k;
-			keep(r, p, (size_t)k, n);
-			return 0;
+			return keep(r, p, (size_t)k, n);
 		}
 		/* complete what was kept back with the next bytes */
 		size_t take = n < SLICE ? n : SLICE;
@@ -501,7 +517,8 @@ int redactor_feed(struct redactor *r, const char *p, size_t n, redact_emit_fn em
 		k = scan(r, r->work, m, false, emit, ctx);
 		if (k < 0)
 			return (int)k;
-		keep(r, r->work, (size_t)k, m);
+		if (keep(r, r->work, (size_t)k, m) < 0)
+			return -ENOMEM;
 	}
 	return 0;
 }
@@ -511,6 +528,5 @@ int redactor_finish(struct redactor *r, redact_emit_fn emit, void *ctx)
 	long k = scan(r, r->work, r->held, true, emit, ctx);
 	if (k < 0)
 		return (int)k;
-	keep(r, r->work, r->held, r->held);
-	return 0;
+	return keep(r, r->work, r->held, r->held);
 }
