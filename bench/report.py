@@ -55,7 +55,7 @@ def parse_tls(path):
     j = json.loads(path.read_text() or "{}")
     r = {"text": path.read_text(), "rps": j.get("rps", 0.0), "requests": j.get("requests", 0),
          "non2xx": 0, "sockerr": j.get("errors", 0), "handshakes": j.get("handshakes", 0),
-         "resumed": j.get("resumed", 0), "p75": float("nan")}
+         "resumed": j.get("resumed", 0), "protocol": j.get("protocol", "?"), "p75": float("nan")}
     for k in ("50", "90", "99"):
         r["p" + k] = float(j["p" + k + "_us"]) if "p" + k + "_us" in j else float("nan")
     add_cpu(r, path, j.get("seconds", 5))
@@ -323,15 +323,17 @@ def main():
             continue
         w(f"### {title}")
         w("")
-        w("| target | req/s | p50 | p90 | p99 | added p50 | server CPU/req | TLS sessions resumed | errors |")
-        w("|---|---|---|---|---|---|---|---|---|")
+        w("| target | req/s | p50 | p90 | p99 | added p50 | server CPU/req | TLS sessions resumed | TLS version "
+          "| errors |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for t in TARGETS:
             st = S[case, t]
             hs = sum(r["handshakes"] for r in runs[case, t])
             rs = sum(r["resumed"] for r in runs[case, t])
             a = "–" if t == "direct" else f"{st['p50'] - S[case, 'direct']['p50']:+.0f} µs"
+            pr = ", ".join(sorted({r.get("protocol", "?") for r in runs[case, t]}))
             w(f"| {t} | {st['rps']:,.0f} | {fmt_us(st['p50'])} | {fmt_us(st['p90'])} | {fmt_us(st['p99'])} | {a} | "
-              f"{fmt_us(st['cpu_us_per_req'])} | {rs:,} of {hs:,} | {st['errors']} |")
+              f"{fmt_us(st['cpu_us_per_req'])} | {rs:,} of {hs:,} | {pr} | {st['errors']} |")
         w("")
         w("| run | target | req/s | p50 | p99 | requests | errors | other work | load avg |")
         w("|---|---|---|---|---|---|---|---|---|")

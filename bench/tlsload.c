@@ -62,6 +62,7 @@ struct worker {
 	uint64_t ok, errors, handshakes, resumed;
 	uint64_t sum_us;
 	SSL_SESSION *session;
+	const char *protocol; /* of its last handshake: "TLSv1.3"... */
 };
 
 static double now(void)
@@ -142,6 +143,7 @@ static SSL *tls_open(struct worker *w)
 		return NULL;
 	}
 	w->handshakes++;
+	w->protocol = SSL_get_version(ssl); /* a static string */
 	if (SSL_session_reused(ssl))
 		w->resumed++;
 	return ssl;
@@ -354,6 +356,7 @@ int main(int argc, char **argv)
 	if (!h)
 		return 1;
 	uint64_t ok = 0, errors = 0, hs = 0, resumed = 0, sum = 0;
+	const char *protocol = NULL;
 	for (int i = 0; i < opt.conns; i++) {
 		pthread_join(w[i].th, NULL);
 		for (int k = 0; k < HIST_N; k++)
@@ -363,15 +366,18 @@ int main(int argc, char **argv)
 		hs += w[i].handshakes;
 		resumed += w[i].resumed;
 		sum += w[i].sum_us;
+		if (w[i].protocol)
+			protocol = !protocol || !strcmp(protocol, w[i].protocol) ? w[i].protocol : "mixed";
 		if (w[i].session)
 			SSL_SESSION_free(w[i].session);
 		free(w[i].hist);
 	}
 	double elapsed = now() - start;
 	printf("{\"requests\": %llu, \"errors\": %llu, \"seconds\": %.3f, \"rps\": %.1f, \"handshakes\": %llu, "
-	       "\"resumed\": %llu, \"mean_us\": %.1f, \"p50_us\": %llu, \"p90_us\": %llu, \"p99_us\": %llu}\n",
+	       "\"resumed\": %llu, \"protocol\": \"%s\", \"mean_us\": %.1f, \"p50_us\": %llu, \"p90_us\": %llu, "
+	       "\"p99_us\": %llu}\n",
 	       (unsigned long long)ok, (unsigned long long)errors, elapsed, ok / elapsed, (unsigned long long)hs,
-	       (unsigned long long)resumed, ok ? (double)sum / ok : 0.0,
+	       (unsigned long long)resumed, protocol ? protocol : "none", ok ? (double)sum / ok : 0.0,
 	       (unsigned long long)(ok ? percentile(h, ok, 50) : 0), (unsigned long long)(ok ? percentile(h, ok, 90) : 0),
 	       (unsigned long long)(ok ? percentile(h, ok, 99) : 0));
 	free(h);
