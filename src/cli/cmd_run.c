@@ -110,7 +110,10 @@ static void absolute(const char *path, char *out, size_t outlen)
 
 /* What keyward does while the sandbox builds itself (on a thread started
  * after the clone: the child never holds the CA's key): the CA, whose
- * certificate the child waits for, first; then what only the proxy needs. */
+ * certificate the child waits for, first; then what only the proxy needs.
+ * The thread starts as soon as the child exists; the certificate is sent
+ * once the main thread has sent the identity maps' message, which the
+ * child reads first. */
 struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
@@ -119,7 +122,18 @@ struct ca_job {
 	int r;
 	bool audit_bad; /* r is audit_load's: a damaged or unreadable log */
 	char err[1024];
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int started; /* 0: the maps are being written; 1: sent; -1: failed */
 };
+
+static void job_started(struct ca_job *j, bool ok)
+{
+	pthread_mutex_lock(&j->lock);
+	j->started = ok ? 1 : -1;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
 
 static void *make_ca(void *arg)
 {
@@ -128,6 +142,13 @@ static void *make_ca(void *arg)
 	j->r = tls_ca_new_ephemeral(&j->ca);
 	if (j->r == 0 && !(pem = tls_ca_cert_pem(j->ca)))
 		j->r = -ENOMEM;
+	pthread_mutex_lock(&j->lock);
+	while (j->started == 0)
+		pthread_cond_wait(&j->cond, &j->lock);
+	bool go = j->started > 0;
+	pthread_mutex_unlock(&j->lock);
+	if (!go)
+		return NULL; /* the sandbox is gone: the main thread reports why */
 	if (j->r == 0)
 		j->r = sandbox_send_ca(j->sb, pem);
 	if (j->r == 0)
@@ -366,15 +387,20 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	/* The CA is made and sent, and the audit log's last line read, while
 	 * the sandbox is built and moved into its cgroup. */
 	struct ca_job job = { .sb = &sb, .log = log, .r = -ENOMEM };
+	pthread_mutex_init(&job.lock, NULL);
+	pthread_cond_init(&job.cond, NULL);
 	pthread_t th;
-	bool threaded = false;
+	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
 	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
-	if (r == 0 && !(threaded = pthread_create(&th, NULL, make_ca, &job) == 0))
+	job_started(&job, r == 0);
+	if (r == 0 && !threaded)
 		make_ca(&job);
 	if (r == 0)
 		r = sandbox_limit(&cfg, &sb, err, sizeof(err));
 	if (threaded)
 		pthread_join(th, NULL);
+	pthread_cond_destroy(&job.cond);
+	pthread_mutex_destroy(&job.lock);
 	bool audit_bad = false;
 	if (r == 0 && job.r < 0) {
 		audit_bad = job.audit_bad;

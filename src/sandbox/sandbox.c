@@ -24,6 +24,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -345,9 +346,50 @@ static void write_etc(const struct sandbox_config *cfg)
 	        ARRAY_SIZE(etc_entries));
 }
 
+/* The CA bundle: the system's roots, written while keyward makes this
+ * run's CA; the CA's certificate is appended when it arrives
+ * (install_ca). Returns the bundle, open for writing. */
+static int prepare_bundle(void)
+{
+	char path[PATH_MAX];
+	make_dirs("/etc/keyward", 0755);
+	in_root(path, sizeof(path), "/etc/keyward/ca-bundle.pem");
+	int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (out < 0)
+		die_errno("cannot create %s", path);
+	int in = open("/etc/ssl/certs/ca-certificates.crt", O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (in >= 0 && fstat(in, &st) == 0 && st.st_size > 0) {
+		/* copied by the kernel, without a trip through our memory */
+		for (off_t off = 0; off < st.st_size;) {
+			ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				die_errno("cannot copy the system's CA bundle");
+		}
+		char last = '\n';
+		if (pread(in, &last, 1, st.st_size - 1) == 1 && last != '\n' && write(out, "\n", 1) != 1)
+			die_errno("cannot write the CA bundle");
+	}
+	if (in >= 0)
+		close(in);
+	/* Programs that ignore the variables read the distribution's bundle:
+	 * the same file is bound over it (what is appended later shows). */
+	in_root(path, sizeof(path), "/etc/ssl/certs/ca-certificates.crt");
+	if (access(path, F_OK) == 0) {
+		int src = open_nofollow(NEWROOT "/etc/keyward/ca-bundle.pem");
+		if (src < 0)
+			die_errno("cannot open the CA bundle");
+		bind_fd(src, "/etc/ssl/certs/ca-certificates.crt", false, false);
+		close(src);
+	}
+	return out;
+}
+
 /* keyward sends this run's CA certificate once it has made it (in parallel
  * with the file system being built); the key stays with keyward. */
-static void install_ca(const struct sandbox_config *cfg)
+static void install_ca(const struct sandbox_config *cfg, int bundle)
 {
 	char path[PATH_MAX];
 	_cleanup_free_ char *ca_pem = malloc(CA_MAX + 1);
@@ -358,55 +400,17 @@ static void install_ca(const struct sandbox_config *cfg)
 		_exit(126); /* keyward went away */
 	ca_pem[got] = '\0';
 
-	/* The CA bundle: the system's roots plus keyward's CA for this run. */
-	make_dirs("/etc/keyward", 0755);
 	in_root(path, sizeof(path), "/etc/keyward/ca.pem");
 	write_text(path, ca_pem);
-	size_t cap = CA_MAX + strlen(ca_pem), len = 0;
-	_cleanup_free_ char *bundle = malloc(cap + 1);
-	if (!bundle)
-		die("out of memory");
-	int fd = open("/etc/ssl/certs/ca-certificates.crt", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		for (;;) {
-			if (len == cap) {
-				cap *= 2;
-				char *nb = realloc(bundle, cap + 1);
-				if (!nb)
-					die("out of memory");
-				bundle = nb;
-			}
-			ssize_t n = read(fd, bundle + len, cap - len);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			len += (size_t)n;
-		}
-		close(fd);
+	for (const char *p = ca_pem; *p;) {
+		ssize_t n = write(bundle, p, strlen(p));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die_errno("cannot write the CA bundle");
+		p += n;
 	}
-	if (len > 0 && bundle[len - 1] != '\n')
-		bundle[len++] = '\n';
-	size_t calen = strlen(ca_pem);
-	if (len + calen > cap) {
-		char *nb = realloc(bundle, len + calen + 1);
-		if (!nb)
-			die("out of memory");
-		bundle = nb;
-	}
-	memcpy(bundle + len, ca_pem, calen);
-	len += calen;
-	in_root(path, sizeof(path), "/etc/keyward/ca-bundle.pem");
-	write_file(path, bundle, len, 0644);
-	/* Programs that ignore the variables read the distribution's bundle. */
-	in_root(path, sizeof(path), "/etc/ssl/certs/ca-certificates.crt");
-	if (access(path, F_OK) == 0) {
-		int src = open_nofollow(NEWROOT "/etc/keyward/ca-bundle.pem");
-		if (src < 0)
-			die_errno("cannot open the CA bundle");
-		bind_fd(src, "/etc/ssl/certs/ca-certificates.crt", false, false);
-		close(src);
-	}
+	close(bundle);
 	verbose(cfg, "CA bundle (system roots and this run's CA) at /etc/keyward/ca-bundle.pem");
 }
 
@@ -526,6 +530,7 @@ static void build_root(const struct sandbox_config *cfg)
 		die_errno("cannot mount the new root");
 	mount_system();
 	write_etc(cfg);
+	int bundle = prepare_bundle();
 	mount_dev();
 	mount_proc();
 
@@ -550,7 +555,7 @@ static void build_root(const struct sandbox_config *cfg)
 	}
 	for (size_t i = 0; i < cfg->n_hide; i++)
 		hide_path(cfg->hide[i]);
-	install_ca(cfg);
+	install_ca(cfg, bundle);
 	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace, SANDBOX_HOME,
 	        (unsigned long long)tmp);
 
