@@ -40,7 +40,7 @@ def main():
     def rect(x, y, w, h, fill):
         svg.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0.5):.1f}" height="{h:.1f}" fill="{fill}"/>')
 
-    text(20, 24, f"keyward benchmark, {proxy['date']} on {proxy['host']} (a shared, loaded machine: "
+    text(20, 24, f"keyward benchmark, {proxy['date']} on {proxy['host']} (one 2-CPU machine for all; "
          f"load average {proxy['loadavg'].split(' at start')[0]} at start)", 13, weight="bold")
 
     # ---- left: throughput relative to nginx
