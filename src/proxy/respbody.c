@@ -119,8 +119,15 @@ static int flush_stage(struct resp_body *b, struct evbuffer *out)
 	size_t n = evbuffer_get_length(b->stage);
 	if (n == 0)
 		return 0;
-	if (b->chunked && evbuffer_add_printf(out, "%zx\r\n", n) < 0)
-		return -ENOMEM;
+	if (b->chunked) {
+		char line[2 * sizeof(size_t) + 2];
+		size_t i = sizeof(line) - 2;
+		memcpy(line + i, "\r\n", 2);
+		for (size_t v = n; v; v >>= 4)
+			line[--i] = "0123456789abcdef"[v & 15];
+		if (evbuffer_add(out, line + i, sizeof(line) - i) < 0)
+			return -ENOMEM;
+	}
 	if (evbuffer_add_buffer(out, b->stage) < 0)
 		return -ENOMEM;
 	if (b->chunked && evbuffer_add(out, "\r\n", 2) < 0)

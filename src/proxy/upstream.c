@@ -209,10 +209,33 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 	}
 }
 
+/* Appends s[0..k) to out[0..len), cut so that out keeps its NUL within n. */
+static size_t key_put(char *out, size_t n, size_t len, const char *s, size_t k)
+{
+	if (k > n - 1 - len)
+		k = n - 1 - len;
+	memcpy(out + len, s, k);
+	out[len + k] = '\0';
+	return len + k;
+}
+
+/* "scheme|host|port|ca", built by hand: it is made for every request. */
 static void pool_key(char *out, size_t n, const struct upstream_target *t)
 {
-	snprintf(out, n, "%s|%s|%u|%s", t->scheme == SCHEME_HTTPS ? "https" : "http", t->host, t->port,
-	         t->ca_key ? t->ca_key : "");
+	char port[5]; /* 65535 */
+	size_t pl = sizeof(port);
+	unsigned p = t->port;
+	do
+		port[--pl] = (char)('0' + p % 10);
+	while ((p /= 10) && pl > 0);
+	const char *scheme = t->scheme == SCHEME_HTTPS ? "https|" : "http|";
+	const char *ca = t->ca_key ? t->ca_key : "";
+	size_t len = key_put(out, n, 0, scheme, strlen(scheme));
+	len = key_put(out, n, len, t->host, strlen(t->host));
+	len = key_put(out, n, len, "|", 1);
+	len = key_put(out, n, len, port + pl, sizeof(port) - pl);
+	len = key_put(out, n, len, "|", 1);
+	key_put(out, n, len, ca, strlen(ca));
 }
 
 static void deferred_ready(evutil_socket_t fd, short what, void *arg)
