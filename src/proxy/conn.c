@@ -1066,6 +1066,10 @@ static bool quota_allows(struct conn *c)
 	struct timespec now;
 	uint64_t wait;
 
+	/* most routes have neither: no clock, no formatting */
+	if (!rt->quota.has_hours && !rt->quota.rate_count &&
+	    !(cred && (cred->quota.has_hours || cred->quota.rate_count)))
+		return true;
 	route_place(c, rt, where, sizeof(where));
 	clock_gettime(CLOCK_REALTIME, &now);
 	for (size_t i = 0; i < 2; i++) {
