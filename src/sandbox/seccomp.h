@@ -3,7 +3,9 @@
  * so that escaping takes more than one mistake or kernel bug. */
 #pragma once
 
+#include <linux/filter.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/util.h"
 
@@ -21,3 +23,9 @@
  * NULL). On failure the process may already carry part of the filter: the
  * caller must not run untrusted code, only report and exit. */
 int sandbox_seccomp_install(char *errbuf, size_t errlen) WUR;
+
+/* The deny list and the arch it was built for, written at build time by
+ * seccomp-gen (seccomp_gen.c) from libseccomp. */
+extern const struct sock_filter seccomp_deny_filter[];
+extern const size_t seccomp_deny_filter_len;
+extern const uint32_t seccomp_native_arch;
