@@ -110,10 +110,11 @@ static void absolute(const char *path, char *out, size_t outlen)
 
 /* What keyward does while the sandbox builds itself (on a thread started
  * after the clone: the child never holds the CA's key): the CA, whose
- * certificate the child waits for, first; then what only the proxy needs.
- * The thread starts as soon as the child exists; the certificate is sent
- * once the main thread has sent the identity maps' message, which the
- * child reads first. */
+ * certificate the child waits for, first; then the audit log's last line,
+ * which must be sound before CMD starts; then what only the proxy needs,
+ * which may still be under way when CMD starts. The thread starts as soon
+ * as the child exists; the certificate is sent once the main thread has
+ * sent the identity maps' message, which the child reads first. */
 struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
@@ -125,19 +126,43 @@ struct ca_job {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int started; /* 0: the maps are being written; 1: sent; -1: failed */
+	bool ready;  /* r and err are final: CMD may start if r is 0 */
 };
 
-static void job_started(struct ca_job *j, bool ok)
+static void job_set(struct ca_job *j, int *started, bool *ready)
 {
 	pthread_mutex_lock(&j->lock);
-	j->started = ok ? 1 : -1;
-	pthread_cond_signal(&j->cond);
+	if (started)
+		j->started = *started;
+	if (ready)
+		j->ready = *ready;
+	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
 }
 
-static void *make_ca(void *arg)
+static void job_started(struct ca_job *j, bool ok)
 {
-	struct ca_job *j = arg;
+	int started = ok ? 1 : -1;
+	job_set(j, &started, NULL);
+}
+
+static void job_ready(struct ca_job *j)
+{
+	bool ready = true;
+	job_set(j, NULL, &ready);
+}
+
+/* Waits until the job's outcome for the sandbox is known. */
+static void job_wait_ready(struct ca_job *j)
+{
+	pthread_mutex_lock(&j->lock);
+	while (!j->ready)
+		pthread_cond_wait(&j->cond, &j->lock);
+	pthread_mutex_unlock(&j->lock);
+}
+
+static void ca_steps(struct ca_job *j)
+{
 	_cleanup_free_ char *pem = NULL;
 	j->r = tls_ca_new_ephemeral(&j->ca);
 	if (j->r == 0 && !(pem = tls_ca_cert_pem(j->ca)))
@@ -148,22 +173,29 @@ static void *make_ca(void *arg)
 	bool go = j->started > 0;
 	pthread_mutex_unlock(&j->lock);
 	if (!go)
-		return NULL; /* the sandbox is gone: the main thread reports why */
+		return; /* the sandbox is gone: the main thread reports why */
 	if (j->r == 0)
 		j->r = sandbox_send_ca(j->sb, pem);
-	if (j->r == 0)
-		j->r = tls_ca_new_leaf_key(j->ca);
-	if (j->r == 0)
-		j->server_ctx = tls_server_ctx_new();
 	if (j->r < 0) {
 		snprintf(j->err, sizeof(j->err), "cannot create the CA of this run: %s", strerror(-j->r));
-		return NULL;
+		return;
 	}
 	if ((j->r = audit_load(j->log, j->err, sizeof(j->err))) < 0) {
 		j->audit_bad = true;
 		if (!j->err[0])
 			snprintf(j->err, sizeof(j->err), "%s", strerror(-j->r));
 	}
+}
+
+static void *make_ca(void *arg)
+{
+	struct ca_job *j = arg;
+	ca_steps(j);
+	bool ok = j->r == 0;
+	job_ready(j);
+	/* For the proxy only; it makes either itself if this fails. */
+	if (ok && tls_ca_new_leaf_key(j->ca) == 0)
+		j->server_ctx = tls_server_ctx_new();
 	return NULL;
 }
 
@@ -397,10 +429,14 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		make_ca(&job);
 	if (r == 0)
 		r = sandbox_limit(&cfg, &sb, err, sizeof(err));
-	if (threaded)
+	/* Only the outcome for the sandbox is waited for here; the thread's
+	 * last steps overlap the end of PID 1's set-up and the go. */
+	if (threaded && r == 0) {
+		job_wait_ready(&job);
+	} else if (threaded) {
 		pthread_join(th, NULL);
-	pthread_cond_destroy(&job.cond);
-	pthread_mutex_destroy(&job.lock);
+		threaded = false;
+	}
 	bool audit_bad = false;
 	if (r == 0 && job.r < 0) {
 		audit_bad = job.audit_bad;
@@ -420,6 +456,10 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	if (r == 0)
 		r = sandbox_finish(&sb, err, sizeof(err));
+	if (threaded)
+		pthread_join(th, NULL);
+	pthread_cond_destroy(&job.cond);
+	pthread_mutex_destroy(&job.lock);
 	struct tls_ca *ca = job.ca;
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);

@@ -903,6 +903,11 @@ int proxy_main(const struct proxy_options *opt)
 
 	if (opt->ca) {
 		px.ca = opt->ca;
+		r = tls_ca_new_leaf_key(px.ca); /* made already, unless that failed */
+		if (r < 0) {
+			log_error("cannot make the key of the leaf certificates: %s", strerror(-r));
+			goto out;
+		}
 	} else {
 		if (opt->state_dir)
 			snprintf(dir, sizeof(dir), "%s", opt->state_dir);
