@@ -228,7 +228,14 @@ def clone_commit_push(p, git_server, tmp_path, url, name):
     (work / f"{name}.txt").write_text(f"written by {name}\n")
     git("add", f"{name}.txt", env=env, cwd=work)
     git("commit", "-q", "-m", f"add {name}", env=env, cwd=work)
-    r = git("push", "origin", "main", env=env, cwd=work)
+    r = git("push", "origin", "main", env=env, cwd=work, check=False)
+    if r.returncode != 0:
+        # What keyward decided and what the server got (whether each request
+        # carried the real credential, never the header itself), to tell a
+        # keyward fault from a server one.
+        seen = [(m, path, auth == GOOD_AUTH) for m, path, auth in git_server.seen]
+        pytest.fail(f"git push failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n"
+                    f"keyward's records: {p.requests()}\nkeyward's stderr: {p.stderr}\nthe server saw: {seen}")
     outs += [r.stdout, r.stderr]
     head = git("rev-parse", "HEAD", env=env, cwd=work).stdout.strip()
     log = git("--git-dir", str(git_server.bare), "log", "--format=%H %s", "main", env=env).stdout
