@@ -129,27 +129,17 @@ struct ca_job {
 	bool ready;  /* r and err are final: CMD may start if r is 0 */
 };
 
-static void job_set(struct ca_job *j, int *started, bool *ready)
+/* started: 1 or -1 as the maps were sent or not (0 leaves it); ready:
+ * the outcome for the sandbox is known. */
+static void job_set(struct ca_job *j, int started, bool ready)
 {
 	pthread_mutex_lock(&j->lock);
 	if (started)
-		j->started = *started;
+		j->started = started;
 	if (ready)
-		j->ready = *ready;
+		j->ready = true;
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-}
-
-static void job_started(struct ca_job *j, bool ok)
-{
-	int started = ok ? 1 : -1;
-	job_set(j, &started, NULL);
-}
-
-static void job_ready(struct ca_job *j)
-{
-	bool ready = true;
-	job_set(j, NULL, &ready);
 }
 
 /* Waits until the job's outcome for the sandbox is known. */
@@ -192,7 +182,7 @@ static void *make_ca(void *arg)
 	struct ca_job *j = arg;
 	ca_steps(j);
 	bool ok = j->r == 0;
-	job_ready(j);
+	job_set(j, 0, true);
 	/* For the proxy only; it makes either itself if this fails. */
 	if (ok && tls_ca_new_leaf_key(j->ca) == 0)
 		j->server_ctx = tls_server_ctx_new();
@@ -424,7 +414,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	pthread_t th;
 	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
 	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
-	job_started(&job, r == 0);
+	job_set(&job, r == 0 ? 1 : -1, false);
 	if (r == 0 && !threaded)
 		make_ca(&job);
 	if (r == 0)
