@@ -361,15 +361,18 @@ static int prepare_bundle(void)
 	struct stat st;
 	if (in >= 0 && fstat(in, &st) == 0 && st.st_size > 0) {
 		/* copied by the kernel, without a trip through our memory */
-		for (off_t off = 0; off < st.st_size;) {
+		off_t off = 0;
+		while (off < st.st_size) {
 			ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n <= 0)
+			if (n < 0)
 				die_errno("cannot copy the system's CA bundle");
+			if (n == 0)
+				break; /* it shrank meanwhile: what was there is copied */
 		}
 		char last = '\n';
-		if (pread(in, &last, 1, st.st_size - 1) == 1 && last != '\n' && write(out, "\n", 1) != 1)
+		if (off > 0 && pread(in, &last, 1, off - 1) == 1 && last != '\n' && write(out, "\n", 1) != 1)
 			die_errno("cannot write the CA bundle");
 	}
 	if (in >= 0)
