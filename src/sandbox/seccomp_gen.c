@@ -223,7 +223,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "seccomp-gen: cannot build the filter: %s\n", strerror(-r));
 		return 1;
 	}
-	long size = ftell(bpf) >= 0 && fseek(bpf, 0, SEEK_END) == 0 ? ftell(bpf) : -1;
+	/* libseccomp wrote to the descriptor: the stream has nothing buffered */
+	long size = fseek(bpf, 0, SEEK_END) == 0 ? ftell(bpf) : -1;
 	rewind(bpf);
 	struct sock_filter insn;
 	if (size <= 0 || size % (long)sizeof(insn) != 0 || size / (long)sizeof(insn) > BPF_MAXINSNS) {
@@ -244,6 +245,8 @@ int main(int argc, char **argv)
 	for (long i = 0; i < size / (long)sizeof(insn); i++) {
 		if (fread(&insn, sizeof(insn), 1, bpf) != 1) {
 			fputs("seccomp-gen: cannot read the filter back\n", stderr);
+			fclose(out);
+			remove(argv[1]);
 			return 1;
 		}
 		fprintf(out, "\t{ 0x%04x, %u, %u, 0x%08xu },\n", insn.code, insn.jt, insn.jf, insn.k);
@@ -251,6 +254,7 @@ int main(int argc, char **argv)
 	fprintf(out, "};\nconst size_t seccomp_deny_filter_len = %ld;\n", size / (long)sizeof(insn));
 	if (fclose(out) != 0) {
 		fprintf(stderr, "seccomp-gen: %s: %s\n", argv[1], strerror(errno));
+		remove(argv[1]);
 		return 1;
 	}
 	fclose(bpf);
