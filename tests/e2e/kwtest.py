@@ -325,19 +325,26 @@ class Upstream:
         return True
 
 
+def connect_head(s, authority):
+    """Sends CONNECT authority on socket s and returns keyward's answer head
+    (or what came before the connection closed)."""
+    s.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    resp = b""
+    while b"\r\n\r\n" not in resp:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        resp += chunk
+    return resp
+
+
 def raw_request(port, data, timeout=5, tls_host=None, ca=None, read_all=True):
     """Sends raw bytes to the proxy (optionally inside a CONNECT tunnel) and
     returns everything it answers until it closes or goes quiet."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     if tls_host:
         host, p = tls_host
-        s.sendall(f"CONNECT {host}:{p} HTTP/1.1\r\nHost: {host}:{p}\r\n\r\n".encode())
-        resp = b""
-        while b"\r\n\r\n" not in resp:
-            chunk = s.recv(4096)
-            if not chunk:
-                return resp
-            resp += chunk
+        resp = connect_head(s, f"{host}:{p}")
         if not resp.startswith(b"HTTP/1.1 200"):
             return resp
         ctx = ssl.create_default_context(cafile=ca)
@@ -370,13 +377,7 @@ def status_of(resp):
 def open_tunnel(port, host, uport, ca, timeout=10):
     """A TLS socket to host:uport through keyward's CONNECT on port, or raises."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(f"CONNECT {host}:{uport} HTTP/1.1\r\nHost: {host}:{uport}\r\n\r\n".encode())
-    resp = b""
-    while b"\r\n\r\n" not in resp:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        resp += chunk
+    resp = connect_head(s, f"{host}:{uport}")
     if not resp.startswith(b"HTTP/1.1 200"):
         s.close()
         raise AssertionError(f"CONNECT refused: {resp!r}")

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import Proxy, policy_for
 from data.smuggling import ROWS, TUNNEL
-from kwtest import SECRET, SECRET2, Upstream, join_requests, unfinished
+from kwtest import SECRET, SECRET2, Upstream, join_requests, open_tunnel, unfinished
 
 MODES = ["http", "tunnel"]
 PARAMS = [(m, n) for m in MODES for n in ROWS
@@ -59,19 +59,9 @@ class Env:
                 .replace(b"{PORT}", str(self.up.port).encode()))
 
     def connect(self):
-        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=5)
         if self.mode != "tunnel":
-            return s
-        a = self.authority(self.up)
-        s.sendall(f"CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n".encode())
-        resp = b""
-        while b"\r\n\r\n" not in resp:
-            chunk = s.recv(4096)
-            assert chunk, resp
-            resp += chunk
-        assert resp.startswith(b"HTTP/1.1 200"), resp
-        ctx = ssl.create_default_context(cafile=str(self.p.ca))
-        return ctx.wrap_socket(s, server_hostname=self.up.host)
+            return socket.create_connection(("127.0.0.1", self.p.port), timeout=5)
+        return open_tunnel(self.p.port, self.up.host, self.up.port, self.p.ca, timeout=5)
 
     def close(self):
         self.p.check_clean()
