@@ -184,9 +184,12 @@ def script(path, body):
 
 
 def counter_script(tmp_path, body):
-    """A script that counts its runs in a file, then runs body with $n set."""
+    """A script that counts its runs in a file, then runs body with $n set.
+    The count is written aside and renamed into place, so that the test
+    never reads it half-written (empty)."""
     count = tmp_path / "count"
-    s = script(tmp_path / "cred.sh", f'n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}\n' + body)
+    s = script(tmp_path / "cred.sh", f'n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); '
+               f'echo $n > {count}.new && mv {count}.new {count}\n' + body)
     return s, count
 
 
