@@ -5,6 +5,9 @@
 
 #include <stdbool.h>
 
+/* `keyward run`'s status when the sandbox could not be set up. */
+#define EXIT_SETUP 125
+
 int cmd_proxy(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
@@ -15,6 +18,17 @@ int cmd_secret(int argc, char **argv);
 /* keyward's own argv (main's), for `run` to wipe in the sandbox. */
 extern char **cli_argv;
 extern int cli_argc;
+
+struct sandbox_warm;
+/* The cgroup attach lock the executable is taking for `run` (warm.h), or
+ * NULL. */
+extern struct sandbox_warm *cli_warm;
+
+/* libkeyward.so's one entry point, called by the keyward executable
+ * (launch.c) with main's arguments. */
+#define CLI_ENTRY "keyward_main"
+typedef int cli_entry_fn(int argc, char **argv, struct sandbox_warm *warm);
+cli_entry_fn keyward_main __attribute__((visibility("default")));
 
 struct proxy_options;
 /* Adds a --resolve HOST:ADDRESS to o; false (message printed, naming cmd)

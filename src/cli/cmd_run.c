@@ -53,8 +53,6 @@ static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
                             "friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
                             "placeholder is in its env: variable. See docs/sandbox.md.\n";
 
-#define EXIT_SETUP 125
-
 static int load_policy(const char *path, struct policy **ret)
 {
 	struct policy_error perr;
@@ -270,11 +268,7 @@ int cmd_run(int argc, char **argv)
 	}
 	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 
-	struct sandbox_warm warm;
-	sandbox_warm_start(&warm);
-	int rc = run(o, policy_path, workspace, verbose, argv + optind, &warm);
-	sandbox_warm_end(&warm);
-	return rc;
+	return run(o, policy_path, workspace, verbose, argv + optind, cli_warm);
 }
 
 /* Everything after the options: the policy, the sandbox, the proxy. */

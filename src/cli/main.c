@@ -1,3 +1,5 @@
+/* The commands of keyward: keyward_main() is libkeyward.so's entry point,
+ * which the keyward executable (launch.c) loads and calls. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +64,13 @@ __attribute__((noreturn)) static void exit_now(int status)
 
 char **cli_argv;
 int cli_argc;
+struct sandbox_warm *cli_warm;
 
-int main(int argc, char **argv)
+int keyward_main(int argc, char **argv, struct sandbox_warm *warm)
 {
 	cli_argv = argv;
 	cli_argc = argc;
+	cli_warm = warm;
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;

@@ -8,22 +8,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "sandbox/sandbox.h"
-
-#ifndef CGROUP2_SUPER_MAGIC
-#define CGROUP2_SUPER_MAGIC 0x63677270
-#endif
+#include "sandbox/warm.h"
 
 static int write_value(const char *dir, const char *file, const char *value)
 {
@@ -38,41 +33,6 @@ static int write_value(const char *dir, const char *file, const char *value)
 	return n == (ssize_t)strlen(value) ? 0 : -(n < 0 ? e : EIO);
 }
 
-/* The path of our cgroup in the hierarchy whose /proc/self/cgroup line
- * has this controller list ("" for v2's "0::"). */
-static bool own_cgroup(const char *controller, char *out, size_t outlen)
-{
-	FILE *f = fopen("/proc/self/cgroup", "re");
-	if (!f)
-		return false;
-	char line[PATH_MAX + 64];
-	bool found = false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (!c2)
-			continue;
-		*c2 = '\0';
-		const char *list = c1 + 1;
-		bool match = !*controller ? (line[0] == '0' && !*list) : false;
-		for (char *save = NULL, *tok = *controller ? strtok_r((char *)list, ",", &save) : NULL; tok;
-		     tok = strtok_r(NULL, ",", &save))
-			match = match || streq(tok, controller);
-		if (match) {
-			snprintf(out, outlen, "%s", c2 + 1);
-			found = true;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
-static bool is_cgroup2(const char *path)
-{
-	struct statfs sf;
-	return statfs(path, &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
-}
-
 struct want {
 	char pids[32], memory[32], cpu_quota[32];
 };
@@ -84,116 +44,6 @@ static bool has_word(const char *list, const char *w)
 		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == '\0'))
 			return true;
 	return false;
-}
-
-/* ---- the attach lock, taken early ----
- *
- * Moving a process into a cgroup takes the kernel's cgroup threadgroup
- * lock for writing, and the first writer after a quiet spell waits for an
- * RCU grace period (~10 ms) before it has the lock; writers within a grace
- * period or so after the last one do not wait. So, as keyward starts, a
- * thread moves keyward into the cgroup it is already in (a no-op
- * migration, which takes the lock all the same, and which the kernel may
- * refuse after taking it): the grace period then passes while keyward
- * reads its policy and the sandbox builds itself, rather than after the
- * clone, and moving the sandbox's PID 1 a few milliseconds later does not
- * wait. Best effort: nothing depends on it but the time.
- *
- * The clone is a raw system call, which copies this thread alone and runs
- * no fork handler: a lock another thread holds at that moment (malloc's,
- * stdio's) would stay locked in the child. So the thread does its stdio
- * before it says it is armed, then only system calls, and does not exit
- * (which frees its memory) before the clone is over. */
-
-static bool warm_target(char *out, size_t outlen)
-{
-	char own[PATH_MAX];
-	if (own_cgroup("", own, sizeof(own))) {
-		const char *mnt = is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
-		                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
-		                                                         : NULL;
-		if (mnt) {
-			snprintf(out, outlen, "%s%s/cgroup.procs", mnt, streq(own, "/") ? "" : own);
-			if (access(out, W_OK) == 0)
-				return true;
-		}
-	}
-	if (own_cgroup("pids", own, sizeof(own))) {
-		snprintf(out, outlen, "/sys/fs/cgroup/pids%s/cgroup.procs", streq(own, "/") ? "" : own);
-		if (access(out, W_OK) == 0)
-			return true;
-	}
-	return false;
-}
-
-static void warm_set(struct sandbox_warm *w, bool *flag)
-{
-	pthread_mutex_lock(&w->lock);
-	*flag = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static void warm_wait(struct sandbox_warm *w, const bool *flag)
-{
-	pthread_mutex_lock(&w->lock);
-	while (!*flag)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static void *warm_main(void *arg)
-{
-	struct sandbox_warm *w = arg;
-	char target[PATH_MAX];
-	bool found = warm_target(target, sizeof(target));
-	warm_set(w, &w->armed);
-	if (found) {
-		int fd = open(target, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			(void)!write(fd, "0", 1); /* "0": the writer itself */
-			close(fd);
-		}
-	}
-	warm_wait(w, &w->released);
-	return NULL;
-}
-
-void sandbox_warm_start(struct sandbox_warm *w)
-{
-	*w = (struct sandbox_warm){ 0 };
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-	/* The thread takes no signal: keyward's handling of them (blocked until
-	 * the proxy watches them) stays the main thread's. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	w->started = pthread_create(&w->thread, NULL, warm_main, w) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (!w->started)
-		w->armed = w->released = true;
-}
-
-void sandbox_warm_armed(struct sandbox_warm *w)
-{
-	warm_wait(w, &w->armed);
-}
-
-void sandbox_warm_release(struct sandbox_warm *w)
-{
-	warm_set(w, &w->released);
-}
-
-void sandbox_warm_end(struct sandbox_warm *w)
-{
-	if (w->started) {
-		sandbox_warm_release(w);
-		pthread_join(w->thread, NULL);
-		w->started = false;
-	}
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->lock);
 }
 
 /* Removes the cgroups of earlier runs whose keyward was killed before it
@@ -253,11 +103,9 @@ static int join(struct sandbox *sb, const char *dir, const char *procs_file)
 static bool v2_base(const struct want *w, char *base, size_t baselen)
 {
 	char own[PATH_MAX], ctl[256];
-	if (!own_cgroup("", own, sizeof(own)))
+	if (!sandbox_own_cgroup("", own, sizeof(own)))
 		return false;
-	const char *mnt = is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
-	                  : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
-	                                                         : NULL;
+	const char *mnt = sandbox_cgroup2_mount();
 	if (!mnt)
 		return false;
 	const char *candidates[] = { streq(own, "/") ? "" : own, "" };
@@ -303,7 +151,7 @@ static int try_v1(struct sandbox *sb, const char *controller, const char *file, 
                   size_t whatlen)
 {
 	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX];
-	if (!own_cgroup(controller, own, sizeof(own)))
+	if (!sandbox_own_cgroup(controller, own, sizeof(own)))
 		return -ENOENT;
 	snprintf(base, sizeof(base), "/sys/fs/cgroup/%s%s", controller, streq(own, "/") ? "" : own);
 	if (access(base, W_OK) < 0)

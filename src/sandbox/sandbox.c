@@ -973,8 +973,6 @@ int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *er
 	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
 	                       SIGCHLD,
 	                   NULL, NULL, NULL, 0);
-	if (pid != 0 && cfg->warm)
-		sandbox_warm_release(cfg->warm);
 	if (pid < 0) {
 		int e = errno;
 		close(sv[0]);

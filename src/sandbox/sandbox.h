@@ -14,37 +14,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "common/util.h"
 #include "policy/policy.h"
+#include "sandbox/warm.h"
 
 #define SANDBOX_UID  1000
 #define SANDBOX_GID  1000
 #define SANDBOX_HOME "/home/sandbox"
-
-/* Takes the kernel's cgroup attach lock early (see cgroup.c), so that
- * moving the sandbox into its cgroup does not wait for an RCU grace period
- * after the clone. */
-struct sandbox_warm {
-	pthread_t thread;
-	bool started;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool armed;    /* the thread holds no lock a clone could copy */
-	bool released; /* the clone is over: the thread may end */
-};
-
-/* Starts the thread; as early as possible, before sandbox_spawn(). */
-void sandbox_warm_start(struct sandbox_warm *w);
-/* Waits until the thread may be running during a clone (sandbox_spawn). */
-void sandbox_warm_armed(struct sandbox_warm *w);
-/* Lets the thread end (sandbox_spawn, after the clone). */
-void sandbox_warm_release(struct sandbox_warm *w);
-/* Releases and joins the thread; once, at the end of every path. */
-void sandbox_warm_end(struct sandbox_warm *w);
 
 /* Everything the child needs; read by the child from its copy of the
  * parent's memory, so all of it must be set before sandbox_spawn(). */

@@ -273,3 +273,32 @@ def test_child_setup_failure_is_reported_as_itself(sandbox_factory, tmp_path):
         assert p.returncode == 125, p.err
         assert f"sandbox path {missing}: No such file or directory" in p.err, p.err
         assert not (sb.workspace / "ran").exists()
+
+
+def test_library_is_found_next_to_the_executable_only(tmp_path):
+    """The keyward executable loads libkeyward.so from its own folder (or
+    the folder it was installed to), never from a path the environment
+    names; without it, it says so and stops: 1 for a command, 125 for
+    `run`, as for any sandbox that cannot be set up."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    from conftest import KEYWARD
+
+    if glob.glob("/usr/local/lib*/**/keyward/libkeyward.so", recursive=True):
+        import pytest
+
+        pytest.skip("an installed libkeyward.so would be found")
+    alone = tmp_path / "keyward"
+    shutil.copy2(KEYWARD, alone)
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(KEYWARD), LD_PRELOAD="")
+    for args, status in ((["--version"], 1), (["run", "--", "/bin/true"], 125)):
+        p = subprocess.run([str(alone), *args], capture_output=True, text=True, env=env, timeout=30)
+        assert p.returncode == status, (args, p.returncode, p.stderr)
+        assert "keyward: cannot load its library:" in p.stderr
+        assert "libkeyward.so" in p.stderr
+    # Next to it, the same executable works.
+    shutil.copy2(os.path.join(os.path.dirname(KEYWARD), "libkeyward.so"), tmp_path / "libkeyward.so")
+    p = subprocess.run([str(alone), "--version"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.startswith("keyward "), p.stderr

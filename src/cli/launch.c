@@ -1,0 +1,95 @@
+/* The keyward executable: a small front that loads libkeyward.so, where
+ * every command lives, and calls its entry point.
+ *
+ * Why a front: `keyward run` moves the sandbox into a cgroup, and the
+ * first such move after a quiet spell waits about 10 ms for the kernel
+ * (sandbox/warm.c). keyward starts that wait as early as it can, but a
+ * program linked with OpenSSL and libevent runs no code of its own until
+ * the dynamic loader has mapped and relocated them, about 3 ms. This front
+ * needs only the C library: for `run`, its main thread takes the cgroup
+ * lock at once while a second thread loads the library and runs the
+ * command, so the two waits overlap. Every other command is called on the
+ * main thread, as in any program.
+ *
+ * The library is looked for next to the executable (a build tree), then in
+ * the folder it is installed to (KEYWARD_LIBDIR); both are as trusted as
+ * the executable itself, and no environment variable changes the choice. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+#include "sandbox/warm.h"
+
+#define LIBRARY "libkeyward.so"
+
+/* The entry point, or exit with status `fail`. */
+static cli_entry_fn *load(int fail)
+{
+	char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+	char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+	if (slash && (size_t)(slash - path) + sizeof("/" LIBRARY) <= sizeof(path)) {
+		memcpy(slash, "/" LIBRARY, sizeof("/" LIBRARY));
+		if (access(path, F_OK) < 0)
+			slash = NULL;
+	} else {
+		slash = NULL;
+	}
+	if (!slash)
+		snprintf(path, sizeof(path), "%s/%s", KEYWARD_LIBDIR, LIBRARY);
+	void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	cli_entry_fn *entry = lib ? (cli_entry_fn *)dlsym(lib, CLI_ENTRY) : NULL;
+	if (!entry) {
+		fprintf(stderr, "keyward: cannot load its library: %s\n", dlerror());
+		exit(fail);
+	}
+	return entry;
+}
+
+struct body {
+	int argc;
+	char **argv;
+	struct sandbox_warm *warm;
+	sigset_t mask;
+};
+
+/* `run` on its own thread: the process ends when it returns. */
+static void *body_main(void *arg)
+{
+	struct body *b = arg;
+	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
+	cli_entry_fn *entry = load(EXIT_SETUP);
+	exit(entry(b->argc, b->argv, b->warm));
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && streq(argv[1], "run")) {
+		static struct sandbox_warm warm;
+		static struct body b;
+		b = (struct body){ .argc = argc, .argv = argv, .warm = &warm };
+		sandbox_warm_init(&warm);
+		/* Signals go to the command's thread, which handles them (the
+		 * proxy passes them to the sandbox); this one only waits. */
+		sigset_t all;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &b.mask);
+		pthread_t body;
+		if (pthread_create(&body, NULL, body_main, &b) == 0) {
+			sandbox_warm_take(&warm);
+			pthread_join(body, NULL); /* never returns: body_main exits */
+			return 1;
+		}
+		pthread_sigmask(SIG_SETMASK, &b.mask, NULL);
+	}
+	cli_entry_fn *entry = load(1);
+	return entry(argc, argv, NULL);
+}

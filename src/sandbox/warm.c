@@ -1,0 +1,124 @@
+/* The cgroup attach lock, taken early.
+ *
+ * Moving a process into a cgroup takes the kernel's cgroup threadgroup
+ * lock for writing, and the first writer after a quiet spell waits for an
+ * RCU grace period (about 10 ms here) before it has the lock; writers
+ * within a grace period or so after the last one do not wait. So the
+ * keyward executable, before it loads libkeyward.so and its libraries
+ * (3 ms), moves itself into the cgroup it is already in (a no-op
+ * migration, which takes the lock all the same, and which the kernel may
+ * refuse after taking it): the grace period then passes while the
+ * libraries load, the policy is read and the sandbox builds itself, and
+ * moving the sandbox's PID 1 later does not wait. Best effort: nothing
+ * depends on it but the time.
+ *
+ * The sandbox's clone is a raw system call, which copies the calling
+ * thread alone and runs no fork handler: a lock another thread holds at
+ * that moment (malloc's, stdio's) would stay locked in the child. So the
+ * taker does its stdio before it says it is armed, then only system
+ * calls. */
+#include "sandbox/warm.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+bool sandbox_own_cgroup(const char *controller, char *out, size_t outlen)
+{
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return false;
+	char line[PATH_MAX + 64];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		const char *list = c1 + 1;
+		bool match = !*controller ? (line[0] == '0' && !*list) : false;
+		for (char *save = NULL, *tok = *controller ? strtok_r((char *)list, ",", &save) : NULL; tok;
+		     tok = strtok_r(NULL, ",", &save))
+			match = match || streq(tok, controller);
+		if (match) {
+			snprintf(out, outlen, "%s", c2 + 1);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static bool is_cgroup2(const char *path)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+const char *sandbox_cgroup2_mount(void)
+{
+	return is_cgroup2("/sys/fs/cgroup")           ? "/sys/fs/cgroup"
+	       : is_cgroup2("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified"
+	                                              : NULL;
+}
+
+static bool warm_target(char *out, size_t outlen)
+{
+	char own[PATH_MAX];
+	if (sandbox_own_cgroup("", own, sizeof(own))) {
+		const char *mnt = sandbox_cgroup2_mount();
+		if (mnt) {
+			snprintf(out, outlen, "%s%s/cgroup.procs", mnt, streq(own, "/") ? "" : own);
+			if (access(out, W_OK) == 0)
+				return true;
+		}
+	}
+	if (sandbox_own_cgroup("pids", own, sizeof(own))) {
+		snprintf(out, outlen, "/sys/fs/cgroup/pids%s/cgroup.procs", streq(own, "/") ? "" : own);
+		if (access(out, W_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+void sandbox_warm_init(struct sandbox_warm *w)
+{
+	*w = (struct sandbox_warm){ .armed = false };
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+}
+
+void sandbox_warm_take(struct sandbox_warm *w)
+{
+	char target[PATH_MAX];
+	bool found = warm_target(target, sizeof(target));
+	pthread_mutex_lock(&w->lock);
+	w->armed = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	if (!found)
+		return;
+	int fd = open(target, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!write(fd, "0", 1); /* "0": the writer itself */
+		close(fd);
+	}
+}
+
+void sandbox_warm_armed(struct sandbox_warm *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (!w->armed)
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}
