@@ -467,6 +467,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.server_ctx = job.server_ctx;
 	o.child = sb.pid;
 	o.child_status = &status;
+	o.child_notice = sb.ctl;
 	o.workers = 1;
 	o.audit = log; /* taken over too */
 	o.audit_path = audit_abs;

@@ -136,6 +136,8 @@ struct proxy {
 	struct rotate_job *rotating; /* proxy.c: secrets being re-read, or NULL */
 	struct rate_table *rates;    /* token buckets of rate: limits, kept across reloads */
 	struct tokens *tokens;       /* minted access tokens (token.h) */
+	struct event *notice_ev;     /* main base: opt.child_notice */
+	bool child_ending;           /* it fired: wait for the child last */
 };
 
 struct gen *proxy_current_gen(struct proxy *px);

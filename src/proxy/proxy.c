@@ -703,6 +703,18 @@ static void child_check(struct proxy *px)
 	begin_stop(px, 5000, NULL);
 }
 
+/* keyward run: PID 1 says CMD has ended and it is about to exit (or its
+ * end of the socket closed). Its exit takes a millisecond or two (the
+ * kernel tears down the sandbox's namespaces and memory), which the drain
+ * and the audit log's sync now overlap; proxy_main waits for it last. */
+static void child_notice_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy *px = arg;
+	child_check(px);
+	px->child_ending = true;
+	begin_stop(px, 5000, NULL);
+}
+
 /* A signal that the terminal sent to its foreground process group has
  * reached the sandbox's processes already; passing it on would deliver it
  * twice. */
@@ -996,6 +1008,11 @@ int proxy_main(const struct proxy_options *opt)
 	}
 	if (opt->restore_mask)
 		pthread_sigmask(SIG_SETMASK, opt->restore_mask, NULL); /* now they have handlers */
+	if (px.opt.child > 0 && px.opt.child_notice >= 0) {
+		px.notice_ev = event_new(px.main_base, px.opt.child_notice, EV_READ, child_notice_cb, &px);
+		if (px.notice_ev)
+			event_add(px.notice_ev, NULL);
+	}
 	if (px.opt.child > 0)
 		child_check(&px); /* it may have ended before SIGCHLD was watched */
 	if (started == px.n_workers)
@@ -1015,6 +1032,8 @@ int proxy_main(const struct proxy_options *opt)
 		event_free(sigs[i]);
 	if (px.rotate_timer)
 		event_free(px.rotate_timer);
+	if (px.notice_ev)
+		event_free(px.notice_ev);
 	event_base_free(px.main_base);
 	r = 0;
 
@@ -1041,5 +1060,15 @@ out:
 	audit_close(px.audit);
 	gen_unref(px.gen);
 	pthread_mutex_destroy(&px.gen_lock);
+	/* The child said it was ending (child_notice_cb): it is gone or about
+	 * to be, and the log is synced; its status is what the caller wants. */
+	if (r == 0 && px.opt.child > 0 && px.child_ending) {
+		int st;
+		pid_t w;
+		while ((w = waitpid(px.opt.child, &st, 0)) < 0 && errno == EINTR)
+			;
+		if (w == px.opt.child && px.opt.child_status)
+			*px.opt.child_status = st;
+	}
 	return r;
 }

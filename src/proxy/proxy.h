@@ -40,6 +40,9 @@ struct proxy_options {
 	pid_t child;                  /* > 0: serve until this child exits; signals are passed on to it
 	                           (SIGHUP included: it does not reload) */
 	int *child_status;            /* out: the child's wait status */
+	int child_notice;             /* with child: a descriptor that turns readable when the child is
+	                     about to exit; the proxy then stops at once, and waits for the
+	                     child once the audit log is synced. -1: none */
 	struct audit_log *audit;      /* already open: taken over (audit_path then only names it) */
 	const sigset_t *restore_mask; /* the caller blocked signals: restore this mask once they are handled */
 };

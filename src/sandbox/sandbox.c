@@ -845,7 +845,11 @@ __attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg
 	sigset_t all, old;
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
-	close(ctl_fd);
+	/* From here a failure is told on stderr (die); the socket only says
+	 * when CMD has ended, so that keyward can finish its audit log while
+	 * the kernel tears the sandbox down after us. CMD never has it: it is
+	 * close-on-exec, and exec_cmd closes every descriptor beyond 2. */
+	int notice = ctl_fd;
 	ctl_fd = -1;
 	pid_t pid = spawn_cmd(cfg, cmd, envp);
 	cmd_pid = pid;
@@ -863,6 +867,7 @@ __attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg
 		if (r < 0)
 			_exit(126);
 		if (r == pid) {
+			(void)send(notice, "X", 1, MSG_NOSIGNAL);
 			if (WIFSIGNALED(st))
 				_exit(128 + WTERMSIG(st));
 			_exit(WEXITSTATUS(st));
