@@ -19,15 +19,15 @@ int cmd_secret(int argc, char **argv);
 extern char **cli_argv;
 extern int cli_argc;
 
-struct sandbox_warm;
-/* The cgroup attach lock the executable is taking for `run` (warm.h), or
- * NULL. */
-extern struct sandbox_warm *cli_warm;
+struct sandbox;
+/* For `run`: the sandbox the executable cloned as it started (launch.c),
+ * or NULL. */
+extern struct sandbox *cli_sandbox;
 
 /* libkeyward.so's one entry point, called by the keyward executable
  * (launch.c) with main's arguments. */
 #define CLI_ENTRY "keyward_main"
-typedef int cli_entry_fn(int argc, char **argv, struct sandbox_warm *warm);
+typedef int cli_entry_fn(int argc, char **argv, struct sandbox *sandbox);
 cli_entry_fn keyward_main __attribute__((visibility("default")));
 
 struct proxy_options;

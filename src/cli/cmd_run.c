@@ -219,7 +219,68 @@ static bool contains_home(const char *ws)
 }
 
 static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
-               struct sandbox_warm *warm);
+               struct sandbox *sb);
+
+/* What PID 1 needs, copied into the memory it shares with us; NULL when it
+ * does not fit. cmd points into keyward's own argv, which PID 1 has a copy
+ * of (getopt stops at the first operand: "+" in cmd_run's option string,
+ * so nothing was moved). */
+static struct sandbox_spec *make_spec(struct sandbox *sb, const struct policy *p, const char *ws,
+                                      const char *const *hide, size_t n_hide, char **cmd, bool verbose)
+{
+	struct sandbox_spec *spec = sandbox_alloc(sb, sizeof(*spec));
+	if (!spec || !(spec->workspace = sandbox_strdup(sb, ws)))
+		return NULL;
+	spec->verbose = verbose;
+	spec->cmd = (int)(cmd - sb->argv);
+	spec->sb = p->sandbox;
+	spec->sb.workspace = NULL;
+	spec->sb.paths = NULL;
+	spec->sb.env = NULL;
+	size_t n = p->sandbox.n_paths;
+	if (n) {
+		struct policy_sandbox_path *paths = sandbox_alloc(sb, n * sizeof(*paths));
+		if (!paths)
+			return NULL;
+		for (size_t i = 0; i < n; i++) {
+			paths[i] = p->sandbox.paths[i];
+			if (!(paths[i].path = sandbox_strdup(sb, p->sandbox.paths[i].path)))
+				return NULL;
+		}
+		spec->sb.paths = paths;
+	}
+	n = 0;
+	for (char **e = p->sandbox.env; e && *e; e++)
+		n++;
+	if (n) {
+		char **env = sandbox_alloc(sb, (n + 1) * sizeof(*env));
+		if (!env)
+			return NULL;
+		for (size_t i = 0; i < n; i++)
+			if (!(env[i] = sandbox_strdup(sb, p->sandbox.env[i])))
+				return NULL;
+		spec->sb.env = env;
+	}
+	const char **cred_env = sandbox_alloc(sb, (2 * p->n_creds + 1) * sizeof(*cred_env));
+	const char **h = sandbox_alloc(sb, (n_hide + 1) * sizeof(*h));
+	if (!cred_env || !h)
+		return NULL;
+	n = 0;
+	for (size_t i = 0; i < p->n_creds; i++) {
+		if (!p->creds[i].env)
+			continue;
+		if (!(cred_env[n++] = sandbox_strdup(sb, p->creds[i].env)) ||
+		    !(cred_env[n++] = sandbox_strdup(sb, p->creds[i].placeholder)))
+			return NULL;
+	}
+	spec->cred_env = cred_env;
+	for (size_t i = 0; i < n_hide; i++)
+		if (!(h[i] = sandbox_strdup(sb, hide[i])))
+			return NULL;
+	spec->hide = h;
+	spec->n_hide = n_hide;
+	return spec;
+}
 
 int cmd_run(int argc, char **argv)
 {
@@ -268,12 +329,22 @@ int cmd_run(int argc, char **argv)
 	}
 	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 
-	return run(o, policy_path, workspace, verbose, argv + optind, cli_warm);
+	/* The sandbox was cloned as keyward started (launch.c); when it was
+	 * not, now, before any other thread exists. */
+	struct sandbox own, *sb = cli_sandbox;
+	if (!sb) {
+		sb = &own;
+		(void)sandbox_clone(sb, cli_argc, cli_argv);
+	}
+	int rc = run(o, policy_path, workspace, verbose, argv + optind, sb);
+	sandbox_kill(sb); /* still there: the run stopped before CMD */
+	sandbox_cleanup(sb);
+	return rc;
 }
 
 /* Everything after the options: the policy, the sandbox, the proxy. */
 static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
-               struct sandbox_warm *warm)
+               struct sandbox *sb)
 {
 	struct stat st;
 	if (!policy_path && stat("keyward.yaml", &st) == 0)
@@ -366,22 +437,19 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		hide[n_hide++] = abs;
 	}
 
-	/* keyward's own argument area, to be wiped in the sandbox's PID 1 */
-	char *args = cli_argv[0];
-	size_t args_len = (size_t)(cli_argv[cli_argc - 1] + strlen(cli_argv[cli_argc - 1]) + 1 - cli_argv[0]);
-
-	struct sandbox_config cfg = {
-		.policy = policy,
-		.workspace = ws,
-		.argv = cmd,
-		.hide = hide,
-		.n_hide = n_hide,
-		.self_args = args,
-		.self_args_len = args_len,
-		.verbose = verbose > 0,
-		.warm = warm,
-	};
-	struct sandbox sb;
+	if (sb->clone_err < 0) {
+		fprintf(stderr, "keyward run: %s\n", sb->clone_msg);
+		audit_close(log);
+		policy_free(policy);
+		return EXIT_SETUP;
+	}
+	struct sandbox_spec *spec = make_spec(sb, policy, ws, hide, n_hide, cmd, verbose > 0);
+	if (!spec) {
+		fprintf(stderr, "keyward run: the sandbox's configuration does not fit in %zu bytes\n", sb->arena_size);
+		audit_close(log);
+		policy_free(policy);
+		return EXIT_SETUP;
+	}
 	/* Until the proxy watches them, signals must not kill us before the
 	 * sandbox is cleaned up; the proxy passes them on. */
 	sigset_t block, old;
@@ -392,27 +460,28 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 			sigaddset(&block, s);
 	sigprocmask(SIG_BLOCK, &block, &old);
 
-	if (sandbox_spawn(&cfg, &sb, err, sizeof(err)) < 0) {
-		fprintf(stderr, "keyward run: %s\n", err);
-		audit_close(log);
-		policy_free(policy);
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		return EXIT_SETUP;
-	}
-
 	/* The CA is made and sent, and the audit log's last line read, while
 	 * the sandbox is built and moved into its cgroup. */
-	struct ca_job job = { .sb = &sb, .log = log, .r = -ENOMEM };
+	struct ca_job job = { .sb = sb, .log = log, .r = -ENOMEM };
 	pthread_mutex_init(&job.lock, NULL);
 	pthread_cond_init(&job.cond, NULL);
 	pthread_t th;
 	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
-	int r = sandbox_start(&cfg, &sb, err, sizeof(err));
+	int r = sandbox_configure(sb, spec);
+	if (r < 0) {
+		/* PID 1 ended while it built what every sandbox has: its own
+		 * message says why */
+		char why[sizeof(err)] = "";
+		if (sandbox_finish(sb, why, sizeof(why)) < 0 && why[0])
+			snprintf(err, sizeof(err), "%s", why);
+		else
+			snprintf(err, sizeof(err), "cannot start the sandbox: %s", strerror(-r));
+	}
 	job_set(&job, r == 0 ? 1 : -1, false);
 	if (r == 0 && !threaded)
 		make_ca(&job);
 	if (r == 0)
-		r = sandbox_limit(&cfg, &sb, err, sizeof(err));
+		r = sandbox_limit(sb, &policy->sandbox, verbose > 0, err, sizeof(err));
 	/* Only the outcome for the sandbox is waited for here; the thread's
 	 * last steps overlap the end of PID 1's set-up and the go. */
 	if (threaded && r == 0) {
@@ -428,18 +497,13 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		/* PID 1 ended before it took the CA: its own message says why (it
 		 * cannot have sent its door, which comes after the CA). */
 		char why[sizeof(err)] = "";
-		if (job.r == -EPIPE && sandbox_finish(&sb, why, sizeof(why)) < 0 && why[0])
+		if (job.r == -EPIPE && sandbox_finish(sb, why, sizeof(why)) < 0 && why[0])
 			snprintf(err, sizeof(err), "%s", why);
-		if (sb.pid > 0) {
-			kill(sb.pid, SIGKILL);
-			while (waitpid(sb.pid, NULL, 0) < 0 && errno == EINTR)
-				;
-			sb.pid = -1;
-		}
+		sandbox_kill(sb);
 		r = job.r;
 	}
 	if (r == 0)
-		r = sandbox_finish(&sb, err, sizeof(err));
+		r = sandbox_finish(sb, err, sizeof(err));
 	if (threaded)
 		pthread_join(th, NULL);
 	pthread_cond_destroy(&job.cond);
@@ -448,7 +512,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
 		SSL_CTX_free(job.server_ctx);
-		sandbox_cleanup(&sb);
+		sandbox_cleanup(sb);
 		tls_ca_free(ca);
 		audit_close(log);
 		policy_free(policy);
@@ -457,17 +521,17 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 
 	char door[64];
-	snprintf(door, sizeof(door), "sandbox:%d", (int)sb.pid);
+	snprintf(door, sizeof(door), "sandbox:%d", (int)sb->pid);
 	int status = -1;
 	o.policy = policy; /* taken over by the proxy */
 	o.policy_path = policy_path ? policy_path : "(none)";
-	o.door_fd = sb.listen_fd;
+	o.door_fd = sb->listen_fd;
 	o.door_name = door;
 	o.ca = ca;
 	o.server_ctx = job.server_ctx;
-	o.child = sb.pid;
+	o.child = sb->pid;
 	o.child_status = &status;
-	o.child_notice = sb.ctl;
+	o.child_notice = sb->ctl;
 	o.workers = 1;
 	o.audit = log; /* taken over too */
 	o.audit_path = audit_abs;
@@ -477,13 +541,14 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (status == -1) {
 		/* The proxy could not start (or stopped first): the sandbox must
 		 * not outlive it. */
-		kill(sb.pid, SIGKILL);
-		while (waitpid(sb.pid, &status, 0) < 0 && errno == EINTR)
+		kill(sb->pid, SIGKILL);
+		while (waitpid(sb->pid, &status, 0) < 0 && errno == EINTR)
 			;
 		if (r < 0)
 			status = -1;
 	}
-	sandbox_cleanup(&sb);
+	sb->pid = -1; /* reaped */
+	sandbox_cleanup(sb);
 	tls_ca_free(ca);
 	if (status == -1)
 		return EXIT_SETUP;

@@ -1,15 +1,16 @@
 /* The keyward executable: a small front that loads libkeyward.so, where
  * every command lives, and calls its entry point.
  *
- * Why a front: `keyward run` moves the sandbox into a cgroup, and the
- * first such move after a quiet spell waits about 10 ms for the kernel
- * (sandbox/warm.c). keyward starts that wait as early as it can, but a
- * program linked with OpenSSL and libevent runs no code of its own until
- * the dynamic loader has mapped and relocated them, about 3 ms. This front
- * needs only the C library: for `run`, its main thread takes the cgroup
- * lock at once while a second thread loads the library and runs the
- * command, so the two waits overlap. Every other command is called on the
- * main thread, as in any program.
+ * Why a front: a program linked with OpenSSL and libevent runs no code of
+ * its own until the dynamic loader has mapped and relocated them, about
+ * 3 ms, and `keyward run` has two things to start sooner. This front needs
+ * only the C library. For `run` it first clones the sandbox's PID 1
+ * (sandbox_clone), which builds what every sandbox has while keyward loads
+ * its library and reads its policy. Then a second thread loads the library
+ * and runs the command, while the main thread takes the kernel's cgroup
+ * attach lock, whose first taking after a quiet spell waits about 10 ms
+ * (sandbox/warm.c). Every other command is called on the main thread, as
+ * in any program.
  *
  * The library is looked for next to the executable (a build tree), then in
  * the folder it is installed to (KEYWARD_LIBDIR); both are as trusted as
@@ -26,6 +27,7 @@
 
 #include "cli/cli.h"
 #include "common/util.h"
+#include "sandbox/sandbox.h"
 #include "sandbox/warm.h"
 
 #define LIBRARY "libkeyward.so"
@@ -57,7 +59,7 @@ static cli_entry_fn *load(int fail)
 struct body {
 	int argc;
 	char **argv;
-	struct sandbox_warm *warm;
+	struct sandbox *sandbox;
 	sigset_t mask;
 };
 
@@ -67,16 +69,18 @@ static void *body_main(void *arg)
 	struct body *b = arg;
 	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
 	cli_entry_fn *entry = load(EXIT_SETUP);
-	exit(entry(b->argc, b->argv, b->warm));
+	exit(entry(b->argc, b->argv, b->sandbox));
 }
 
 int main(int argc, char **argv)
 {
 	if (argc > 1 && streq(argv[1], "run")) {
-		static struct sandbox_warm warm;
+		static struct sandbox sandbox;
 		static struct body b;
-		b = (struct body){ .argc = argc, .argv = argv, .warm = &warm };
-		sandbox_warm_init(&warm);
+		/* A failure is kept in the struct and told by `run` where it
+		 * would have cloned, after its own checks. */
+		(void)sandbox_clone(&sandbox, argc, argv);
+		b = (struct body){ .argc = argc, .argv = argv, .sandbox = &sandbox };
 		/* Signals go to the command's thread, which handles them (the
 		 * proxy passes them to the sandbox); this one only waits. */
 		sigset_t all;
@@ -84,11 +88,14 @@ int main(int argc, char **argv)
 		pthread_sigmask(SIG_BLOCK, &all, &b.mask);
 		pthread_t body;
 		if (pthread_create(&body, NULL, body_main, &b) == 0) {
-			sandbox_warm_take(&warm);
+			if (sandbox.pid > 0)
+				sandbox_warm_take();
 			pthread_join(body, NULL); /* never returns: body_main exits */
 			return 1;
 		}
 		pthread_sigmask(SIG_SETMASK, &b.mask, NULL);
+		cli_entry_fn *entry = load(EXIT_SETUP);
+		return entry(argc, argv, &sandbox);
 	}
 	cli_entry_fn *entry = load(1);
 	return entry(argc, argv, NULL);

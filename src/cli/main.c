@@ -64,13 +64,13 @@ __attribute__((noreturn)) static void exit_now(int status)
 
 char **cli_argv;
 int cli_argc;
-struct sandbox_warm *cli_warm;
+struct sandbox *cli_sandbox;
 
-int keyward_main(int argc, char **argv, struct sandbox_warm *warm)
+int keyward_main(int argc, char **argv, struct sandbox *sandbox)
 {
 	cli_argv = argv;
 	cli_argc = argc;
-	cli_warm = warm;
+	cli_sandbox = sandbox;
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;

@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -109,10 +110,10 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt,
 
 #define die_errno(fmt, ...) die(fmt ": %s", ##__VA_ARGS__, strerror(errno))
 
-static void verbose(const struct sandbox_config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void verbose(const struct sandbox_config *cfg, const char *fmt, ...)
+static void verbose(const struct sandbox_spec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void verbose(const struct sandbox_spec *spec, const char *fmt, ...)
 {
-	if (!cfg->verbose)
+	if (!spec->verbose)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
@@ -311,7 +312,7 @@ static bool copy_file(const char *path, const struct stat *st)
 	return true;
 }
 
-static void write_etc(const struct sandbox_config *cfg)
+static void write_etc(void)
 {
 	char path[PATH_MAX];
 	make_dirs("/etc/ssl", 0755);
@@ -341,9 +342,6 @@ static void write_etc(const struct sandbox_config *cfg)
 	in_root(path, sizeof(path), "/etc/nsswitch.conf");
 	write_text(path, "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
 	                 "networks: files\nprotocols: files\nservices: files\n");
-
-	verbose(cfg, "/etc: %zu entries of the host's; passwd, group, hosts, resolv.conf written",
-	        ARRAY_SIZE(etc_entries));
 }
 
 /* The CA bundle: the system's roots, written while keyward makes this
@@ -391,10 +389,10 @@ static int prepare_bundle(void)
 }
 
 /* keyward sends this run's CA certificate once it has made it (in parallel
- * with the file system being built); the key stays with keyward. */
-static void install_ca(const struct sandbox_config *cfg, int bundle)
+ * with the file system being built; it is the last thing PID 1 waits for
+ * before the root is made read-only); the key stays with keyward. */
+static void install_ca(const struct sandbox_spec *spec, int bundle)
 {
-	char path[PATH_MAX];
 	_cleanup_free_ char *ca_pem = malloc(CA_MAX + 1);
 	if (!ca_pem)
 		die("out of memory");
@@ -403,8 +401,7 @@ static void install_ca(const struct sandbox_config *cfg, int bundle)
 		_exit(126); /* keyward went away */
 	ca_pem[got] = '\0';
 
-	in_root(path, sizeof(path), "/etc/keyward/ca.pem");
-	write_text(path, ca_pem);
+	write_text("/etc/keyward/ca.pem", ca_pem); /* in the new root */
 	for (const char *p = ca_pem; *p;) {
 		ssize_t n = write(bundle, p, strlen(p));
 		if (n < 0 && errno == EINTR)
@@ -414,7 +411,7 @@ static void install_ca(const struct sandbox_config *cfg, int bundle)
 		p += n;
 	}
 	close(bundle);
-	verbose(cfg, "CA bundle (system roots and this run's CA) at /etc/keyward/ca-bundle.pem");
+	verbose(spec, "CA bundle (system roots and this run's CA) at /etc/keyward/ca-bundle.pem");
 }
 
 static void mount_dev(void)
@@ -506,36 +503,70 @@ static uint64_t or_default(uint64_t v, uint64_t def)
 	return v ? v : def;
 }
 
-static void build_root(const struct sandbox_config *cfg)
-{
-	const struct policy_sandbox *sb = &cfg->policy->sandbox;
-	char opts[128], path[PATH_MAX];
+/* The host's NEWROOT, opened before the new root covers it: a workspace or
+ * a listed path below it is opened from here. */
+static int host_newroot = -1;
 
+/* Opens a host path as open_nofollow() does, also below NEWROOT. */
+static int open_host(const char *path)
+{
+	size_t n = strlen(NEWROOT);
+	if (strncmp(path, NEWROOT, n) != 0 || (path[n] != '/' && path[n] != '\0'))
+		return open_nofollow(path);
+	const char *rest = path + n;
+	while (*rest == '/')
+		rest++;
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, host_newroot, *rest ? rest : ".", &how, sizeof(how));
+}
+
+/* What every sandbox has, built while keyward reads its policy: the new
+ * root with the system's folders, /etc, /dev and /proc. Returns the CA
+ * bundle, open for writing (prepare_bundle). */
+static int build_common(void)
+{
 	/* Our mounts must not propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		die_errno("cannot make the mounts private");
+	host_newroot = open(NEWROOT, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (host_newroot < 0)
+		die_errno("cannot open %s", NEWROOT);
+	if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") < 0)
+		die_errno("cannot mount the new root");
+	mount_system();
+	write_etc();
+	int bundle = prepare_bundle();
+	mount_dev();
+	mount_proc();
+	return bundle;
+}
 
-	/* Open what will be bound before NEWROOT is covered: the workspace or a
-	 * listed path may lie under it. */
-	int ws = open_nofollow(cfg->workspace);
+/* The rest, from the policy: /tmp and $HOME, the workspace, the listed
+ * paths, what must stay hidden; then into the new root (read-only once
+ * the CA is in: seal_root). */
+static void finish_root(const struct sandbox_spec *spec)
+{
+	const struct policy_sandbox *sb = &spec->sb;
+	char opts[128], path[PATH_MAX];
+
+	int ws = open_host(spec->workspace);
 	if (ws < 0)
-		die_errno("cannot open the workspace %s (it must be named without symbolic links)", cfg->workspace);
+		die_errno("cannot open the workspace %s (it must be named without symbolic links)", spec->workspace);
 	int extra[SANDBOX_MAX_PATHS];
 	for (size_t i = 0; i < sb->n_paths; i++) {
-		extra[i] = open_nofollow(sb->paths[i].path);
+		extra[i] = open_host(sb->paths[i].path);
 		if (extra[i] < 0 && errno == ELOOP)
 			die("sandbox path %s: a symbolic link is in the way; name the real path", sb->paths[i].path);
 		if (extra[i] < 0)
 			die_errno("sandbox path %s", sb->paths[i].path);
 	}
-
-	if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") < 0)
-		die_errno("cannot mount the new root");
-	mount_system();
-	write_etc(cfg);
-	int bundle = prepare_bundle();
-	mount_dev();
-	mount_proc();
+	close(host_newroot);
+	host_newroot = -1;
+	verbose(spec, "/etc: %zu entries of the host's; passwd, group, hosts, resolv.conf written",
+	        ARRAY_SIZE(etc_entries));
 
 	uint64_t tmp = or_default(sb->tmp_size, DEFAULT_TMP_SIZE);
 	snprintf(opts, sizeof(opts), "mode=1777,size=%llu", (unsigned long long)tmp);
@@ -549,18 +580,17 @@ static void build_root(const struct sandbox_config *cfg)
 		die_errno("cannot create /var/tmp");
 	make_dirs("/run", 0755);
 
-	bind_fd(ws, cfg->workspace, true, false);
+	bind_fd(ws, spec->workspace, true, false);
 	close(ws);
 	for (size_t i = 0; i < sb->n_paths; i++) {
 		bind_fd(extra[i], sb->paths[i].path, sb->paths[i].write, false);
 		close(extra[i]);
-		verbose(cfg, "%s: %s", sb->paths[i].path, sb->paths[i].write ? "read-write" : "read-only");
+		verbose(spec, "%s: %s", sb->paths[i].path, sb->paths[i].write ? "read-write" : "read-only");
 	}
-	for (size_t i = 0; i < cfg->n_hide; i++)
-		hide_path(cfg->hide[i]);
-	install_ca(cfg, bundle);
-	verbose(cfg, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", cfg->workspace, SANDBOX_HOME,
-	        (unsigned long long)tmp);
+	for (size_t i = 0; i < spec->n_hide; i++)
+		hide_path(spec->hide[i]);
+	verbose(spec, "workspace %s: read-write; /tmp and %s: private tmpfs of %llu bytes", spec->workspace,
+	        SANDBOX_HOME, (unsigned long long)tmp);
 
 	/* Into the new root; the old one is detached and gone. */
 	if (chdir(NEWROOT) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
@@ -569,6 +599,10 @@ static void build_root(const struct sandbox_config *cfg)
 		die_errno("cannot detach the old root");
 	if (chdir("/") < 0)
 		die_errno("cannot enter the new root");
+}
+
+static void seal_root(void)
+{
 	struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY };
 	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof(ro)) < 0)
 		die_errno("cannot make / read-only");
@@ -633,9 +667,9 @@ static void set_limit(int res, uint64_t v, const char *what)
 		die_errno("cannot set the %s limit", what);
 }
 
-static void set_limits(const struct sandbox_config *cfg)
+static void set_limits(const struct sandbox_spec *spec)
 {
-	const struct policy_sandbox *sb = &cfg->policy->sandbox;
+	const struct policy_sandbox *sb = &spec->sb;
 	set_limit(RLIMIT_CORE, 0, "core dump");
 	set_limit(RLIMIT_NOFILE, or_default(sb->open_files, DEFAULT_OPEN_FILES), "open files");
 	set_limit(RLIMIT_NPROC, or_default(sb->processes, DEFAULT_PROCESSES), "processes");
@@ -665,9 +699,9 @@ static void drop_privileges(void)
 		die_errno("cannot set no_new_privs");
 }
 
-static void fences(const struct sandbox_config *cfg, uint16_t port)
+static void fences(const struct sandbox_spec *spec, uint16_t port)
 {
-	const struct policy_sandbox *sb = &cfg->policy->sandbox;
+	const struct policy_sandbox *sb = &spec->sb;
 	char err[256] = "";
 	struct sandbox_path_rule rules[8 + SANDBOX_MAX_PATHS];
 	size_t n = 0;
@@ -676,7 +710,7 @@ static void fences(const struct sandbox_config *cfg, uint16_t port)
 	rules[n++] = (struct sandbox_path_rule){ "/proc", SANDBOX_WRITE };
 	rules[n++] = (struct sandbox_path_rule){ "/tmp", SANDBOX_WRITE };
 	rules[n++] = (struct sandbox_path_rule){ SANDBOX_HOME, SANDBOX_WRITE };
-	rules[n++] = (struct sandbox_path_rule){ cfg->workspace, SANDBOX_WRITE };
+	rules[n++] = (struct sandbox_path_rule){ spec->workspace, SANDBOX_WRITE };
 	for (size_t i = 0; i < sb->n_paths; i++)
 		if (sb->paths[i].write)
 			rules[n++] = (struct sandbox_path_rule){ sb->paths[i].path, SANDBOX_WRITE };
@@ -690,25 +724,25 @@ static void fences(const struct sandbox_config *cfg, uint16_t port)
 	if (r == -EOPNOTSUPP) {
 		if (sb->require_landlock)
 			die("the policy says landlock: required, and this kernel has no Landlock");
-		verbose(cfg, "Landlock: not available in this kernel; the namespaces and seccomp still apply");
+		verbose(spec, "Landlock: not available in this kernel; the namespaces and seccomp still apply");
 	} else if (r < 0) {
 		die("Landlock: %s", err);
 	} else if (ll.missing[0]) {
 		if (sb->require_landlock)
 			die("the policy says landlock: required, and this kernel's Landlock (ABI %d) lacks %s", ll.abi,
 			    ll.missing);
-		verbose(cfg, "Landlock ABI %d: file system, TCP ports %u and the listed ones; missing: %s", ll.abi,
+		verbose(spec, "Landlock ABI %d: file system, TCP ports %u and the listed ones; missing: %s", ll.abi,
 		        (unsigned)port, ll.missing);
 	} else {
 		verbose(
-		    cfg,
+		    spec,
 		    "Landlock ABI %d: file system, TCP ports (%u and %zu listed), signal and abstract socket scoping",
 		    ll.abi, (unsigned)port, sb->n_ports);
 	}
 	r = sandbox_seccomp_install(err, sizeof(err));
 	if (r < 0)
 		die("seccomp: %s", err);
-	verbose(cfg, "seccomp filter installed; capabilities empty, bounding set dropped, no_new_privs");
+	verbose(spec, "seccomp filter installed; capabilities empty, bounding set dropped, no_new_privs");
 }
 
 /* ---- environment (child) ---- */
@@ -727,9 +761,8 @@ static void env_add(struct envv *e, const char *name, const char *value)
 	e->n++;
 }
 
-static void build_env(const struct sandbox_config *cfg, uint16_t port, struct envv *e)
+static void build_env(const struct sandbox_spec *spec, uint16_t port, struct envv *e)
 {
-	const struct policy *p = cfg->policy;
 	char proxy[64];
 	snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%u", (unsigned)port);
 
@@ -755,10 +788,9 @@ static void build_env(const struct sandbox_config *cfg, uint16_t port, struct en
 		env_add(e, ca_vars[i], "/etc/keyward/ca-bundle.pem");
 	env_add(e, "NODE_EXTRA_CA_CERTS", "/etc/keyward/ca.pem");
 	env_add(e, "KEYWARD_SANDBOX", "1");
-	for (size_t i = 0; i < p->n_creds; i++)
-		if (p->creds[i].env)
-			env_add(e, p->creds[i].env, p->creds[i].placeholder);
-	for (char **name = p->sandbox.env; name && *name; name++) {
+	for (const char *const *c = spec->cred_env; c && c[0] && c[1]; c += 2)
+		env_add(e, c[0], c[1]);
+	for (char **name = spec->sb.env; name && *name; name++) {
 		const char *v = getenv(*name);
 		if (v)
 			env_add(e, *name, v);
@@ -770,14 +802,16 @@ static void build_env(const struct sandbox_config *cfg, uint16_t port, struct en
  * argument area are keyward's, which may hold a credential's source
  * variable. Wipe both, so that /proc/1/environ and /proc/1/cmdline show
  * nothing (PID 1 is also made non-dumpable). */
-static void wipe_inherited(const struct sandbox_config *cfg)
+static void wipe_inherited(int argc, char **argv)
 {
 	extern char **environ;
 	for (char **e = environ; e && *e; e++)
 		explicit_bzero(*e, strlen(*e));
-	if (cfg->self_args && cfg->self_args_len > 0) {
-		explicit_bzero(cfg->self_args, cfg->self_args_len);
-		snprintf(cfg->self_args, cfg->self_args_len, "keyward-init");
+	if (argc > 0) {
+		char *args = argv[0];
+		size_t len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - args);
+		explicit_bzero(args, len);
+		snprintf(args, len, "keyward-init");
 	}
 }
 
@@ -820,10 +854,10 @@ __attribute__((noreturn)) static void exec_cmd(char **cmd, char **envp)
  * gone), with the sandbox's environment. vfork, not fork: a fork copies
  * PID 1's page tables, which are keyward's, and that copy was a good part
  * of the cost of a short `keyward run`. */
-static pid_t spawn_cmd(const struct sandbox_config *cfg, char **cmd, char **envp)
+static pid_t spawn_cmd(const char *workspace, char **cmd, char **envp)
 {
-	if (chdir(cfg->workspace) < 0 && chdir(SANDBOX_HOME) < 0)
-		die_errno("cannot enter the workspace %s", cfg->workspace);
+	if (chdir(workspace) < 0 && chdir(SANDBOX_HOME) < 0)
+		die_errno("cannot enter the workspace %s", workspace);
 	/* execvpe looks CMD up in the caller's PATH: the sandbox's */
 	extern char **environ;
 	environ = envp;
@@ -840,7 +874,7 @@ static pid_t spawn_cmd(const struct sandbox_config *cfg, char **cmd, char **envp
 
 /* Starts CMD, forwards signals to it, reaps every orphan, and exits with
  * CMD's status when it ends (which ends every process in the sandbox). */
-__attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg, char **cmd, char **envp)
+__attribute__((noreturn)) static void init_loop(const char *workspace, char **cmd, char **envp)
 {
 	sigset_t all, old;
 	sigfillset(&all);
@@ -851,7 +885,7 @@ __attribute__((noreturn)) static void init_loop(const struct sandbox_config *cfg
 	 * close-on-exec, and exec_cmd closes every descriptor beyond 2. */
 	int notice = ctl_fd;
 	ctl_fd = -1;
-	pid_t pid = spawn_cmd(cfg, cmd, envp);
+	pid_t pid = spawn_cmd(workspace, cmd, envp);
 	cmd_pid = pid;
 	struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
 	sigemptyset(&sa.sa_mask);
@@ -884,7 +918,22 @@ static ssize_t recv_all(int fd, char *buf, size_t len)
 	return n;
 }
 
-__attribute__((noreturn)) static void child_main(const struct sandbox_config *cfg)
+/* The spec keyward sent (sandbox_configure): a pointer into the arena,
+ * which this process shares with keyward at the same address. */
+static const struct sandbox_spec *recv_spec(const struct sandbox *sb)
+{
+	char msg[1 + sizeof(void *)];
+	if (recv_all(ctl_fd, msg, sizeof(msg)) != (ssize_t)sizeof(msg) || msg[0] != 'C')
+		_exit(126); /* keyward went away, or stopped before CMD */
+	const struct sandbox_spec *spec;
+	memcpy(&spec, msg + 1, sizeof(spec));
+	uintptr_t at = (uintptr_t)spec, base = (uintptr_t)sb->arena;
+	if (at < base || at + sizeof(*spec) > base + sb->arena_size)
+		die("keyward sent a configuration outside the shared memory");
+	return spec;
+}
+
+__attribute__((noreturn)) static void child_main(const struct sandbox *sb)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -915,34 +964,40 @@ __attribute__((noreturn)) static void child_main(const struct sandbox_config *cf
 
 	if (sethostname("sandbox", 7) < 0 || setdomainname("", 0) < 0)
 		die_errno("cannot set the host name");
-	build_root(cfg);
+	int bundle = build_common();
+	const struct sandbox_spec *spec = recv_spec(sb);
+	finish_root(spec);
 	uint16_t port;
 	int door = open_door(&port);
 	send_door(door, port);
 	close(door);
-	verbose(cfg, "network: only lo; the proxy listens on 127.0.0.1:%u inside", (unsigned)port);
+	verbose(spec, "network: only lo; the proxy listens on 127.0.0.1:%u inside", (unsigned)port);
 
 	struct envv env = { .n = 0 };
-	build_env(cfg, port, &env);
+	build_env(spec, port, &env);
 	/* CMD's arguments live in the area about to be wiped */
-	size_t argc = 0;
-	while (cfg->argv[argc])
-		argc++;
+	if (spec->cmd <= 0 || spec->cmd >= sb->argc)
+		die("no command");
+	size_t argc = (size_t)(sb->argc - spec->cmd);
 	char **cmd = calloc(argc + 1, sizeof(char *));
 	for (size_t i = 0; cmd && i < argc; i++)
-		if (!(cmd[i] = strdup(cfg->argv[i])))
+		if (!(cmd[i] = strdup(sb->argv[spec->cmd + (int)i])))
 			die("out of memory");
-	if (!cmd)
+	char *workspace = strdup(spec->workspace);
+	if (!cmd || !workspace)
 		die("out of memory");
-	wipe_inherited(cfg);
-	set_limits(cfg);
+	install_ca(spec, bundle);
+	seal_root();
+	wipe_inherited(sb->argc, sb->argv);
+	set_limits(spec);
 	drop_privileges();
-	fences(cfg, port);
+	fences(spec, port);
+	munmap(sb->arena, sb->arena_size); /* keyward's to write; nothing more to read */
 	/* keyward says go once the sandbox is in its cgroup */
 	char go = 0;
 	if (recv_all(ctl_fd, &go, 1) != 1 || go != 'G')
 		_exit(126);
-	init_loop(cfg, cmd, env.v);
+	init_loop(workspace, cmd, env.v);
 }
 
 /* ---- parent ---- */
@@ -963,17 +1018,27 @@ static int write_proc(pid_t pid, const char *file, const char *text, char *errbu
 	return 0;
 }
 
-int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
+/* The arena: room for the spec, which holds at most a few dozen paths. */
+#define ARENA_SIZE (1024 * 1024)
+
+int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 {
 	int sv[2];
-	*sb = (struct sandbox){ .pid = -1, .ctl = -1, .listen_fd = -1 };
+	*sb = (struct sandbox){ .pid = -1, .ctl = -1, .listen_fd = -1, .argc = argc, .argv = argv };
+	char *errbuf = sb->clone_msg;
+	size_t errlen = sizeof(sb->clone_msg);
+	void *arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (arena == MAP_FAILED) {
+		snprintf(errbuf, errlen, "cannot map the sandbox's configuration: %s", strerror(errno));
+		return sb->clone_err = -errno;
+	}
+	sb->arena = arena;
+	sb->arena_size = ARENA_SIZE;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		snprintf(errbuf, errlen, "socketpair: %s", strerror(errno));
-		return -errno;
+		return sb->clone_err = -errno;
 	}
 	fflush(NULL);
-	if (cfg->warm)
-		sandbox_warm_armed(cfg->warm);
 	long pid = syscall(SYS_clone,
 	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
 	                       SIGCHLD,
@@ -987,27 +1052,66 @@ int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *er
 		                                     "/proc/sys/user/max_user_namespaces and "
 		                                     "kernel.apparmor_restrict_unprivileged_userns)"
 		                                   : "");
-		return -e;
+		return sb->clone_err = -e;
 	}
 	if (pid == 0) {
 		close(sv[0]);
 		ctl_fd = sv[1];
-		child_main(cfg);
+		child_main(sb);
 	}
 	close(sv[1]);
 	sb->pid = (pid_t)pid;
 	sb->ctl = sv[0];
+
+	char map[64];
+	int r = write_proc(sb->pid, "setgroups", "deny", errbuf, errlen);
+	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_UID, (int)getuid());
+	if (r == 0)
+		r = write_proc(sb->pid, "uid_map", map, errbuf, errlen);
+	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_GID, (int)getgid());
+	if (r == 0)
+		r = write_proc(sb->pid, "gid_map", map, errbuf, errlen);
+	if (r == 0 && send(sb->ctl, "M", 1, MSG_NOSIGNAL) != 1) {
+		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
+		r = -EIO;
+	}
+	if (r < 0) {
+		sandbox_kill(sb);
+		close(sb->ctl);
+		sb->ctl = -1;
+		return sb->clone_err = r;
+	}
+	return 0;
+}
+
+void *sandbox_alloc(struct sandbox *sb, size_t n)
+{
+	size_t at = (sb->arena_used + 15) & ~(size_t)15;
+	if (!sb->arena || n > sb->arena_size || at > sb->arena_size - n)
+		return NULL;
+	sb->arena_used = at + n;
+	return memset(sb->arena + at, 0, n);
+}
+
+char *sandbox_strdup(struct sandbox *sb, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = sandbox_alloc(sb, n);
+	return d ? memcpy(d, s, n) : NULL;
+}
+
+int sandbox_configure(struct sandbox *sb, const struct sandbox_spec *spec)
+{
+	char msg[1 + sizeof(void *)] = { 'C' };
+	memcpy(msg + 1, &spec, sizeof(spec));
+	if (send(sb->ctl, msg, sizeof(msg), MSG_NOSIGNAL) != (ssize_t)sizeof(msg))
+		return -errno; /* -EPIPE: the child has ended */
 	return 0;
 }
 
 static int fail_child(struct sandbox *sb, int r)
 {
-	if (sb->pid > 0) {
-		kill(sb->pid, SIGKILL);
-		while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		sb->pid = -1;
-	}
+	sandbox_kill(sb);
 	return r;
 }
 
@@ -1049,25 +1153,6 @@ static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
 	return 0;
 }
 
-int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
-{
-	char map[64];
-	int r = write_proc(sb->pid, "setgroups", "deny", errbuf, errlen);
-	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_UID, (int)getuid());
-	if (r == 0)
-		r = write_proc(sb->pid, "uid_map", map, errbuf, errlen);
-	snprintf(map, sizeof(map), "%d %d 1\n", SANDBOX_GID, (int)getgid());
-	if (r == 0)
-		r = write_proc(sb->pid, "gid_map", map, errbuf, errlen);
-	if (r == 0 && send(sb->ctl, "M", 1, MSG_NOSIGNAL) != 1) {
-		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
-		r = -EIO;
-	}
-	if (r < 0)
-		return fail_child(sb, r);
-	return 0;
-}
-
 int sandbox_send_ca(struct sandbox *sb, const char *ca_pem)
 {
 	size_t len = strlen(ca_pem);
@@ -1079,9 +1164,9 @@ int sandbox_send_ca(struct sandbox *sb, const char *ca_pem)
 	return n == (ssize_t)len ? 0 : -EIO;
 }
 
-int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen)
+int sandbox_limit(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf, size_t errlen)
 {
-	int r = sandbox_cgroup_apply(sb, &cfg->policy->sandbox, cfg->verbose, errbuf, errlen);
+	int r = sandbox_cgroup_apply(sb, limits, verbose, errbuf, errlen);
 	if (r < 0)
 		return fail_child(sb, r);
 	return 0;
@@ -1099,6 +1184,16 @@ int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen)
 	return 0;
 }
 
+void sandbox_kill(struct sandbox *sb)
+{
+	if (sb->pid > 0) {
+		kill(sb->pid, SIGKILL);
+		while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		sb->pid = -1;
+	}
+}
+
 void sandbox_cleanup(struct sandbox *sb)
 {
 	if (sb->ctl >= 0)
@@ -1107,6 +1202,9 @@ void sandbox_cleanup(struct sandbox *sb)
 		close(sb->listen_fd);
 	sb->ctl = sb->listen_fd = -1;
 	sandbox_cgroup_remove(sb);
+	if (sb->arena)
+		munmap(sb->arena, sb->arena_size);
+	sb->arena = NULL;
 }
 
 int sandbox_exit_code(int wstatus)

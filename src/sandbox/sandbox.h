@@ -1,15 +1,17 @@
 /* `keyward run`: the namespace sandbox that untrusted code runs in.
  *
- * sandbox_spawn() clones a child into new user, mount, PID, network, IPC,
- * UTS and cgroup namespaces before the caller has loaded any secret. The
- * child waits until sandbox_start() has written its identity maps; it then
- * builds its file system, takes keyward's CA certificate from
- * sandbox_send_ca(), opens the
- * sandbox's only network door (a listening socket on 127.0.0.1 inside its
- * own network namespace, handed back over SCM_RIGHTS), drops every
- * privilege, puts up the Landlock and seccomp fences, and becomes PID 1:
- * it starts CMD, forwards signals to it, reaps orphans and exits with
- * CMD's status. See docs/sandbox.md and docs/threat-model.md. */
+ * sandbox_clone() clones a child into new user, mount, PID, IPC, UTS and
+ * cgroup namespaces as keyward starts, before it has loaded its libraries,
+ * its policy or any secret, and writes the child's identity maps. The
+ * child makes its own network namespace and builds the parts of its file
+ * system that every sandbox has; it then takes the rest of its
+ * configuration from sandbox_configure() and keyward's CA certificate from
+ * sandbox_send_ca(), opens the sandbox's only network door (a listening
+ * socket on 127.0.0.1 inside its own network namespace, handed back over
+ * SCM_RIGHTS), drops every privilege, puts up the Landlock and seccomp
+ * fences, and becomes PID 1: it starts CMD, forwards signals to it, reaps
+ * orphans and exits with CMD's status. See docs/sandbox.md and
+ * docs/threat-model.md. */
 #pragma once
 
 #include <stdbool.h>
@@ -19,52 +21,66 @@
 
 #include "common/util.h"
 #include "policy/policy.h"
-#include "sandbox/warm.h"
 
 #define SANDBOX_UID  1000
 #define SANDBOX_GID  1000
 #define SANDBOX_HOME "/home/sandbox"
 
-/* Everything the child needs; read by the child from its copy of the
- * parent's memory, so all of it must be set before sandbox_spawn(). */
-struct sandbox_config {
-	const struct policy *policy; /* sandbox: section and credential placeholders */
+/* What PID 1 needs from the policy and the command line, built by
+ * keyward in the arena (sandbox_alloc), memory it shares with PID 1, and
+ * sent with sandbox_configure(). Every pointer points into the arena. */
+struct sandbox_spec {
 	const char *workspace;       /* absolute and resolved (realpath) */
-	char *const *argv;           /* CMD and its arguments */
+	struct policy_sandbox sb;    /* the policy's sandbox: section */
+	const char *const *cred_env; /* NAME, PLACEHOLDER of each credential with env:; NULL-terminated */
 	const char *const *hide;     /* host paths that must not be visible even if under a bound path */
 	size_t n_hide;
-	char *self_args; /* keyward's own argv area, wiped in PID 1 */
-	size_t self_args_len;
+	int cmd; /* CMD and its arguments are keyward's argv[cmd] on */
 	bool verbose;
-	struct sandbox_warm *warm; /* or NULL */
 };
 
 struct sandbox {
-	pid_t pid;           /* PID 1 of the sandbox, as the host sees it */
+	pid_t pid;           /* PID 1 of the sandbox, as the host sees it; -1: none */
 	int ctl;             /* our end of the control socket */
 	int listen_fd;       /* the door: accept() on it serves the sandbox */
 	uint16_t port;       /* its port on the sandbox's 127.0.0.1 */
 	char cgroup[4][256]; /* cgroup directories created for it, removed by sandbox_cleanup() */
 	size_t n_cgroups;
+	int clone_err; /* < 0: sandbox_clone() failed, for the reason in clone_msg */
+	char clone_msg[512];
+	char *arena; /* shared with PID 1 */
+	size_t arena_size, arena_used;
+	int argc; /* keyward's own arguments */
+	char **argv;
 };
 
-/* Clones the sandbox's PID 1, which waits for sandbox_start(). Returns 0 or
- * a negative errno with errbuf set. */
-int sandbox_spawn(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
+/* Clones the sandbox's PID 1 and writes its identity maps. PID 1 then
+ * builds what does not depend on the policy (its root with the system's
+ * folders, /etc, /dev, /proc) while keyward reads the policy, and waits for
+ * sandbox_configure(). Called first thing, with no other thread running:
+ * the clone copies the calling thread alone. argc and argv are keyward's
+ * own (main's). Returns 0, or a negative errno with sb->clone_msg set (and
+ * no child). */
+int sandbox_clone(struct sandbox *sb, int argc, char **argv);
 
-/* Writes the identity maps; the child then builds its file system. On
- * failure the child has been killed and reaped. */
-int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
+/* Memory for the spec, in the arena; NULL when it is full. */
+void *sandbox_alloc(struct sandbox *sb, size_t n);
+char *sandbox_strdup(struct sandbox *sb, const char *s);
 
-/* Sends this run's CA certificate (PEM); the child installs it at the end
- * of its build. May be called from another thread than the others. */
+/* Sends the spec (in the arena); PID 1 finishes its file system with it. */
+int sandbox_configure(struct sandbox *sb, const struct sandbox_spec *spec) WUR;
+
+/* Sends this run's CA certificate (PEM), after sandbox_configure(); the
+ * child installs it at the end of its build. May be called from another
+ * thread than the others. */
 int sandbox_send_ca(struct sandbox *sb, const char *ca_pem) WUR;
 
 /* Moves the child into its cgroup with the policy's limits. Moving a
  * process between cgroups can wait for a kernel RCU grace period (~12 ms
  * on cgroup v1), which overlaps with the child's build. On failure the
  * child has been killed and reaped. */
-int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *errbuf, size_t errlen) WUR;
+int sandbox_limit(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf,
+                  size_t errlen) WUR;
 
 /* Waits until the sandbox is built and lets CMD start: only after
  * sandbox_limit(), so that CMD and all it forks are in the cgroup. On
@@ -72,8 +88,12 @@ int sandbox_limit(const struct sandbox_config *cfg, struct sandbox *sb, char *er
  * and reaped. */
 int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
-/* Removes what sandbox_start() created outside the sandbox (cgroups) and
- * closes the descriptors. */
+/* Kills and reaps PID 1 if it is still there (a run that stops before
+ * CMD starts). */
+void sandbox_kill(struct sandbox *sb);
+
+/* Removes what was created outside the sandbox (cgroups), closes the
+ * descriptors and unmaps the arena. */
 void sandbox_cleanup(struct sandbox *sb);
 
 /* Exit status of `keyward run` for a wait status of PID 1: its exit code,

@@ -10,13 +10,7 @@
  * refuse after taking it): the grace period then passes while the
  * libraries load, the policy is read and the sandbox builds itself, and
  * moving the sandbox's PID 1 later does not wait. Best effort: nothing
- * depends on it but the time.
- *
- * The sandbox's clone is a raw system call, which copies the calling
- * thread alone and runs no fork handler: a lock another thread holds at
- * that moment (malloc's, stdio's) would stay locked in the child. So the
- * taker does its stdio before it says it is armed, then only system
- * calls. */
+ * depends on it but the time. */
 #include "sandbox/warm.h"
 
 #include <fcntl.h>
@@ -91,34 +85,14 @@ static bool warm_target(char *out, size_t outlen)
 	return false;
 }
 
-void sandbox_warm_init(struct sandbox_warm *w)
-{
-	*w = (struct sandbox_warm){ .armed = false };
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-}
-
-void sandbox_warm_take(struct sandbox_warm *w)
+void sandbox_warm_take(void)
 {
 	char target[PATH_MAX];
-	bool found = warm_target(target, sizeof(target));
-	pthread_mutex_lock(&w->lock);
-	w->armed = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	if (!found)
+	if (!warm_target(target, sizeof(target)))
 		return;
 	int fd = open(target, O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		(void)!write(fd, "0", 1); /* "0": the writer itself */
 		close(fd);
 	}
-}
-
-void sandbox_warm_armed(struct sandbox_warm *w)
-{
-	pthread_mutex_lock(&w->lock);
-	while (!w->armed)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
 }
