@@ -96,7 +96,7 @@ build_keyward() {
 	else
 		meson configure "$BUILD" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
 	fi
-	ninja -C "$BUILD" keyward >/dev/null
+	ninja -C "$BUILD" >/dev/null # the front and libkeyward.so
 	KEYWARD=$BUILD/keyward
 	# The HTTPS load client (wrk cannot CONNECT), built with the same flags.
 	TLSLOAD=$BUILD/tlsload

@@ -117,7 +117,7 @@ build_keyward() {
 		fi
 		ninja -C "$BUILD" >/dev/null
 	else
-		ninja -C "$BUILD" keyward >/dev/null # no-op when up to date
+		ninja -C "$BUILD" >/dev/null # no-op when up to date (and libkeyward.so with the front)
 	fi
 	KEYWARD=$BUILD/keyward
 }
@@ -429,10 +429,14 @@ trace_once() {
 	PY
 }
 
-PROBE_FUNCS=(cmd_run sandbox_spawn tls_ca_new_ephemeral sandbox_start sandbox_finish sandbox_cgroup_apply proxy_main
-	gen_build tls_client_ctx_new audit_open audit_reserve audit_load tls_ca_new_leaf_key worker_main audit_close
-	sandbox_cleanup sandbox_cgroup_remove
-	child_main recv_all build_root sandbox_landlock_apply sandbox_seccomp_install)
+# Functions of the keyward front (the clone, PID 1, the early cgroup move)
+# and of libkeyward.so (the rest); each probed in the one object that runs
+# it. Names of older revisions (a single binary) are tried there too.
+PROBE_FUNCS_FRONT=(sandbox_clone sandbox_warm_take child_main recv_all build_common recv_spec finish_root install_ca
+	sandbox_landlock_apply sandbox_seccomp_install)
+PROBE_FUNCS_LIB=(keyward_main cmd_run sandbox_spawn tls_ca_new_ephemeral sandbox_start sandbox_configure sandbox_finish
+	sandbox_cgroup_apply proxy_main gen_build tls_client_ctx_new audit_open audit_reserve audit_load
+	tls_ca_new_leaf_key worker_main audit_close sandbox_cleanup sandbox_cgroup_remove build_root)
 
 # uprobes on keyward's functions and scheduler/cgroup tracepoints, over
 # TRACE_RUNS runs of each keyward case: when each step starts and ends.
@@ -440,11 +444,16 @@ probe_breakdown() {
 	perf probe -q -d 'kwbench:*' >/dev/null 2>&1 || true
 	local f added=0
 	PROBES_ADDED=1
-	for f in "${PROBE_FUNCS[@]}"; do
-		if perf probe -q -x "$KEYWARD" -a "kwbench:$f=$f" -a "kwbench:$f=$f%return" >/dev/null 2>&1; then
+	local lib=$KEYWARD obj
+	[ -f "$BUILD/libkeyward.so" ] && lib=$BUILD/libkeyward.so
+	for f in "${PROBE_FUNCS_FRONT[@]}" "${PROBE_FUNCS_LIB[@]}"; do
+		obj=$lib
+		case " ${PROBE_FUNCS_FRONT[*]} " in *" $f "*) obj=$KEYWARD ;; esac
+		if perf probe -q -x "$obj" -a "kwbench:$f=$f" -a "kwbench:$f=$f%return" >/dev/null 2>&1 ||
+			perf probe -q -x "$KEYWARD" -a "kwbench:$f=$f" -a "kwbench:$f=$f%return" >/dev/null 2>&1; then
 			added=$((added + 1))
 		else
-			log "no uprobe on $f (not in the binary?)"
+			log "no uprobe on $f (not in this revision, or inlined)"
 		fi
 	done
 	[ "$added" -gt 0 ] || return 1
@@ -492,7 +501,8 @@ write_phase_parser() {
 		    e = run["ev"]
 		    if ev == "sched:sched_process_fork":
 		        child = kv(rest).get("child_pid")
-		        if pid == run["main"] and run["child"] is None and "sandbox_spawn" in e:
+		        cloning = ("sandbox_spawn" in e) or ("sandbox_clone" in e and "sandbox_clone__return" not in e)
+		        if pid == run["main"] and run["child"] is None and cloning:
 		            run["child"] = child
 		            by_pid[child] = run
 		        elif pid == run["child"] and run["cmd"] is None:
@@ -547,9 +557,12 @@ write_phase_parser() {
 		        sfx = "" if n == 1 else f"#{n}"
 		        e["recv_go"] = e.get("recv_all" + sfx)
 		        e["recv_go_ret"] = e.get("recv_all__return" + sfx)
-		    if n >= 3:
+		    if n >= 3 and "install_ca" not in e:
 		        e["recv_ca"] = e.get("recv_all#2")
 		        e["recv_ca_ret"] = e.get("recv_all__return#2")
+		    if "install_ca" in e:  # since the front clones: the CA is the last wait before the go
+		        e["recv_ca"], e["recv_ca_ret"] = e.get("install_ca"), e.get("install_ca__return")
+		    e.setdefault("main_entry", e.get("keyward_main", e.get("cmd_run")))
 		    e["fences_done"] = e.get("recv_go_ret", e.get("sandbox_seccomp_install__return"))
 		    for k in [k for k, v in e.items() if v is None]:
 		        del e[k]
@@ -557,14 +570,20 @@ write_phase_parser() {
 		    # (key, who, label, start, end)
 		    ("start", "keyward", "exec → main(): dynamic linking, library constructors", "exec", "cmd_run"),
 		    ("options", "keyward", "options, policy load, checks (and audit log open, see below)", "cmd_run", "sandbox_spawn"),
-		    ("clone", "keyward", "clone() with 7 new namespaces", "sandbox_spawn", "sandbox_spawn__return"),
+		    ("clone_old", "keyward", "clone() with 7 new namespaces (single binary)", "sandbox_spawn", "sandbox_spawn__return"),
+		    ("front", "keyward", "exec → the front's clone (C library only)", "exec", "sandbox_clone"),
+		    ("clone", "keyward", "front: clone() with 6 new namespaces, identity maps", "sandbox_clone", "sandbox_clone__return"),
+		    ("load", "keyward", "libkeyward.so: dynamic linking of OpenSSL, libevent and the rest", "sandbox_clone__return", "main_entry"),
+		    ("warm", "keyward", "cgroup lock taken early (front's main thread: the grace period)", "sandbox_warm_take", "sandbox_warm_take__return"),
+		    ("options2", "keyward", "options, policy load, checks, audit log open, spec sent", "main_entry", "sandbox_configure__return"),
 		    ("ca", "keyward", "ephemeral CA: P-256 key + self-signed certificate", "tls_ca_new_ephemeral", "tls_ca_new_ephemeral__return"),
 		    ("leaf_key", "keyward", "leaf key (CA thread, once the certificate is sent)", "tls_ca_new_leaf_key", "tls_ca_new_leaf_key__return"),
 		    ("audit_load", "keyward", "audit log's last line (CA thread, after the clone)", "audit_load", "audit_load__return"),
 		    ("maps", "keyward", "uid/gid maps", "sandbox_start", "sandbox_cgroup_apply"),
 		    ("cgroup", "keyward", "cgroups: mkdir, limits, attach the child", "sandbox_cgroup_apply", "sandbox_cgroup_apply__return"),
 		    ("wait_door", "keyward", "until the go is sent (CA to the child, its door received)", "sandbox_cgroup_apply__return", "go_sent"),
-		    ("wait_ca", "keyward", "  of which waiting for the CA thread", "sandbox_start__return", "sandbox_finish"),
+		    ("wait_ca", "keyward", "  of which waiting for the CA thread (single binary)", "sandbox_start__return", "sandbox_finish"),
+		    ("wait_ca2", "keyward", "  of which waiting for the CA thread", "sandbox_cgroup_apply__return", "sandbox_finish"),
 		    ("proxy_pre", "keyward", "proxy: until the policy generation", "go_sent", "gen_build"),
 		    ("gen_build", "keyward", "proxy: policy generation (secrets, TLS client context)", "gen_build", "gen_build__return"),
 		    ("trust_store", "keyward", "  of which TLS client context: system trust store", "tls_client_ctx_new", "tls_client_ctx_new__return"),
@@ -578,9 +597,14 @@ write_phase_parser() {
 		    ("cleanup", "keyward", "sandbox cleanup: cgroup rmdir", "sandbox_cleanup", "sandbox_cleanup__return"),
 		    ("exit", "keyward", "return from main, exit", "sandbox_cleanup__return", "exit"),
 		    ("c_wait", "child", "child: waiting for keyward's maps", "child_main", "recv_all__return"),
-		    ("c_root", "child", "child: building the root (mounts, /etc, CA bundle, pivot_root)", "build_root", "build_root__return"),
-		    ("c_ca", "child", "  of which waiting for keyward's CA", "recv_ca", "recv_ca_ret"),
-		    ("c_door", "child", "child: door (lo up, listen), environment, rlimits, capabilities", "build_root__return", "sandbox_landlock_apply"),
+		    ("c_root", "child", "child: building the root (single binary: mounts, /etc, CA, pivot_root)", "build_root", "build_root__return"),
+		    ("c_common", "child", "child: root, system folders, /etc, CA bundle, /dev, /proc (before the policy)", "build_common", "build_common__return"),
+		    ("c_spec", "child", "child: waiting for the policy's part", "recv_spec", "recv_spec__return"),
+		    ("c_root2", "child", "child: /tmp, $HOME, workspace, hidden paths, pivot_root", "finish_root", "finish_root__return"),
+		    ("c_door2", "child", "child: door (lo up, listen), environment", "finish_root__return", "install_ca"),
+		    ("c_ca", "child", "  waiting for keyward's CA (and writing it)", "recv_ca", "recv_ca_ret"),
+		    ("c_door", "child", "child: door, environment, rlimits, capabilities (single binary)", "build_root__return", "sandbox_landlock_apply"),
+		    ("c_caps", "child", "child: root read-only, rlimits, capabilities", "install_ca__return", "sandbox_landlock_apply"),
 		    ("c_landlock", "child", "child: Landlock", "sandbox_landlock_apply", "sandbox_landlock_apply__return"),
 		    ("c_seccomp", "child", "child: seccomp", "sandbox_seccomp_install", "sandbox_seccomp_install__return"),
 		    ("c_go", "child", "child: waiting for keyward's go (cgroup attached)", "recv_go", "recv_go_ret"),
@@ -969,15 +993,17 @@ main() {
 		    p("### Step by step (uprobes)")
 		    p("")
 		    nr = ph.get("keyward-none", ph.get("keyward-policy"))["runs"]
-		    p(f"uprobes (`perf probe -x keyward FUNC` and `FUNC%return`) on keyward's own functions, and the "
+		    p(f"uprobes (`perf probe -x keyward|libkeyward.so FUNC` and `FUNC%return`) on keyward's own functions, and the "
 		      f"scheduler and cgroup tracepoints, over {nr} runs of each case (`perf record -a`); medians of each step's "
 		      "duration and of when it starts, in ms from keyward's exec. The uprobes add a few µs per event.")
 		    p("The parent (keyward) and the child (the sandbox's PID 1) run at the same time, so the durations do "
-		      "not add up; the \"starts at\" column shows what overlaps. Broadly: keyward clones the child, writes "
-		      "its uid/gid maps, moves it into its cgroup(s) and makes the CA; the child meanwhile builds its root "
-		      "(it needs the CA for /etc/keyward), opens the door, applies its fences and waits for keyward's go "
-		      "before it starts CMD; keyward starts the proxy after the go, while CMD runs, and exits once the "
-		      "sandbox has ended and the proxy has drained. Steps that do not exist in the measured revision show –.")
+		      "not add up; the \"starts at\" column shows what overlaps. Broadly: the keyward front clones the child "
+		      "and writes its uid/gid maps, then loads libkeyward.so while its main thread takes the cgroup lock; "
+		      "the child meanwhile builds what every sandbox has. keyward reads the policy, sends the child its "
+		      "part, moves it into its cgroup(s) and makes the CA; the child finishes its root, opens the door, "
+		      "writes the CA, applies its fences and waits for keyward's go before it starts CMD; keyward starts "
+		      "the proxy after the go, while CMD runs, and exits once the sandbox has ended and the proxy has "
+		      "drained. Steps that do not exist in the measured revision show –.")
 		    p("")
 		    p("| who | step | " + " | ".join(f"{c}: duration (starts at)" for c in ph) + " |")
 		    p("|---|---|" + "---|" * len(ph))
@@ -1028,7 +1054,8 @@ main() {
 		    p("")
 		pc = f"{work}/profile-children.txt"
 		if os.path.exists(pc) and os.path.getsize(pc) > 0:
-		    want = ["cmd_run", "_dl_start", "_dl_relocate_object", "sandbox_spawn", "child_main", "build_root",
+		    want = ["cmd_run", "_dl_start", "_dl_relocate_object", "dlopen", "sandbox_spawn", "sandbox_clone",
+		            "child_main", "build_root", "build_common", "finish_root",
 		            "tls_ca_new_ephemeral", "EVP_PKEY_Q_keygen", "make_ca_cert", "sandbox_start", "sandbox_finish",
 		            "sandbox_cgroup_apply",
 		            "proxy_main", "gen_build", "tls_client_ctx_new", "X509_STORE_set_default_paths_ex",
@@ -1099,7 +1126,8 @@ main() {
 		    p(f"{envp}hyperfine -N --warmup {meta['warmup']} --runs {meta['runs']} {prep}"
 		      f"--export-json WORK/rounds/rN-{c}.json -n {c} '{anon(meta[key])}'")
 		p("strace -f -tt -T -o WORK/strace-CASE.txt COMMAND          # once per command")
-		p("perf probe -x build-bench-run/keyward -a kwbench:F=F -a kwbench:F=F%return   # F: cmd_run, sandbox_spawn, tls_ca_new_ephemeral, …")
+		p("perf probe -x build-bench-run/keyward -a kwbench:F=F -a kwbench:F=F%return   # F: sandbox_clone, child_main, …")
+		p("perf probe -x build-bench-run/libkeyward.so -a kwbench:F=F -a kwbench:F=F%return   # F: cmd_run, tls_ca_new_ephemeral, …")
 		p("perf record -a -e 'kwbench:*' -e sched:sched_process_{exec,exit,fork} -e cgroup:cgroup_{mkdir,rmdir,attach_task} -- sh -c 'for i in …; do COMMAND; done'")
 		p("perf record -F 4999 --call-graph dwarf,32768 -- sh -c 'for i in …; do KEYWARD_POLICY_COMMAND; done'")
 		p("```")

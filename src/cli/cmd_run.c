@@ -111,8 +111,8 @@ static void absolute(const char *path, char *out, size_t outlen)
  * certificate the child waits for, first; then the audit log's last line,
  * which must be sound before CMD starts; then what only the proxy needs,
  * which may still be under way when CMD starts. The thread starts as soon
- * as the child exists; the certificate is sent once the main thread has
- * sent the identity maps' message, which the child reads first. */
+ * as `run` has read its options; the certificate is sent once the main
+ * thread has sent the sandbox its spec, which the child reads first. */
 struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
@@ -123,8 +123,10 @@ struct ca_job {
 	char err[1024];
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int started; /* 0: the maps are being written; 1: sent; -1: failed */
+	int started; /* 0: the sandbox's spec is being made; 1: sent; -1: failed */
 	bool ready;  /* r and err are final: CMD may start if r is 0 */
+	pthread_t thread;
+	bool threaded; /* the thread runs and is to be joined */
 };
 
 /* started: 1 or -1 as the maps were sent or not (0 leaves it); ready:
@@ -160,8 +162,10 @@ static void ca_steps(struct ca_job *j)
 		pthread_cond_wait(&j->cond, &j->lock);
 	bool go = j->started > 0;
 	pthread_mutex_unlock(&j->lock);
-	if (!go)
-		return; /* the sandbox is gone: the main thread reports why */
+	if (!go) {
+		j->r = -ECANCELED; /* the run stopped before CMD: the main thread says why */
+		return;
+	}
 	if (j->r == 0)
 		j->r = sandbox_send_ca(j->sb, pem);
 	if (j->r < 0) {
@@ -219,7 +223,7 @@ static bool contains_home(const char *ws)
 }
 
 static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
-               struct sandbox *sb);
+               struct sandbox *sb, struct ca_job *job);
 
 /* What PID 1 needs, copied into the memory it shares with us; NULL when it
  * does not fit. cmd points into keyward's own argv, which PID 1 has a copy
@@ -336,7 +340,28 @@ int cmd_run(int argc, char **argv)
 		sb = &own;
 		(void)sandbox_clone(sb, cli_argc, cli_argv);
 	}
-	int rc = run(o, policy_path, workspace, verbose, argv + optind, sb);
+	/* The CA is made from the start (the first use of OpenSSL in a process
+	 * takes milliseconds), while the policy is read and the sandbox
+	 * builds itself; it is sent once the sandbox has its spec. The thread
+	 * takes no signal: until the proxy handles them they stay blocked. */
+	struct ca_job job = { .sb = sb, .r = -ENOMEM };
+	pthread_mutex_init(&job.lock, NULL);
+	pthread_cond_init(&job.cond, NULL);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	job.threaded = pthread_create(&job.thread, NULL, make_ca, &job) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	int rc = run(o, policy_path, workspace, verbose, argv + optind, sb, &job);
+	if (job.threaded) {
+		job_set(&job, -1, false); /* a run that stopped early: nothing to send */
+		pthread_join(job.thread, NULL);
+	}
+	pthread_cond_destroy(&job.cond);
+	pthread_mutex_destroy(&job.lock);
+	SSL_CTX_free(job.server_ctx);
+	tls_ca_free(job.ca);
 	sandbox_kill(sb); /* still there: the run stopped before CMD */
 	sandbox_cleanup(sb);
 	return rc;
@@ -344,7 +369,7 @@ int cmd_run(int argc, char **argv)
 
 /* Everything after the options: the policy, the sandbox, the proxy. */
 static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
-               struct sandbox *sb)
+               struct sandbox *sb, struct ca_job *job)
 {
 	struct stat st;
 	if (!policy_path && stat("keyward.yaml", &st) == 0)
@@ -460,13 +485,9 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 			sigaddset(&block, s);
 	sigprocmask(SIG_BLOCK, &block, &old);
 
-	/* The CA is made and sent, and the audit log's last line read, while
-	 * the sandbox is built and moved into its cgroup. */
-	struct ca_job job = { .sb = sb, .log = log, .r = -ENOMEM };
-	pthread_mutex_init(&job.lock, NULL);
-	pthread_cond_init(&job.cond, NULL);
-	pthread_t th;
-	bool threaded = pthread_create(&th, NULL, make_ca, &job) == 0;
+	/* The CA is sent, and the audit log's last line read, while the
+	 * sandbox is built and moved into its cgroup. */
+	job->log = log; /* read by the thread once it is told to go on */
 	int r = sandbox_configure(sb, spec);
 	if (r < 0) {
 		/* PID 1 ended while it built what every sandbox has: its own
@@ -477,43 +498,40 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		else
 			snprintf(err, sizeof(err), "cannot start the sandbox: %s", strerror(-r));
 	}
-	job_set(&job, r == 0 ? 1 : -1, false);
-	if (r == 0 && !threaded)
-		make_ca(&job);
+	job_set(job, r == 0 ? 1 : -1, false);
+	if (r == 0 && !job->threaded)
+		make_ca(job);
 	if (r == 0)
 		r = sandbox_limit(sb, &policy->sandbox, verbose > 0, err, sizeof(err));
 	/* Only the outcome for the sandbox is waited for here; the thread's
 	 * last steps overlap the end of PID 1's set-up and the go. */
-	if (threaded && r == 0) {
-		job_wait_ready(&job);
-	} else if (threaded) {
-		pthread_join(th, NULL);
-		threaded = false;
+	if (job->threaded && r == 0) {
+		job_wait_ready(job);
+	} else if (job->threaded) {
+		pthread_join(job->thread, NULL);
+		job->threaded = false;
 	}
 	bool audit_bad = false;
-	if (r == 0 && job.r < 0) {
-		audit_bad = job.audit_bad;
-		snprintf(err, sizeof(err), "%s", job.err);
+	if (r == 0 && job->r < 0) {
+		audit_bad = job->audit_bad;
+		snprintf(err, sizeof(err), "%s", job->err);
 		/* PID 1 ended before it took the CA: its own message says why (it
 		 * cannot have sent its door, which comes after the CA). */
 		char why[sizeof(err)] = "";
-		if (job.r == -EPIPE && sandbox_finish(sb, why, sizeof(why)) < 0 && why[0])
+		if (job->r == -EPIPE && sandbox_finish(sb, why, sizeof(why)) < 0 && why[0])
 			snprintf(err, sizeof(err), "%s", why);
 		sandbox_kill(sb);
-		r = job.r;
+		r = job->r;
 	}
 	if (r == 0)
 		r = sandbox_finish(sb, err, sizeof(err));
-	if (threaded)
-		pthread_join(th, NULL);
-	pthread_cond_destroy(&job.cond);
-	pthread_mutex_destroy(&job.lock);
-	struct tls_ca *ca = job.ca;
+	if (job->threaded) {
+		pthread_join(job->thread, NULL);
+		job->threaded = false;
+	}
 	if (r < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
-		SSL_CTX_free(job.server_ctx);
 		sandbox_cleanup(sb);
-		tls_ca_free(ca);
 		audit_close(log);
 		policy_free(policy);
 		sigprocmask(SIG_SETMASK, &old, NULL);
@@ -527,8 +545,9 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.policy_path = policy_path ? policy_path : "(none)";
 	o.door_fd = sb->listen_fd;
 	o.door_name = door;
-	o.ca = ca;
-	o.server_ctx = job.server_ctx;
+	o.ca = job->ca; /* borrowed; freed by cmd_run */
+	o.server_ctx = job->server_ctx;
+	job->server_ctx = NULL; /* taken over */
 	o.child = sb->pid;
 	o.child_status = &status;
 	o.child_notice = sb->ctl;
@@ -549,7 +568,6 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	sb->pid = -1; /* reaped */
 	sandbox_cleanup(sb);
-	tls_ca_free(ca);
 	if (status == -1)
 		return EXIT_SETUP;
 	return sandbox_exit_code(status);
