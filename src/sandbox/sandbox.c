@@ -37,7 +37,11 @@
 #include "sandbox/seccomp.h"
 
 #define NEWROOT "/tmp" /* where the new root is built, before pivot_root */
-#define MSG_MAX 4096   /* one control message */
+
+/* PID 1's steps stay functions of their own, so that bench/sandbox.sh can
+ * time each with a uprobe. */
+#define STEP    __attribute__((noinline))
+#define MSG_MAX 4096 /* one control message */
 #define CA_MAX  (64 * 1024)
 
 #define DEFAULT_TMP_SIZE   (512ull * 1024 * 1024)
@@ -391,7 +395,7 @@ static int prepare_bundle(void)
 /* keyward sends this run's CA certificate once it has made it (in parallel
  * with the file system being built; it is the last thing PID 1 waits for
  * before the root is made read-only); the key stays with keyward. */
-static void install_ca(const struct sandbox_spec *spec, int bundle)
+STEP static void install_ca(const struct sandbox_spec *spec, int bundle)
 {
 	_cleanup_free_ char *ca_pem = malloc(CA_MAX + 1);
 	if (!ca_pem)
@@ -526,7 +530,7 @@ static int open_host(const char *path)
 /* What every sandbox has, built while keyward reads its policy: the new
  * root with the system's folders, /etc, /dev and /proc. Returns the CA
  * bundle, open for writing (prepare_bundle). */
-static int build_common(void)
+STEP static int build_common(void)
 {
 	/* Our mounts must not propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -547,7 +551,7 @@ static int build_common(void)
 /* The rest, from the policy: /tmp and $HOME, the workspace, the listed
  * paths, what must stay hidden; then into the new root (read-only once
  * the CA is in: seal_root). */
-static void finish_root(const struct sandbox_spec *spec)
+STEP static void finish_root(const struct sandbox_spec *spec)
 {
 	const struct policy_sandbox *sb = &spec->sb;
 	char opts[128], path[PATH_MAX];
@@ -920,7 +924,7 @@ static ssize_t recv_all(int fd, char *buf, size_t len)
 
 /* The spec keyward sent (sandbox_configure): a pointer into the arena,
  * which this process shares with keyward at the same address. */
-static const struct sandbox_spec *recv_spec(const struct sandbox *sb)
+STEP static const struct sandbox_spec *recv_spec(const struct sandbox *sb)
 {
 	char msg[1 + sizeof(void *)];
 	if (recv_all(ctl_fd, msg, sizeof(msg)) != (ssize_t)sizeof(msg) || msg[0] != 'C')
