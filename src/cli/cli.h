@@ -3,6 +3,7 @@
  * or policy error. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 
 /* `keyward run`'s status when the sandbox could not be set up. */
@@ -19,15 +20,20 @@ int cmd_secret(int argc, char **argv);
 extern char **cli_argv;
 extern int cli_argc;
 
-struct sandbox;
-/* For `run`: the sandbox the executable cloned as it started (launch.c),
- * or NULL. */
+/* What the keyward executable (launch.c) hands libkeyward.so for `run`. */
+struct cli_launch {
+	struct sandbox *sandbox; /* cloned as keyward started */
+	pthread_t warm;          /* OpenSSL's first use, maybe still under way */
+	bool warming;            /* warm is to be joined before the process exits */
+};
+
+/* For `run`: the sandbox the executable cloned as it started, or NULL. */
 extern struct sandbox *cli_sandbox;
 
-/* libkeyward.so's one entry point, called by the keyward executable
- * (launch.c) with main's arguments. */
+/* libkeyward.so's one entry point, called by the keyward executable with
+ * main's arguments (launch NULL but for `run`). */
 #define CLI_ENTRY "keyward_main"
-typedef int cli_entry_fn(int argc, char **argv, struct sandbox *sandbox);
+typedef int cli_entry_fn(int argc, char **argv, struct cli_launch *launch);
 cli_entry_fn keyward_main __attribute__((visibility("default")));
 
 struct proxy_options;

@@ -9,8 +9,9 @@
  * its library and reads its policy. Then a second thread loads the library
  * and runs the command, while the main thread takes the kernel's cgroup
  * attach lock, whose first taking after a quiet spell waits about 10 ms
- * (sandbox/warm.c). Every other command is called on the main thread, as
- * in any program.
+ * (sandbox/warm.c). The second thread loads OpenSSL's libcrypto first and
+ * has a third start OpenSSL (warm_openssl) while the rest loads. Every
+ * other command is called on the main thread, as in any program.
  *
  * The library is looked for next to the executable (a build tree), then in
  * the folder it is installed to (KEYWARD_LIBDIR); both are as trusted as
@@ -51,15 +52,42 @@ static cli_entry_fn *load(int fail)
 	cli_entry_fn *entry = lib ? (cli_entry_fn *)dlsym(lib, CLI_ENTRY) : NULL;
 	if (!entry) {
 		fprintf(stderr, "keyward: cannot load its library: %s\n", dlerror());
-		exit(fail);
+		_exit(fail); /* stderr is unbuffered; and no exit handler may run under warm_openssl */
 	}
 	return entry;
+}
+
+/* The first use of OpenSSL in a process takes ~3 ms: it reads its
+ * configuration and builds the tables of its providers' methods, for key
+ * management, signatures and digests alike. `run` needs them at once (its
+ * CA, the policy's placeholders, the audit chain), so a thread makes that
+ * first use while the dynamic loader maps and relocates the rest of the
+ * library (~2 ms): a P-256 key made and dropped, SHA-256 and ECDSA
+ * fetched. Nothing is kept but OpenSSL's own tables. Best effort: when a
+ * symbol is missing, nothing is done, and keyward makes the same first
+ * use later. OpenSSL's initialisation is thread-safe; it takes no lock of
+ * the dynamic loader (libcrypto is linked NODELETE). */
+static void *warm_openssl(void *crypto)
+{
+	typedef void *(*fetch_fn)(void *, const char *, const char *);
+	void *(*keygen)(void *, const char *, const char *, ...) = dlsym(crypto, "EVP_PKEY_Q_keygen");
+	void (*pkey_free)(void *) = dlsym(crypto, "EVP_PKEY_free");
+	fetch_fn md_fetch = (fetch_fn)dlsym(crypto, "EVP_MD_fetch");
+	void (*md_free)(void *) = dlsym(crypto, "EVP_MD_free");
+	fetch_fn sig_fetch = (fetch_fn)dlsym(crypto, "EVP_SIGNATURE_fetch");
+	void (*sig_free)(void *) = dlsym(crypto, "EVP_SIGNATURE_free");
+	if (!keygen || !pkey_free || !md_fetch || !md_free || !sig_fetch || !sig_free)
+		return NULL;
+	pkey_free(keygen(NULL, NULL, "EC", "P-256"));
+	md_free(md_fetch(NULL, "SHA256", NULL));
+	sig_free(sig_fetch(NULL, "ECDSA", NULL));
+	return NULL;
 }
 
 struct body {
 	int argc;
 	char **argv;
-	struct sandbox *sandbox;
+	struct cli_launch launch;
 	sigset_t mask;
 };
 
@@ -67,9 +95,12 @@ struct body {
 static void *body_main(void *arg)
 {
 	struct body *b = arg;
-	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
+	void *crypto = dlopen(KEYWARD_LIBCRYPTO, RTLD_NOW | RTLD_LOCAL);
+	/* signals blocked: the thread inherits that; `run` joins it before it exits */
+	b->launch.warming = crypto && pthread_create(&b->launch.warm, NULL, warm_openssl, crypto) == 0;
 	cli_entry_fn *entry = load(EXIT_SETUP);
-	exit(entry(b->argc, b->argv, b->sandbox));
+	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
+	exit(entry(b->argc, b->argv, &b->launch));
 }
 
 int main(int argc, char **argv)
@@ -80,7 +111,7 @@ int main(int argc, char **argv)
 		/* A failure is kept in the struct and told by `run` where it
 		 * would have cloned, after its own checks. */
 		(void)sandbox_clone(&sandbox, argc, argv);
-		b = (struct body){ .argc = argc, .argv = argv, .sandbox = &sandbox };
+		b = (struct body){ .argc = argc, .argv = argv, .launch.sandbox = &sandbox };
 		/* Signals go to the command's thread, which handles them (the
 		 * proxy passes them to the sandbox); this one only waits. */
 		sigset_t all;
@@ -95,7 +126,7 @@ int main(int argc, char **argv)
 		}
 		pthread_sigmask(SIG_SETMASK, &b.mask, NULL);
 		cli_entry_fn *entry = load(EXIT_SETUP);
-		return entry(argc, argv, &sandbox);
+		return entry(argc, argv, &b.launch);
 	}
 	cli_entry_fn *entry = load(1);
 	return entry(argc, argv, NULL);

@@ -48,13 +48,21 @@ int cli_wants_help(int argc, char **argv)
 	return 0;
 }
 
+static struct cli_launch *launched;
+
 /* `keyward run` has synced its audit log, removed its cgroups and reaped
  * the sandbox when it returns: the process then ends at once instead of
  * running the libraries' exit handlers (OpenSSL's alone frees thousands of
  * objects), which only delays the caller that waits for CMD's status. Not
- * under AddressSanitizer, whose leak check runs at exit. */
+ * under AddressSanitizer, whose leak check runs at exit. OpenSSL's start
+ * on the executable's thread (a run that ended within milliseconds) is
+ * waited for first: its exit handler would free what that thread uses. */
 __attribute__((noreturn)) static void exit_now(int status)
 {
+	if (launched && launched->warming) {
+		pthread_join(launched->warm, NULL);
+		launched->warming = false;
+	}
 	fflush(NULL);
 #ifndef __SANITIZE_ADDRESS__
 	_exit(status);
@@ -66,11 +74,12 @@ char **cli_argv;
 int cli_argc;
 struct sandbox *cli_sandbox;
 
-int keyward_main(int argc, char **argv, struct sandbox *sandbox)
+int keyward_main(int argc, char **argv, struct cli_launch *launch)
 {
 	cli_argv = argv;
 	cli_argc = argc;
-	cli_sandbox = sandbox;
+	launched = launch;
+	cli_sandbox = launch ? launch->sandbox : NULL;
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;
