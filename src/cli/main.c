@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "sandbox/sandbox.h"
 
 static const char usage[] = "Usage: keyward COMMAND [ARGS]\n"
                             "\n"
@@ -59,6 +60,8 @@ static struct cli_launch *launched;
  * waited for first: its exit handler would free what that thread uses. */
 __attribute__((noreturn)) static void exit_now(int status)
 {
+	if (cli_sandbox)
+		sandbox_kill(cli_sandbox); /* a run that stopped before CMD: e.g. --help */
 	if (launched && launched->warming) {
 		pthread_join(launched->warm, NULL);
 		launched->warming = false;
