@@ -302,3 +302,31 @@ def test_library_is_found_next_to_the_executable_only(tmp_path):
     shutil.copy2(os.path.join(os.path.dirname(KEYWARD), "libkeyward.so"), tmp_path / "libkeyward.so")
     p = subprocess.run([str(alone), "--version"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and p.stdout.startswith("keyward "), p.stderr
+
+
+def test_no_user_namespace_is_a_clear_error_after_keywards_own_checks(tmp_path):
+    """The sandbox is cloned as keyward starts; where it cannot be (no user
+    namespace left: here a namespace whose max_user_namespaces is 0),
+    keyward says why and exits 125, and only once its own checks have
+    passed: a missing policy is still reported as such, with status 2."""
+    import shlex
+    import subprocess
+    from conftest import KEYWARD
+
+    kw = shlex.quote(KEYWARD)
+    script = (
+        "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; "
+        f"{kw} run -- /bin/true; echo status=$?; "
+        f"{kw} run --policy {shlex.quote(str(tmp_path / 'missing.yaml'))} -- /bin/true; echo status=$?"
+    )
+    p = subprocess.run(["unshare", "-Urmpf", "--mount-proc", "sh", "-c", script], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=60)
+    if p.returncode == 99:
+        import pytest
+
+        pytest.skip("this kernel does not let a user namespace lower its max_user_namespaces")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["status=125", "status=2"], (p.stdout, p.stderr)
+    assert "cannot create the sandbox's namespaces" in p.stderr
+    assert "max_user_namespaces" in p.stderr
+    assert "missing.yaml" in p.stderr
