@@ -855,9 +855,9 @@ __attribute__((noreturn)) static void exec_cmd(char **cmd, char **envp)
 
 /* CMD starts with an empty signal mask, default dispositions, no
  * descriptor beyond 0-2, in the workspace (in $HOME if the workspace has
- * gone), with the sandbox's environment. vfork, not fork: a fork copies
- * PID 1's page tables, which are keyward's, and that copy was a good part
- * of the cost of a short `keyward run`. */
+ * gone), with the sandbox's environment. vfork, not fork: a fork would
+ * copy PID 1's page tables (those of the keyward front it was cloned
+ * from) only for the exec to throw them away. */
 static pid_t spawn_cmd(const char *workspace, char **cmd, char **envp)
 {
 	if (chdir(workspace) < 0 && chdir(SANDBOX_HOME) < 0)
