@@ -129,7 +129,7 @@ struct ca_job {
 	bool threaded; /* the thread runs and is to be joined */
 };
 
-/* started: 1 or -1 as the maps were sent or not (0 leaves it); ready:
+/* started: 1 or -1 as the spec was sent or not (0 leaves it); ready:
  * the outcome for the sandbox is known. */
 static void job_set(struct ca_job *j, int started, bool ready)
 {
