@@ -1025,6 +1025,12 @@ static int write_proc(pid_t pid, const char *file, const char *text, char *errbu
 /* The arena: room for the spec, which holds at most a few dozen paths. */
 #define ARENA_SIZE (1024 * 1024)
 
+static int clone_error(struct sandbox *sb, int e, const char *what)
+{
+	snprintf(sb->clone_msg, sizeof(sb->clone_msg), "%s: %s", what, strerror(e));
+	return sb->clone_err = -e;
+}
+
 int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 {
 	int sv[2];
@@ -1032,16 +1038,12 @@ int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 	char *errbuf = sb->clone_msg;
 	size_t errlen = sizeof(sb->clone_msg);
 	void *arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (arena == MAP_FAILED) {
-		snprintf(errbuf, errlen, "cannot map the sandbox's configuration: %s", strerror(errno));
-		return sb->clone_err = -errno;
-	}
+	if (arena == MAP_FAILED)
+		return clone_error(sb, errno, "cannot map the sandbox's configuration");
 	sb->arena = arena;
 	sb->arena_size = ARENA_SIZE;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		snprintf(errbuf, errlen, "socketpair: %s", strerror(errno));
-		return sb->clone_err = -errno;
-	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return clone_error(sb, errno, "socketpair");
 	fflush(NULL);
 	long pid = syscall(SYS_clone,
 	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
