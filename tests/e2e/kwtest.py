@@ -325,17 +325,23 @@ class Upstream:
         return True
 
 
+def read_head(s, bufsize=4096):
+    """Reads from socket s up to the end of an HTTP head (and whatever came
+    with it); less, without the blank line, if the peer closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(bufsize)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def connect_head(s, authority):
     """Sends CONNECT authority on socket s and returns keyward's answer head
     (or what came before the connection closed)."""
     s.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
-    resp = b""
-    while b"\r\n\r\n" not in resp:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        resp += chunk
-    return resp
+    return read_head(s)
 
 
 def raw_request(port, data, timeout=5, tls_host=None, ca=None, read_all=True):

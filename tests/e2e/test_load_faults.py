@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import KEYWARD, WRAPPED, policy_for
-from kwtest import HttpConn, join_requests, make_certs, open_tunnel, vmrss_kib
+from kwtest import HttpConn, join_requests, make_certs, open_tunnel, read_head, vmrss_kib
 
 # The ASan build keeps freed memory in quarantine (256 MiB by default),
 # which would look like growth; a small quarantine keeps RSS meaningful.
@@ -98,12 +98,9 @@ class FaultUpstream:
             c.settimeout(20)
             if self.ctx:
                 c = self.ctx.wrap_socket(c, server_side=True)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                d = c.recv(65536)
-                if not d:
-                    return
-                head += d
+            head = read_head(c, 65536)
+            if b"\r\n\r\n" not in head:
+                return
             path = head.split(b" ", 2)[1].decode()
             if path == "/reset":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"r" * 1000)
