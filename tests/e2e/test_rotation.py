@@ -254,10 +254,12 @@ def test_exec_json_is_run_again_before_expiry(proxy_factory, upstream, tmp_path)
 
 
 def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, upstream, tmp_path):
-    # the first run gives a value valid for 1 s; the next one hangs, with a
-    # grandchild holding its stdout open (only killing the group ends it)
+    # the first run gives a value valid for 1-2 s (expires_at has whole
+    # seconds: "+1" could be in the past by the time keyward reads it, and
+    # an expired value is refused); the next run hangs, with a grandchild
+    # holding its stdout open (only killing the group ends it)
     body = (f'if [ $n = 1 ]; then\n'
-            f'  exp=$(date -u -d @$(( $(date +%s) + 1 )) +%Y-%m-%dT%H:%M:%SZ)\n'
+            f'  exp=$(date -u -d @$(( $(date +%s) + 2 )) +%Y-%m-%dT%H:%M:%SZ)\n'
             f'  printf \'{{"value": "%s", "expires_at": "%s"}}\\n\' "{SECRET}" "$exp"\n'
             f'  exit 0\nfi\n'
             f'sleep 59.4321 &\nwait\n')
@@ -280,10 +282,10 @@ def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, 
 
 
 def test_exec_hanging_command_does_not_hold_up_reload_or_stop(proxy_factory, upstream, tmp_path):
-    # run 1: a value valid for 1 s; run 2 (the rotation) hangs; later runs
+    # run 1: a value valid for 1-2 s (see above); run 2 (the rotation) hangs; later runs
     # (the reload) give SECRET2 at once
     body = (f'if [ $n = 1 ]; then\n'
-            f'  exp=$(date -u -d @$(( $(date +%s) + 1 )) +%Y-%m-%dT%H:%M:%SZ)\n'
+            f'  exp=$(date -u -d @$(( $(date +%s) + 2 )) +%Y-%m-%dT%H:%M:%SZ)\n'
             f'  printf \'{{"value": "%s", "expires_at": "%s"}}\\n\' "{SECRET}" "$exp"\n'
             f'  exit 0\nfi\n'
             f'if [ $n = 2 ]; then sleep 59.5432 & wait; fi\n'
