@@ -48,7 +48,7 @@
 #define AUDIT_BATCH_BYTES   (256 * 1024)
 /* What the writer adds around a body: {"seq":N,"time":"…" and
  * ,"prev":"…"} and the newline. */
-#define AUDIT_FRAME_MAX (7 + 20 + 9 + 27 + 1 + 9 + AUDIT_HASH_HEX + 2 + 1)
+#define AUDIT_FRAME_MAX (7 + DEC_MAX + 9 + 27 + 1 + 9 + AUDIT_HASH_HEX + 2 + 1)
 
 /* Worst case of one escaped string: every byte as \u00XX, plus the
  * marker and the quotes; of a key: ,"request_seq": ; of a number: 20. */
@@ -381,9 +381,10 @@ static int64_t clamp_u64(uint64_t v)
 	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
-/* Appends the time of now as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (27 bytes). The
- * date part is made once a second. Called under the lock. */
-static int put_stamp(struct audit_log *log, struct buf *b)
+/* Writes the time of now as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (STAMP_LEN
+ * bytes) at p. The date part is made once a second. Called under the lock. */
+#define STAMP_LEN 27
+static int put_stamp(struct audit_log *log, char *p)
 {
 	struct timespec ts;
 	struct tm tm;
@@ -397,13 +398,13 @@ static int put_stamp(struct audit_log *log, struct buf *b)
 			return -EOVERFLOW;
 		log->stamp_sec = ts.tv_sec;
 	}
-	char frac[8] = { '.' };
+	memcpy(p, log->stamp_day, 19);
+	p[19] = '.';
 	unsigned us = (unsigned)(ts.tv_nsec / 1000);
-	for (int i = 6; i >= 1; i--, us /= 10)
-		frac[i] = (char)('0' + us % 10);
-	frac[7] = 'Z';
-	int r = buf_append(b, log->stamp_day, 19);
-	return r < 0 ? r : buf_append(b, frac, 8);
+	for (int i = 25; i >= 20; i--, us /= 10)
+		p[i] = (char)('0' + us % 10);
+	p[26] = 'Z';
+	return 0;
 }
 
 /* Builds a record's body: every member after "time" and before "prev",
@@ -539,38 +540,37 @@ static void batch_reset(struct audit_batch *b)
  * last. Called under the lock. */
 static int frame_lines(struct audit_log *log, const struct audit_batch *b, char prev[AUDIT_HASH_HEX + 1])
 {
+	static const char seq_key[] = "{\"seq\":", time_key[] = ",\"time\":\"", prev_key[] = ",\"prev\":\"";
 	struct buf *out = &log->out;
 	size_t start = 0;
-	int r = 0;
 
-	for (size_t i = 0; r == 0 && i < b->n; i++) {
-		size_t line = out->len;
-		r = buf_append(out, "{\"seq\":", 7);
-		if (r == 0)
-			r = buf_put_int(out, clamp_u64(log->seq + i));
-		if (r == 0)
-			r = buf_append(out, ",\"time\":\"", 9);
-		if (r == 0)
-			r = put_stamp(log, out);
-		if (r == 0)
-			r = buf_append(out, "\"", 1);
-		if (r == 0)
-			r = buf_append(out, b->body.data + start, b->ends[i] - start);
-		if (r == 0)
-			r = buf_append(out, ",\"prev\":\"", 9);
-		if (r == 0)
-			r = buf_append(out, prev, AUDIT_HASH_HEX);
-		if (r == 0)
-			r = buf_append(out, "\"}", 2);
+	for (size_t i = 0; i < b->n; i++) {
+		size_t body = b->ends[i] - start;
+		char *line;
+		int r = buf_space(out, body + AUDIT_FRAME_MAX, &line);
+		if (r < 0)
+			return r;
+		char *p = mempcpy(line, seq_key, sizeof(seq_key) - 1);
+		p = dec_put(p, clamp_u64(log->seq + i));
+		p = mempcpy(p, time_key, sizeof(time_key) - 1);
+		r = put_stamp(log, p);
+		if (r < 0)
+			return r;
+		p += STAMP_LEN;
+		*p++ = '"';
+		p = mempcpy(p, b->body.data + start, body);
+		p = mempcpy(p, prev_key, sizeof(prev_key) - 1);
+		p = mempcpy(p, prev, AUDIT_HASH_HEX);
+		*p++ = '"';
+		*p++ = '}';
 		/* "prev" is the last member, so the next line's hash covers all of
 		 * this one. */
-		if (r == 0)
-			hash_line(log, out->data + line, out->len - line, prev);
-		if (r == 0)
-			r = buf_append(out, "\n", 1);
+		hash_line(log, line, (size_t)(p - line), prev);
+		*p++ = '\n';
+		buf_advance(out, (size_t)(p - line));
 		start = b->ends[i];
 	}
-	return r;
+	return 0;
 }
 
 int audit_batch_write(struct audit_log *log, struct audit_batch *b, uint64_t *ret_first_seq)

@@ -23,35 +23,42 @@ void buf_reset(struct buf *b)
 		b->data[0] = '\0';
 }
 
-static int buf_reserve(struct buf *b, size_t extra)
+int buf_space(struct buf *b, size_t n, char **ret)
 {
-	if (extra > b->max || b->len > b->max - extra)
+	if (n > b->max || b->len > b->max - n)
 		return -ENOBUFS;
-	size_t need = b->len + extra + 1;
-	if (need <= b->cap)
-		return 0;
-	size_t cap = b->cap ? b->cap : 64;
-	while (cap < need)
-		cap *= 2;
-	if (cap > b->max + 1)
-		cap = b->max + 1;
-	char *p = realloc(b->data, cap);
-	if (!p)
-		return -ENOMEM;
-	b->data = p;
-	b->cap = cap;
+	size_t need = b->len + n + 1;
+	if (need > b->cap) {
+		size_t cap = b->cap ? b->cap : 64;
+		while (cap < need)
+			cap *= 2;
+		if (cap > b->max + 1)
+			cap = b->max + 1;
+		char *p = realloc(b->data, cap);
+		if (!p)
+			return -ENOMEM;
+		b->data = p;
+		b->cap = cap;
+	}
+	*ret = b->data + b->len;
 	return 0;
+}
+
+void buf_advance(struct buf *b, size_t n)
+{
+	b->len += n;
+	b->data[b->len] = '\0';
 }
 
 int buf_append(struct buf *b, const void *p, size_t n)
 {
-	int r = buf_reserve(b, n);
+	char *at;
+	int r = buf_space(b, n, &at);
 	if (r < 0)
 		return r;
 	if (n)
-		memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
+		memcpy(at, p, n);
+	buf_advance(b, n);
 	return 0;
 }
 
@@ -73,19 +80,20 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	if ((size_t)n < sizeof(small))
 		return buf_append(b, small, (size_t)n);
 
-	int r = buf_reserve(b, (size_t)n);
+	char *at;
+	int r = buf_space(b, (size_t)n, &at);
 	if (r < 0)
 		return r;
 	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	vsnprintf(at, (size_t)n + 1, fmt, ap);
 	va_end(ap);
-	b->len += (size_t)n;
+	buf_advance(b, (size_t)n);
 	return 0;
 }
 
-int buf_put_int(struct buf *b, int64_t v)
+char *dec_put(char *p, int64_t v)
 {
-	char tmp[24];
+	char tmp[20];
 	size_t i = sizeof(tmp);
 	/* Negate in unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
 	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
@@ -94,6 +102,13 @@ int buf_put_int(struct buf *b, int64_t v)
 		u /= 10;
 	} while (u);
 	if (v < 0)
-		tmp[--i] = '-';
-	return buf_append(b, tmp + i, sizeof(tmp) - i);
+		*p++ = '-';
+	memcpy(p, tmp + i, sizeof(tmp) - i);
+	return p + (sizeof(tmp) - i);
+}
+
+int buf_put_int(struct buf *b, int64_t v)
+{
+	char tmp[DEC_MAX];
+	return buf_append(b, tmp, (size_t)(dec_put(tmp, v) - tmp));
 }

@@ -35,17 +35,37 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 	return len;
 }
 
+/* A byte that a JSON string holds as it is. */
+static bool plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 int json_str(struct buf *b, const char *s, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s;
-	int r = buf_append(b, "\"", 1);
 	size_t i = 0;
+	while (i < n && plain(p[i]))
+		i++;
+	/* Most strings need no escaping at all: one copy, quotes included. */
+	char *at;
+	int r = buf_space(b, i + 2, &at);
+	if (r < 0)
+		return r;
+	at[0] = '"';
+	memcpy(at + 1, s, i);
+	at[i + 1] = '"';
+	if (i == n) {
+		buf_advance(b, i + 2);
+		return 0;
+	}
+	buf_advance(b, i + 1);
 
 	while (r == 0 && i < n) {
 		/* Copy the longest run that needs no escaping in one go. */
 		size_t j = i;
-		while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\')
+		while (j < n && plain(p[j]))
 			j++;
 		if (j > i) {
 			r = buf_append(b, s + i, j - i);
@@ -94,17 +114,26 @@ int json_cstr(struct buf *b, const char *s)
 	return json_str(b, s, strlen(s));
 }
 
+/* key is one of keyward's own member names (a literal), which never
+ * needs escaping: it is copied as it is. */
 static int json_key(struct buf *b, bool *first, const char *key)
 {
-	int r = 0;
+	size_t n = strlen(key);
+	char *at;
+	int r = buf_space(b, n + 3 + !*first, &at);
+	if (r < 0)
+		return r;
+	char *p = at;
 	if (!*first)
-		r = buf_append(b, ",", 1);
+		*p++ = ',';
 	*first = false;
-	if (r == 0)
-		r = json_cstr(b, key);
-	if (r == 0)
-		r = buf_append(b, ":", 1);
-	return r;
+	*p++ = '"';
+	memcpy(p, key, n);
+	p += n;
+	*p++ = '"';
+	*p++ = ':';
+	buf_advance(b, (size_t)(p - at));
+	return 0;
 }
 
 int json_kv_str(struct buf *b, bool *first, const char *key, const char *val)

@@ -356,17 +356,22 @@ static int worker_audit_queue(struct worker *w, const struct audit_record *rec)
 	return i;
 }
 
-/* The batch is written at the end of this pass: event_base_once with no
- * timeout makes the callback active now, behind the ones already due. If
- * it cannot be scheduled, it is written at once. */
+/* The batch is written at the end of this pass: making the worker's
+ * audit event active puts its callback behind the ones already due. The
+ * event is made once per worker (event_base_once would allocate one per
+ * pass); if it cannot be made, the batch is written at once. */
 static void worker_audit_schedule(struct worker *w)
 {
 	if (w->audit_scheduled)
 		return;
-	if (event_base_once(w->base, -1, EV_TIMEOUT, audit_write_cb, w, NULL) == 0)
-		w->audit_scheduled = true;
-	else
+	if (!w->audit_ev)
+		w->audit_ev = event_new(w->base, -1, 0, audit_write_cb, w);
+	if (!w->audit_ev) {
 		(void)worker_audit_write(w, NULL);
+		return;
+	}
+	event_active(w->audit_ev, EV_TIMEOUT, 0);
+	w->audit_scheduled = true;
 }
 
 /* The worker drained its last connection: write what is left, then stop. */

@@ -103,6 +103,7 @@ struct worker {
 	/* conn.c: the audit records of this worker's requests, written once
 	 * per pass of its event loop ("audit" in conn.c) */
 	struct audit_batch *audit_batch;
+	struct event *audit_ev;       /* runs that write; made on first use */
 	bool audit_scheduled;         /* a write is due at the end of this pass */
 	LIST_HEAD(, conn) audit_wait; /* allowed requests waiting for that write */
 	/* proxy.c: the current generation as this worker last saw it */

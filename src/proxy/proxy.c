@@ -458,6 +458,8 @@ static void free_worker(struct worker *w)
 	free(w->listeners);
 	if (w->accept_pause)
 		event_free(w->accept_pause);
+	if (w->audit_ev)
+		event_free(w->audit_ev);
 	upstream_pool_clear(w);
 	gen_unref(w->gen);
 	if (w->dns)

@@ -357,7 +357,7 @@ static void test_json_writers(void **state)
 	assert_string_equal(b.data, "null");
 	buf_reset(&b);
 	/* buf_put_int writes what printf("%" PRId64) would. */
-	static const int64_t ints[] = { 0, -1, 9, 10, -10, 1234567890123, INT64_MIN + 1 };
+	static const int64_t ints[] = { 0, -1, 9, 10, -10, 1234567890123, INT64_MIN + 1, INT64_MIN, INT64_MAX };
 	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
 		char want[32];
 		snprintf(want, sizeof(want), "%" PRId64, ints[i]);
@@ -378,6 +378,24 @@ static void test_json_writers(void **state)
 	buf_init(&b, 14);
 	assert_int_equal(json_str(&b, "\x01\x02", 2), 0);
 	assert_int_equal(b.len, 14);
+	buf_free(&b);
+
+	/* A member fits a buffer of exactly its size, and not one byte less;
+	 * a failed append leaves what was there. */
+	for (size_t max = 12; max <= 13; max++) {
+		first = false;
+		buf_init(&b, max);
+		assert_int_equal(json_kv_str(&b, &first, "key", "a\"b"), max == 13 ? 0 : -ENOBUFS);
+		if (max == 13)
+			assert_string_equal(b.data, ",\"key\":\"a\\\"b\"");
+		buf_free(&b);
+	}
+	first = true;
+	buf_init(&b, 5);
+	assert_int_equal(json_kv_int(&b, &first, "n", 1), 0);
+	assert_string_equal(b.data, "\"n\":1");
+	assert_int_equal(buf_put_int(&b, 2), -ENOBUFS);
+	assert_string_equal(b.data, "\"n\":1");
 	buf_free(&b);
 }
 
