@@ -1658,22 +1658,9 @@ static int start_redaction(struct conn *c)
 	return redactor_new(sets, ARRAY_SIZE(sets), &c->redactor);
 }
 
-static int emit_evbuffer(void *ctx, const char *p, size_t n)
+static int emit_buf(void *ctx, const char *p, size_t n)
 {
-	return evbuffer_add(ctx, p, n) == 0 ? 0 : -ENOMEM;
-}
-
-/* Appends a head's text, redacted on credentialed routes. */
-static void put_head_text(struct conn *c, struct evbuffer *out, const char *p, size_t n)
-{
-	if (!c->redactor) {
-		evbuffer_add(out, p, n);
-		return;
-	}
-	/* the only failure is an evbuffer_add, which evbuffer_add above
-	 * would have met as well */
-	(void)(redactor_feed(c->redactor, p, n, emit_evbuffer, out) == 0 &&
-	       redactor_finish(c->redactor, emit_evbuffer, out) == 0);
+	return buf_append(ctx, p, n);
 }
 
 static int response_sink(void *arg, const char *p, size_t n)
@@ -1755,32 +1742,56 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 	return http_connection_names(h, x->name, x->name_len);
 }
 
-/* Appends the response head for the client to c->reply. */
-static void write_response_head(struct conn *c, const struct http_head *h, bool close)
+/* Appends the response head for the client to c->reply. It is written in
+ * the worker's scratch buffer first, then, on credentialed routes, redacted
+ * in one pass into the second: one evbuffer_add and one redactor pass per
+ * head, not several per header. Header names are scanned too. No pattern
+ * (an encoding of a secret) holds a CR or LF, so none spans two lines.
+ * Returns 0, or -ENOBUFS/-ENOMEM with nothing appended. */
+static int write_response_head(struct conn *c, const struct http_head *h, bool close)
 {
-	struct evbuffer *out = c->reply;
+	struct buf *out = &c->w->head_out;
 	bool upgrade = h->status == 101;
-	char status[32]; /* fits any int */
-	int sl = snprintf(status, sizeof(status), "HTTP/1.1 %d ", h->status);
-	evbuffer_add(out, status, (size_t)sl);
-	put_head_text(c, out, h->reason, h->reason_len);
-	evbuffer_add(out, "\r\n", 2);
-	for (unsigned i = 0; i < h->n_headers; i++) {
+	char status[9 + DEC_MAX + 1];
+	char *end = dec_put(mempcpy(status, "HTTP/1.1 ", 9), h->status);
+	*end++ = ' ';
+	buf_reset(out);
+	int r = buf_append(out, status, (size_t)(end - status));
+	if (r == 0)
+		r = buf_append(out, h->reason, h->reason_len);
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	for (unsigned i = 0; r == 0 && i < h->n_headers; i++) {
 		const struct http_header *x = &h->headers[i];
 		if (response_hop_header(h, x, upgrade) || reframed_header(c, x))
 			continue;
-		evbuffer_add(out, x->name, x->name_len);
-		evbuffer_add(out, ": ", 2);
-		put_head_text(c, out, x->value, x->value_len);
-		evbuffer_add(out, "\r\n", 2);
+		r = buf_append(out, x->name, x->name_len);
+		if (r == 0)
+			r = buf_append(out, ": ", 2);
+		if (r == 0)
+			r = buf_append(out, x->value, x->value_len);
+		if (r == 0)
+			r = buf_append(out, "\r\n", 2);
 	}
-	if (c->resp_body && c->resp_chunked)
-		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-	if (upgrade)
-		evbuffer_add(out, "Connection: upgrade\r\n", 21);
-	else if (close)
-		evbuffer_add(out, "Connection: close\r\n", 19);
-	evbuffer_add(out, "\r\n", 2);
+	if (r == 0 && c->resp_body && c->resp_chunked)
+		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
+	if (r == 0 && upgrade)
+		r = buf_puts(out, "Connection: upgrade\r\n");
+	else if (r == 0 && close)
+		r = buf_puts(out, "Connection: close\r\n");
+	if (r == 0)
+		r = buf_append(out, "\r\n", 2);
+	if (r == 0 && c->redactor) {
+		struct buf *red = &c->w->head_red;
+		buf_reset(red);
+		r = redactor_feed(c->redactor, out->data, out->len, emit_buf, red);
+		if (r == 0)
+			r = redactor_finish(c->redactor, emit_buf, red);
+		out = red;
+	}
+	if (r == 0 && evbuffer_add(c->reply, out->data, out->len) < 0)
+		r = -ENOMEM;
+	return r;
 }
 
 static void request_done(struct conn *c, bool upstream_reusable)
@@ -1942,15 +1953,21 @@ static void read_response_head(struct conn *c)
 				return;
 			}
 			c->status = 101;
+			if (write_response_head(c, &u->resp, false) < 0) {
+				upstream_failed(c, HEAD_TOO_LARGE);
+				return;
+			}
 			c->response_started = true;
-			write_response_head(c, &u->resp, false);
 			start_relay(c);
 			return;
 		}
 		if (st >= 100 && st < 200) {
 			/* Interim responses (100 Continue, 103 Early Hints) go to the
 			 * client as they are, at once; the final response follows. */
-			write_response_head(c, &u->resp, false);
+			if (write_response_head(c, &u->resp, false) < 0) {
+				upstream_failed(c, HEAD_TOO_LARGE);
+				return;
+			}
 			client_send(c);
 			http1_next(&u->parser);
 			buf_reset(&u->head);
@@ -1962,11 +1979,14 @@ static void read_response_head(struct conn *c)
 		c->status = st;
 		if (c->redactor && !http1_message_done(&u->parser) && !start_body_filter(c))
 			return;
-		c->response_started = true;
 		bool needs_eof = llhttp_message_needs_eof(&u->parser.parser) && !http1_message_done(&u->parser);
 		if (needs_eof || c->upgrade)
 			c->keep_alive = false;
-		write_response_head(c, &u->resp, !c->keep_alive || !c->body_done);
+		if (write_response_head(c, &u->resp, !c->keep_alive || !c->body_done) < 0) {
+			upstream_failed(c, HEAD_TOO_LARGE);
+			return;
+		}
+		c->response_started = true;
 		if (!c->body_done)
 			c->keep_alive = false;
 		u->state = U_BODY;

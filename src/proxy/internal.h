@@ -30,6 +30,11 @@
 #define POOL_IDLE_SECONDS        30
 #define UPSTREAM_CONNECT_SECONDS 10
 #define MAX_ADDRS                8
+/* A response head as keyward re-writes it for the client: the upstream's
+ * head is at most max_header_bytes (1 MiB at most), and redaction may
+ * lengthen it (a placeholder longer than the secret it replaces). */
+#define HEAD_OUT_MAX   (16 * 1024 * 1024)
+#define HEAD_TOO_LARGE "sent a response head too large to re-write"
 
 /* A parsed policy shared by the generations built from it: a rotation
  * builds a new generation with new secrets and the same policy. */
@@ -104,6 +109,8 @@ struct worker {
 	 * per pass of its event loop ("audit" in conn.c) */
 	struct audit_batch *audit_batch;
 	struct event *audit_ev;       /* runs that write; made on first use */
+	struct buf head_out;          /* conn.c: a response head being written, reused */
+	struct buf head_red;          /* conn.c: the same, redacted */
 	bool audit_scheduled;         /* a write is due at the end of this pass */
 	LIST_HEAD(, conn) audit_wait; /* allowed requests waiting for that write */
 	/* proxy.c: the current generation as this worker last saw it */

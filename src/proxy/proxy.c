@@ -417,6 +417,8 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 	w->id = id;
 	TAILQ_INIT(&w->conns);
 	TAILQ_INIT(&w->idle);
+	buf_init(&w->head_out, HEAD_OUT_MAX);
+	buf_init(&w->head_red, HEAD_OUT_MAX);
 	w->base = event_base_new();
 	if (!w->base)
 		return -ENOMEM;
@@ -460,6 +462,8 @@ static void free_worker(struct worker *w)
 		event_free(w->accept_pause);
 	if (w->audit_ev)
 		event_free(w->audit_ev);
+	buf_free(&w->head_out);
+	buf_free(&w->head_red);
 	upstream_pool_clear(w);
 	gen_unref(w->gen);
 	if (w->dns)

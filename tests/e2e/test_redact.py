@@ -116,6 +116,7 @@ def test_reflected_headers_and_status_line(proxy_factory, tls_upstream):
                 b"Set-Cookie: session=" + SECRET.encode() + b"; Path=/\r\n",
                 b"Location: https://api.test/cb?token=" + urllib.parse.quote(SECRET, safe="").encode() + b"\r\n",
                 b"X-Other: " + SECRET2.encode() + b"\r\n",
+                b"X-" + SECRET.encode() + b": in the name\r\n",
                 b"Content-Length: 2\r\n\r\nok"]
     u = tls_upstream(script)
     p = proxy_factory(policy_for(u, paths=ALL))
@@ -128,11 +129,12 @@ def test_reflected_headers_and_status_line(proxy_factory, tls_upstream):
     assert headers["set-cookie"] == f"session={PLACEHOLDER}; Path=/"
     assert headers["location"] == "https://api.test/cb?token=" + PLACEHOLDER
     assert headers["x-other"] == PLACEHOLDER2  # any secret of the policy, not only the route's
+    assert headers["x-" + PLACEHOLDER.lower()] == "in the name"  # names are scanned too
     assert PLACEHOLDER.encode() in raw.split(b"\r\n")[0]
     assert_clean(c.raw)
     c.close()
     rec = p.requests()[-1]
-    assert rec["status"] == 200 and rec["redacted"] == 5
+    assert rec["status"] == 200 and rec["redacted"] == 6
 
 
 def test_chunked_body_split_at_every_offset(proxy_factory, tls_upstream):
