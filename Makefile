@@ -5,7 +5,8 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps vectors build test test-unit test-e2e test-valgrind demo clean format-check bench bench-sandbox
+.PHONY: all deps vectors build test test-unit test-e2e test-valgrind demo clean format-check bench bench-sandbox \
+	bench-instructions
 
 all: build
 
@@ -91,6 +92,12 @@ bench:
 # writes bench/results/DATE-sandbox-HOST.md (see bench/README.md).
 bench-sandbox:
 	bench/sandbox.sh
+
+# Instructions per proxied request (callgrind), keyward next to nginx: the
+# noise-free figure for comparing two builds; writes
+# bench/results/DATE-HOST-instructions.md (see bench/README.md).
+bench-instructions:
+	bench/instructions.sh
 
 # Coverage-guided fuzzing with libFuzzer (clang): each harness in fuzz/ runs
 # FUZZ_SECONDS against its corpus, and inputs that add coverage are merged

@@ -27,6 +27,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 BUILD=$ROOT/build-bench
 
 DURATION=${BENCH_DURATION:-5s}
@@ -58,14 +60,7 @@ ensure_tools() {
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v caddy >/dev/null || missing+=(caddy)
 	command -v mitmdump >/dev/null || missing+=(mitmproxy)
-	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing ${missing[*]}"
-		local sudo=""
-		[ "$(id -u)" -eq 0 ] || sudo=sudo
-		export DEBIAN_FRONTEND=noninteractive
-		$sudo apt-get update -q
-		$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-	fi
+	bench_install "${missing[@]}"
 	NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
@@ -78,18 +73,12 @@ ensure_tools() {
 build_keyward() {
 	SRC=$ROOT
 	if [ -n "${BENCH_REV:-}" ]; then
-		local rev
-		rev=$(git -C "$ROOT" rev-parse --short "$BENCH_REV^{commit}") || die "no commit $BENCH_REV"
-		SRC=$ROOT/build-bench-src/$rev
-		BUILD=$ROOT/build-bench-$rev
-		if [ ! -f "$SRC/meson.build" ]; then
-			rm -rf "$SRC"
-			mkdir -p "$SRC"
-			git -C "$ROOT" archive "$rev" | tar -x -C "$SRC"
-		fi
-		KEYWARD_REV="$rev (BENCH_REV=$BENCH_REV, exported from git)"
+		bench_export "$BENCH_REV" "$ROOT/build-bench"
+		SRC=$BENCH_SRC
+		BUILD=$ROOT/build-bench-$BENCH_REVSHORT
+		KEYWARD_REV="$BENCH_REVSHORT (BENCH_REV=$BENCH_REV, exported from git)"
 	else
-		KEYWARD_REV="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src meson.build meson_options.txt 2>/dev/null || echo ' + uncommitted changes of the working tree')"
+		KEYWARD_REV=$(bench_tree_label)
 	fi
 	if [ ! -f "$BUILD/build.ninja" ]; then
 		meson setup "$BUILD" "$SRC" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
@@ -311,12 +300,7 @@ write_configs() {
 	    }
 	    server {
 	        listen 127.0.0.1:$NGX_PORT;
-	        location /api/ {
-	            proxy_pass http://api;
-	            proxy_http_version 1.1;
-	            proxy_set_header Connection "";
-	            proxy_set_header Host \$http_host;
-	            proxy_set_header Authorization "Bearer $SECRET";
+	$(bench_nginx_job http://api "$SECRET")
 	        }
 	        location / { return 403; }
 	    }
@@ -334,12 +318,7 @@ write_configs() {
 	        # skips it, which made nginx look twice as fast at new tunnels.
 	        ssl_protocols TLSv1.2 TLSv1.3;
 	        ssl_session_cache shared:kwbench:10m;
-	        location /api/ {
-	            proxy_pass https://api_tls;
-	            proxy_http_version 1.1;
-	            proxy_set_header Connection "";
-	            proxy_set_header Host \$http_host;
-	            proxy_set_header Authorization "Bearer $SECRET";
+	$(bench_nginx_job https://api_tls "$SECRET")
 	            proxy_ssl_server_name on;
 	            proxy_ssl_name api.test;
 	            proxy_ssl_verify on;
@@ -435,21 +414,8 @@ write_configs() {
 	    else:
 	        flow.response = http.Response.make(403)
 	EOF
-	cat >"$WORK/policy.yaml" <<-EOF
-	version: 1
-	credentials:
-	  bench:
-	    from: env:BENCH_TOKEN
-	    env: BENCH_TOKEN
-	    placeholder: kw_bench_placeholder_0123456789abcdef
-	routes:
-	  - host: api.test
-	    port: $UP_PORT
-	    scheme: http
-	    paths: ["/api/**"]
-	    credential: bench
-	    inject: bearer
-	    allow_private: true
+	bench_policy "$UP_PORT" >"$WORK/policy.yaml"
+	cat >>"$WORK/policy.yaml" <<-EOF
 	  - host: api.test
 	    port: $UPS_PORT
 	    paths: ["/api/**"]

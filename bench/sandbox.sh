@@ -38,6 +38,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 BUILD=$ROOT/build-bench-run
 PY=/usr/bin/python3
 
@@ -74,18 +76,7 @@ BENCH_PACKAGES=(bubblewrap firejail hyperfine strace linux-perf)
 
 ensure_tools() {
 	"$ROOT/scripts/deps.sh" # keyward's own build dependencies (and python3)
-	local missing=() p
-	for p in "${BENCH_PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-	done
-	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing ${missing[*]}"
-		local sudo=""
-		[ "$(id -u)" -eq 0 ] || sudo=sudo
-		export DEBIAN_FRONTEND=noninteractive
-		$sudo apt-get update -q
-		$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-	fi
+	bench_install "${BENCH_PACKAGES[@]}"
 	[ -x "$PY" ] || die "$PY is missing"
 }
 
@@ -97,18 +88,12 @@ ensure_tools() {
 build_keyward() {
 	local src=$ROOT
 	if [ -n "${BENCH_REV:-}" ]; then
-		local rev
-		rev=$(git -C "$ROOT" rev-parse --short "$BENCH_REV^{commit}") || die "no commit $BENCH_REV"
-		src=$ROOT/build-bench-run-src/$rev
-		BUILD=$ROOT/build-bench-run-$rev
-		if [ ! -f "$src/meson.build" ]; then
-			rm -rf "$src"
-			mkdir -p "$src"
-			git -C "$ROOT" archive "$rev" | tar -x -C "$src"
-		fi
-		KEYWARD_REV="$rev (BENCH_REV=$BENCH_REV, exported from git)"
+		bench_export "$BENCH_REV" "$ROOT/build-bench-run"
+		src=$BENCH_SRC
+		BUILD=$ROOT/build-bench-run-$BENCH_REVSHORT
+		KEYWARD_REV="$BENCH_REVSHORT (BENCH_REV=$BENCH_REV, exported from git)"
 	else
-		KEYWARD_REV="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src meson.build meson_options.txt 2>/dev/null || echo ' + uncommitted changes of the working tree')"
+		KEYWARD_REV=$(bench_tree_label)
 	fi
 	if [ ! -x "$BUILD/keyward" ]; then
 		log "building keyward in ${BUILD#"$ROOT"/}"
