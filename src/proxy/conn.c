@@ -1791,6 +1791,11 @@ static int write_response_head(struct conn *c, const struct http_head *h, bool c
 	}
 	if (r == 0 && evbuffer_add(c->reply, out->data, out->len) < 0)
 		r = -ENOMEM;
+	/* A rare large head does not keep its buffers for the worker's life. */
+	if (c->w->head_out.cap > HEAD_KEEP)
+		buf_free(&c->w->head_out);
+	if (c->w->head_red.cap > HEAD_KEEP)
+		buf_free(&c->w->head_red);
 	return r;
 }
 

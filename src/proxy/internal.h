@@ -34,6 +34,7 @@
  * head is at most max_header_bytes (1 MiB at most), and redaction may
  * lengthen it (a placeholder longer than the secret it replaces). */
 #define HEAD_OUT_MAX   (16 * 1024 * 1024)
+#define HEAD_KEEP      (64 * 1024) /* larger buffers are freed after use */
 #define HEAD_TOO_LARGE "sent a response head too large to re-write"
 
 /* A parsed policy shared by the generations built from it: a rotation

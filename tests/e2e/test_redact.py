@@ -137,6 +137,30 @@ def test_reflected_headers_and_status_line(proxy_factory, tls_upstream):
     assert rec["status"] == 200 and rec["redacted"] == 6
 
 
+def test_large_response_head_is_redacted_and_the_connection_goes_on(proxy_factory, tls_upstream):
+    # a 200 KiB head (the limit raised to 256 KiB) with the secret at its
+    # end: redacted like a small one, and the next response on the same
+    # connection too (keyward's head buffers grew past what it keeps, were
+    # freed, and are made again)
+    def script(req):
+        filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 2000) for i in range(99))
+        return [b"HTTP/1.1 200 OK\r\n", filler, b"X-Echo: " + SECRET.encode() + b"\r\n",
+                b"Content-Length: 2\r\n\r\nok"]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL) + "limits:\n  max_header_bytes: 256KiB\n  max_headers: 200\n")
+    c = connect(p, u)
+    for _ in range(2):
+        c.send(get(u, "/x"))
+        status, headers, body, raw = c.read_response()
+        assert status == 200 and body == b"ok"
+        assert headers["x-echo"] == PLACEHOLDER
+        assert headers["x-filler-98"] == "f" * 2000
+        assert len(raw) > 190_000
+    assert_clean(c.raw)
+    c.close()
+    assert [r["redacted"] for r in p.requests()[-2:]] == [1, 1]
+
+
 def test_chunked_body_split_at_every_offset(proxy_factory, tls_upstream):
     s = SECRET.encode()
 
