@@ -54,7 +54,8 @@ int json_str(struct buf *b, const char *s, size_t n)
 	if (r < 0)
 		return r;
 	at[0] = '"';
-	memcpy(at + 1, s, i);
+	if (i)
+		memcpy(at + 1, s, i); /* s may be NULL when n is 0 */
 	at[i + 1] = '"';
 	if (i == n) {
 		buf_advance(b, i + 2);

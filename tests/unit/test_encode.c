@@ -356,6 +356,9 @@ static void test_json_writers(void **state)
 	assert_int_equal(json_cstr(&b, NULL), 0);
 	assert_string_equal(b.data, "null");
 	buf_reset(&b);
+	assert_int_equal(json_str(&b, NULL, 0), 0);
+	assert_string_equal(b.data, "\"\"");
+	buf_reset(&b);
 	/* buf_put_int writes what printf("%" PRId64) would. */
 	static const int64_t ints[] = { 0, -1, 9, 10, -10, 1234567890123, INT64_MIN + 1, INT64_MIN, INT64_MAX };
 	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
