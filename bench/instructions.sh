@@ -7,8 +7,8 @@
 #   bench/instructions.sh [REV...]     (REV "." is the working tree)
 #
 # Times on a shared 2-vCPU VM move 10-20 % from one run to the next, which
-# hides a change worth 5 %. Instruction counts do not move: this script
-# gives the figure to compare two builds by. It measures the working tree,
+# hides a change worth 5 %. Instruction counts move by under 1 %: this
+# script gives the figure to compare two builds by. It measures the working tree,
 # or each REV given (exported with git archive and built in
 # build-bench-REV), and nginx once.
 #
@@ -34,6 +34,7 @@ die() {
 	log "error: $*"
 	exit 1
 }
+trap 'log "error: a command failed at line $LINENO"' ERR
 
 ensure_tools() {
 	"$ROOT/scripts/deps.sh"
@@ -175,9 +176,11 @@ top_functions() { # name requests
 }
 
 sha_per_request() { # name requests
+	# awk reads to the end (no exit): an early exit would make
+	# callgrind_annotate die of SIGPIPE, which pipefail turns into an error
 	callgrind_annotate --inclusive=yes "$WORK/cg-$1.counted" 2>/dev/null |
-		awk -v n="$2" '/:hash_line / {c = $1; gsub(",", "", c); printf "%.0f", c / n; found = 1; exit}
-			END {if (!found) printf "0"}'
+		awk -v n="$2" '/:hash_line / && !found {c = $1; gsub(",", "", c); found = 1}
+			END {printf "%.0f", found ? c / n : 0}'
 }
 
 main() {
