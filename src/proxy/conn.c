@@ -1781,12 +1781,17 @@ static int write_response_head(struct conn *c, const struct http_head *h, bool c
 		r = buf_puts(out, "Connection: close\r\n");
 	if (r == 0)
 		r = buf_append(out, "\r\n", 2);
-	if (r == 0 && c->redactor) {
+	if (c->redactor) {
 		struct buf *red = &c->w->head_red;
 		buf_reset(red);
-		r = redactor_feed(c->redactor, out->data, out->len, emit_buf, red);
+		if (r == 0)
+			r = redactor_feed(c->redactor, out->data, out->len, emit_buf, red);
 		if (r == 0)
 			r = redactor_finish(c->redactor, emit_buf, red);
+		/* the head as the upstream sent it may hold a secret: wipe it, as
+		 * the redactor wipes what it held back */
+		if (out->data)
+			OPENSSL_cleanse(out->data, out->len);
 		out = red;
 	}
 	if (r == 0 && evbuffer_add(c->reply, out->data, out->len) < 0)
