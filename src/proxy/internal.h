@@ -110,10 +110,12 @@ struct worker {
 	 * per pass of its event loop ("audit" in conn.c) */
 	struct audit_batch *audit_batch;
 	struct event *audit_ev;       /* runs that write; made on first use */
-	struct buf head_out;          /* conn.c: a response head being written, reused */
-	struct buf head_red;          /* conn.c: the same, redacted */
 	bool audit_scheduled;         /* a write is due at the end of this pass */
 	LIST_HEAD(, conn) audit_wait; /* allowed requests waiting for that write */
+	/* conn.c: a response head being re-written for the client, and the
+	 * same redacted; reused from head to head */
+	struct buf head_out;
+	struct buf head_red;
 	/* proxy.c: the current generation as this worker last saw it */
 	struct gen *gen;
 	unsigned gen_version;
