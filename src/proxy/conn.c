@@ -1428,6 +1428,7 @@ static void conn_token_then(struct conn *c, bool forward_next)
 		token_refuse(c, "out of memory");
 		return;
 	}
+	c->twait.mb = &c->w->mail;
 	int r = tokens_get(tm, c->gen, c->route->credential, &c->twait, &c->tok, why, sizeof(why));
 	if (r < 0) {
 		token_refuse(c, why);

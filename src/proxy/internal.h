@@ -16,6 +16,7 @@
 #include "common/secret.h"
 #include "policy/policy.h"
 #include "proxy/http1.h"
+#include "proxy/mailbox.h"
 #include "proxy/proxy.h"
 #include "proxy/ratelimit.h"
 #include "proxy/redact.h"
@@ -119,6 +120,11 @@ struct worker {
 	/* proxy.c: the current generation as this worker last saw it */
 	struct gen *gen;
 	unsigned gen_version;
+	/* proxy.c: how other threads reach this worker (mailbox.h); the
+	 * stop letter and its drain period, set before it is posted */
+	struct mailbox mail;
+	struct letter stop_letter;
+	unsigned stop_grace_ms;
 };
 
 struct resolve_pin {

@@ -410,6 +410,19 @@ static void force_exit_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(w->base);
 }
 
+/* On the worker: begin_stop's letter. */
+static void stop_letter_cb(void *arg)
+{
+	struct worker *w = arg;
+	unsigned ms = w->stop_grace_ms;
+	struct timeval grace = { ms / 1000, (ms % 1000) * 1000 };
+	if (event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL) < 0 ||
+	    event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace) < 0) {
+		log_error("worker %d: out of memory while stopping; closing its connections now", w->id);
+		force_exit_cb(-1, 0, w);
+	}
+}
+
 static int setup_worker(struct proxy *px, struct worker *w, int id, struct accept_ctx *ctxs, int *tcp_fds, char *errbuf,
                         size_t errlen)
 {
@@ -419,9 +432,20 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 	TAILQ_INIT(&w->idle);
 	buf_init(&w->head_out, HEAD_OUT_MAX);
 	buf_init(&w->head_red, HEAD_OUT_MAX);
-	w->base = event_base_new();
+	/* No locks in the worker's base (mailbox.h): only this worker's
+	 * thread touches it; other threads post to its mailbox. */
+	struct event_config *cfg = event_config_new();
+	if (!cfg)
+		return -ENOMEM;
+	(void)event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	w->base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
 	if (!w->base)
 		return -ENOMEM;
+	int r = mailbox_init(&w->mail, w->base);
+	if (r < 0)
+		return r;
+	w->stop_letter = (struct letter){ .fn = stop_letter_cb, .arg = w };
 	w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (!w->dns) {
 		/* No resolv.conf: still serve IP literals, pinned and hosts-file names. */
@@ -462,6 +486,7 @@ static void free_worker(struct worker *w)
 		event_free(w->accept_pause);
 	if (w->audit_ev)
 		event_free(w->audit_ev);
+	mailbox_clear(&w->mail);
 	buf_free(&w->head_out);
 	buf_free(&w->head_red);
 	upstream_pool_clear(w);
@@ -686,9 +711,8 @@ static void begin_stop(struct proxy *px, unsigned grace_ms, const char *why)
 		log_info("%s: finishing requests in flight, then exiting", why);
 	for (int i = 0; i < px->n_workers; i++) {
 		struct worker *w = &px->workers[i];
-		event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
-		struct timeval grace = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
-		event_base_once(w->base, -1, EV_TIMEOUT, force_exit_cb, w, &grace);
+		w->stop_grace_ms = grace_ms; /* read after the post's lock */
+		mailbox_post(&w->mail, &w->stop_letter);
 	}
 	event_base_loopexit(px->main_base, NULL);
 }

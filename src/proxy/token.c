@@ -485,6 +485,12 @@ end:
 	return r;
 }
 
+/* A waiter's letter, on its worker: its event runs in this pass. */
+static void wake_waiter(void *ev)
+{
+	event_active(ev, EV_READ, 1);
+}
+
 /* Hands the outcome to every waiter and wakes it on its worker. Called
  * with tm->lock held. */
 static void wake_waiters(struct token_slot *s, struct token *t, const char *why)
@@ -498,7 +504,7 @@ static void wake_waiters(struct token_slot *s, struct token *t, const char *why)
 		w->tok = t ? token_ref(t) : NULL;
 		if (!t)
 			snprintf(w->why, sizeof(w->why), "%s", why);
-		event_active(w->ev, EV_READ, 1);
+		mailbox_post(w->mb, &w->letter);
 	}
 }
 
@@ -677,7 +683,12 @@ int tokens_get(struct tokens *tm, struct gen *g, const struct policy_credential 
 	} else if (!s->fetching && (r = start_fetch(s, g, cred, why, whylen)) < 0) {
 		/* why is set */
 	} else {
-		*w = (struct token_wait){ .slot = s, .ev = w->ev };
+		*w = (struct token_wait){
+			.slot = s,
+			.ev = w->ev,
+			.mb = w->mb,
+			.letter = { .fn = wake_waiter, .arg = w->ev },
+		};
 		TAILQ_INSERT_TAIL(&s->waiters, w, link);
 		s->n_waiters++;
 		r = 0;
@@ -693,6 +704,10 @@ void tokens_wait_cancel(struct tokens *tm, struct token_wait *w)
 		TAILQ_REMOVE(&w->slot->waiters, w, link);
 		w->slot->n_waiters--;
 		w->slot = NULL;
+	} else if (w->mb) {
+		/* Woken already (under tm->lock, so not concurrently with this):
+		 * the letter may still wait in the mailbox. */
+		mailbox_cancel(w->mb, &w->letter);
 	}
 	pthread_mutex_unlock(&tm->lock);
 	token_unref(w->tok);

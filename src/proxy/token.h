@@ -25,6 +25,7 @@
 #include "common/secret.h"
 #include "common/util.h"
 #include "policy/policy.h"
+#include "proxy/mailbox.h"
 
 struct proxy;
 struct gen;
@@ -47,14 +48,17 @@ const struct secret *token_value(const struct token *t);
 /* Whether t's lifetime, as the endpoint gave it, is over. */
 bool token_expired(const struct token *t);
 
-/* A request waiting for a token. The caller owns it and its event (made
+/* A request waiting for a token. The caller owns it, its event (made
  * with the worker's base and a callback of its own, added with a timeout
- * of TOKEN_WAIT_SECONDS); when the fetch ends, the event is made active on
- * the worker and tok (or why) says how it went. */
+ * of TOKEN_WAIT_SECONDS) and sets mb to its worker's mailbox; when the
+ * fetch ends, the fetching thread posts a letter there that makes the
+ * event active on the worker, and tok (or why) says how it went. */
 struct token_wait {
 	TAILQ_ENTRY(token_wait) link;
 	struct token_slot *slot; /* while queued */
 	struct event *ev;
+	struct mailbox *mb;
+	struct letter letter; /* token.c's */
 	bool done;
 	struct token *tok; /* done: the token (the waiter's reference), or NULL */
 	char why[300];     /* done and !tok: the reason, for a 503 */

@@ -442,6 +442,28 @@ def test_parallel_requests_share_one_fetch(proxy_factory, tokserver):
     check_no_secrets(p, tokserver)
 
 
+def test_waiters_that_leave_do_not_disturb_the_others(proxy_factory, tokserver):
+    # Requests wait on their worker for a token the fetch thread reports
+    # back through the worker's mailbox; those that give up first are
+    # taken off the queue, the rest get the token, and keyward goes on.
+    tokserver.mode = "slow"
+    p = proxy_factory(oauth_policy(tokserver), env=ENV)  # two workers
+    url = f"https://api.test:{tokserver.port}/api/x"
+
+    def one(i):
+        try:
+            return session(p).get(url, timeout=0.3 if i % 2 else 10).status_code
+        except requests.exceptions.Timeout:
+            return "left"
+    with ThreadPoolExecutor(12) as ex:
+        codes = list(ex.map(one, range(12)))
+    assert codes == [200, "left"] * 6
+    assert tokserver.fetches == 1
+    assert session(p).get(url).status_code == 200
+    assert p.proc.poll() is None
+    check_no_secrets(p, tokserver)
+
+
 def test_placeholder_stable_across_refreshes(proxy_factory, tokserver):
     """The sandbox's value never changes; what upstream sees does."""
     tokserver.expires_in = 1
