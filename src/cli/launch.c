@@ -66,21 +66,36 @@ static cli_entry_fn *load(int fail)
  * fetched. Nothing is kept but OpenSSL's own tables. Best effort: when a
  * symbol is missing, nothing is done, and keyward makes the same first
  * use later. OpenSSL's initialisation is thread-safe; it takes no lock of
- * the dynamic loader (libcrypto is linked NODELETE). */
-static void *warm_openssl(void *crypto)
+ * the dynamic loader (libcrypto is linked NODELETE). dlsym does take it,
+ * and the loading of the rest of the library holds it throughout, so the
+ * functions are looked up before the thread starts (struct warm). */
+struct warm {
+	void *(*keygen)(void *, const char *, const char *, ...);
+	void (*pkey_free)(void *);
+	void *(*md_fetch)(void *, const char *, const char *);
+	void (*md_free)(void *);
+	void *(*sig_fetch)(void *, const char *, const char *);
+	void (*sig_free)(void *);
+};
+
+/* Whether every function was found. */
+static bool warm_lookup(void *crypto, struct warm *w)
 {
-	typedef void *(*fetch_fn)(void *, const char *, const char *);
-	void *(*keygen)(void *, const char *, const char *, ...) = dlsym(crypto, "EVP_PKEY_Q_keygen");
-	void (*pkey_free)(void *) = dlsym(crypto, "EVP_PKEY_free");
-	fetch_fn md_fetch = (fetch_fn)dlsym(crypto, "EVP_MD_fetch");
-	void (*md_free)(void *) = dlsym(crypto, "EVP_MD_free");
-	fetch_fn sig_fetch = (fetch_fn)dlsym(crypto, "EVP_SIGNATURE_fetch");
-	void (*sig_free)(void *) = dlsym(crypto, "EVP_SIGNATURE_free");
-	if (!keygen || !pkey_free || !md_fetch || !md_free || !sig_fetch || !sig_free)
-		return NULL;
-	pkey_free(keygen(NULL, NULL, "EC", "P-256"));
-	md_free(md_fetch(NULL, "SHA256", NULL));
-	sig_free(sig_fetch(NULL, "ECDSA", NULL));
+	w->keygen = dlsym(crypto, "EVP_PKEY_Q_keygen");
+	w->pkey_free = dlsym(crypto, "EVP_PKEY_free");
+	w->md_fetch = dlsym(crypto, "EVP_MD_fetch");
+	w->md_free = dlsym(crypto, "EVP_MD_free");
+	w->sig_fetch = dlsym(crypto, "EVP_SIGNATURE_fetch");
+	w->sig_free = dlsym(crypto, "EVP_SIGNATURE_free");
+	return w->keygen && w->pkey_free && w->md_fetch && w->md_free && w->sig_fetch && w->sig_free;
+}
+
+static void *warm_openssl(void *arg)
+{
+	const struct warm *w = arg;
+	w->pkey_free(w->keygen(NULL, NULL, "EC", "P-256"));
+	w->md_free(w->md_fetch(NULL, "SHA256", NULL));
+	w->sig_free(w->sig_fetch(NULL, "ECDSA", NULL));
 	return NULL;
 }
 
@@ -97,7 +112,9 @@ static void *body_main(void *arg)
 	struct body *b = arg;
 	void *crypto = dlopen(KEYWARD_LIBCRYPTO, RTLD_NOW | RTLD_LOCAL);
 	/* signals blocked: the thread inherits that; `run` joins it before it exits */
-	b->launch.warming = crypto && pthread_create(&b->launch.warm, NULL, warm_openssl, crypto) == 0;
+	static struct warm warm;
+	b->launch.warming =
+	    crypto && warm_lookup(crypto, &warm) && pthread_create(&b->launch.warm, NULL, warm_openssl, &warm) == 0;
 	cli_entry_fn *entry = load(EXIT_SETUP);
 	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
 	exit(entry(b->argc, b->argv, &b->launch));
