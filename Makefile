@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps vectors build test test-unit test-e2e test-valgrind demo clean format-check bench bench-sandbox \
+.PHONY: all deps vectors build test test-build test-unit test-e2e test-valgrind demo clean format-check bench bench-sandbox \
 	bench-instructions
 
 all: build
@@ -20,8 +20,12 @@ vectors: deps $(VECTORS_STAMP)
 $(VECTORS_STAMP): tests/vectors/package-lock.json
 	cd tests/vectors && npm ci --ignore-scripts --no-audit --no-fund
 
+# Link-time optimisation lets the compiler inline keyward's small helpers
+# (buffers, JSON) across files: 6 % fewer instructions per proxied request
+# (bench/README.md). The test builds below leave it off to build faster;
+# `make test` runs the end-to-end suite against this build too.
 $(BUILD)/build.ninja:
-	meson setup $(BUILD) --buildtype=debugoptimized
+	meson setup $(BUILD) --buildtype=debugoptimized -Db_lto=true
 
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -40,6 +44,12 @@ test: deps vectors $(ASAN_BUILD)/build.ninja
 	KEYWARD_BIN=$(CURDIR)/$(ASAN_BUILD)/keyward \
 		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	$(MAKE) --no-print-directory test-build
+
+# The end-to-end suite once more, against the optimised build that `make
+# build` makes and people run (link-time optimisation, no sanitizers).
+test-build: build
+	KEYWARD_BIN=$(CURDIR)/$(BUILD)/keyward $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 test-unit: deps vectors $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)

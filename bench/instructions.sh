@@ -57,9 +57,7 @@ build_keyward() { # [rev]
 		build=$ROOT/build-bench-$BENCH_REVSHORT
 		LABEL=$BENCH_REVSHORT
 	fi
-	[ -f "$build/build.ninja" ] ||
-		meson setup "$build" "$src" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
-	ninja -C "$build" >/dev/null
+	bench_build "$build" "$src" -Db_ndebug=true
 	KEYWARD=$build/keyward
 }
 

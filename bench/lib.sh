@@ -52,6 +52,23 @@ bench_export() { # rev prefix
 	fi
 }
 
+# Builds keyward in BUILD from SRC as every benchmark measures it: -O3
+# and link-time optimisation (as `make build`, which is -O2), set again on
+# a build folder made before; then ninja. Extra meson options may follow.
+# -Dwerror=false: at -O3 GCC 12 reports -Wmaybe-uninitialized false
+# positives in src/policy/policy.c that -O2 does not (bench/README.md).
+bench_build() { # build src [meson-option...]
+	local build=$1 src=$2
+	shift 2
+	local opts=(-Dbuildtype=release -Db_lto=true -Dwerror=false "$@")
+	if [ -f "$build/build.ninja" ]; then
+		meson configure "$build" "${opts[@]}" >/dev/null
+	else
+		meson setup "$build" "$src" "${opts[@]}" >/dev/null
+	fi
+	ninja -C "$build" >/dev/null
+}
+
 # HEAD's short name, and whether the working tree's code differs from it.
 bench_tree_label() {
 	printf '%s' "$(git -C "$ROOT" rev-parse --short HEAD)"

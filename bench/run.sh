@@ -64,12 +64,11 @@ ensure_tools() {
 	NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
-# Release build in its own directory, so the numbers are for optimised code.
-# With BENCH_REV, the source is that commit exported from git, so the
-# numbers belong to a revision that others can check out; without it, the
-# working tree (uncommitted changes included, and said so in the results).
-# -Dwerror=false: at -O3 GCC 12 reports -Wmaybe-uninitialized false
-# positives in src/policy/policy.c that the default (-O2) build does not see.
+# Release build (bench_build) in its own directory, so the numbers are for
+# optimised code. With BENCH_REV, the source is that commit exported from
+# git, so the numbers belong to a revision that others can check out;
+# without it, the working tree (uncommitted changes included, and said so
+# in the results).
 build_keyward() {
 	SRC=$ROOT
 	if [ -n "${BENCH_REV:-}" ]; then
@@ -80,12 +79,7 @@ build_keyward() {
 	else
 		KEYWARD_REV=$(bench_tree_label)
 	fi
-	if [ ! -f "$BUILD/build.ninja" ]; then
-		meson setup "$BUILD" "$SRC" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
-	else
-		meson configure "$BUILD" -Dbuildtype=release -Db_ndebug=true -Dwerror=false >/dev/null
-	fi
-	ninja -C "$BUILD" >/dev/null # the front and libkeyward.so
+	bench_build "$BUILD" "$SRC" -Db_ndebug=true # the front and libkeyward.so
 	KEYWARD=$BUILD/keyward
 	# The HTTPS load client (wrk cannot CONNECT), built with the same flags.
 	TLSLOAD=$BUILD/tlsload

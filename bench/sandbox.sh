@@ -80,11 +80,10 @@ ensure_tools() {
 	[ -x "$PY" ] || die "$PY is missing"
 }
 
-# Release build in its own directory, build-bench-run/: the working tree,
-# uncommitted changes included and said so in the results. With BENCH_REV,
-# that commit exported from git instead, built in build-bench-run-REV/.
-# -Dwerror=false: at -O3 GCC 12 reports -Wmaybe-uninitialized false
-# positives (see bench/README.md).
+# Release build (bench_build) in its own directory, build-bench-run/: the
+# working tree, uncommitted changes included and said so in the results.
+# With BENCH_REV, that commit exported from git instead, built in
+# build-bench-run-REV/.
 build_keyward() {
 	local src=$ROOT
 	if [ -n "${BENCH_REV:-}" ]; then
@@ -95,15 +94,8 @@ build_keyward() {
 	else
 		KEYWARD_REV=$(bench_tree_label)
 	fi
-	if [ ! -x "$BUILD/keyward" ]; then
-		log "building keyward in ${BUILD#"$ROOT"/}"
-		if [ ! -f "$BUILD/build.ninja" ]; then
-			(cd "$src" && meson setup "$BUILD" --buildtype=release -Dwerror=false >/dev/null)
-		fi
-		ninja -C "$BUILD" >/dev/null
-	else
-		ninja -C "$BUILD" >/dev/null # no-op when up to date (and libkeyward.so with the front)
-	fi
+	[ -x "$BUILD/keyward" ] || log "building keyward in ${BUILD#"$ROOT"/}"
+	bench_build "$BUILD" "$src" # a no-op when up to date (libkeyward.so with the front)
 	KEYWARD=$BUILD/keyward
 }
 
@@ -1099,7 +1091,7 @@ main() {
 		p("## Exact commands")
 		p("")
 		p("```")
-		p(f"meson setup build-bench-run --buildtype=release -Dwerror=false && ninja -C build-bench-run")
+		p(f"meson setup build-bench-run --buildtype=release -Db_lto=true -Dwerror=false && ninja -C build-bench-run")
 		p(f"cd WORK/ws; export KEYWARD_HOME=WORK/home BENCH_GITHUB_TOKEN=ghp_benchMADEUP… BENCH_OPENAI_KEY=sk-benchMADEUP…")
 		for c, key in (("true", "cmd_true"), ("bwrap", "cmd_bwrap"), ("firejail", "cmd_firejail"),
 		               ("keyward-none", "cmd_keyward_none"),
