@@ -1,5 +1,6 @@
 #include "proxy/http1.h"
 
+#include <endian.h>
 #include <errno.h>
 
 #include "common/util.h"
@@ -141,14 +142,18 @@ void http1_init(struct http1 *h, enum http1_type type)
 	llhttp_init(&h->parser, type == HTTP1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE, &h->settings);
 }
 
-/* Whether one of the 8 bytes of w is below 0x20 or is 0x7f (DEL): exact
- * for the word as a whole (the "has a byte less than n" and "has a zero
- * byte" tests of bit-twiddling lore; borrows only blur which byte). */
-static bool word_has_control(uint64_t w)
+/* Where the first of the 8 bytes of w (read little-endian: the first in
+ * memory is the lowest) that is below 0x20 or is 0x7f (DEL) lies: its
+ * index, or 8 if there is none. The "has a byte less than n" and "has a
+ * zero byte" tests of bit-twiddling lore flag such bytes; a borrow can
+ * flag a byte above a flagged one, never below the first, so the lowest
+ * flag is exact. */
+static unsigned first_control(uint64_t w)
 {
 	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
 	uint64_t del = w ^ (ones * 0x7f);
-	return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs;
+	uint64_t flags = (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs;
+	return flags ? (unsigned)__builtin_ctzll(flags) / 8 : 8;
 }
 
 long http1_head_length(const char *p, size_t n, size_t *resume, const char **why)
@@ -158,13 +163,15 @@ long http1_head_length(const char *p, size_t n, size_t *resume, const char **why
 	 * CRLF. 5.2: obs-fold is rejected. Control bytes other than HTAB are
 	 * never valid in a head. */
 	for (size_t i = *resume; i < n; i++) {
-		/* Most of a head is text: step over it 8 bytes at a time. */
+		/* Most of a head is text: step over it 8 bytes at a time, and
+		 * straight to the first control byte (CR, mostly) in a word. */
 		while (n - i >= 8) {
 			uint64_t w;
 			memcpy(&w, p + i, 8);
-			if (word_has_control(w))
+			unsigned k = first_control(le64toh(w));
+			i += k;
+			if (k < 8)
 				break;
-			i += 8;
 		}
 		if (i == n)
 			break;
