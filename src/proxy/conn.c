@@ -104,10 +104,17 @@ struct conn {
 	struct redact_set *req_forms; /* this request's own forms (its Basic credentials), or NULL */
 	struct redactor *redactor;    /* scans the response heads and body */
 	struct resp_body *resp_body;  /* the body, decoded and re-framed, or NULL */
-	const char *resp_why;         /* why resp_body failed */
-	bool resp_chunked;            /* resp_body frames the body as chunks */
-	bool resp_decoded;            /* resp_body decodes a Content-Encoding */
-	uint64_t retry_after;         /* a refusal's Retry-After, in seconds; 0: none */
+	/* the three, emptied at the end of a request and kept for the next one
+	 * on the connection (redaction_end), or NULL */
+	struct {
+		struct redact_set *forms;
+		struct redactor *redactor;
+		struct resp_body *body;
+	} spare;
+	const char *resp_why; /* why resp_body failed */
+	bool resp_chunked;    /* resp_body frames the body as chunks */
+	bool resp_decoded;    /* resp_body decodes a Content-Encoding */
+	uint64_t retry_after; /* a refusal's Retry-After, in seconds; 0: none */
 	/* a credential whose token keyward mints (token.h) */
 	struct token *tok;       /* the token this request carries, or NULL */
 	struct token_wait twait; /* waiting for one (twait.ev pending) */
@@ -144,16 +151,36 @@ static void sigv4_stream_end(struct conn *c)
 
 /* ---- lifetime ---- */
 
-/* Ends the response redaction of the current request. */
+/* Ends the response redaction of the current request. What its objects
+ * hold of the request and the response is wiped, and they are kept for
+ * the next request on the connection: making them again for each one
+ * cost more than scanning a small response. */
+static void redaction_end(struct conn *c)
+{
+	if (c->resp_body) {
+		resp_body_clear(c->resp_body);
+		resp_body_free(c->spare.body);
+		c->spare.body = TAKE_PTR(c->resp_body);
+	}
+	if (c->redactor) {
+		redactor_clear(c->redactor);
+		redactor_free(c->spare.redactor);
+		c->spare.redactor = TAKE_PTR(c->redactor);
+	}
+	if (c->req_forms) {
+		redact_set_clear(c->req_forms);
+		redact_set_free(c->spare.forms);
+		c->spare.forms = TAKE_PTR(c->req_forms);
+	}
+	c->resp_why = NULL;
+}
+
 static void redaction_free(struct conn *c)
 {
-	resp_body_free(c->resp_body);
-	c->resp_body = NULL;
-	redactor_free(c->redactor);
-	c->redactor = NULL;
-	redact_set_free(c->req_forms);
-	c->req_forms = NULL;
-	c->resp_why = NULL;
+	redaction_end(c);
+	resp_body_free(TAKE_PTR(c->spare.body));
+	redactor_free(TAKE_PTR(c->spare.redactor));
+	redact_set_free(TAKE_PTR(c->spare.forms));
 }
 
 static void conn_token_clear(struct conn *c);
@@ -653,7 +680,7 @@ static void reset_request(struct conn *c)
 	c->retried = c->decided = c->audited = false;
 	c->leaked = NULL;
 	c->retry_after = 0;
-	redaction_free(c);
+	redaction_end(c);
 	sigv4_stream_end(c);
 	conn_token_clear(c);
 	c->tok_retried = false;
@@ -1269,21 +1296,24 @@ static void audit_written(struct conn *c, int r, uint64_t first)
  * redact_set_add_secret knows). None: NULL. */
 static int build_req_forms(struct conn *c, const struct outbound *o)
 {
-	struct redact_set *s;
 	/* a request sent again (a retry after a 401 with a new token) starts
 	 * its redaction afresh: the redactor of the answer it replaces uses
 	 * the old forms */
-	redaction_free(c);
-	int r = redact_set_new(&s);
+	redaction_end(c);
+	struct redact_set *s = TAKE_PTR(c->spare.forms);
+	int r = s ? 0 : redact_set_new(&s);
 	if (r < 0)
 		return r;
 	r = inject_redact_forms(o, s);
 	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
 	if (r == 0 && minted)
 		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
-	if (r == 0 && redact_set_count(s) > 0 && (r = redact_set_seal(s)) == 0)
-		c->req_forms = TAKE_PTR(s);
-	redact_set_free(s);
+	if (r == 0 && redact_set_count(s) > 0 && (r = redact_set_seal(s)) == 0) {
+		c->req_forms = s;
+		return 0;
+	}
+	redact_set_clear(s); /* none, or a failure: kept empty */
+	c->spare.forms = s;
 	return r;
 }
 
@@ -1656,7 +1686,10 @@ static int start_redaction(struct conn *c)
 	const struct redact_set *sets[2] = { gen_redact_set(c->gen), c->req_forms };
 	if (!sets[0])
 		return -ENOMEM;
-	return redactor_new(sets, ARRAY_SIZE(sets), &c->redactor);
+	if (!c->spare.redactor)
+		return redactor_new(sets, ARRAY_SIZE(sets), &c->redactor);
+	c->redactor = TAKE_PTR(c->spare.redactor);
+	return redactor_restart(c->redactor, sets, ARRAY_SIZE(sets));
 }
 
 static int emit_buf(void *ctx, const char *p, size_t n)
@@ -1696,7 +1729,14 @@ static bool start_body_filter(struct conn *c)
 	c->resp_decoded = coding != CODING_IDENTITY;
 	if (!c->resp_chunked)
 		c->keep_alive = false;
-	if (resp_body_new(c->redactor, coding, c->resp_chunked, limits(c)->max_decoded_body, &c->resp_body) < 0) {
+	int r;
+	if (c->spare.body) {
+		c->resp_body = TAKE_PTR(c->spare.body);
+		r = resp_body_restart(c->resp_body, c->redactor, coding, c->resp_chunked, limits(c)->max_decoded_body);
+	} else {
+		r = resp_body_new(c->redactor, coding, c->resp_chunked, limits(c)->max_decoded_body, &c->resp_body);
+	}
+	if (r < 0) {
 		upstream_failed(c, "could not be handled (out of memory)");
 		return false;
 	}

@@ -35,14 +35,23 @@ int redact_set_new(struct redact_set **ret)
 	return 0;
 }
 
-void redact_set_free(struct redact_set *s)
+void redact_set_clear(struct redact_set *s)
 {
-	if (!s)
-		return;
 	for (size_t i = 0; i < s->n; i++) {
 		OPENSSL_cleanse(s->pairs[i].pat, s->pairs[i].pl + s->pairs[i].rl);
 		free(s->pairs[i].pat);
 	}
+	s->n = 0;
+	s->max_len = 0;
+	s->sealed = false;
+	s->n_first = 0; /* start[] is made again by the next seal */
+}
+
+void redact_set_free(struct redact_set *s)
+{
+	if (!s)
+		return;
+	redact_set_clear(s);
 	free(s->pairs);
 	free(s);
 }
@@ -307,27 +316,24 @@ struct redactor {
 	bool first[256];                /* some pattern of some set starts with this byte */
 	unsigned char first_bytes[256]; /* those bytes, n_first of them */
 	size_t n_first;
-	char *work; /* kept-back bytes, then the current slice; made when first needed */
-	size_t cap;
+	char *work;       /* kept-back bytes, then the current slice; made when first needed */
+	size_t cap;       /* what work must hold: the longest pattern - 1, and a slice */
+	size_t work_size; /* what work holds (a restarted redactor may need less) */
 	size_t held;
 	uint64_t count;
 };
 
-int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct redactor **ret)
+/* Takes the sets into a redactor that holds none. */
+static int take_sets(struct redactor *r, const struct redact_set *const *sets, size_t n_sets)
 {
 	if (n_sets > REDACT_MAX_SETS)
 		return -EINVAL;
-	struct redactor *r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
 	for (size_t i = 0; i < n_sets; i++) {
 		const struct redact_set *s = sets[i];
 		if (!s)
 			continue;
-		if (!s->sealed) {
-			free(r);
+		if (!s->sealed)
 			return -EINVAL;
-		}
 		r->sets[r->n_sets++] = s;
 		if (s->max_len > r->max_len)
 			r->max_len = s->max_len;
@@ -340,8 +346,53 @@ int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct red
 		}
 	}
 	r->cap = (r->max_len ? r->max_len - 1 : 0) + SLICE;
+	return 0;
+}
+
+int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct redactor **ret)
+{
+	struct redactor *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	int e = take_sets(r, sets, n_sets);
+	if (e < 0) {
+		free(r);
+		return e;
+	}
 	*ret = r;
 	return 0;
+}
+
+static void forget_sets(struct redactor *r)
+{
+	for (size_t k = 0; k < r->n_first; k++)
+		r->first[r->first_bytes[k]] = false;
+	r->n_first = 0;
+	r->n_sets = 0;
+	r->max_len = 0;
+	r->cap = SLICE;
+}
+
+void redactor_clear(struct redactor *r)
+{
+	if (r->work)
+		OPENSSL_cleanse(r->work, r->held);
+	r->held = 0;
+	r->count = 0;
+	forget_sets(r);
+}
+
+int redactor_restart(struct redactor *r, const struct redact_set *const *sets, size_t n_sets)
+{
+	redactor_clear(r);
+	int e = take_sets(r, sets, n_sets);
+	if (e < 0)
+		forget_sets(r);
+	if (r->work && r->work_size < r->cap) {
+		free(r->work);
+		r->work = NULL;
+	}
+	return e;
 }
 
 /* Past work[held] the buffer holds nothing (keep() wipes what it drops),
@@ -363,6 +414,8 @@ static int need_work(struct redactor *r)
 {
 	if (!r->work && !(r->work = malloc(r->cap)))
 		return -ENOMEM;
+	if (r->work_size < r->cap)
+		r->work_size = r->cap;
 	return 0;
 }
 

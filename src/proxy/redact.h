@@ -36,6 +36,9 @@ struct redact_set;
 int redact_set_new(struct redact_set **ret) WUR;
 /* Wipes every pattern and replacement; NULL is a no-op. */
 void redact_set_free(struct redact_set *s);
+/* Empties s (every pair wiped and freed) and unseals it, to be filled
+ * again; what it allocated for its list of pairs is kept. */
+void redact_set_clear(struct redact_set *s);
 /* Adds one pair (both copied). An empty pattern or one longer than
  * REDACT_PATTERN_MAX is -EINVAL; a pattern already in the set is kept
  * with its first replacement (returns 0). -EBUSY once sealed. */
@@ -75,6 +78,13 @@ struct redactor;
 int redactor_new(const struct redact_set *const *sets, size_t n_sets, struct redactor **ret) WUR;
 /* Wipes what it holds; NULL is a no-op. */
 void redactor_free(struct redactor *r);
+/* Wipes what r holds back and forgets its sets and count, keeping its
+ * memory for redactor_restart. */
+void redactor_clear(struct redactor *r);
+/* Makes r as redactor_new(sets, n_sets) would, for the next response:
+ * cleared, with the sets given, its work buffer kept if it is large
+ * enough. -EINVAL as redactor_new, and r is then left with no sets. */
+int redactor_restart(struct redactor *r, const struct redact_set *const *sets, size_t n_sets) WUR;
 /* Scans n more bytes; emits what is decided, keeps back what might begin
  * a match. Returns 0 or what emit returned. */
 int redactor_feed(struct redactor *r, const char *p, size_t n, redact_emit_fn emit, void *ctx) WUR;

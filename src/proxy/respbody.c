@@ -71,20 +71,27 @@ int resp_body_coding(const struct http_head *h, enum resp_coding *ret, char *why
 	return 0;
 }
 
+/* Sets b up for a body; b holds nothing of an earlier one. */
+static int start(struct resp_body *b, struct redactor *r, enum resp_coding coding, bool chunked, uint64_t max_decoded)
+{
+	b->r = r;
+	b->coding = coding;
+	b->chunked = chunked;
+	b->max_decoded = max_decoded;
+	if (!b->stage)
+		b->stage = evbuffer_new();
+	if (coding != CODING_IDENTITY && !b->block)
+		b->block = malloc(BLOCK);
+	return !b->stage || (coding != CODING_IDENTITY && !b->block) ? -ENOMEM : 0;
+}
+
 int resp_body_new(struct redactor *r, enum resp_coding coding, bool chunked, uint64_t max_decoded,
                   struct resp_body **ret)
 {
 	struct resp_body *b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
-	b->r = r;
-	b->coding = coding;
-	b->chunked = chunked;
-	b->max_decoded = max_decoded;
-	b->stage = evbuffer_new();
-	if (coding != CODING_IDENTITY)
-		b->block = malloc(BLOCK);
-	if (!b->stage || (coding != CODING_IDENTITY && !b->block)) {
+	if (start(b, r, coding, chunked, max_decoded) < 0) {
 		resp_body_free(b);
 		return -ENOMEM;
 	}
@@ -92,16 +99,30 @@ int resp_body_new(struct redactor *r, enum resp_coding coding, bool chunked, uin
 	return 0;
 }
 
+void resp_body_clear(struct resp_body *b)
+{
+	if (b->z_ready)
+		inflateEnd(&b->z);
+	if (b->block)
+		OPENSSL_cleanse(b->block, BLOCK);
+	if (b->stage)
+		evbuffer_drain(b->stage, evbuffer_get_length(b->stage));
+	*b = (struct resp_body){ .stage = b->stage, .block = b->block };
+}
+
+int resp_body_restart(struct resp_body *b, struct redactor *r, enum resp_coding coding, bool chunked,
+                      uint64_t max_decoded)
+{
+	resp_body_clear(b);
+	return start(b, r, coding, chunked, max_decoded);
+}
+
 void resp_body_free(struct resp_body *b)
 {
 	if (!b)
 		return;
-	if (b->z_ready)
-		inflateEnd(&b->z);
-	if (b->block) {
-		OPENSSL_cleanse(b->block, BLOCK);
-		free(b->block);
-	}
+	resp_body_clear(b);
+	free(b->block);
 	if (b->stage)
 		evbuffer_free(b->stage);
 	free(b);

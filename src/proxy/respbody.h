@@ -31,6 +31,13 @@ struct resp_body;
 int resp_body_new(struct redactor *r, enum resp_coding coding, bool chunked, uint64_t max_decoded,
                   struct resp_body **ret) WUR;
 void resp_body_free(struct resp_body *b);
+/* Wipes and drops what b holds of its body (decoded bytes, zlib's state),
+ * keeping its memory for resp_body_restart. */
+void resp_body_clear(struct resp_body *b);
+/* Makes b as resp_body_new would, for the next body. Returns 0 or
+ * -ENOMEM (b may then only be freed). */
+int resp_body_restart(struct resp_body *b, struct redactor *r, enum resp_coding coding, bool chunked,
+                      uint64_t max_decoded) WUR;
 /* Takes n more bytes of the upstream's payload (after its own framing)
  * and appends what can be sent to out. Returns 0, or a negative errno with
  * the reason in *why (corrupt compressed data, too much decoded data). */

@@ -371,6 +371,41 @@ def test_basic_credentials_and_encodings(proxy_factory, tls_upstream):
     c.close()
 
 
+def test_one_connection_many_responses_each_redacted(proxy_factory, tls_upstream):
+    """keyward keeps a connection's redaction state from one request to the
+    next (emptied in between): on one kept-alive tunnel, compressed and
+    plain responses in turn, each carrying the secret and the Basic pair
+    keyward sent, come back redacted every time, each with its own count."""
+    s = SECRET.encode()
+    sent = base64.b64encode(b"x-access-token:" + s)
+    compress = compressors()
+
+    def script(req):
+        body = b"token " + s + b" basic " + sent + b" end"
+        name = req.target.rsplit("/", 1)[-1]
+        if name == "plain":
+            return [head(b"Content-Length: %d\r\n\r\n" % len(body)), body]
+        coding, fn = compress[name]
+        z = fn(body)
+        return [head(b"Content-Encoding: " + coding + b"\r\nContent-Length: %d\r\n\r\n" % len(z)), z]
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL, inject="{basic: x-access-token}"))
+    c = connect(p, u)
+    want = (b"token " + PLACEHOLDER.encode() + b" basic " +
+            base64.b64encode(b"x-access-token:" + PLACEHOLDER.encode()) + b" end")
+    order = ["gzip", "plain", "deflate-raw", "plain", "gzip-two-members", "deflate-zlib", "plain"]
+    for name in order:
+        c.send(get(u, "/r/" + name, "Accept-Encoding: gzip, deflate\r\n"))
+        status, headers, body, _ = c.read_response()
+        assert status == 200, name
+        assert body == want, name
+    assert_clean(c.raw)
+    c.close()
+    records = [r for r in p.requests() if r.get("path", "").startswith("/r/")]
+    assert [r["path"] for r in records] == ["/r/" + n for n in order]
+    assert all(r["redacted"] == 2 for r in records), records
+
+
 def test_url_encoded_forms(proxy_factory, tls_upstream):
     """A secret with reserved characters, percent-encoded with upper- and
     lower-case hex digits, in a header and the body."""

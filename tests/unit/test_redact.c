@@ -340,6 +340,79 @@ static void test_large_feed_bounded(void **state)
 	redact_set_free(s);
 }
 
+/* A redactor kept from one response to the next (redactor_clear, then
+ * redactor_restart) and a set emptied and filled again (redact_set_clear)
+ * work as new ones: one left holding back the start of a pattern has
+ * nothing of it once cleared; one restarted with a set of longer patterns
+ * (a larger work buffer) or with other first bytes replaces what the new
+ * sets say and nothing of the old ones; a failed restart leaves it with no
+ * sets, passing everything through. */
+static void test_restart_is_like_new(void **state)
+{
+	static const char *const p1[] = { "short-pattern" }, *const r1[] = { "S" };
+	struct redact_set *a = set_of(p1, r1, 1), *b;
+	struct redactor *r;
+	struct buf out;
+	buf_init(&out, 1 << 20);
+	const struct redact_set *sets[] = { a };
+	assert_int_equal(redactor_new(sets, 1, &r), 0);
+	assert_int_equal(redactor_feed(r, "xx short-pat", 12, emit_buf, &out), 0);
+	assert_int_equal(redactor_held(r), 9); /* "short-pat" may begin a match */
+	redactor_clear(r);
+	assert_int_equal(redactor_held(r), 0);
+	assert_int_equal(redactor_count(r), 0);
+
+	/* b: a pattern longer than a slice, other first bytes; a is emptied
+	 * and refilled with it, as a connection's own forms are */
+	size_t long_n = 20000;
+	char *long_pat = malloc(long_n + 1);
+	assert_non_null(long_pat);
+	memset(long_pat, 'L', long_n);
+	long_pat[long_n] = '\0';
+	redact_set_clear(a);
+	assert_int_equal(redact_set_count(a), 0);
+	assert_int_equal(redact_set_add(a, long_pat, long_n, "LONG", 4), 0);
+	assert_int_equal(redact_set_add(a, "zeta", 4, "Z", 1), 0);
+	assert_int_equal(redact_set_seal(a), 0);
+	b = a;
+	const struct redact_set *bsets[] = { b };
+	assert_int_equal(redactor_restart(r, bsets, 1), 0);
+	size_t n = long_n + 40;
+	char *in = malloc(n);
+	assert_non_null(in);
+	memcpy(in, "short-pattern zeta ", 19);
+	memcpy(in + 19, long_pat, long_n);
+	memcpy(in + 19 + long_n, " short-pattern zeta!", 21);
+	buf_reset(&out);
+	for (size_t at = 0; at < n;) { /* in pieces smaller than the pattern */
+		size_t k = n - at < 7001 ? n - at : 7001;
+		assert_int_equal(redactor_feed(r, in + at, k, emit_buf, &out), 0);
+		at += k;
+	}
+	assert_int_equal(redactor_finish(r, emit_buf, &out), 0);
+	assert_string_equal(out.data, "short-pattern Z LONG short-pattern Z!");
+	assert_int_equal(redactor_count(r), 3);
+
+	/* a failed restart (a set not sealed) leaves no sets at all */
+	struct redact_set *unsealed;
+	assert_int_equal(redact_set_new(&unsealed), 0);
+	assert_int_equal(redact_set_add(unsealed, "zeta", 4, "Z", 1), 0);
+	const struct redact_set *bad[] = { b, unsealed };
+	assert_int_equal(redactor_restart(r, bad, 2), -EINVAL);
+	buf_reset(&out);
+	assert_int_equal(redactor_feed(r, "zeta LL", 7, emit_buf, &out), 0);
+	assert_int_equal(redactor_finish(r, emit_buf, &out), 0);
+	assert_string_equal(out.data, "zeta LL");
+	assert_int_equal(redactor_count(r), 0);
+
+	redactor_free(r);
+	redact_set_free(unsealed);
+	redact_set_free(a);
+	free(in);
+	free(long_pat);
+	buf_free(&out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -352,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_two_sets),
 		cmocka_unit_test(test_many_first_bytes),
 		cmocka_unit_test(test_large_feed_bounded),
+		cmocka_unit_test(test_restart_is_like_new),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
