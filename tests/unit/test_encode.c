@@ -311,6 +311,35 @@ static void test_json_str_escapes(void **state)
 	}
 }
 
+/* json_str steps over plain text 8 bytes at a time: each byte that needs
+ * care, at every place in strings of every length around a word or two,
+ * is found and written as a string of it alone would be. */
+static void test_json_str_specials_at_every_offset(void **state)
+{
+	static const struct {
+		unsigned char c;
+		const char *out;
+	} sp[] = {
+		{ '"', "\\\"" },     { '\\', "\\\\" }, { '\n', "\\n" },     { 0x01, "\\u0001" },
+		{ 0x1f, "\\u001f" }, { 0x7f, "\x7f" }, { 0xff, "\\u00ff" }, { 0x80, "\\u0080" },
+		{ ' ', " " },        { '!', "!" },     { 0x5b, "[" },       { 0x5d, "]" },
+	};
+	for (size_t k = 0; k < ARRAY_SIZE(sp); k++)
+		for (size_t len = 1; len <= 24; len++)
+			for (size_t pos = 0; pos < len; pos++) {
+				char in[24], want[64];
+				memset(in, 'a', len);
+				in[pos] = (char)sp[k].c;
+				snprintf(want, sizeof(want), "\"%.*s%s%.*s\"", (int)pos, in, sp[k].out,
+				         (int)(len - pos - 1), in + pos + 1);
+				char *got = json_of(in, len);
+				if (strcmp(got, want) != 0)
+					fail_msg("byte 0x%02x at %zu of %zu: got %s, want %s", sp[k].c, pos, len, got,
+					         want);
+				free(got);
+			}
+}
+
 /* Whatever the bytes, the output is one line of valid JSON that jansson
  * reads back: the property the audit log depends on. Invalid bytes come
  * back as U+00XX, valid text unchanged. */
@@ -411,7 +440,7 @@ int main(void)
 		cmocka_unit_test(test_percent_decode_rejects), cmocka_unit_test(test_percent_decode),
 		cmocka_unit_test(test_percent_encode),         cmocka_unit_test(test_mem_find),
 		cmocka_unit_test(test_json_str_escapes),       cmocka_unit_test(test_json_str_always_valid),
-		cmocka_unit_test(test_json_writers),
+		cmocka_unit_test(test_json_writers),           cmocka_unit_test(test_json_str_specials_at_every_offset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
