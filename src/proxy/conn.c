@@ -1559,7 +1559,7 @@ static void send_request(struct conn *c)
 	}
 	/* On an error the rest is queued and the bufferevent reports it. */
 	evbuffer_add(out, c->out.data + sent, c->out.len - sent);
-	OPENSSL_cleanse(c->out.data, c->out.len);
+	explicit_bzero(c->out.data, c->out.len); /* memset's speed: OPENSSL_cleanse goes byte by byte */
 	c->out.len = 0;
 
 	u->state = U_HEAD;
@@ -1793,26 +1793,22 @@ static int write_response_head(struct conn *c, const struct http_head *h, bool c
 {
 	struct buf *out = &c->w->head_out;
 	bool upgrade = h->status == 101;
-	char status[9 + DEC_MAX + 1];
-	char *end = dec_put(mempcpy(status, "HTTP/1.1 ", 9), h->status);
-	*end++ = ' ';
+	char *at;
 	buf_reset(out);
-	int r = buf_append(out, status, (size_t)(end - status));
-	if (r == 0)
-		r = buf_append(out, h->reason, h->reason_len);
-	if (r == 0)
-		r = buf_append(out, "\r\n", 2);
+	int r = buf_space(out, 9 + DEC_MAX + 1 + h->reason_len + 2, &at);
+	if (r == 0) {
+		char *p = dec_put(mempcpy(at, "HTTP/1.1 ", 9), h->status);
+		*p++ = ' ';
+		p = mempcpy(p, h->reason, h->reason_len);
+		*p++ = '\r';
+		*p++ = '\n';
+		buf_advance(out, (size_t)(p - at));
+	}
 	for (unsigned i = 0; r == 0 && i < h->n_headers; i++) {
 		const struct http_header *x = &h->headers[i];
 		if (response_hop_header(h, x, upgrade) || reframed_header(c, x))
 			continue;
-		r = buf_append(out, x->name, x->name_len);
-		if (r == 0)
-			r = buf_append(out, ": ", 2);
-		if (r == 0)
-			r = buf_append(out, x->value, x->value_len);
-		if (r == 0)
-			r = buf_append(out, "\r\n", 2);
+		r = inject_put_header(out, x->name, x->name_len, x->value, x->value_len);
 	}
 	if (r == 0 && c->resp_body && c->resp_chunked)
 		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
@@ -1832,7 +1828,7 @@ static int write_response_head(struct conn *c, const struct http_head *h, bool c
 		/* the head as the upstream sent it may hold a secret: wipe it, as
 		 * the redactor wipes what it held back */
 		if (out->data)
-			OPENSSL_cleanse(out->data, out->len);
+			explicit_bzero(out->data, out->len);
 		out = red;
 	}
 	if (r == 0 && evbuffer_add(c->reply, out->data, out->len) < 0)

@@ -1,6 +1,7 @@
 #include "proxy/inject.h"
 
 #include <errno.h>
+#include <stdint.h>
 
 #include <openssl/crypto.h>
 
@@ -73,19 +74,25 @@ int inject_put_method_path(struct buf *out, const struct outbound *o)
 
 int inject_put_host(struct buf *out, const struct outbound *o)
 {
-	bool v6 = strchr(o->host, ':') != NULL;
-	int r = buf_puts(out, v6 ? "Host: [" : "Host: ");
-	if (r == 0)
-		r = buf_puts(out, o->host);
-	if (r == 0 && v6)
-		r = buf_append(out, "]", 1);
-	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
-		r = buf_append(out, ":", 1);
-	if (r == 0 && o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80))
-		r = buf_put_int(out, o->port);
-	if (r == 0)
-		r = buf_append(out, "\r\n", 2);
-	return r;
+	size_t hl = strlen(o->host);
+	bool v6 = memchr(o->host, ':', hl) != NULL;
+	bool port = o->port != (o->scheme == SCHEME_HTTPS ? 443 : 80);
+	char *at;
+	int r = buf_space(out, sizeof("Host: []:\r\n") + hl + DEC_MAX, &at);
+	if (r < 0)
+		return r;
+	char *p = mempcpy(at, "Host: [", v6 ? 7 : 6);
+	p = mempcpy(p, o->host, hl);
+	if (v6)
+		*p++ = ']';
+	if (port) {
+		*p++ = ':';
+		p = dec_put(p, o->port);
+	}
+	*p++ = '\r';
+	*p++ = '\n';
+	buf_advance(out, (size_t)(p - at));
+	return 0;
 }
 
 static bool has_placeholder(const char *s, size_t n, const struct policy_credential *c)
@@ -181,14 +188,20 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
 
 int inject_put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl)
 {
-	int r = buf_append(out, name, nl);
-	if (r == 0)
-		r = buf_append(out, ": ", 2);
-	if (r == 0)
-		r = buf_append(out, value, vl);
-	if (r == 0)
-		r = buf_append(out, "\r\n", 2);
-	return r;
+	char *at;
+	if (nl > SIZE_MAX / 2 || vl > SIZE_MAX / 2)
+		return -ENOBUFS;
+	int r = buf_space(out, nl + vl + 4, &at);
+	if (r < 0)
+		return r;
+	char *p = mempcpy(at, name, nl);
+	*p++ = ':';
+	*p++ = ' ';
+	p = mempcpy(p, value, vl);
+	*p++ = '\r';
+	*p++ = '\n';
+	buf_advance(out, (size_t)(p - at));
+	return 0;
 }
 
 /* Copies one client header with the route credential's placeholder swapped

@@ -272,8 +272,10 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 		w->n_idle--;
 		u->conn = c;
 		u->ready = ready;
+		/* The idle timeout stays until the request's own replaces it
+		 * (send_request, in this pass of the loop, or upstream_release):
+		 * setting none in between would re-add both events twice. */
 		bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
-		bufferevent_set_timeouts(u->bev, NULL, NULL);
 		u->reused = true;
 		if (kick(u, deferred_ready) < 0) {
 			upstream_free(u);
