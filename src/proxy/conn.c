@@ -1569,7 +1569,12 @@ static void send_request(struct conn *c)
 	u->parser.skip_body = c->is_head;
 	bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
 	bufferevent_setwatermark(u->bev, EV_WRITE, WATER_LOW, 0);
-	bufferevent_setwatermark(u->bev, EV_READ, 0, WATER_HIGH);
+	/* No read watermark: what the upstream sends is bounded by the
+	 * callbacks, which take all of it each time (into the head, up to its
+	 * limit, or on to the client) and stop reading once the client's
+	 * output holds WATER_HIGH. A watermark would also re-add the read
+	 * event at every change to the input buffer (libevent re-enables
+	 * reading from its watermark callback), four times a request. */
 	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
 	bufferevent_set_timeouts(u->bev, &tv, &tv);
 	/* Enabling what is enabled already would add the write event again
