@@ -1940,6 +1940,20 @@ static void relay_response_body(struct conn *c)
 		request_done(c, reusable);
 }
 
+/* The length of a complete, well-formed head in the first contiguous
+ * piece of in, looking at most at limit bytes; 0 otherwise (the head is
+ * longer, split, or malformed: the caller's scan says which). */
+static long head_at_start(struct evbuffer *in, size_t limit)
+{
+	struct evbuffer_iovec v;
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return 0;
+	size_t scan = 0;
+	const char *why = NULL;
+	long hl = http1_head_length(v.iov_base, v.iov_len < limit ? v.iov_len : limit, &scan, &why);
+	return hl > 0 ? hl : 0;
+}
+
 static void read_response_head(struct conn *c)
 {
 	struct upstream *u = c->up;
@@ -1953,13 +1967,20 @@ static void read_response_head(struct conn *c)
 		u->head.max = max + 1;
 		size_t room = max + 1 - u->head.len;
 		size_t take = avail < room ? avail : room;
+		/* Mostly a whole head starts what was read, with the body after
+		 * it: then the head alone is taken, and the body stays where it
+		 * is instead of being copied out and put back. */
+		long hl = u->head.len == 0 ? head_at_start(in, take) : 0;
+		if (hl > 0)
+			take = (size_t)hl;
 		if (buf_append(&u->head, evbuffer_pullup(in, (ssize_t)take), take) < 0) {
 			upstream_failed(c, "sent a response head that is too large");
 			return;
 		}
 		evbuffer_drain(in, take);
 		const char *why = NULL;
-		long hl = http1_head_length(u->head.data, u->head.len, &u->head_scan, &why);
+		if (hl <= 0)
+			hl = http1_head_length(u->head.data, u->head.len, &u->head_scan, &why);
 		if (hl < 0) {
 			char text[200];
 			snprintf(text, sizeof(text), "sent a malformed response (%s)", why);
