@@ -1563,7 +1563,7 @@ static void send_request(struct conn *c)
 	c->out.len = 0;
 
 	u->state = U_HEAD;
-	buf_reset(&u->head);
+	upstream_head_clear(u);
 	u->head_scan = 0;
 	http1_init(&u->parser, HTTP1_RESPONSE);
 	u->parser.skip_body = c->is_head;
@@ -2043,7 +2043,7 @@ static void read_response_head(struct conn *c)
 			}
 			client_send(c);
 			http1_next(&u->parser);
-			buf_reset(&u->head);
+			upstream_head_clear(u);
 			u->head_scan = 0;
 			continue;
 		}

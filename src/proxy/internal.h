@@ -226,4 +226,7 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
                  struct upstream **ret, char *why, size_t whylen) WUR;
 /* Returns u to the pool when reusable, else closes it. */
 void upstream_release(struct upstream *u, bool reusable);
+/* Wipes the response head u read last (an upstream may reflect a secret
+ * in it: an echoed Authorization header) and empties its buffer. */
+void upstream_head_clear(struct upstream *u);
 void upstream_pool_clear(struct worker *w);

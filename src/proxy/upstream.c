@@ -16,12 +16,20 @@
 #include "proxy/addr.h"
 #include "proxy/internal.h"
 
+void upstream_head_clear(struct upstream *u)
+{
+	if (u->head.data)
+		explicit_bzero(u->head.data, u->head.len);
+	buf_reset(&u->head);
+}
+
 static void upstream_free(struct upstream *u)
 {
 	if (u->kick)
 		event_free(u->kick);
 	if (u->bev)
 		bufferevent_free(u->bev);
+	upstream_head_clear(u);
 	buf_free(&u->head);
 	free(u->hdrs);
 	free(u);
@@ -375,7 +383,7 @@ void upstream_release(struct upstream *u, bool reusable)
 		upstream_free(old);
 	}
 	u->state = 0;
-	buf_reset(&u->head);
+	upstream_head_clear(u);
 	u->head_scan = 0;
 	struct timeval tv = { POOL_IDLE_SECONDS, 0 };
 	bufferevent_set_timeouts(u->bev, &tv, NULL);
