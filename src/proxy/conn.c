@@ -1427,15 +1427,16 @@ static void token_wait_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	struct token_wait *tw = &c->twait;
-	if (!tw->done) { /* the wait timed out */
+	/* EV_READ: the fetch's letter made the event active, after the fetch
+	 * thread wrote done, tok and why (the mailbox's lock orders the two).
+	 * A timeout alone reads none of them: a wake that raced it is taken
+	 * back with the wait, and the request refused. */
+	if (!(what & EV_READ)) {
 		tokens_wait_cancel(c->w->px->tokens, tw);
-		if (!tw->done) {
-			char text[100];
-			snprintf(text, sizeof(text), "timed out after %d s waiting for the token endpoint",
-			         TOKEN_WAIT_SECONDS);
-			token_refuse(c, text);
-			return;
-		}
+		char text[100];
+		snprintf(text, sizeof(text), "timed out after %d s waiting for the token endpoint", TOKEN_WAIT_SECONDS);
+		token_refuse(c, text);
+		return;
 	}
 	c->tok = tw->tok;
 	tw->tok = NULL;
