@@ -389,8 +389,9 @@ int redactor_restart(struct redactor *r, const struct redact_set *const *sets, s
 	if (e < 0)
 		forget_sets(r);
 	if (r->work && r->work_size < r->cap) {
-		free(r->work);
+		free(r->work); /* held nothing: wiped above */
 		r->work = NULL;
+		r->work_size = 0;
 	}
 	return e;
 }
@@ -412,10 +413,11 @@ void redactor_free(struct redactor *r)
  * never need the work buffer. */
 static int need_work(struct redactor *r)
 {
-	if (!r->work && !(r->work = malloc(r->cap)))
+	if (r->work)
+		return 0;
+	if (!(r->work = malloc(r->cap)))
 		return -ENOMEM;
-	if (r->work_size < r->cap)
-		r->work_size = r->cap;
+	r->work_size = r->cap;
 	return 0;
 }
 
