@@ -97,6 +97,17 @@ build_keyward() {
 	[ -x "$BUILD/keyward" ] || log "building keyward in ${BUILD#"$ROOT"/}"
 	bench_build "$BUILD" "$src" # a no-op when up to date (libkeyward.so with the front)
 	KEYWARD=$BUILD/keyward
+	BUILD_SRC=$src
+}
+
+# The uprobe breakdown needs keyward's functions as functions: link-time
+# optimisation inlines most of them (and the front's into main), so it
+# probes the same code built without it, in BUILD-trace/. Its timings are
+# those of that build; the hyperfine figures are the LTO build's.
+build_trace() {
+	TRACE_BUILD=$BUILD-trace
+	[ -x "$TRACE_BUILD/keyward" ] || log "building keyward without LTO in ${TRACE_BUILD#"$ROOT"/} (for the uprobes)"
+	bench_build "$TRACE_BUILD" "$BUILD_SRC" -Db_lto=false
 }
 
 # ------------------------------------------------------------ processes ----
@@ -418,11 +429,14 @@ PROBE_FUNCS_LIB=(keyward_main cmd_run sandbox_spawn tls_ca_new_ephemeral sandbox
 # uprobes on keyward's functions and scheduler/cgroup tracepoints, over
 # TRACE_RUNS runs of each keyward case: when each step starts and ends.
 probe_breakdown() {
+	build_trace
+	# case_cmd and the parser below run this build (bash scoping)
+	local KEYWARD=$TRACE_BUILD/keyward
 	perf probe -q -d 'kwbench:*' >/dev/null 2>&1 || true
 	local f added=0
 	PROBES_ADDED=1
 	local lib=$KEYWARD obj
-	[ -f "$BUILD/libkeyward.so" ] && lib=$BUILD/libkeyward.so
+	[ -f "$TRACE_BUILD/libkeyward.so" ] && lib=$TRACE_BUILD/libkeyward.so
 	for f in "${PROBE_FUNCS_FRONT[@]}" "${PROBE_FUNCS_LIB[@]}"; do
 		obj=$lib
 		case " ${PROBE_FUNCS_FRONT[*]} " in *" $f "*) obj=$KEYWARD ;; esac
@@ -970,7 +984,8 @@ main() {
 		    p("### Step by step (uprobes)")
 		    p("")
 		    nr = ph.get("keyward-none", ph.get("keyward-policy"))["runs"]
-		    p(f"uprobes (`perf probe -x keyward|libkeyward.so FUNC` and `FUNC%return`) on keyward's own functions, and the "
+		    p(f"uprobes (`perf probe -x keyward|libkeyward.so FUNC` and `FUNC%return`) on keyward's own functions "
+		      "(of the same code built without link-time optimisation, which would inline most of them), and the "
 		      f"scheduler and cgroup tracepoints, over {nr} runs of each case (`perf record -a`); medians of each step's "
 		      "duration and of when it starts, in ms from keyward's exec. The uprobes add a few µs per event.")
 		    p("The parent (keyward) and the child (the sandbox's PID 1) run at the same time, so the durations do "
@@ -1103,8 +1118,9 @@ main() {
 		    p(f"{envp}hyperfine -N --warmup {meta['warmup']} --runs {meta['runs']} {prep}"
 		      f"--export-json WORK/rounds/rN-{c}.json -n {c} '{anon(meta[key])}'")
 		p("strace -f -tt -T -o WORK/strace-CASE.txt COMMAND          # once per command")
-		p("perf probe -x build-bench-run/keyward -a kwbench:F=F -a kwbench:F=F%return   # F: sandbox_clone, child_main, …")
-		p("perf probe -x build-bench-run/libkeyward.so -a kwbench:F=F -a kwbench:F=F%return   # F: cmd_run, tls_ca_new_ephemeral, …")
+		p("meson setup build-bench-run-trace --buildtype=release -Db_lto=false -Dwerror=false && ninja -C build-bench-run-trace")
+		p("perf probe -x build-bench-run-trace/keyward -a kwbench:F=F -a kwbench:F=F%return   # F: sandbox_clone, child_main, …")
+		p("perf probe -x build-bench-run-trace/libkeyward.so -a kwbench:F=F -a kwbench:F=F%return   # F: cmd_run, tls_ca_new_ephemeral, …")
 		p("perf record -a -e 'kwbench:*' -e sched:sched_process_{exec,exit,fork} -e cgroup:cgroup_{mkdir,rmdir,attach_task} -- sh -c 'for i in …; do COMMAND; done'")
 		p("perf record -F 4999 --call-graph dwarf,32768 -- sh -c 'for i in …; do KEYWARD_POLICY_COMMAND; done'")
 		p("```")
