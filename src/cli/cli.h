@@ -20,11 +20,23 @@ int cmd_secret(int argc, char **argv);
 extern char **cli_argv;
 extern int cli_argc;
 
+/* OpenSSL's random generator, chosen before its first use (it cannot be
+ * changed after): the Hash_DRBG of SP 800-90A over SHA-256, where OpenSSL
+ * defaults to the CTR_DRBG over AES-256. Both are approved, with the same
+ * 256-bit strength; the CTR_DRBG's first use builds OpenSSL's table of
+ * every cipher (3M instructions, ~1 ms), which `run` would pay before its
+ * CA exists and CMD may start, while SHA-256 is fetched then anyway (the
+ * CA's signature, the audit chain). The TLS contexts build the cipher
+ * table later, off that path. */
+#define CLI_DRBG        "HASH-DRBG"
+#define CLI_DRBG_DIGEST "SHA256"
+
 /* What the keyward executable (launch.c) hands libkeyward.so for `run`. */
 struct cli_launch {
 	struct sandbox *sandbox; /* cloned as keyward started */
 	pthread_t warm;          /* OpenSSL's first use, maybe still under way */
-	bool warming;            /* warm is to be joined before the process exits */
+	bool warming;            /* warm is to be joined before the process exits;
+	                          * the DRBG (CLI_DRBG) was chosen before it started */
 };
 
 /* For `run`: the sandbox the executable cloned as it started, or NULL. */

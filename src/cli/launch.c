@@ -63,13 +63,15 @@ static cli_entry_fn *load(int fail)
  * CA, the policy's placeholders, the audit chain), so a thread makes that
  * first use while the dynamic loader maps and relocates the rest of the
  * library (~2 ms): a P-256 key made and dropped, SHA-256 and ECDSA
- * fetched. Nothing is kept but OpenSSL's own tables. Best effort: when a
+ * fetched, after the random generator is chosen (CLI_DRBG). Nothing is
+ * kept but OpenSSL's own tables. Best effort: when a
  * symbol is missing, nothing is done, and keyward makes the same first
  * use later. OpenSSL's initialisation is thread-safe; it takes no lock of
  * the dynamic loader (libcrypto is linked NODELETE). dlsym does take it,
  * and the loading of the rest of the library holds it throughout, so the
  * functions are looked up before the thread starts (struct warm). */
 struct warm {
+	int (*drbg_type)(void *, const char *, const char *, const char *, const char *);
 	void *(*keygen)(void *, const char *, const char *, ...);
 	void (*pkey_free)(void *);
 	void *(*md_fetch)(void *, const char *, const char *);
@@ -81,13 +83,14 @@ struct warm {
 /* Whether every function was found. */
 static bool warm_lookup(void *crypto, struct warm *w)
 {
+	w->drbg_type = dlsym(crypto, "RAND_set_DRBG_type");
 	w->keygen = dlsym(crypto, "EVP_PKEY_Q_keygen");
 	w->pkey_free = dlsym(crypto, "EVP_PKEY_free");
 	w->md_fetch = dlsym(crypto, "EVP_MD_fetch");
 	w->md_free = dlsym(crypto, "EVP_MD_free");
 	w->sig_fetch = dlsym(crypto, "EVP_SIGNATURE_fetch");
 	w->sig_free = dlsym(crypto, "EVP_SIGNATURE_free");
-	return w->keygen && w->pkey_free && w->md_fetch && w->md_free && w->sig_fetch && w->sig_free;
+	return w->drbg_type && w->keygen && w->pkey_free && w->md_fetch && w->md_free && w->sig_fetch && w->sig_free;
 }
 
 static void *warm_openssl(void *arg)
@@ -113,8 +116,11 @@ static void *body_main(void *arg)
 	void *crypto = dlopen(KEYWARD_LIBCRYPTO, RTLD_NOW | RTLD_LOCAL);
 	/* signals blocked: the thread inherits that; `run` joins it before it exits */
 	static struct warm warm;
-	b->launch.warming =
-	    crypto && warm_lookup(crypto, &warm) && pthread_create(&b->launch.warm, NULL, warm_openssl, &warm) == 0;
+	/* The generator is chosen here, while no other thread uses OpenSSL;
+	 * keyward_main chooses it when there is no warm thread. */
+	b->launch.warming = crypto && warm_lookup(crypto, &warm) &&
+	                    warm.drbg_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) == 1 &&
+	                    pthread_create(&b->launch.warm, NULL, warm_openssl, &warm) == 0;
 	cli_entry_fn *entry = load(EXIT_SETUP);
 	pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
 	exit(entry(b->argc, b->argv, &b->launch));

@@ -1,5 +1,7 @@
 /* The commands of keyward: keyward_main() is libkeyward.so's entry point,
  * which the keyward executable (launch.c) loads and calls. */
+#include <openssl/err.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,10 @@ int keyward_main(int argc, char **argv, struct cli_launch *launch)
 	cli_argc = argc;
 	launched = launch;
 	cli_sandbox = launch ? launch->sandbox : NULL;
+	/* Before any use of OpenSSL; done already when its warm-up runs.
+	 * A failure keeps OpenSSL's default generator, as good a one. */
+	if (!(launch && launch->warming) && RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
+		ERR_clear_error();
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;
