@@ -27,16 +27,13 @@ extern int cli_argc;
  * every cipher (3M instructions, ~1 ms), which `run` would pay before its
  * CA exists and CMD may start, while SHA-256 is fetched then anyway (the
  * CA's signature, the audit chain). The TLS contexts build the cipher
- * table later, off that path. */
+ * table later, off that path. keyward_main chooses it, for every command. */
 #define CLI_DRBG        "HASH-DRBG"
 #define CLI_DRBG_DIGEST "SHA256"
 
 /* What the keyward executable (launch.c) hands libkeyward.so for `run`. */
 struct cli_launch {
 	struct sandbox *sandbox; /* cloned as keyward started */
-	pthread_t warm;          /* OpenSSL's first use, maybe still under way */
-	bool warming;            /* warm is to be joined before the process exits;
-	                          * the DRBG (CLI_DRBG) was chosen before it started */
 };
 
 /* For `run`: the sandbox the executable cloned as it started, or NULL. */

@@ -51,23 +51,15 @@ int cli_wants_help(int argc, char **argv)
 	return 0;
 }
 
-static struct cli_launch *launched;
-
 /* `keyward run` has synced its audit log, removed its cgroups and reaped
  * the sandbox when it returns: the process then ends at once instead of
  * running the libraries' exit handlers (OpenSSL's alone frees thousands of
  * objects), which only delays the caller that waits for CMD's status. Not
- * under AddressSanitizer, whose leak check runs at exit. OpenSSL's start
- * on the executable's thread (a run that ended within milliseconds) is
- * waited for first: its exit handler would free what that thread uses. */
+ * under AddressSanitizer, whose leak check runs at exit. */
 __attribute__((noreturn)) static void exit_now(int status)
 {
 	if (cli_sandbox)
 		sandbox_kill(cli_sandbox); /* a run that stopped before CMD: e.g. --help */
-	if (launched && launched->warming) {
-		pthread_join(launched->warm, NULL);
-		launched->warming = false;
-	}
 	fflush(NULL);
 #ifndef __SANITIZE_ADDRESS__
 	_exit(status);
@@ -83,11 +75,10 @@ int keyward_main(int argc, char **argv, struct cli_launch *launch)
 {
 	cli_argv = argv;
 	cli_argc = argc;
-	launched = launch;
 	cli_sandbox = launch ? launch->sandbox : NULL;
-	/* Before any use of OpenSSL; done already when its warm-up runs.
-	 * A failure keeps OpenSSL's default generator, as good a one. */
-	if (!(launch && launch->warming) && RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
+	/* Before any use of OpenSSL. A failure keeps OpenSSL's default
+	 * generator, as good a one. */
+	if (RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
 		ERR_clear_error();
 	if (argc < 2) {
 		fputs(usage, stderr);
