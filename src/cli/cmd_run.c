@@ -117,7 +117,7 @@ struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
 	struct tls_ca *ca;
-	SSL_CTX *server_ctx; /* the proxy's, made here too: NULL leaves it to the proxy */
+	SSL_CTX *server_ctx; /* the proxy's, made here too (after the CA's leaf key) */
 	int r;
 	bool audit_bad; /* r is audit_load's: a damaged or unreadable log */
 	char err[1024];
@@ -185,10 +185,27 @@ static void *make_ca(void *arg)
 	ca_steps(j);
 	bool ok = j->r == 0;
 	job_set(j, 0, true);
-	/* For the proxy only; it makes either itself if this fails. */
+	/* For the proxy only (job_server_ctx); it makes either itself if this
+	 * fails. */
 	if (ok && tls_ca_new_leaf_key(j->ca) == 0)
 		j->server_ctx = tls_server_ctx_new();
 	return NULL;
+}
+
+/* The proxy's, at its first tunnel: the thread's last steps are done (a
+ * millisecond of CPU at most, past by then as a rule), and what they made
+ * is taken over. Called on the proxy's worker; cmd_run reads the job only
+ * after the proxy has joined its workers. */
+static SSL_CTX *job_server_ctx(void *arg)
+{
+	struct ca_job *j = arg;
+	if (j->threaded) {
+		pthread_join(j->thread, NULL);
+		j->threaded = false;
+	}
+	SSL_CTX *ctx = j->server_ctx;
+	j->server_ctx = NULL;
+	return ctx;
 }
 
 /* Policy paths are relative to the policy's folder already; one loaded
@@ -525,7 +542,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	if (r == 0)
 		r = sandbox_finish(sb, err, sizeof(err));
-	if (job->threaded) {
+	/* On success the thread goes on beside the proxy's start (job_server_ctx). */
+	if (r < 0 && job->threaded) {
 		pthread_join(job->thread, NULL);
 		job->threaded = false;
 	}
@@ -546,8 +564,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.door_fd = sb->listen_fd;
 	o.door_name = door;
 	o.ca = job->ca; /* borrowed; freed by cmd_run */
-	o.server_ctx = job->server_ctx;
-	job->server_ctx = NULL; /* taken over */
+	o.server_ctx_wait = job_server_ctx;
+	o.server_ctx_arg = job;
 	o.child = sb->pid;
 	o.child_status = &status;
 	o.child_notice = sb->ctl;

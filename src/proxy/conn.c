@@ -940,9 +940,13 @@ static void handle_connect(struct conn *c)
 static void start_tls(struct conn *c)
 {
 	char msg[512];
-	SSL *ssl = tls_server_ssl_new(c->w->px->server_ctx, c->w->px->ca, c->tunnel_host);
+	SSL_CTX *ctx = proxy_server_ctx(c->w->px);
+	SSL *ssl = ctx ? tls_server_ssl_new(ctx, c->w->px->ca, c->tunnel_host) : NULL;
 	if (!ssl) {
-		snprintf(msg, sizeof(msg), "cannot mint a certificate for %s", c->tunnel_host);
+		if (ctx)
+			snprintf(msg, sizeof(msg), "cannot mint a certificate for %s", c->tunnel_host);
+		else
+			snprintf(msg, sizeof(msg), "cannot make the TLS context of the tunnels");
 		conn_audit(c, "connect", "error", "tls", msg);
 		conn_free(c);
 		return;

@@ -139,7 +139,9 @@ struct proxy {
 	struct gen *gen;
 	atomic_uint gen_version; /* moves on every reload */
 	struct tls_ca *ca;
-	SSL_CTX *server_ctx;
+	SSL_CTX *server_ctx; /* proxy_server_ctx(): made at the first tunnel */
+	atomic_bool server_ctx_built;
+	pthread_mutex_t server_ctx_lock;
 	struct audit_log *audit;
 	struct listener_info *listeners;
 	size_t n_listeners;
@@ -158,6 +160,9 @@ struct proxy {
 };
 
 struct gen *proxy_current_gen(struct proxy *px);
+/* The TLS server context of the tunnels, made (with the CA's leaf key) at
+ * the first call; NULL if that failed, and the next call tries again. */
+SSL_CTX *proxy_server_ctx(struct proxy *px);
 /* The current generation as worker w sees it, without taking gen_lock on
  * every request: w keeps a reference, refreshed only when a reload has
  * moved gen_version since it last looked. Borrowed: valid until w's next

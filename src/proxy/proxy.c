@@ -133,6 +133,28 @@ SSL_CTX *gen_upstream_ctx(struct gen *g, size_t ri, char *errbuf, size_t errlen)
 	return ctx;
 }
 
+/* Start-up does not wait for the context: making it builds OpenSSL's
+ * cipher tables (~1 ms), and a `keyward run` whose command ends at once
+ * would wait for them before it could exit. Once built, it never changes:
+ * no lock after that. */
+SSL_CTX *proxy_server_ctx(struct proxy *px)
+{
+	if (atomic_load_explicit(&px->server_ctx_built, memory_order_acquire))
+		return px->server_ctx;
+	pthread_mutex_lock(&px->server_ctx_lock);
+	if (!px->server_ctx && px->opt.server_ctx_wait) {
+		px->server_ctx = px->opt.server_ctx_wait(px->opt.server_ctx_arg);
+		px->opt.server_ctx_wait = NULL; /* once */
+	}
+	if (!px->server_ctx && tls_ca_new_leaf_key(px->ca) == 0)
+		px->server_ctx = tls_server_ctx_new();
+	SSL_CTX *ctx = px->server_ctx;
+	if (ctx)
+		atomic_store_explicit(&px->server_ctx_built, true, memory_order_release);
+	pthread_mutex_unlock(&px->server_ctx_lock);
+	return ctx;
+}
+
 struct gen *proxy_current_gen(struct proxy *px)
 {
 	pthread_mutex_lock(&px->gen_lock);
@@ -900,7 +922,7 @@ static void raise_open_files_limit(void)
 
 int proxy_main(const struct proxy_options *opt)
 {
-	struct proxy px = { .opt = *opt, .server_ctx = opt->server_ctx };
+	struct proxy px = { .opt = *opt };
 	char err[1024] = "", audit_path[PATH_MAX], dir[PATH_MAX];
 	int *tcp = NULL;
 	int r;
@@ -913,6 +935,7 @@ int proxy_main(const struct proxy_options *opt)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&px.gen_lock, NULL);
+	pthread_mutex_init(&px.server_ctx_lock, NULL);
 
 	if (opt->policy)
 		r = gen_build(opt->policy, &px.gen, err, sizeof(err));
@@ -922,7 +945,7 @@ int proxy_main(const struct proxy_options *opt)
 		log_error("%s", err);
 		if (opt->audit)
 			audit_close(opt->audit);
-		SSL_CTX_free(px.server_ctx);
+		pthread_mutex_destroy(&px.server_ctx_lock);
 		return r;
 	}
 	const struct policy *pol = px.gen->policy;
@@ -944,12 +967,7 @@ int proxy_main(const struct proxy_options *opt)
 	}
 
 	if (opt->ca) {
-		px.ca = opt->ca;
-		r = tls_ca_new_leaf_key(px.ca); /* made already, unless that failed */
-		if (r < 0) {
-			log_error("cannot make the key of the leaf certificates: %s", strerror(-r));
-			goto out;
-		}
+		px.ca = opt->ca; /* its leaf key: proxy_server_ctx */
 	} else {
 		if (opt->state_dir)
 			snprintf(dir, sizeof(dir), "%s", opt->state_dir);
@@ -963,9 +981,7 @@ int proxy_main(const struct proxy_options *opt)
 			goto out;
 		}
 	}
-	if (!px.server_ctx)
-		px.server_ctx = tls_server_ctx_new();
-	if (!px.server_ctx || rate_table_new(&px.rates) < 0) {
+	if (rate_table_new(&px.rates) < 0) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1090,6 +1106,7 @@ out:
 	audit_close(px.audit);
 	gen_unref(px.gen);
 	pthread_mutex_destroy(&px.gen_lock);
+	pthread_mutex_destroy(&px.server_ctx_lock);
 	/* The child said it was ending (child_notice_cb): it is gone or about
 	 * to be, and the log is synced; its status is what the caller wants. */
 	if (r == 0 && px.opt.child > 0 && px.child_ending) {
