@@ -198,13 +198,8 @@ main() {
 	PIDS+=("$!")
 	wait_port "$UP_PORT" 10
 
-	# never overwrite an earlier results file of the same day (as run.sh)
-	local out=${BENCH_OUT:-} n=2 stem
-	if [ -z "$out" ]; then
-		stem=$BENCH/results/$(date -u +%Y-%m-%d)-$(hostname -s)
-		out=$stem-instructions.md
-		while [ -e "$out" ]; do out=$stem-$n-instructions.md; n=$((n + 1)); done
-	fi
+	local out
+	out=$(bench_results_file -instructions)
 	local rows="" tops="" rev revs=("$@")
 	[ ${#revs[@]} -gt 0 ] || revs=(.)
 	for rev in "${revs[@]}"; do

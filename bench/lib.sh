@@ -39,6 +39,30 @@ routes:
 POLICY
 }
 
+# Where a benchmark writes its results: BENCH_OUT if set, else
+# bench/results/DATE-HOST<suffix>.md, or DATE-HOST-N<suffix>.md with the
+# first N for which that file, and the file of each companion suffix
+# (which the caller writes too), do not exist yet: an earlier results
+# file of the same day is never overwritten.
+bench_results_file() { # suffix ("", "-sandbox", "-instructions") [companion-suffix...]
+	if [ -n "${BENCH_OUT:-}" ]; then
+		printf '%s\n' "$BENCH_OUT"
+		return
+	fi
+	local stem slot="" n=2 s taken
+	stem=$BENCH/results/$(date -u +%F)-$(hostname -s 2>/dev/null || hostname)
+	while :; do
+		taken=0
+		for s in "$@"; do
+			[ ! -e "$stem$slot$s.md" ] || taken=1
+		done
+		[ "$taken" = 1 ] || break
+		slot=-$n
+		n=$((n + 1))
+	done
+	printf '%s\n' "$stem$slot$1.md"
+}
+
 # Exports commit REV (any name git knows) into PREFIX-src/SHORT, once, and
 # sets BENCH_REVSHORT and BENCH_SRC: numbers then belong to a revision that
 # others can check out.

@@ -761,13 +761,7 @@ main() {
 	local date host out
 	date=$(date +%F)
 	host=$(hostname -s 2>/dev/null || hostname)
-	# never overwrite an earlier results file of the same day
-	out=${BENCH_OUT:-}
-	if [ -z "$out" ]; then
-		out=$BENCH/results/$date-$host.md
-		n=2
-		while [ -e "$out" ]; do out=$BENCH/results/$date-$host-$n.md; n=$((n + 1)); done
-	fi
+	out=$(bench_results_file "" -sandbox) # the sandbox's short form goes beside it
 	mkdir -p "$(dirname "$out")"
 	{
 		echo "date=$(date -u +%FT%TZ)"

@@ -14,7 +14,8 @@
 # run down: strace once, uprobes on
 # keyward's own functions over a few dozen runs (perf probe), a CPU profile
 # (perf record), and the cost of a cgroup v1 mkdir/attach/rmdir alone.
-# Results go to bench/results/YYYY-MM-DD-sandbox-HOSTNAME.md and a summary
+# Results go to bench/results/YYYY-MM-DD-HOSTNAME[-N]-sandbox.md (N: the
+# first number that overwrites no earlier file of the day) and a summary
 # is printed.
 #
 # Every process it starts is waited for; the uprobes it adds (group
@@ -779,7 +780,7 @@ main() {
 	local date host out
 	date=$(date +%F)
 	host=$(hostname -s 2>/dev/null || hostname)
-	out=${BENCH_OUT:-$BENCH/results/$date-sandbox-$host.md}
+	out=$(bench_results_file -sandbox)
 	mkdir -p "$(dirname "$out")"
 	local landlock
 	landlock=$(sed -n 's/.*\(Landlock ABI [0-9]*\).*/\1/p' "$WORK/verbose-none.txt" | head -1)
