@@ -76,10 +76,6 @@ int keyward_main(int argc, char **argv, struct cli_launch *launch)
 	cli_argv = argv;
 	cli_argc = argc;
 	cli_sandbox = launch ? launch->sandbox : NULL;
-	/* Before any use of OpenSSL. A failure keeps OpenSSL's default
-	 * generator, as good a one. */
-	if (RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
-		ERR_clear_error();
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;
@@ -93,6 +89,10 @@ int keyward_main(int argc, char **argv, struct cli_launch *launch)
 		printf("keyward %s\n", KEYWARD_VERSION);
 		return 0;
 	}
+	/* Before any use of OpenSSL (which help and the version make none
+	 * of). A failure keeps OpenSSL's default generator, as good a one. */
+	if (RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
+		ERR_clear_error();
 	if (strcmp(cmd, "run") == 0)
 		exit_now(cmd_run(argc - 1, argv + 1));
 	if (strcmp(cmd, "proxy") == 0)
