@@ -4,12 +4,13 @@ clear, and the audit log records every decision."""
 
 import json
 import subprocess
+import threading
 
 import httpx
 import requests
 
 from conftest import policy_for
-from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET
+from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET, open_tunnel
 
 
 def curl(proxy, url, *args):
@@ -31,6 +32,37 @@ def test_curl_https_bearer_injected(proxy_factory, upstream):
     rec = p.requests()[-1]
     assert rec["decision"] == "allow" and rec["credential"] == "test" and rec["status"] == 200
     assert rec["path"] == "/api/repos" and rec["scheme"] == "https"
+
+
+def test_first_tunnels_at_once(proxy_factory, upstream):
+    # The tunnels' TLS context is made by the first CONNECT that needs it;
+    # sixteen arriving together on two workers must all be served.
+    p = proxy_factory(policy_for(upstream))
+    start = threading.Barrier(16)
+    results = []
+
+    def one(i):
+        start.wait()
+        s = open_tunnel(p.port, "api.test", upstream.port, p.ca)
+        try:
+            s.sendall(f"GET /api/first/{i} HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n"
+                      f"Authorization: Bearer {PLACEHOLDER}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            results.append(data.split(b"\r\n", 1)[0])
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [b"HTTP/1.1 200 OK"] * 16
+    got = [r for r in upstream.requests if r.target.startswith("/api/first/")]
+    assert len(got) == 16
+    assert all(r.header("Authorization") == f"Bearer {SECRET}" for r in got)
 
 
 def test_curl_without_placeholder_still_gets_credential(proxy_factory, upstream):

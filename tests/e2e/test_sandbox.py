@@ -20,6 +20,20 @@ def test_curl_in_sandbox_gets_credential_attached(sandbox_factory, upstream):
     assert reqs[0]["listener"].startswith("sandbox:")
 
 
+def test_first_tunnels_at_once_in_sandbox(sandbox_factory, upstream):
+    # The first CONNECT takes the TLS context that keyward run's CA thread
+    # made (or is still making); eight at once must all get it.
+    sb = sandbox_factory(policy_for(upstream))
+    url = f"https://api.test:{upstream.port}/api/at-once"
+    curl = f'curl -sS -o /dev/null -w "%{{http_code}}\\n" -H "Authorization: Bearer $TEST_TOKEN" {url}'
+    p = sb.run(["sh", "-c", f"for i in 1 2 3 4 5 6 7 8; do {curl} & done; wait"])
+    assert p.returncode == 0, p.err
+    assert p.out.split() == ["200"] * 8, p.out + p.err
+    got = [r for r in upstream.requests if r.target == "/api/at-once"]
+    assert len(got) == 8
+    assert all(r.header("authorization") == f"Bearer {SECRET}" for r in got)
+
+
 def test_sandbox_env_holds_placeholders_only(sandbox_factory, upstream):
     sb = sandbox_factory(policy_for(upstream))
     p = sb.run(["sh", "-c", "env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'"])
