@@ -27,7 +27,8 @@ extern int cli_argc;
  * every cipher (3M instructions, ~1 ms), which `run` would pay before its
  * CA exists and CMD may start, while SHA-256 is fetched then anyway (the
  * CA's signature, the audit chain). The TLS contexts build the cipher
- * table later, off that path. keyward_main chooses it, for every command. */
+ * table later, off that path. keyward_main chooses it before any command
+ * that uses OpenSSL runs. */
 #define CLI_DRBG        "HASH-DRBG"
 #define CLI_DRBG_DIGEST "SHA256"
 
