@@ -59,6 +59,22 @@ def make_certs(d):
     return d
 
 
+def stop_listening(sock, accept_thread):
+    """Closes a test server's listening socket once its accept thread has
+    ended. A thread that had read the descriptor's number just before a
+    plain close() could call accept() on whatever socket reuses the number
+    next, another test's server, and answer that server's connections as
+    its own: a git push in test_git.py was answered by the echo server of
+    an earlier test that way. shutdown() wakes a thread blocked in accept()
+    (Linux); the join makes sure it is gone before the number is freed."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    accept_thread.join(10)
+    sock.close()
+
+
 class Request:
     def __init__(self, head, method, target, version, headers, body):
         self.head = head
@@ -153,14 +169,12 @@ class Upstream:
             self.ctx.set_alpn_protocols(["http/1.1"])
             self.ca_file = str(tls / "ca.pem")
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.accept_thread = threading.Thread(target=self._accept, daemon=True)
+        self.accept_thread.start()
 
     def close(self):
         self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        stop_listening(self.sock, self.accept_thread)
 
     def _accept(self):
         while not self.closed:

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import KEYWARD, WRAPPED, policy_for
-from kwtest import HttpConn, join_requests, make_certs, open_tunnel, read_head, vmrss_kib
+from kwtest import HttpConn, join_requests, make_certs, open_tunnel, read_head, stop_listening, vmrss_kib
 
 # The ASan build keeps freed memory in quarantine (256 MiB by default),
 # which would look like growth; a small quarantine keeps RSS meaningful.
@@ -80,7 +80,8 @@ class FaultUpstream:
         self.uploads = []
         self.closed = False
         self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.accept_thread = threading.Thread(target=self._accept, daemon=True)
+        self.accept_thread.start()
 
     def _accept(self):
         while not self.closed:
@@ -137,7 +138,7 @@ class FaultUpstream:
     def close(self):
         self.closed = True
         self.stop.set()
-        self.sock.close()
+        stop_listening(self.sock, self.accept_thread)
 
 
 def fault_route(u, ca=None, scheme_http=False, paths='["/**"]'):
