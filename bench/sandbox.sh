@@ -569,7 +569,7 @@ write_phase_parser() {
 		    ("warm", "keyward", "cgroup lock taken early (front's main thread: the grace period)", "sandbox_warm_take", "sandbox_warm_take__return"),
 		    ("options2", "keyward", "options, policy load, checks, audit log open, spec sent", "main_entry", "sandbox_configure__return"),
 		    ("ca", "keyward", "ephemeral CA: P-256 key + self-signed certificate", "tls_ca_new_ephemeral", "tls_ca_new_ephemeral__return"),
-		    ("leaf_key", "keyward", "leaf key (CA thread, once the certificate is sent)", "tls_ca_new_leaf_key", "tls_ca_new_leaf_key__return"),
+		    ("leaf_key", "keyward", "leaf key (at the first tunnel; on the CA thread in older revisions)", "tls_ca_new_leaf_key", "tls_ca_new_leaf_key__return"),
 		    ("audit_load", "keyward", "audit log's last line (CA thread, after the clone)", "audit_load", "audit_load__return"),
 		    ("maps", "keyward", "uid/gid maps", "sandbox_start", "sandbox_cgroup_apply"),
 		    ("cgroup", "keyward", "cgroups: mkdir, limits, attach the child", "sandbox_cgroup_apply", "sandbox_cgroup_apply__return"),

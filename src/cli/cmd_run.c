@@ -109,15 +109,17 @@ static void absolute(const char *path, char *out, size_t outlen)
 /* What keyward does while the sandbox builds itself (on a thread started
  * after the clone: the child never holds the CA's key): the CA, whose
  * certificate the child waits for, first; then the audit log's last line,
- * which must be sound before CMD starts; then what only the proxy needs,
- * which may still be under way when CMD starts. The thread starts as soon
- * as `run` has read its options; the certificate is sent once the main
- * thread has sent the sandbox its spec, which the child reads first. */
+ * which must be sound before CMD starts. The thread starts as soon as
+ * `run` has read its options; the certificate is sent once the main thread
+ * has sent the sandbox its spec, which the child reads first. What only
+ * the proxy needs (the leaf key, the tunnels' TLS context) waits for the
+ * first tunnel (proxy_server_ctx): made here in the background, it took
+ * CPU time from PID 1 and CMD on a two-CPU machine, 0.7-0.9 ms of a
+ * run's wall time (bench/README.md). */
 struct ca_job {
 	struct sandbox *sb;
 	struct audit_log *log;
 	struct tls_ca *ca;
-	SSL_CTX *server_ctx; /* the proxy's, made here too (after the CA's leaf key) */
 	int r;
 	bool audit_bad; /* r is audit_load's: a damaged or unreadable log */
 	char err[1024];
@@ -183,29 +185,8 @@ static void *make_ca(void *arg)
 {
 	struct ca_job *j = arg;
 	ca_steps(j);
-	bool ok = j->r == 0;
 	job_set(j, 0, true);
-	/* For the proxy only (job_server_ctx); it makes either itself if this
-	 * fails. */
-	if (ok && tls_ca_new_leaf_key(j->ca) == 0)
-		j->server_ctx = tls_server_ctx_new();
 	return NULL;
-}
-
-/* The proxy's, at its first tunnel: the thread's last steps are done (a
- * millisecond of CPU at most, past by then as a rule), and what they made
- * is taken over. Called on the proxy's worker; cmd_run reads the job only
- * after the proxy has joined its workers. */
-static SSL_CTX *job_server_ctx(void *arg)
-{
-	struct ca_job *j = arg;
-	if (j->threaded) {
-		pthread_join(j->thread, NULL);
-		j->threaded = false;
-	}
-	SSL_CTX *ctx = j->server_ctx;
-	j->server_ctx = NULL;
-	return ctx;
 }
 
 /* Policy paths are relative to the policy's folder already; one loaded
@@ -377,7 +358,6 @@ int cmd_run(int argc, char **argv)
 	}
 	pthread_cond_destroy(&job.cond);
 	pthread_mutex_destroy(&job.lock);
-	SSL_CTX_free(job.server_ctx);
 	tls_ca_free(job.ca);
 	sandbox_kill(sb); /* still there: the run stopped before CMD */
 	sandbox_cleanup(sb);
@@ -542,8 +522,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	if (r == 0)
 		r = sandbox_finish(sb, err, sizeof(err));
-	/* On success the thread goes on beside the proxy's start (job_server_ctx). */
-	if (r < 0 && job->threaded) {
+	if (job->threaded) {
 		pthread_join(job->thread, NULL);
 		job->threaded = false;
 	}
@@ -564,8 +543,6 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.door_fd = sb->listen_fd;
 	o.door_name = door;
 	o.ca = job->ca; /* borrowed; freed by cmd_run */
-	o.server_ctx_wait = job_server_ctx;
-	o.server_ctx_arg = job;
 	o.child = sb->pid;
 	o.child_status = &status;
 	o.child_notice = sb->ctl;

@@ -34,15 +34,8 @@ struct proxy_options {
 	struct policy *policy; /* already loaded: taken over, and policy_path only names it */
 	bool door;             /* serve door_fd, a listening socket made by the sandbox */
 	int door_fd;
-	const char *door_name; /* for audit records */
-	struct tls_ca *ca;     /* borrowed: mint with this CA instead of the state directory's */
-	/* The CA's leaf key and the TLS server context of the tunnels are made
-	 * when the first tunnel needs them. If set, that first tunnel calls
-	 * this first, which may wait for another thread making both (keyward
-	 * run's CA thread) and returns the context, taken over; NULL has the
-	 * proxy make them. Called at most once, on a worker. */
-	SSL_CTX *(*server_ctx_wait)(void *arg);
-	void *server_ctx_arg;
+	const char *door_name;        /* for audit records */
+	struct tls_ca *ca;            /* borrowed: mint with this CA instead of the state directory's */
 	pid_t child;                  /* > 0: serve until this child exits; signals are passed on to it
 	                           (SIGHUP included: it does not reload) */
 	int *child_status;            /* out: the child's wait status */

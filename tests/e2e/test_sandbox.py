@@ -21,8 +21,8 @@ def test_curl_in_sandbox_gets_credential_attached(sandbox_factory, upstream):
 
 
 def test_first_tunnels_at_once_in_sandbox(sandbox_factory, upstream):
-    # The first CONNECT takes the TLS context that keyward run's CA thread
-    # made (or is still making); eight at once must all get it.
+    # The tunnels' TLS context is made by the first CONNECT that needs it;
+    # eight at once must all be served.
     sb = sandbox_factory(policy_for(upstream))
     url = f"https://api.test:{upstream.port}/api/at-once"
     curl = f'curl -sS -o /dev/null -w "%{{http_code}}\\n" -H "Authorization: Bearer $TEST_TOKEN" {url}'
