@@ -37,7 +37,7 @@ static void deliver(evutil_socket_t fd, short what, void *arg)
 
 int mailbox_init(struct mailbox *mb, struct event_base *base)
 {
-	*mb = (struct mailbox){ .fd = -1 };
+	*mb = (struct mailbox){ .fd = -1, .made = true };
 	pthread_mutex_init(&mb->lock, NULL);
 	TAILQ_INIT(&mb->queue);
 	mb->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -51,6 +51,10 @@ int mailbox_init(struct mailbox *mb, struct event_base *base)
 
 void mailbox_clear(struct mailbox *mb)
 {
+	/* Descriptor 0 of a zeroed one is the process's standard input. */
+	if (!mb->made)
+		return;
+	mb->made = false;
 	if (mb->ev)
 		event_free(mb->ev);
 	mb->ev = NULL;

@@ -34,13 +34,15 @@ struct mailbox {
 	size_t n;         /* letters queued */
 	int fd;           /* eventfd: non-zero while letters wait */
 	struct event *ev; /* base's read event on fd */
+	bool made;        /* mailbox_init ran: a zeroed mailbox holds nothing */
 };
 
 /* Makes mb's eventfd and its event on base (the worker's). Returns 0 or a
  * negative errno; mailbox_clear undoes either outcome. */
 int mailbox_init(struct mailbox *mb, struct event_base *base) WUR;
 /* Frees what mailbox_init made; letters still queued are dropped unrun.
- * Only once no other thread can post. */
+ * Only once no other thread can post. A zeroed mailbox (a worker whose
+ * set-up stopped before it) is left alone. */
 void mailbox_clear(struct mailbox *mb);
 /* From any thread: queues l (unless it is queued) and wakes the loop. */
 void mailbox_post(struct mailbox *mb, struct letter *l);

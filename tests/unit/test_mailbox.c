@@ -3,11 +3,13 @@
  * letter posted twice runs once; a cancelled one never runs, even when a
  * letter delivered before it cancels it; a letter posted again by its own
  * callback runs on the next wake, not in a loop. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -180,6 +182,26 @@ static void test_clear_drops_what_is_queued(void **state)
 	assert_int_equal(c.runs, 0);
 }
 
+/* free_worker clears the mailbox of every worker, also of those whose
+ * set-up stopped before mailbox_init (zeroed: fd 0). */
+static void test_clear_of_a_zeroed_mailbox_closes_nothing(void **state)
+{
+	(void)state;
+	int fd = open("/dev/null", O_RDONLY);
+	assert_true(fd >= 0);
+	int saved = dup(0);
+	assert_true(dup2(fd, 0) == 0); /* descriptor 0 open, whatever the runner gave */
+	struct mailbox mb = { 0 };
+	mailbox_clear(&mb);
+	mailbox_clear(&mb);
+	assert_true(fcntl(0, F_GETFD) >= 0);
+	if (saved >= 0) {
+		dup2(saved, 0);
+		close(saved);
+	}
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +212,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancelled_by_an_earlier_letter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reposted_by_itself_runs_on_the_next_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clear_drops_what_is_queued, setup, teardown),
+		cmocka_unit_test(test_clear_of_a_zeroed_mailbox_closes_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
