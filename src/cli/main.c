@@ -1,5 +1,6 @@
 /* The commands of keyward: keyward_main() is libkeyward.so's entry point,
  * which the keyward executable (launch.c) loads and calls. */
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -90,7 +91,10 @@ int keyward_main(int argc, char **argv, struct cli_launch *launch)
 		return 0;
 	}
 	/* Before any use of OpenSSL (which help and the version make none
-	 * of). A failure keeps OpenSSL's default generator, as good a one. */
+	 * of); cli.h says why. A failure of either keeps OpenSSL's default,
+	 * which works as well, only later. */
+	if (OPENSSL_init_crypto(CLI_OPENSSL_INIT, NULL) != 1)
+		ERR_clear_error();
 	if (RAND_set_DRBG_type(NULL, CLI_DRBG, NULL, NULL, CLI_DRBG_DIGEST) != 1)
 		ERR_clear_error();
 	if (strcmp(cmd, "run") == 0)
