@@ -213,6 +213,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	/* A binary tree of system-call numbers, not a list: loading a filter,
+	 * the kernel evaluates it for every number to cache the ones it
+	 * always allows, and the list's 110 comparisons in a row made that
+	 * (and the load) twice as long. The verdicts are the same. */
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (r == 0)
 		r = add_rules(ctx);
 	if (r == 0)
