@@ -44,14 +44,15 @@ def settled_fds(pid):
 
 
 def accept_backlog(port):
-    """Connections waiting in the accept queue of the listening socket on
-    127.0.0.1:port (/proc/net/tcp: a listener's rx_queue is its backlog)."""
+    """Connections waiting to be accepted on 127.0.0.1:port, over all the
+    listening sockets there (one per worker, SO_REUSEPORT); in
+    /proc/net/tcp a listener's rx_queue is its backlog."""
     with open("/proc/net/tcp") as f:
-        for line in f.read().splitlines()[1:]:
-            field = line.split()
-            if field[1] == "0100007F:%04X" % port and field[3] == "0A":
-                return int(field[4].split(":")[1], 16)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+        queues = [int(field[4].split(":")[1], 16)
+                  for field in (line.split() for line in f.read().splitlines()[1:])
+                  if field[1] == "0100007F:%04X" % port and field[3] == "0A"]
+    assert queues, f"nothing listens on 127.0.0.1:{port}"
+    return sum(queues)
 
 
 def wait_fds(pid, most, timeout=15):
