@@ -35,7 +35,7 @@ extern int cli_argc;
 /* Nor does keyward build OpenSSL's legacy table of cipher names
  * (EVP_get_cipherbyname), which the first fetch of any algorithm would
  * otherwise fill and copy into the table of names that fetching uses:
- * 2.4M instructions (~0.6 ms) of the 10M that `run` spends before its CA
+ * 2.4M instructions (~0.5 ms) of the 10M that `run` spends before its CA
  * exists. keyward never looks a cipher up by a legacy name, nor does
  * OpenSSL 3's TLS (it fetches by the providers' names). The table of
  * digest names stays: certificate checks look digests up in it
