@@ -3,7 +3,7 @@
 (or one build under different environments), run alternately, so that a
 shared machine's drift falls on every side alike.
 
-    bench/run_ab.py [--runs N] [--warmup N] [--workdir DIR]
+    bench/run_ab.py [--runs N] [--warmup N] [--gap MS] [--workdir DIR]
                     SIDE SIDE [SIDE...] [-- RUN-ARGS...]
 
 A SIDE is the path of a keyward executable (its libkeyward.so next to
@@ -11,6 +11,8 @@ it), optionally prefixed by NAME=VALUE@ to run it with that variable set:
 `KW_X=1@/tmp/b/keyward`. RUN-ARGS go between `run` and `-- /bin/true`
 (e.g. `--policy FILE`). Each round runs every side once, the order
 reversed every other round; the first --warmup rounds are not counted.
+--gap MS sleeps that long before each run, as when people launch runs
+by hand (the kernel's cgroup lock then waits for a grace period).
 Prints, per side, the median, mean and quartiles of the wall time
 (posix_spawn to wait4), and the median CPU time of the whole process tree
 (rusage of wait4: keyward, the sandbox and /bin/true).
@@ -61,6 +63,7 @@ def main():
     ap = argparse.ArgumentParser(description="interleaved A/B of keyward run -- /bin/true")
     ap.add_argument("--runs", type=int, default=400, help="counted runs per side (400)")
     ap.add_argument("--warmup", type=int, default=5, help="rounds not counted (5)")
+    ap.add_argument("--gap", type=float, default=0, help="ms of sleep before each run (0)")
     ap.add_argument("--workdir", default=".", help="the sandbox's workspace (the current directory)")
     ap.add_argument("sides", nargs="+")
     args = ap.parse_args(argv)
@@ -76,6 +79,8 @@ def main():
     for i in range(args.warmup + args.runs):
         order = sides if i % 2 == 0 else sides[::-1]
         for name, path, extra in order:
+            if args.gap > 0:
+                time.sleep(args.gap / 1e3)
             w, c = run_once(path, {**os.environ, **extra}, run_args, devnull)
             if i >= args.warmup:
                 wall[name].append(w)

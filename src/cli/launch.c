@@ -38,6 +38,9 @@
 
 #define LIBRARY "libkeyward.so"
 
+/* The sandbox cloned for `run`, or NULL. */
+static struct sandbox *cloned;
+
 /* The entry point, or exit with status `fail`. */
 static cli_entry_fn *load(int fail)
 {
@@ -57,6 +60,10 @@ static cli_entry_fn *load(int fail)
 	cli_entry_fn *entry = lib ? (cli_entry_fn *)dlsym(lib, CLI_ENTRY) : NULL;
 	if (!entry) {
 		fprintf(stderr, "keyward: cannot load its library: %s\n", dlerror());
+		if (cloned) {
+			sandbox_kill(cloned);
+			sandbox_cleanup(cloned); /* its cgroup */
+		}
 		_exit(fail); /* stderr is unbuffered */
 	}
 	return entry;
@@ -86,6 +93,7 @@ int main(int argc, char **argv)
 		/* A failure is kept in the struct and told by `run` where it
 		 * would have cloned, after its own checks. */
 		(void)sandbox_clone(&sandbox, argc, argv);
+		cloned = &sandbox;
 		b = (struct body){ .argc = argc, .argv = argv, .launch.sandbox = &sandbox };
 		/* Signals go to the command's thread, which handles them (the
 		 * proxy passes them to the sandbox); this one only waits. */
@@ -94,9 +102,9 @@ int main(int argc, char **argv)
 		pthread_sigmask(SIG_BLOCK, &all, &b.mask);
 		pthread_t body;
 		if (pthread_create(&body, NULL, body_main, &b) == 0) {
-			if (sandbox.pid > 0)
-				sandbox_warm_take();
-			pthread_join(body, NULL); /* never returns: body_main exits */
+			if (sandbox.pid > 0 && !sandbox.born_cgroup[0])
+				sandbox_warm_take(); /* it will be moved into a cgroup */
+			pthread_join(body, NULL);    /* never returns: body_main exits */
 			return 1;
 		}
 		pthread_sigmask(SIG_SETMASK, &b.mask, NULL);

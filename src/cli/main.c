@@ -59,8 +59,12 @@ int cli_wants_help(int argc, char **argv)
  * under AddressSanitizer, whose leak check runs at exit. */
 __attribute__((noreturn)) static void exit_now(int status)
 {
-	if (cli_sandbox)
-		sandbox_kill(cli_sandbox); /* a run that stopped before CMD: e.g. --help */
+	if (cli_sandbox) {
+		/* a run that stopped before CMD (e.g. --help): PID 1 and the
+		 * cgroup it was cloned into; nothing when `run` cleaned up */
+		sandbox_kill(cli_sandbox);
+		sandbox_cleanup(cli_sandbox);
+	}
 	fflush(NULL);
 #ifndef __SANITIZE_ADDRESS__
 	_exit(status);

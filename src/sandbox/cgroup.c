@@ -69,24 +69,33 @@ static void remove_stale(const char *base)
 	closedir(d);
 }
 
-/* A new child of `base` for the sandbox, with the pid moved in. */
-static int make_group(struct sandbox *sb, const char *base, char *dir, size_t dirlen)
+/* A new child of `base` named for pid (the sandbox's PID 1, or keyward
+ * when PID 1 is to be born in it): keyward-PID-RANDOM in dir. */
+static int make_dir(const char *base, pid_t pid, char *dir, size_t dirlen)
 {
-	if (sb->n_cgroups >= ARRAY_SIZE(sb->cgroup))
-		return -ENOSPC;
 	/* keyward-PID-RANDOM: a cgroup left by a killed keyward whose sandbox
 	 * had the same PID must not be taken for ours */
 	uint32_t tag = 0;
 	if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag))
 		tag = (uint32_t)time(NULL);
-	int n = snprintf(dir, dirlen, "%s/keyward-%d-%08x", base, (int)sb->pid, tag);
-	if (n < 0 || (size_t)n >= dirlen || (size_t)n >= sizeof(sb->cgroup[0]))
+	int n = snprintf(dir, dirlen, "%s/keyward-%d-%08x", base, (int)pid, tag);
+	if (n < 0 || (size_t)n >= dirlen || (size_t)n >= sizeof(((struct sandbox *)0)->cgroup[0]))
 		return -ENAMETOOLONG;
 	remove_stale(base);
 	if (mkdir(dir, 0755) < 0)
 		return -errno;
-	snprintf(sb->cgroup[sb->n_cgroups++], sizeof(sb->cgroup[0]), "%s", dir);
 	return 0;
+}
+
+/* A new child of `base` for the sandbox, recorded for removal. */
+static int make_group(struct sandbox *sb, const char *base, char *dir, size_t dirlen)
+{
+	if (sb->n_cgroups >= ARRAY_SIZE(sb->cgroup))
+		return -ENOSPC;
+	int r = make_dir(base, sb->pid, dir, dirlen);
+	if (r == 0)
+		snprintf(sb->cgroup[sb->n_cgroups++], sizeof(sb->cgroup[0]), "%s", dir);
+	return r;
 }
 
 static int join(struct sandbox *sb, const char *dir, const char *procs_file)
@@ -96,13 +105,29 @@ static int join(struct sandbox *sb, const char *dir, const char *procs_file)
 	return write_value(dir, procs_file, pid);
 }
 
+/* Whether dir/file (cgroup.controllers or cgroup.subtree_control of a
+ * cgroup v2) lists every controller w needs. */
+static bool has_controllers(const char *dir, const char *file, const struct want *w)
+{
+	char path[PATH_MAX], ctl[256] = "";
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(ctl, sizeof(ctl), f))
+		ctl[0] = '\0';
+	fclose(f);
+	return !(w->pids[0] && !has_word(ctl, "pids")) && !(w->memory[0] && !has_word(ctl, "memory")) &&
+	       !(w->cpu_quota[0] && !has_word(ctl, "cpu"));
+}
+
 /* The cgroup v2 directory under which a child with the wanted
  * controllers can be made: our own cgroup when they are delegated to it,
  * else the hierarchy's root (writable by root only; the root cgroup is
  * exempt from the no-internal-processes rule). */
 static bool v2_base(const struct want *w, char *base, size_t baselen)
 {
-	char own[PATH_MAX], ctl[256];
+	char own[PATH_MAX];
 	if (!sandbox_own_cgroup("", own, sizeof(own)))
 		return false;
 	const char *mnt = sandbox_cgroup2_mount();
@@ -110,21 +135,24 @@ static bool v2_base(const struct want *w, char *base, size_t baselen)
 		return false;
 	const char *candidates[] = { streq(own, "/") ? "" : own, "" };
 	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
-		char path[PATH_MAX];
 		snprintf(base, baselen, "%s%s", mnt, candidates[i]);
-		snprintf(path, sizeof(path), "%s/cgroup.subtree_control", base);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (!fgets(ctl, sizeof(ctl), f))
-			ctl[0] = '\0';
-		fclose(f);
-		if ((w->pids[0] && !has_word(ctl, "pids")) || (w->memory[0] && !has_word(ctl, "memory")) ||
-		    (w->cpu_quota[0] && !has_word(ctl, "cpu")) || access(base, W_OK) < 0)
-			continue;
-		return true;
+		if (has_controllers(base, "cgroup.subtree_control", w) && access(base, W_OK) == 0)
+			return true;
 	}
 	return false;
+}
+
+static int set_v2_limits(const char *dir, const struct want *w)
+{
+	char cpu[64];
+	int r = 0;
+	snprintf(cpu, sizeof(cpu), "%s 100000", w->cpu_quota);
+	if ((w->pids[0] && (r = write_value(dir, "pids.max", w->pids)) < 0) ||
+	    (w->memory[0] && (r = write_value(dir, "memory.max", w->memory)) < 0) ||
+	    (w->memory[0] && (r = write_value(dir, "memory.swap.max", "0")) < 0 && r != -ENOENT) ||
+	    (w->cpu_quota[0] && (r = write_value(dir, "cpu.max", cpu)) < 0))
+		return r;
+	return 0;
 }
 
 static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t whatlen)
@@ -133,17 +161,53 @@ static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t w
 	if (!v2_base(w, base, sizeof(base)))
 		return -ENOENT;
 	int r = make_group(sb, base, dir, sizeof(dir));
-	if (r < 0)
-		return r;
-	char cpu[64];
-	snprintf(cpu, sizeof(cpu), "%s 100000", w->cpu_quota);
-	if ((w->pids[0] && (r = write_value(dir, "pids.max", w->pids)) < 0) ||
-	    (w->memory[0] && (r = write_value(dir, "memory.max", w->memory)) < 0) ||
-	    (w->memory[0] && (r = write_value(dir, "memory.swap.max", "0")) < 0 && r != -ENOENT) ||
-	    (w->cpu_quota[0] && (r = write_value(dir, "cpu.max", cpu)) < 0) || (r = join(sb, dir, "cgroup.procs")) < 0)
+	if (r < 0 || (r = set_v2_limits(dir, w)) < 0 || (r = join(sb, dir, "cgroup.procs")) < 0)
 		return r;
 	snprintf(what, whatlen, "cgroup v2 %s", dir);
 	return 0;
+}
+
+/* The cgroup v2 that PID 1 was cloned into, when its parent delegates
+ * every controller the limits need: the limits are written to it and
+ * nothing moves. */
+static int try_born(struct sandbox *sb, const struct want *w, char *what, size_t whatlen)
+{
+	char parent[PATH_MAX];
+	snprintf(parent, sizeof(parent), "%s", sb->born_cgroup);
+	char *slash = strrchr(parent, '/');
+	if (!slash)
+		return -ENOENT; /* none */
+	*slash = '\0';
+	if (!has_controllers(parent, "cgroup.subtree_control", w))
+		return -ENOENT;
+	int r = set_v2_limits(sb->born_cgroup, w);
+	if (r < 0)
+		return r;
+	snprintf(what, whatlen, "cgroup v2 %s (PID 1 was cloned into it)", sb->born_cgroup);
+	return 0;
+}
+
+int sandbox_cgroup_prepare(struct sandbox *sb)
+{
+	struct want w = { "1", "", "" }; /* the default pids limit: every run has it */
+	char base[PATH_MAX], dir[PATH_MAX];
+	sb->born_cgroup[0] = '\0';
+	/* First the one read that rules out most hosts without a usable
+	 * cgroup v2 (cgroup v1, or a hybrid whose v2 has no controller) */
+	const char *mnt = sandbox_cgroup2_mount();
+	if (!mnt || !has_controllers(mnt, "cgroup.controllers", &w) || !v2_base(&w, base, sizeof(base)))
+		return -ENOENT;
+	int r = make_dir(base, getpid(), dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		(void)rmdir(dir);
+		return r;
+	}
+	snprintf(sb->born_cgroup, sizeof(sb->born_cgroup), "%s", dir);
+	return fd;
 }
 
 /* v1: one hierarchy per controller; each must be writable. */
@@ -174,6 +238,8 @@ static int try_v1(struct sandbox *sb, const char *controller, const char *file, 
 	return r;
 }
 
+static void remove_made(struct sandbox *sb);
+
 int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, bool verbose, char *errbuf,
                          size_t errlen)
 {
@@ -186,14 +252,16 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	bool required = lim->pids || lim->memory || lim->cpu_percent;
 
 	char what[1024] = "";
-	int r = try_v2(sb, &w, what, sizeof(what));
+	int r = try_born(sb, &w, what, sizeof(what));
+	if (r < 0)
+		r = try_v2(sb, &w, what, sizeof(what));
 	if (r == 0) {
 		if (verbose)
 			log_info("limits: pids %s, memory %s, cpu %s through %s", w.pids, w.memory[0] ? w.memory : "-",
 			         w.cpu_quota[0] ? w.cpu_quota : "-", what);
 		return 0;
 	}
-	sandbox_cgroup_remove(sb);
+	remove_made(sb);
 	const char *failed = NULL;
 	if ((r = try_v1(sb, "pids", "pids.max", w.pids, what, sizeof(what))) < 0)
 		failed = "pids";
@@ -207,7 +275,7 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 			         w.memory[0] ? w.memory : "-", w.cpu_quota[0] ? w.cpu_quota : "-", what);
 		return 0;
 	}
-	sandbox_cgroup_remove(sb);
+	remove_made(sb);
 	if (required) {
 		snprintf(
 		    errbuf, errlen,
@@ -223,12 +291,26 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	return 0;
 }
 
+/* The last processes may still be on their way out. */
+static void remove_dir(const char *dir)
+{
+	for (int tries = 0; rmdir(dir) < 0 && errno == EBUSY && tries < 50; tries++)
+		nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);
+}
+
+/* The cgroups made to move PID 1 into (not the one it was born in, which
+ * holds it until it has been moved or has ended). */
+static void remove_made(struct sandbox *sb)
+{
+	for (size_t i = sb->n_cgroups; i-- > 0;)
+		remove_dir(sb->cgroup[i]);
+	sb->n_cgroups = 0;
+}
+
 void sandbox_cgroup_remove(struct sandbox *sb)
 {
-	for (size_t i = sb->n_cgroups; i-- > 0;) {
-		/* The last processes may still be on their way out. */
-		for (int tries = 0; rmdir(sb->cgroup[i]) < 0 && errno == EBUSY && tries < 50; tries++)
-			nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);
-	}
-	sb->n_cgroups = 0;
+	remove_made(sb);
+	if (sb->born_cgroup[0])
+		remove_dir(sb->born_cgroup);
+	sb->born_cgroup[0] = '\0';
 }

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
+#include <linux/sched.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -1045,10 +1046,28 @@ int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return clone_error(sb, errno, "socketpair");
 	fflush(NULL);
-	long pid = syscall(SYS_clone,
-	                   CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
-	                       SIGCHLD,
-	                   NULL, NULL, NULL, 0);
+	const uint64_t flags =
+	    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+	int cg = sandbox_cgroup_prepare(sb);
+	long pid = -1;
+	if (cg >= 0) {
+		struct clone_args args = {
+			.flags = flags | CLONE_INTO_CGROUP,
+			.exit_signal = SIGCHLD,
+			.cgroup = (uint64_t)cg,
+		};
+		pid = syscall(SYS_clone3, &args, sizeof(args));
+		if (pid < 0) {
+			/* no clone3 (before Linux 5.7, or a container's seccomp
+			 * profile), or the cgroup refused: the usual clone, and
+			 * the usual move into a cgroup later */
+			(void)rmdir(sb->born_cgroup);
+			sb->born_cgroup[0] = '\0';
+		}
+		close(cg);
+	}
+	if (pid < 0)
+		pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
 	if (pid < 0) {
 		int e = errno;
 		close(sv[0]);

@@ -46,7 +46,8 @@ struct sandbox {
 	uint16_t port;       /* its port on the sandbox's 127.0.0.1 */
 	char cgroup[4][256]; /* cgroup directories created for it, removed by sandbox_cleanup() */
 	size_t n_cgroups;
-	int clone_err; /* < 0: sandbox_clone() failed, for the reason in clone_msg */
+	char born_cgroup[256]; /* the cgroup v2 it was cloned into, or "": removed by sandbox_cleanup() */
+	int clone_err;         /* < 0: sandbox_clone() failed, for the reason in clone_msg */
 	char clone_msg[512];
 	char *arena; /* shared with PID 1 */
 	size_t arena_size, arena_used;

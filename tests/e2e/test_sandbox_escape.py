@@ -1321,6 +1321,32 @@ sys.exit(3)
     assert 50 <= r["forked"] <= 62, r  # 64 minus PID 1 and the loop
 
 
+def test_sandbox_is_cloned_into_its_cgroup_v2(sandbox_factory):
+    """Where the sandbox's limits go through cgroup v2 (a hierarchy with the
+    pids controller that keyward may write to), PID 1 is cloned into its
+    cgroup (clone3's CLONE_INTO_CGROUP) rather than moved into it, which
+    waits for an RCU grace period: the sandbox's cgroup namespace then has
+    that cgroup as its root, and the cgroup is gone when the run has ended,
+    and when a run stopped before CMD. Skips where keyward uses cgroup v1
+    or none (the move is what happens there)."""
+    sb = sandbox_factory()
+    p = sb.run(["cat", "/proc/self/cgroup"], args=["-v"])
+    assert p.returncode == 0, p.err
+    limits = [l for l in p.err.splitlines() if "limits: " in l]
+    assert len(limits) == 1, p.err
+    if "through cgroup v2 " not in limits[0]:
+        pytest.skip(f"keyward uses no cgroup v2 here: {limits[0]}")
+    assert limits[0].endswith("(PID 1 was cloned into it)"), limits[0]
+    born = limits[0].split("through cgroup v2 ", 1)[1].split(" ")[0]
+    assert "0::/" in p.out.splitlines(), p.out
+    assert not os.path.exists(born)
+    # a run that stops before CMD removes it too: keyward-<its pid>-*
+    base = os.path.dirname(born)
+    proc = subprocess.Popen(sb.argv(["true"], ["--help"]), env=sb.env, stdout=subprocess.DEVNULL)
+    assert proc.wait(timeout=20) == 0
+    assert not [d for d in os.listdir(base) if d.startswith(f"keyward-{proc.pid}-")]
+
+
 NPROC_LOOP = r"""
 kids, err = [], None
 for i in range(200):
