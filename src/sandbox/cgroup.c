@@ -277,12 +277,11 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	}
 	remove_made(sb);
 	if (required) {
-		snprintf(
-		    errbuf, errlen,
-		    "the policy sets sandbox limits (memory, pids or cpu) and no writable cgroup is delegated to "
-		    "keyward (%s: %s); run it in a delegated cgroup v2 (systemd-run --user --scope -p Delegate=yes) "
-		    "or remove those limits",
-		    failed, strerror(-r));
+		snprintf(errbuf, errlen,
+		         "the policy sets sandbox limits (memory, pids or cpu) and keyward has no cgroup it may write "
+		         "them to (%s: %s); they need root (see docs/policy.md, sandbox limits), or remove them "
+		         "(processes: caps the number of processes without a cgroup)",
+		         failed, strerror(-r));
 		return -EPERM;
 	}
 	if (verbose)
