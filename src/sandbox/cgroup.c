@@ -210,6 +210,61 @@ int sandbox_cgroup_prepare(struct sandbox *sb)
 	return fd;
 }
 
+/* Whether dir/cgroup.procs lists no process but a and b. */
+static bool holds_only(const char *dir, pid_t a, pid_t b)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	long pid;
+	bool only = true;
+	while (only && fscanf(f, "%ld", &pid) == 1)
+		only = pid == a || pid == b;
+	fclose(f);
+	return only;
+}
+
+/* Our own cgroup v2 when it is delegated to us (we may write to it and its
+ * cgroup.controllers offers the controllers) without enabling them for
+ * its children, as `systemd-run --user --scope -p Delegate=yes` makes it.
+ * A cgroup that holds processes cannot enable them (cgroup v2's "no
+ * internal processes" rule), so when keyward and PID 1 are all it holds,
+ * PID 1 moves into the sandbox's new cgroup and keyward into a leaf of its
+ * own (keyward-PID-self, removed as stale by a later run), and the
+ * controllers are enabled for the children. *moved: PID 1 has moved (a
+ * later failure leaves it where it is). */
+static int try_delegated(struct sandbox *sb, const struct want *w, bool *moved, char *what, size_t whatlen)
+{
+	char own[PATH_MAX], base[PATH_MAX], dir[PATH_MAX], self[PATH_MAX], me[16], enable[64] = "";
+	const char *mnt = sandbox_cgroup2_mount();
+	*moved = false;
+	if (!mnt || !sandbox_own_cgroup("", own, sizeof(own)) || streq(own, "/"))
+		return -ENOENT;
+	snprintf(base, sizeof(base), "%s%s", mnt, own);
+	if (!has_controllers(base, "cgroup.controllers", w) || access(base, W_OK) < 0 ||
+	    !holds_only(base, getpid(), sb->pid))
+		return -ENOENT;
+	snprintf(me, sizeof(me), "%d", (int)getpid());
+	snprintf(self, sizeof(self), "%s/keyward-%s-self", base, me);
+	if (mkdir(self, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	int r = make_group(sb, base, dir, sizeof(dir));
+	if (r < 0 || (r = join(sb, dir, "cgroup.procs")) < 0) {
+		(void)rmdir(self);
+		return r;
+	}
+	*moved = true;
+	snprintf(enable, sizeof(enable), "%s%s%s", w->pids[0] ? "+pids " : "", w->memory[0] ? "+memory " : "",
+	         w->cpu_quota[0] ? "+cpu" : "");
+	if ((r = write_value(self, "cgroup.procs", me)) < 0 ||
+	    (r = write_value(base, "cgroup.subtree_control", enable)) < 0 || (r = set_v2_limits(dir, w)) < 0)
+		return r;
+	snprintf(what, whatlen, "cgroup v2 %s (delegated to keyward)", dir);
+	return 0;
+}
+
 /* v1: one hierarchy per controller; each must be writable. */
 static int try_v1(struct sandbox *sb, const char *controller, const char *file, const char *value, char *what,
                   size_t whatlen)
@@ -252,9 +307,25 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	bool required = lim->pids || lim->memory || lim->cpu_percent;
 
 	char what[1024] = "";
+	bool moved = false;
 	int r = try_born(sb, &w, what, sizeof(what));
 	if (r < 0)
 		r = try_v2(sb, &w, what, sizeof(what));
+	if (r < 0 && sb->n_cgroups == 0)
+		r = try_delegated(sb, &w, &moved, what, sizeof(what));
+	if (r < 0 && moved) {
+		/* PID 1 is in the cgroup made for it, without every limit */
+		if (required) {
+			snprintf(errbuf, errlen, "cannot set the sandbox's limits in its cgroup v2 %s: %s",
+			         sb->cgroup[0], strerror(-r));
+			return r;
+		}
+		if (verbose)
+			log_info("limits: cannot set them in cgroup v2 %s (%s), so no pids/memory/cpu limit beyond "
+			         "the rlimits",
+			         sb->cgroup[0], strerror(-r));
+		return 0;
+	}
 	if (r == 0) {
 		if (verbose)
 			log_info("limits: pids %s, memory %s, cpu %s through %s", w.pids, w.memory[0] ? w.memory : "-",
@@ -279,8 +350,9 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	if (required) {
 		snprintf(errbuf, errlen,
 		         "the policy sets sandbox limits (memory, pids or cpu) and keyward has no cgroup it may write "
-		         "them to (%s: %s); they need root (see docs/policy.md, sandbox limits), or remove them "
-		         "(processes: caps the number of processes without a cgroup)",
+		         "them to (%s: %s); start keyward alone in a delegated cgroup v2 (systemd-run --user --scope "
+		         "-p Delegate=yes keyward run ...) or as root, or remove them (processes: caps the number "
+		         "of processes without a cgroup)",
 		         failed, strerror(-r));
 		return -EPERM;
 	}

@@ -299,13 +299,14 @@ def sandbox_factory(tmp_path):
     return make
 
 
-def run_as_nobody(cmd, policy_text=None, timeout=60):
-    """`keyward run -- cmd` started by an ordinary user (nobody, through
-    setpriv; the tests run as root), in a fresh world-traversable folder
-    with a workspace and a 0700 state directory of nobody's. Skips when
-    that cannot be arranged. Returns the CompletedProcess (text) with
-    .workspace, read before the folder is removed, holding the names of
-    the files CMD left there."""
+def run_as_nobody(cmd, policy_text=None, timeout=60, args=(), cgroup=None):
+    """`keyward run [args] -- cmd` started by an ordinary user (nobody,
+    through setpriv; the tests run as root), in a fresh world-traversable
+    folder with a workspace and a 0700 state directory of nobody's; in the
+    cgroup v2 directory `cgroup` when given (moved there before setpriv).
+    Skips when that cannot be arranged. Returns the CompletedProcess (text)
+    with .workspace, read before the folder is removed, holding the names
+    of the files CMD left there."""
     import shutil
     import tempfile
 
@@ -320,13 +321,16 @@ def run_as_nobody(cmd, policy_text=None, timeout=60):
         os.mkdir(state, 0o700)
         for d in (ws, state):
             os.chown(d, 65534, 65534)
-        args = [KEYWARD, "run", "--workspace", ws]
+        argv = [KEYWARD, "run", "--workspace", ws, *args]
         if policy_text is not None:
             path = os.path.join(top, "policy.yaml")
             with open(path, "w") as f:
                 f.write(policy_text)
-            args += ["--policy", path]
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args + ["--"] + cmd,
+            argv += ["--policy", path]
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv + ["--"] + cmd
+        if cgroup:
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup] + argv
+        p = subprocess.run(argv,
                            capture_output=True, text=True, timeout=timeout, cwd=ws,
                            env={"PATH": os.environ["PATH"], "KEYWARD_HOME": state, "HOME": top,
                                 "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "")})

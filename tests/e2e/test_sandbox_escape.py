@@ -1288,13 +1288,7 @@ def test_exit_status_is_128_plus_signal(sandbox_factory, sig):
 # ---- resources ----
 
 
-def test_fork_bomb_capped_by_pids_limit(sandbox_factory):
-    """sandbox.limits.pids: 64. A fork loop gets EAGAIN before 64 processes
-    (PID 1 and the loop itself count), and the run ends with CMD's status.
-    As root this is the only thing that stops it: the kernel exempts root
-    from RLIMIT_NPROC."""
-    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    pids: 64\n")
-    code = r'''
+FORK_LOOP = r'''
 kids, err = [], None
 for i in range(500):
     try:
@@ -1313,7 +1307,15 @@ for k in kids:
 done(forked=len(kids), err=err)
 sys.exit(3)
 '''
-    p = sb.run(py(code))
+
+
+def test_fork_bomb_capped_by_pids_limit(sandbox_factory):
+    """sandbox.limits.pids: 64. A fork loop gets EAGAIN before 64 processes
+    (PID 1 and the loop itself count), and the run ends with CMD's status.
+    As root this is the only thing that stops it: the kernel exempts root
+    from RLIMIT_NPROC."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    pids: 64\n")
+    p = sb.run(py(FORK_LOOP))
     skip_if_limits_unavailable(p)
     assert p.returncode == 3, p.err
     r = result(p)
@@ -1345,6 +1347,57 @@ def test_sandbox_is_cloned_into_its_cgroup_v2(sandbox_factory):
     proc = subprocess.Popen(sb.argv(["true"], ["--help"]), env=sb.env, stdout=subprocess.DEVNULL)
     assert proc.wait(timeout=20) == 0
     assert not [d for d in os.listdir(base) if d.startswith(f"keyward-{proc.pid}-")]
+
+
+def _cgroup2_mount():
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            mnt, fstype = line.split()[1:3]
+            if fstype == "cgroup2" and mnt in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                return mnt
+    return None
+
+
+def test_limits_in_a_cgroup_delegated_to_an_ordinary_user():
+    """An ordinary user who starts keyward alone in a cgroup v2 delegated to
+    them (what `systemd-run --user --scope -p Delegate=yes` makes: the
+    directory and its cgroup.procs, cgroup.subtree_control and
+    cgroup.threads are theirs) gets the policy's pids limit: keyward moves
+    PID 1 into the sandbox's new cgroup and itself into a leaf of its own,
+    enables pids for the children, and a fork loop stops at the limit. The
+    sandbox's cgroup is removed after the run; keyward's leaf is left for a
+    later run to remove (keyward is in it until it exits). Needs root to
+    make the delegated cgroup, and a cgroup v2 whose root enables pids for
+    its children."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to delegate a cgroup to an ordinary user")
+    mnt = _cgroup2_mount()
+    if not mnt:
+        pytest.skip("no cgroup v2 hierarchy")
+    with open(os.path.join(mnt, "cgroup.subtree_control")) as f:
+        if "pids" not in f.read().split():
+            pytest.skip(f"the cgroup v2 root ({mnt}) does not enable pids for its children")
+    from conftest import run_as_nobody
+    d = os.path.join(mnt, f"kw-test-delegated-{os.getpid()}-{random.randrange(1 << 30):x}")
+    os.mkdir(d)
+    try:
+        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(os.path.join(d, name) if name else d, 65534, 65534)
+        code = FORK_LOOP.replace("for i in range(500)", "for i in range(200)")
+        p = run_as_nobody(py(code), "version: 1\nsandbox:\n  limits:\n    pids: 64\n", args=["-v"], cgroup=d)
+        limits = [l for l in p.stderr.splitlines() if "limits: " in l]
+        assert limits and limits[0].endswith("(delegated to keyward)"), p.stderr
+        assert p.returncode == 3, p.stderr
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        assert r["err"] == "EAGAIN"
+        assert 50 <= r["forked"] <= 62, r
+        left = [n for n in os.listdir(d) if n.startswith("keyward-")]
+        assert left and all(n.endswith("-self") for n in left), left
+    finally:
+        for name in os.listdir(d):
+            if os.path.isdir(os.path.join(d, name)):
+                os.rmdir(os.path.join(d, name))
+        os.rmdir(d)
 
 
 NPROC_LOOP = r"""
