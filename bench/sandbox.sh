@@ -145,6 +145,7 @@ cpu_busy_pct() {
 # be quiet before measuring.
 wait_quiet() {
 	local i busy n=$(((${BENCH_QUIET_WAIT:-300} + 4) / 5))
+	[ "$n" -ge 1 ] || n=1 # one look even when told not to wait
 	for i in $(seq "$n"); do
 		busy=$(cpu_busy_pct)
 		[ "$busy" -le 10 ] && break
@@ -782,8 +783,11 @@ main() {
 	host=$(hostname -s 2>/dev/null || hostname)
 	out=$(bench_results_file -sandbox)
 	mkdir -p "$(dirname "$out")"
-	local landlock
+	local landlock run_cgroup
 	landlock=$(sed -n 's/.*\(Landlock ABI [0-9]*\).*/\1/p' "$WORK/verbose-none.txt" | head -1)
+	# where a run's limits went: v1 (PID 1 moved), v2 (cloned into it), v2 delegated, or none
+	run_cgroup=$(sed -n 's/.*limits: .* through \(.*\)$/\1/p; s/.*limits: \(no writable cgroup.*\)$/\1/p' \
+		"$WORK/verbose-none.txt" | head -1 | sed 's/keyward-[0-9]*-[0-9a-f]*/keyward-PID-TAG/g')
 	{
 		echo "date=$(date -u +%FT%TZ)"
 		echo "host=$host"
@@ -796,6 +800,7 @@ main() {
 		echo "uid=$(id -u)"
 		echo "cgroups=$(if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo "v2 only"; else echo "v1 ($(ls /sys/fs/cgroup | tr '\n' ' ' | sed 's/ $//'))"; fi)"
 		echo "landlock=${landlock:-unknown}"
+		echo "run_cgroup=${run_cgroup:-unknown}"
 		echo "keyward_rev=$KEYWARD_REV"
 		echo "keyward_build=$(meson introspect --buildoptions "$BUILD" 2>/dev/null |
 			"$PY" -c 'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; print("buildtype=%s optimization=%s b_ndebug=%s werror=%s" % (o["buildtype"], o["optimization"], o["b_ndebug"], o["werror"]))')"
@@ -893,7 +898,9 @@ main() {
 		rows = [("date (UTC)", meta["date"]), ("host", meta["host"]), ("nproc", meta["nproc"]), ("CPU", meta["cpu"]),
 		        ("memory", meta["mem"]), ("kernel (`uname -r`)", meta["kernel_r"]), ("OS", meta["os"]),
 		        ("user", "root (uid 0)" if meta["uid"] == "0" else "uid " + meta["uid"]),
-		        ("cgroups", meta["cgroups"]), ("Landlock", meta["landlock"]),
+		        ("cgroups", meta["cgroups"]),
+		        ("a run's cgroup (`keyward run -v`: where the limits went)", meta.get("run_cgroup", "unknown")),
+		        ("Landlock", meta["landlock"]),
 		        ("keyward git rev", meta["keyward_rev"]), (f"keyward build ({meta['keyward'].split('/')[0]})", meta["keyward_build"]),
 		        ("compiler", meta["cc"]), ("bubblewrap", f"{meta['bwrap']} (Debian {meta['pkg_bubblewrap']})"),
 		        ("firejail", f"{meta['firejail']} (Debian {meta['pkg_firejail']})"),
