@@ -122,8 +122,8 @@ static bool has_controllers(const char *dir, const char *file, const struct want
 }
 
 /* The cgroup v2 directory under which a child with the wanted
- * controllers can be made: our own cgroup when they are delegated to it,
- * else the hierarchy's root (writable by root only; the root cgroup is
+ * controllers can be made: our own cgroup when its cgroup.subtree_control
+ * enables them, else the hierarchy's root (writable by root only; the root cgroup is
  * exempt from the no-internal-processes rule). */
 static bool v2_base(const struct want *w, char *base, size_t baselen)
 {
@@ -167,7 +167,7 @@ static int try_v2(struct sandbox *sb, const struct want *w, char *what, size_t w
 	return 0;
 }
 
-/* The cgroup v2 that PID 1 was cloned into, when its parent delegates
+/* The cgroup v2 that PID 1 was cloned into, when its parent enables
  * every controller the limits need: the limits are written to it and
  * nothing moves. */
 static int try_born(struct sandbox *sb, const struct want *w, char *what, size_t whatlen)

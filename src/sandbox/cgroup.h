@@ -11,8 +11,11 @@ struct sandbox;
 
 #define SANDBOX_DEFAULT_PIDS 4096
 
-/* Puts sb->pid into a new cgroup with the policy's limits: cgroup v2 where
- * our own cgroup delegates the controllers, else v1 hierarchies we may
+/* Gives sb->pid the policy's limits, trying in turn: the cgroup v2 it was
+ * cloned into (sandbox_cgroup_prepare); a new cgroup v2 under our own
+ * cgroup or the v2 root whose cgroup.subtree_control enables the
+ * controllers; our own cgroup v2 when it is delegated to us and holds only
+ * keyward and PID 1 (both move into children of it); v1 hierarchies we may
  * write to (as root). A limit the policy sets that cannot be applied is an
  * error; keyward's default pids limit is applied where it can be. */
 int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf,

@@ -76,9 +76,10 @@ int sandbox_configure(struct sandbox *sb, const struct sandbox_spec *spec) WUR;
  * thread than the others. */
 int sandbox_send_ca(struct sandbox *sb, const char *ca_pem) WUR;
 
-/* Moves the child into its cgroup with the policy's limits. Moving a
- * process between cgroups can wait for a kernel RCU grace period (~12 ms
- * on cgroup v1), which overlaps with the child's build. On failure the
+/* Sets the policy's limits on the cgroup v2 the child was cloned into, or
+ * moves the child into a new cgroup with them (sandbox_cgroup_apply).
+ * Moving a process between cgroups can wait for a kernel RCU grace period
+ * (8-16 ms here), which overlaps with the child's build. On failure the
  * child has been killed and reaped. */
 int sandbox_limit(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf,
                   size_t errlen) WUR;
