@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -232,14 +233,39 @@ static void arm_timer(struct conn *c, unsigned ms)
 	evtimer_add(c->timer, &tv);
 }
 
+/* Sends p[0..n) as one TLS record on bev's open TLS connection now, if
+ * nothing is queued before it; returns whether all of it went. libevent
+ * 2.1's TLS bufferevent over a socket writes only once epoll reports the
+ * socket writable, which costs two epoll_ctl(2) and a pass of the loop for
+ * a socket that almost always is: every response in a tunnel and every
+ * request head to a TLS upstream paid them. When this returns false the
+ * caller queues the same n bytes in one piece: OpenSSL may hold the record
+ * it began (the socket was full), and libevent's next SSL_write, given the
+ * same bytes from their start, finishes it (libevent sets
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so they may have moved). */
+static bool tls_send_now(struct bufferevent *bev, const void *p, size_t n)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	/* Not during a handshake (libevent drives it), nor while a write that
+	 * OpenSSL began for a read waits for the socket. */
+	if (!ssl || n == 0 || n > TLS_RECORD_MAX || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	    !SSL_is_init_finished(ssl) || SSL_want_write(ssl))
+		return false;
+	ERR_clear_error();
+	size_t done = 0;
+	if (SSL_write_ex(ssl, p, n, &done) == 1)
+		return true;
+	ERR_clear_error(); /* libevent's own SSL_write meets the error again and reports it */
+	return false;
+}
+
 /* Hands the response bytes collected in c->reply to the client. A plain
  * socket bufferevent writes only after epoll reports the socket writable,
  * which costs a pass of the loop and two epoll_ctl(2) calls per response
  * for a socket that almost always is: when nothing is queued before them,
  * the bytes are written now, and only what the socket does not take is
- * queued. A TLS bufferevent encrypts and sends whatever is added to it at
- * once, so collecting the response first also makes it one TLS record
- * instead of one per piece. */
+ * queued. In a tunnel a response of up to one TLS record is joined into
+ * one piece and sent now as one record (tls_send_now). */
 static void client_send(struct conn *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -251,8 +277,13 @@ static void client_send(struct conn *c)
 	/* libevent's TLS bufferevent makes one SSL_write, so one TLS record and
 	 * one write(2), per piece of its buffer: join a head and a small body
 	 * (up to a full record) into one piece. */
-	if (c->in_tunnel && n <= TLS_RECORD_MAX)
-		(void)evbuffer_pullup(c->reply, -1);
+	if (c->in_tunnel && n <= TLS_RECORD_MAX) {
+		const unsigned char *p = evbuffer_pullup(c->reply, -1);
+		if (p && tls_send_now(c->bev, p, n)) {
+			evbuffer_drain(c->reply, n);
+			return;
+		}
+	}
 	evbuffer_add_buffer(out, c->reply);
 }
 
@@ -1553,17 +1584,25 @@ static void send_request(struct conn *c)
 	struct upstream *u = c->up;
 	struct evbuffer *out = bufferevent_get_output(u->bev);
 	size_t sent = 0;
-	/* Write the head now rather than queue it: a plain socket bufferevent
-	 * writes only once epoll reports the socket writable, which costs a
-	 * pass of the loop and two epoll_ctl(2) calls for a socket that is
-	 * almost always writable. (A TLS bufferevent writes at once anyway.) */
+	/* Write the head now rather than queue it: a socket bufferevent, plain
+	 * or TLS, writes only once epoll reports the socket writable, which
+	 * costs a pass of the loop and two epoll_ctl(2) calls for a socket that
+	 * is almost always writable. */
 	if (!u->tls && evbuffer_get_length(out) == 0) {
 		ssize_t k = send(bufferevent_getfd(u->bev), c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k > 0)
 			sent = (size_t)k;
+	} else if (u->tls && tls_send_now(u->bev, c->out.data, c->out.len)) {
+		sent = c->out.len;
 	}
-	/* On an error the rest is queued and the bufferevent reports it. */
-	evbuffer_add(out, c->out.data + sent, c->out.len - sent);
+	/* On an error the rest is queued and the bufferevent reports it; a
+	 * TLS head not sent is queued whole, in one piece (tls_send_now). */
+	if (sent < c->out.len) {
+		bool was_empty = evbuffer_get_length(out) == 0;
+		evbuffer_add(out, c->out.data + sent, c->out.len - sent);
+		if (u->tls && was_empty)
+			(void)evbuffer_pullup(out, -1);
+	}
 	explicit_bzero(c->out.data, c->out.len); /* memset's speed: OPENSSL_cleanse goes byte by byte */
 	c->out.len = 0;
 

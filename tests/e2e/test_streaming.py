@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import time
 
 import httpx
@@ -14,7 +15,8 @@ import pytest
 import requests
 
 from conftest import policy_for
-from kwtest import (PLACEHOLDER, SECRET, HttpConn, Request, RssSampler, Upstream, open_tunnel, vmrss_kib)
+from kwtest import (PLACEHOLDER, SECRET, HttpConn, Request, RssSampler, Upstream, connect_head, open_tunnel,
+                    vmrss_kib)
 
 MiB = 1024 * 1024
 ALL_PATHS = '["/**"]'
@@ -475,6 +477,43 @@ def test_pipelined_requests_answered_in_order(proxy_factory, any_upstream):
     recs = p.requests()
     assert [(r["path"], r["decision"], r["status"]) for r in recs] == [
         (f"/api/pipe{i}", "allow", 200) for i in range(3)]
+
+
+def test_pipelined_responses_to_a_client_that_does_not_read(proxy_factory, any_upstream):
+    # keyward writes a response straight to the client's socket (through
+    # OpenSSL in a tunnel) when nothing is queued before it, and queues what
+    # the socket does not take. A client with a small receive buffer sends
+    # many requests and reads nothing until all are sent: the socket fills
+    # in the middle of a response (in a tunnel: in the middle of a TLS
+    # record that OpenSSL must finish later), and every response must still
+    # arrive whole and in order.
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # no autotuning
+    s.settimeout(30)
+    s.connect(("127.0.0.1", p.port))
+    if u.tls:
+        assert connect_head(s, f"api.test:{u.port}").startswith(b"HTTP/1.1 200")
+        s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(s, server_hostname="api.test")
+    c = HttpConn(s)
+    n, size = 600, 12000
+    c.send(b"".join(get(u, f"/big/{size}") for i in range(n)))
+    time.sleep(1.0)  # keyward answers into the full socket
+    for i in range(n):
+        status, headers, raw = c.read_head()
+        assert status == 200, raw
+        body = b""
+        while True:
+            chunk = int(c.read_until(b"\r\n")[:-2], 16)
+            body += c.read_exact(chunk)
+            assert c.read_exact(2) == b"\r\n"
+            if chunk == 0:
+                break
+        assert body == b"x" * size, f"response {i}: {len(body)} bytes"
+    c.close()
+    recs = p.requests()
+    assert len(recs) == n and all(r["status"] == 200 and r["bytes_out"] == size for r in recs)
 
 
 def test_half_closed_client_gets_its_answer(proxy_factory, plain_upstream):
