@@ -233,30 +233,47 @@ static void arm_timer(struct conn *c, unsigned ms)
 	evtimer_add(c->timer, &tv);
 }
 
-/* Sends p[0..n) as one TLS record on bev's open TLS connection now, if
- * nothing is queued before it; returns whether all of it went. libevent
- * 2.1's TLS bufferevent over a socket writes only once epoll reports the
- * socket writable, which costs two epoll_ctl(2) and a pass of the loop for
- * a socket that almost always is: every response in a tunnel and every
- * request head to a TLS upstream paid them. When this returns false the
- * caller queues the same n bytes in one piece: OpenSSL may hold the record
- * it began (the socket was full), and libevent's next SSL_write, given the
- * same bytes from their start, finishes it (libevent sets
- * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so they may have moved). */
-static bool tls_send_now(struct bufferevent *bev, const void *p, size_t n)
+/* What tls_send_now did. */
+enum tls_now {
+	TLS_NOT_TRIED, /* queue the bytes as usual */
+	TLS_SENT,      /* all of them went */
+	TLS_QUEUE,     /* tried: queue the same bytes now, in one piece (tls_queued) */
+};
+
+/* Sends p[0..n) (up to one TLS record) on bev's open TLS connection now, if
+ * nothing is queued before it. libevent 2.1's TLS bufferevent over a
+ * socket writes only once epoll reports the socket writable, which costs
+ * two epoll_ctl(2) and a pass of the loop for a socket that almost always
+ * is: every response in a tunnel and every request head to a TLS upstream
+ * paid them. When the socket is full OpenSSL keeps the record it began,
+ * and libevent's next SSL_write, given the same bytes from their start,
+ * finishes it (libevent sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so they
+ * may have moved). A fatal error comes back to libevent's SSL_write the
+ * same way, and the bufferevent reports it. */
+static enum tls_now tls_send_now(struct bufferevent *bev, const void *p, size_t n)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 	/* Not during a handshake (libevent drives it), nor while a write that
 	 * OpenSSL began for a read waits for the socket. */
 	if (!ssl || n == 0 || n > TLS_RECORD_MAX || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
 	    !SSL_is_init_finished(ssl) || SSL_want_write(ssl))
-		return false;
+		return TLS_NOT_TRIED;
 	ERR_clear_error();
 	size_t done = 0;
 	if (SSL_write_ex(ssl, p, n, &done) == 1)
-		return true;
-	ERR_clear_error(); /* libevent's own SSL_write meets the error again and reports it */
-	return false;
+		return TLS_SENT;
+	ERR_clear_error(); /* libevent's SSL_write clears the queue before it looks anyway */
+	return TLS_QUEUE;
+}
+
+/* Queuing after TLS_QUEUE: if the bytes cannot be queued (no memory),
+ * OpenSSL still holds a record that the next, unrelated bytes would be
+ * taken for; the connection is shut down instead, and the bufferevent
+ * reports it. */
+static void tls_queued(struct bufferevent *bev, int added)
+{
+	if (added < 0)
+		(void)shutdown(bufferevent_getfd(bev), SHUT_RDWR);
 }
 
 /* Hands the response bytes collected in c->reply to the client. A plain
@@ -277,14 +294,19 @@ static void client_send(struct conn *c)
 	/* libevent's TLS bufferevent makes one SSL_write, so one TLS record and
 	 * one write(2), per piece of its buffer: join a head and a small body
 	 * (up to a full record) into one piece. */
+	enum tls_now tried = TLS_NOT_TRIED;
 	if (c->in_tunnel && n <= TLS_RECORD_MAX) {
 		const unsigned char *p = evbuffer_pullup(c->reply, -1);
-		if (p && tls_send_now(c->bev, p, n)) {
+		if (p)
+			tried = tls_send_now(c->bev, p, n);
+		if (tried == TLS_SENT) {
 			evbuffer_drain(c->reply, n);
 			return;
 		}
 	}
-	evbuffer_add_buffer(out, c->reply);
+	int added = evbuffer_add_buffer(out, c->reply);
+	if (tried == TLS_QUEUE)
+		tls_queued(c->bev, added);
 }
 
 /* Close once what is queued for the client has been written. */
@@ -517,9 +539,9 @@ static void refuse(struct conn *c, int status, const char *status_text, const ch
 {
 	send_json(c, status, status_text, check, message, hint, true);
 	conn_audit(c, "request", decision, check, message);
-	/* Now, not at the end of the pass: a TLS bufferevent encrypts and
-	 * sends its output at once, and a refusal is recorded before the
-	 * client can read it. */
+	/* Now, not at the end of the pass: a refusal is recorded before the
+	 * client can read it (send_json queues it; nothing is written before
+	 * the loop's next pass). */
 	if (c->w->px->audit)
 		(void)worker_audit_write(c->w, NULL);
 	close_after_flush(c);
@@ -1588,20 +1610,20 @@ static void send_request(struct conn *c)
 	 * or TLS, writes only once epoll reports the socket writable, which
 	 * costs a pass of the loop and two epoll_ctl(2) calls for a socket that
 	 * is almost always writable. */
+	enum tls_now tried = TLS_NOT_TRIED;
 	if (!u->tls && evbuffer_get_length(out) == 0) {
 		ssize_t k = send(bufferevent_getfd(u->bev), c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k > 0)
 			sent = (size_t)k;
-	} else if (u->tls && tls_send_now(u->bev, c->out.data, c->out.len)) {
+	} else if (u->tls && (tried = tls_send_now(u->bev, c->out.data, c->out.len)) == TLS_SENT) {
 		sent = c->out.len;
 	}
 	/* On an error the rest is queued and the bufferevent reports it; a
 	 * TLS head not sent is queued whole, in one piece (tls_send_now). */
 	if (sent < c->out.len) {
-		bool was_empty = evbuffer_get_length(out) == 0;
-		evbuffer_add(out, c->out.data + sent, c->out.len - sent);
-		if (u->tls && was_empty)
-			(void)evbuffer_pullup(out, -1);
+		int added = evbuffer_add(out, c->out.data + sent, c->out.len - sent);
+		if (tried == TLS_QUEUE)
+			tls_queued(u->bev, added == 0 && evbuffer_pullup(out, -1) ? 0 : -1);
 	}
 	explicit_bzero(c->out.data, c->out.len); /* memset's speed: OPENSSL_cleanse goes byte by byte */
 	c->out.len = 0;

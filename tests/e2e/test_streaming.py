@@ -497,10 +497,12 @@ def test_pipelined_responses_to_a_client_that_does_not_read(proxy_factory, any_u
         assert connect_head(s, f"api.test:{u.port}").startswith(b"HTTP/1.1 200")
         s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(s, server_hostname="api.test")
     c = HttpConn(s)
-    n, size = 600, 12000
-    c.send(b"".join(get(u, f"/big/{size}") for i in range(n)))
+    # a size of its own for every response (each under one TLS record), so
+    # that one lost, repeated or out of order shows
+    sizes = [11000 + 7 * i for i in range(600)]
+    c.send(b"".join(get(u, f"/big/{size}") for size in sizes))
     time.sleep(1.0)  # keyward answers into the full socket
-    for i in range(n):
+    for i, size in enumerate(sizes):
         status, headers, raw = c.read_head()
         assert status == 200, raw
         body = b""
@@ -510,10 +512,15 @@ def test_pipelined_responses_to_a_client_that_does_not_read(proxy_factory, any_u
             assert c.read_exact(2) == b"\r\n"
             if chunk == 0:
                 break
-        assert body == b"x" * size, f"response {i}: {len(body)} bytes"
+        assert body == b"x" * size, f"response {i}: {len(body)} bytes, {size} expected"
+    # and nothing after the last one
+    assert c.buf == b""
+    c.s.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        c.s.recv(1)
     c.close()
     recs = p.requests()
-    assert len(recs) == n and all(r["status"] == 200 and r["bytes_out"] == size for r in recs)
+    assert [(r["status"], r["bytes_out"]) for r in recs] == [(200, size) for size in sizes]
 
 
 def test_half_closed_client_gets_its_answer(proxy_factory, plain_upstream):
