@@ -290,9 +290,12 @@ static void mount_system(void)
 	}
 }
 
-/* A small file of /etc is copied rather than bound: a copy costs a few
- * microseconds, a mount a hundred or more, and /etc has dozens. The root
- * is made read-only at the end, so the copy is as read-only as a bind. */
+/* A small file of /etc is copied rather than bound. Measured on a 2-vCPU
+ * VM (kernel 6.18): a copy into the tmpfs ~14 us; a bind (open_tree,
+ * mount_setattr, move_mount) ~11 us, plus its mount point and ~10 us more
+ * when the sandbox's mount namespace is torn down; so a copy is no dearer
+ * and leaves no mount behind. The root is made read-only at the end, so
+ * the copy is as read-only as a bind. */
 #define ETC_COPY_MAX (64 * 1024)
 
 static bool copy_file(const char *path, const struct stat *st)
