@@ -411,8 +411,10 @@ static void *worker_main(void *arg)
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	/* Close the listening sockets: new connections are refused by the
-	 * kernel at once instead of waiting in the backlog. */
+	/* Close the worker's own listening sockets: new connections are
+	 * refused by the kernel at once instead of waiting in the backlog. A
+	 * shared one (unix, the door) is only no longer watched here; it is
+	 * closed when every worker is done. */
 	for (size_t i = 0; i < w->n_listeners; i++)
 		evconnlistener_free(w->listeners[i]);
 	w->n_listeners = 0;
@@ -452,11 +454,23 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 	buf_init(&w->head_out, HEAD_OUT_MAX);
 	buf_init(&w->head_red, HEAD_OUT_MAX);
 	/* No locks in the worker's base (mailbox.h): only this worker's
-	 * thread touches it; other threads post to its mailbox. */
+	 * thread touches it; other threads post to its mailbox.
+	 *
+	 * The change list: libevent keeps the epoll changes of one loop pass
+	 * and makes them before it waits, so that a change undone in the same
+	 * pass costs nothing. A tunnel's TLS handshake turns reading and
+	 * writing on and off many times: 14 epoll_ctl(2) per new tunnel
+	 * without it, 6 with it (strace). Its catch: a descriptor closed
+	 * while its removal waits in the list leaves its registration in the
+	 * epoll set if another descriptor keeps the same socket open. So no
+	 * worker closes a descriptor that another one shares: shared
+	 * listening sockets are registered as they are and closed by their
+	 * owner after the workers are gone (below). */
 	struct event_config *cfg = event_config_new();
 	if (!cfg)
 		return -ENOMEM;
 	(void)event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	(void)event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	w->base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	if (!w->base)
@@ -478,13 +492,17 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 		return -ENOMEM;
 	for (size_t i = 0; i < px->n_listeners; i++) {
 		const struct listener_info *li = &px->listeners[i];
-		int fd = li->shared ? fcntl(li->fd, F_DUPFD_CLOEXEC, 3) : tcp_fds[i];
-		if (fd < 0)
-			return -errno;
+		/* A shared socket (unix, the sandbox's door) is the same
+		 * descriptor in every worker and stays open until they are
+		 * freed; each worker's own TCP socket is closed with its
+		 * listener, when the drain begins. */
+		int fd = li->shared ? li->fd : tcp_fds[i];
 		ctxs[i] = (struct accept_ctx){ .w = w, .li = li };
-		w->listeners[i] = evconnlistener_new(w->base, accept_cb, &ctxs[i], LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		w->listeners[i] =
+		    evconnlistener_new(w->base, accept_cb, &ctxs[i], li->shared ? 0 : LEV_OPT_CLOSE_ON_FREE, 0, fd);
 		if (!w->listeners[i]) {
-			close(fd);
+			if (!li->shared)
+				close(fd);
 			snprintf(errbuf, errlen, "cannot listen on %s", li->name);
 			return -ENOMEM;
 		}

@@ -254,6 +254,35 @@ def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
     assert result in ("refused", "closed") and dt < 2, (result, dt)
 
 
+def test_drain_leaves_a_shared_unix_listener_quiet(proxy_factory, upstream, tmp_path):
+    # Both workers watch the same unix listening socket, which stays open
+    # until they are done. When the drain stops watching it, a connection
+    # waiting in its backlog must not wake a worker again and again (a
+    # registration left behind in a worker's epoll set would: the socket
+    # stays readable). keyward must idle while the drain waits.
+    sock = tmp_path / "k.sock"
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'), args=("--listen", f"unix:{sock}"))
+    c = HttpConn(open_tunnel(p.port, "api.test", upstream.port, p.ca))
+    c.send(f"GET /big/100000000 HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n\r\n".encode())
+    assert c.read_head()[0] == 200
+    p.signal(signal.SIGTERM)
+    wait_for(lambda: "finishing requests in flight" in p.stderr, 5, "drain message")
+    time.sleep(0.2)
+    waiting = socket.socket(socket.AF_UNIX)
+    waiting.connect(str(sock))  # into the backlog: nobody accepts it now
+
+    def cpu():
+        f = pathlib.Path(f"/proc/{p.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    before = cpu()
+    time.sleep(1)
+    used = cpu() - before
+    c.close()  # lets the drain finish
+    assert p.proc.wait(timeout=20) == 0
+    waiting.close()
+    assert used < 0.3, f"keyward used {used:.2f} s of CPU in 1 s of waiting"
+
+
 # ---- audit log failing closed ----
 
 class RawProxy:
