@@ -3,14 +3,17 @@ is attached outside the client, placeholders are swapped, refusals are
 clear, and the audit log records every decision."""
 
 import json
+import socket
+import ssl
 import subprocess
 import threading
 
 import httpx
+import pytest
 import requests
 
 from conftest import policy_for
-from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET, open_tunnel
+from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET, connect_head, open_tunnel
 
 
 def curl(proxy, url, *args):
@@ -63,6 +66,37 @@ def test_first_tunnels_at_once(proxy_factory, upstream):
     got = [r for r in upstream.requests if r.target.startswith("/api/first/")]
     assert len(got) == 16
     assert all(r.header("Authorization") == f"Bearer {SECRET}" for r in got)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+def test_tls_sessions_resume_in_new_tunnels(proxy_factory, upstream, version):
+    # keyward resumes by tickets only (no session cache in memory): a
+    # client that offers the session of its last tunnel skips the full
+    # handshake in the next one, TLS 1.2 and 1.3 alike, and each resumed
+    # tunnel still gets the credential.
+    p = proxy_factory(policy_for(upstream))
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    ctx.minimum_version = ctx.maximum_version = version
+    session, reused = None, []
+    for i in range(3):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        assert connect_head(s, f"api.test:{upstream.port}").startswith(b"HTTP/1.1 200")
+        t = ctx.wrap_socket(s, server_hostname="api.test", session=session)
+        try:
+            t.sendall(f"GET /api/resume/{i} HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := t.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), data[:200]
+            assert t.version() == ("TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3")
+            reused.append(t.session_reused)
+            session = t.session  # TLS 1.3: the ticket came after the handshake
+        finally:
+            t.close()
+    assert reused == [False, True, True]
+    got = [r for r in upstream.requests if r.target.startswith("/api/resume/")]
+    assert [r.header("Authorization") for r in got] == [f"Bearer {SECRET}"] * 3
 
 
 def test_curl_without_placeholder_still_gets_credential(proxy_factory, upstream):
