@@ -952,6 +952,7 @@ static void read_head(struct conn *c)
 /* ---- CONNECT ---- */
 
 static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg);
+static void start_tls(struct conn *c);
 
 static void handle_connect(struct conn *c)
 {
@@ -985,7 +986,23 @@ static void handle_connect(struct conn *c)
 	c->state = C_CONNECT_SENT;
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n", 39);
+	/* Written now, as client_send does, when nothing is queued before it:
+	 * the new socket is all but always writable, and the handshake can
+	 * begin without a pass of the loop. What the socket does not take
+	 * (or all of it, after an error, which the next write reports) is
+	 * queued, and start_tls waits for it to be written. */
+	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	ssize_t sent = 0;
+	if (evbuffer_get_length(out) == 0)
+		sent = send(bufferevent_getfd(c->bev), ok, sizeof(ok) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (sent == (ssize_t)sizeof(ok) - 1) {
+		start_tls(c);
+		return;
+	}
+	if (sent < 0)
+		sent = 0;
+	evbuffer_add(out, ok + sent, sizeof(ok) - 1 - (size_t)sent);
 }
 
 /* The 200 has reached the socket: the client's ClientHello waits in the
