@@ -237,15 +237,21 @@ def test_request_still_running_after_the_drain_period_is_closed_and_audited(prox
     assert "connections still open after the drain period" in p.stderr
 
 
-def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
-    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
-    # Keep the drain going for a while with a stalled download.
+def drain_behind_a_download(p, upstream):
+    """SIGTERM to p while a download it serves stalls (nobody reads it), so
+    that the drain goes on until the returned connection is closed."""
     c = HttpConn(open_tunnel(p.port, "api.test", upstream.port, p.ca))
     c.send(f"GET /big/100000000 HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n\r\n".encode())
     assert c.read_head()[0] == 200
     p.signal(signal.SIGTERM)
     wait_for(lambda: "finishing requests in flight" in p.stderr, 5, "drain message")
     time.sleep(0.2)
+    return c
+
+
+def test_sigterm_refuses_new_connections_promptly(proxy_factory, upstream):
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'))
+    c = drain_behind_a_download(p, upstream)
     t0 = time.monotonic()
     result = probe_new_connection(p.port)
     dt = time.monotonic() - t0
@@ -262,12 +268,7 @@ def test_drain_leaves_a_shared_unix_listener_quiet(proxy_factory, upstream, tmp_
     # stays readable). keyward must idle while the drain waits.
     sock = tmp_path / "k.sock"
     p = proxy_factory(policy_for(upstream, paths='["/**"]'), args=("--listen", f"unix:{sock}"))
-    c = HttpConn(open_tunnel(p.port, "api.test", upstream.port, p.ca))
-    c.send(f"GET /big/100000000 HTTP/1.1\r\nHost: api.test:{upstream.port}\r\n\r\n".encode())
-    assert c.read_head()[0] == 200
-    p.signal(signal.SIGTERM)
-    wait_for(lambda: "finishing requests in flight" in p.stderr, 5, "drain message")
-    time.sleep(0.2)
+    c = drain_behind_a_download(p, upstream)
     waiting = socket.socket(socket.AF_UNIX)
     waiting.connect(str(sock))  # into the backlog: nobody accepts it now
 
