@@ -1618,11 +1618,54 @@ static int body_sink(void *arg, const char *p, size_t n)
 	return body_out(c, p, n);
 }
 
+static int join_sink(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+	c->bytes_in += n;
+	return buf_append(&c->out, p, n);
+}
+
+/* A small body that came with its head (a JSON POST, most often) joins
+ * the head in c->out, through the parser, so that both go in one write
+ * (one TLS record): pumped after the head, it would wait for EPOLLOUT and
+ * a pass of the loop. Only a body of known length that is here whole and
+ * fits in one record with the head; any other is pumped as before.
+ * Returns false if the request was refused instead. */
+static bool join_body(struct conn *c)
+{
+	const struct http_head *r = &c->req;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (http1_message_done(&c->parser) || r->chunked || !r->has_content_length || c->sigv4.started || c->upgrade ||
+	    c->out.len >= TLS_RECORD_MAX || r->content_length > TLS_RECORD_MAX - c->out.len ||
+	    c->out.len + r->content_length > c->out.max || (c->max_body && r->content_length > c->max_body) ||
+	    evbuffer_get_length(in) < r->content_length)
+		return true;
+	size_t n = (size_t)r->content_length, consumed = 0;
+	const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n), *why = NULL;
+	if (!p)
+		return true; /* no memory to join: pumped as before */
+	c->parser.on_body = join_sink;
+	c->parser.ctx = c;
+	int k = http1_feed_body(&c->parser, p, n, &consumed, &why);
+	evbuffer_drain(in, consumed);
+	if (k == 1 && consumed == n)
+		return true;
+	/* Not expected of a body of known length; nothing was sent. */
+	explicit_bzero(c->out.data, c->out.len);
+	c->out.len = 0;
+	char text[200];
+	snprintf(text, sizeof(text), "malformed request body: %s", why ? why : "cannot be read");
+	refuse(c, 400, "Bad Request", "deny", "malformed", text, NULL);
+	return false;
+}
+
 static void send_request(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *out = bufferevent_get_output(u->bev);
 	size_t sent = 0;
+	if (!join_body(c))
+		return;
 	/* Write the head now rather than queue it: a socket bufferevent, plain
 	 * or TLS, writes only once epoll reports the socket writable, which
 	 * costs a pass of the loop and two epoll_ctl(2) calls for a socket that

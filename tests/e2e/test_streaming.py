@@ -523,6 +523,49 @@ def test_pipelined_responses_to_a_client_that_does_not_read(proxy_factory, any_u
     assert [(r["status"], r["bytes_out"]) for r in recs] == [(200, size) for size in sizes]
 
 
+def test_bodies_with_their_heads_and_after_them(proxy_factory, any_upstream):
+    # A body of known length that came whole with its head goes upstream
+    # in the same write as the head (in a tunnel, the same TLS record, up
+    # to 16 KiB with the head); any other is pumped after it. Both ways the
+    # upstream gets every byte once, the request after it on the same
+    # connection (pipelined in the same send) is read from the right byte,
+    # and the audit counts the body.
+    u = any_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=20)
+    if u.tls:
+        assert connect_head(s, f"api.test:{u.port}").startswith(b"HTTP/1.1 200")
+        s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(s, server_hostname="api.test")
+    c = HttpConn(s)
+
+    def post(name, body):
+        return get(u, f"/api/{name}", "POST", f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n") + body
+
+    bodies = {"small": b'{"model":"m","messages":[]}', "fits": b"f" * 15000, "record": b"r" * 16384,
+              "large": b"l" * 70000, "empty": b""}
+    for name, body in bodies.items():
+        c.send(post(name, body) + get(u, f"/api/after-{name}"))
+        for want in (name, f"after-{name}"):
+            status, _, got, _ = c.read_response()
+            assert status == 200, got
+            assert json.loads(got)["target"] == f"/api/{want}"
+    # the body in a later packet than its head: pumped
+    c.send(post("later", b"later!!")[:-7])
+    time.sleep(0.2)
+    c.send(b"later!!")
+    status, _, got, _ = c.read_response()
+    assert status == 200 and json.loads(got)["body_len"] == 7
+    c.close()
+    seen = {r.target.rsplit("/", 1)[1]: r.body for r in u.requests}
+    for name, body in bodies.items():
+        assert seen[name] == body, name
+        assert seen[f"after-{name}"] == b""
+    assert seen["later"] == b"later!!"
+    recs = {r["path"].rsplit("/", 1)[1]: r for r in p.requests()}
+    for name, body in bodies.items():
+        assert recs[name]["status"] == 200 and recs[name]["bytes_in"] == len(body), recs[name]
+
+
 def test_half_closed_client_gets_its_answer(proxy_factory, plain_upstream):
     # A client may close its sending side once the request is out (RFC 9112
     # section 9.6), e.g. `printf 'GET …' | nc`: it still gets the answer,
