@@ -2,12 +2,14 @@
  * CONNECT, for bench/run.sh (wrk cannot send CONNECT).
  *
  *   tlsload [-x PROXYHOST:PORT] -a ADDR:PORT -s SNI -f CAFILE [-c CONNS]
- *           [-d SECONDS] [-n] [-r] PATH
+ *           [-d SECONDS] [-n] [-r] [-b BYTES] PATH
  *
  * Each of CONNS threads owns one connection: TCP to the proxy (-x) and
  * "CONNECT SNI:PORT", or TCP straight to ADDR:PORT; then TLS with SNI and
  * a verified certificate (CAFILE, host name SNI); then keep-alive GET PATH
- * requests, one at a time, until the time is up. With -n every request gets
+ * requests (with -b: POST with a body of BYTES bytes, Content-Length, in
+ * the same write as the head), one at a time, until the time is up. With
+ * -n every request gets
  * a new connection (new connections per second); with -r as well, each
  * thread offers the TLS session of its previous connection (resumption).
  * Latency is from the request's first byte written to the last byte of the
@@ -52,6 +54,7 @@ static struct {
 	int conns;
 	double seconds;
 	bool new_conn, resume;
+	int body; /* -b: POST with this many bytes of body */
 	SSL_CTX *ctx;
 	double deadline;
 } opt;
@@ -239,9 +242,23 @@ static void record(struct worker *w, double t0)
 static void *work(void *arg)
 {
 	struct worker *w = arg;
-	char req[1024];
-	int reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: tlsload\r\n\r\n", opt.path,
-	                      opt.sni, opt.port);
+	char *req = malloc(1024 + 65536);
+	int reqlen;
+	if (!req) {
+		w->errors++;
+		return NULL;
+	}
+	if (opt.body > 0) {
+		reqlen = snprintf(req, 1024,
+		                  "POST %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: tlsload\r\nContent-Type: application/json\r\n"
+		                  "Content-Length: %d\r\n\r\n",
+		                  opt.path, opt.sni, opt.port, opt.body);
+		memset(req + reqlen, 'x', (size_t)opt.body);
+		reqlen += opt.body;
+	} else {
+		reqlen = snprintf(req, 1024, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: tlsload\r\n\r\n", opt.path,
+		                  opt.sni, opt.port);
+	}
 	SSL *ssl = NULL;
 	while (now() < opt.deadline) {
 		double t0 = now();
@@ -265,6 +282,7 @@ static void *work(void *arg)
 		}
 	}
 	tls_close(ssl, w);
+	free(req);
 	return NULL;
 }
 
@@ -297,7 +315,7 @@ int main(int argc, char **argv)
 	opt.conns = 1;
 	opt.seconds = 5;
 	int c;
-	while ((c = getopt(argc, argv, "x:a:s:f:c:d:nr")) != -1) {
+	while ((c = getopt(argc, argv, "x:a:s:f:c:d:nrb:")) != -1) {
 		switch (c) {
 		case 'x':
 			if (split_hostport(optarg, &opt.proxy_host, &opt.proxy_port) < 0)
@@ -325,12 +343,17 @@ int main(int argc, char **argv)
 		case 'r':
 			opt.resume = true;
 			break;
+		case 'b':
+			opt.body = atoi(optarg);
+			break;
 		default:
 			return 2;
 		}
 	}
-	if (optind != argc - 1 || !opt.addr || !opt.sni || !cafile || opt.conns < 1 || opt.conns > 1024) {
-		fprintf(stderr, "usage: tlsload [-x PROXY:PORT] -a ADDR:PORT -s SNI -f CAFILE [-c N] [-d S] [-n] [-r] PATH\n");
+	if (optind != argc - 1 || !opt.addr || !opt.sni || !cafile || opt.conns < 1 || opt.conns > 1024 ||
+	    opt.body < 0 || opt.body > 65536) {
+		fprintf(stderr,
+		        "usage: tlsload [-x PROXY:PORT] -a ADDR:PORT -s SNI -f CAFILE [-c N] [-d S] [-n] [-r] [-b BYTES] PATH\n");
 		return 2;
 	}
 	opt.path = argv[optind];
