@@ -498,8 +498,8 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 		 * listener, when the drain begins. */
 		int fd = li->shared ? li->fd : tcp_fds[i];
 		ctxs[i] = (struct accept_ctx){ .w = w, .li = li };
-		w->listeners[i] =
-		    evconnlistener_new(w->base, accept_cb, &ctxs[i], li->shared ? 0 : LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		unsigned flags = LEV_OPT_CLOSE_ON_EXEC | (li->shared ? 0 : LEV_OPT_CLOSE_ON_FREE);
+		w->listeners[i] = evconnlistener_new(w->base, accept_cb, &ctxs[i], flags, 0, fd);
 		if (!w->listeners[i]) {
 			if (!li->shared)
 				close(fd);

@@ -155,7 +155,11 @@ static void try_next_address(struct upstream *u)
 		bufferevent_free(u->bev);
 		u->bev = NULL;
 		try_next_address(u);
+		return;
 	}
+	/* libevent makes the socket without close-on-exec (commands keyward
+	 * runs close what they inherit anyway: secrets/exec.c). */
+	(void)evutil_make_socket_closeonexec(bufferevent_getfd(u->bev));
 }
 
 /* Keeps the addresses we may dial; remembers why others were refused. */

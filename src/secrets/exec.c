@@ -187,6 +187,12 @@ static int spawn(const char *command, pid_t *ret_pid, int *ret_fd)
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	/* Nothing else of keyward's passes: while the proxy serves, its client
+	 * and upstream sockets are open, and a command holding a copy could
+	 * read or write plain-HTTP traffic, would keep a connection keyward
+	 * closed open, and would keep a closed socket registered in a
+	 * worker's epoll set (proxy.c, the change list). */
+	int e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawnattr_init(&at);
 	/* Its own group, so that a timeout kills what it started too; signal
 	 * dispositions reset (keyward ignores SIGPIPE) and none blocked. */
@@ -195,7 +201,8 @@ static int spawn(const char *command, pid_t *ret_pid, int *ret_fd)
 	posix_spawnattr_setsigmask(&at, &none);
 	posix_spawnattr_setsigdefault(&at, &all);
 	char *argv[] = { "sh", "-c", (char *)command, NULL };
-	int e = posix_spawn(ret_pid, "/bin/sh", &fa, &at, argv, environ);
+	if (e == 0) /* not run at all if its descriptors could not be closed */
+		e = posix_spawn(ret_pid, "/bin/sh", &fa, &at, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	close(p[1]);

@@ -197,6 +197,29 @@ def runs(count):
     return int(count.read_text()) if count.exists() else 0
 
 
+def test_exec_command_inherits_no_descriptor_of_keyward(proxy_factory, upstream, tmp_path):
+    # A credential command may run while the proxy serves (here: at a
+    # reload, with a client's connection and a pooled upstream connection
+    # open): it gets stdin, stdout and stderr, and none of keyward's
+    # sockets, which it could read or keep open.
+    fds = tmp_path / "fds"
+    s = script(tmp_path / "cred.sh", f'ls -l /proc/$$/fd > {fds}.new && mv {fds}.new {fds}\n'
+               f'printf "%s\\n" "{SECRET}"\n')
+    p = proxy_factory(exec_policy(upstream, s))
+    client = session(p)
+    assert client.get(f"https://api.test:{upstream.port}/api/x", timeout=20).status_code == 200
+    wait_for(fds.exists, what="the command's first run")
+    fds.unlink()
+    p.signal(signal.SIGHUP)
+    wait_for(fds.exists, what="the command's run at the reload")
+    # the shell's own (dash keeps its script and a saved stdin) and the
+    # pipe keyward reads; no socket, epoll set or eventfd of keyward's
+    listing = fds.read_text()
+    assert "pipe:" in listing
+    assert "socket:" not in listing and "anon_inode" not in listing, listing
+    assert client.get(f"https://api.test:{upstream.port}/api/x", timeout=20).status_code == 200
+
+
 def test_exec_failing_command_gives_503_for_its_route_only(proxy_factory, upstream, tmp_path):
     # it prints the secret on stderr: keyward must not log it
     s = script(tmp_path / "fail.sh", f'echo "{SECRET}" >&2\nexit 3\n')
