@@ -11,6 +11,8 @@ void buf_init(struct buf *b, size_t max)
 
 void buf_free(struct buf *b)
 {
+	if (b->wipe && b->data)
+		explicit_bzero(b->data, b->cap);
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
@@ -34,9 +36,18 @@ int buf_space(struct buf *b, size_t n, char **ret)
 			cap *= 2;
 		if (cap > b->max + 1)
 			cap = b->max + 1;
-		char *p = realloc(b->data, cap);
-		if (!p)
+		char *p;
+		if (b->wipe) {
+			if (!(p = malloc(cap)))
+				return -ENOMEM;
+			if (b->data) {
+				memcpy(p, b->data, b->len + 1); /* and its NUL */
+				explicit_bzero(b->data, b->cap);
+				free(b->data);
+			}
+		} else if (!(p = realloc(b->data, cap))) {
 			return -ENOMEM;
+		}
 		b->data = p;
 		b->cap = cap;
 	}

@@ -12,6 +12,9 @@ struct buf {
 	size_t len;
 	size_t cap;
 	size_t max;
+	/* Set after buf_init for a buffer that holds secrets: a block it
+	 * leaves (growing, buf_free) is wiped before the allocator gets it. */
+	bool wipe;
 };
 
 void buf_init(struct buf *b, size_t max);

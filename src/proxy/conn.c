@@ -206,9 +206,7 @@ static void conn_free(struct conn *c)
 		gen_unref(c->gen);
 	buf_free(&c->head);
 	buf_free(&c->path);
-	if (c->out.data)
-		OPENSSL_cleanse(c->out.data, c->out.cap);
-	buf_free(&c->out);
+	buf_free(&c->out); /* wiped: c->out.wipe */
 	sigv4_stream_end(c);
 	free(c->hdrs);
 	redaction_free(c);
@@ -1642,7 +1640,8 @@ static bool join_body(struct conn *c)
 		return true;
 	size_t n = (size_t)r->content_length, consumed = 0;
 	const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n), *why = NULL;
-	if (!p)
+	char *room;
+	if (!p || buf_space(&c->out, n, &room) < 0)
 		return true; /* no memory to join: pumped as before */
 	c->parser.on_body = join_sink;
 	c->parser.ctx = c;
@@ -1650,7 +1649,8 @@ static bool join_body(struct conn *c)
 	evbuffer_drain(in, consumed);
 	if (k == 1 && consumed == n)
 		return true;
-	/* Not expected of a body of known length; nothing was sent. */
+	/* Not expected of a body of known length, with its room reserved;
+	 * nothing was sent. */
 	explicit_bzero(c->out.data, c->out.len);
 	c->out.len = 0;
 	char text[200];
@@ -2453,6 +2453,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	buf_init(&c->head, 65536);
 	buf_init(&c->path, 65536);
 	buf_init(&c->out, 65536);
+	c->out.wipe = true; /* the injected head: the credential */
 	http1_init(&c->parser, HTTP1_REQUEST);
 	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(w->base, timer_cb, c);

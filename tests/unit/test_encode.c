@@ -148,6 +148,42 @@ static void test_base64_ceiling(void **state)
 	buf_free(&b);
 }
 
+/* A buffer of secrets (wipe) grows by copying instead of realloc: it
+ * must keep every byte, its NUL after a bare buf_space, and its ceiling,
+ * as any buffer does. */
+static void test_buf_wipe_grows_like_any_buffer(void **state)
+{
+	(void)state;
+	for (int wipe = 0; wipe <= 1; wipe++) {
+		struct buf b;
+		char want[3000];
+		size_t n = 0;
+		buf_init(&b, sizeof(want));
+		b.wipe = wipe;
+		for (size_t k = 1; n + k <= sizeof(want); k += 7) {
+			char piece[64];
+			for (size_t i = 0; i < k && i < sizeof(piece); i++)
+				piece[i] = (char)('a' + (n + i) % 26);
+			size_t m = k < sizeof(piece) ? k : sizeof(piece);
+			char *room; /* grows here when it must; nothing kept yet */
+			assert_int_equal(buf_space(&b, m, &room), 0);
+			if (n > 0) /* a fresh buffer has no NUL before its first append */
+				assert_int_equal(b.data[b.len], '\0');
+			assert_memory_equal(b.data, want, n);
+			assert_int_equal(buf_append(&b, piece, m), 0);
+			memcpy(want + n, piece, m);
+			n += m;
+			assert_int_equal(b.len, n);
+			assert_memory_equal(b.data, want, n);
+			assert_int_equal(b.data[n], '\0');
+		}
+		char *room;
+		assert_int_equal(buf_space(&b, sizeof(want) - n + 1, &room), -ENOBUFS);
+		buf_free(&b);
+		assert_null(b.data);
+	}
+}
+
 /* ---- hex ---- */
 
 static void test_hex(void **state)
@@ -434,13 +470,21 @@ static void test_json_writers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_base64_decode_rejects),  cmocka_unit_test(test_base64_vectors),
-		cmocka_unit_test(test_base64_round_trip),      cmocka_unit_test(test_base64_decode_lenient_pad_bits),
-		cmocka_unit_test(test_base64_ceiling),         cmocka_unit_test(test_hex),
-		cmocka_unit_test(test_percent_decode_rejects), cmocka_unit_test(test_percent_decode),
-		cmocka_unit_test(test_percent_encode),         cmocka_unit_test(test_mem_find),
-		cmocka_unit_test(test_json_str_escapes),       cmocka_unit_test(test_json_str_always_valid),
-		cmocka_unit_test(test_json_writers),           cmocka_unit_test(test_json_str_specials_at_every_offset),
+		cmocka_unit_test(test_base64_decode_rejects),
+		cmocka_unit_test(test_base64_vectors),
+		cmocka_unit_test(test_base64_round_trip),
+		cmocka_unit_test(test_base64_decode_lenient_pad_bits),
+		cmocka_unit_test(test_base64_ceiling),
+		cmocka_unit_test(test_buf_wipe_grows_like_any_buffer),
+		cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_percent_decode_rejects),
+		cmocka_unit_test(test_percent_decode),
+		cmocka_unit_test(test_percent_encode),
+		cmocka_unit_test(test_mem_find),
+		cmocka_unit_test(test_json_str_escapes),
+		cmocka_unit_test(test_json_str_always_valid),
+		cmocka_unit_test(test_json_writers),
+		cmocka_unit_test(test_json_str_specials_at_every_offset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
