@@ -465,7 +465,8 @@ static int setup_worker(struct proxy *px, struct worker *w, int id, struct accep
 	 * epoll set if another descriptor keeps the same socket open. So no
 	 * worker closes a descriptor that another one shares: shared
 	 * listening sockets are registered as they are and closed by their
-	 * owner after the workers are gone (below). */
+	 * owner after the workers are gone (below), and a command keyward
+	 * runs inherits none of its sockets (secrets/exec.c). */
 	struct event_config *cfg = event_config_new();
 	if (!cfg)
 		return -ENOMEM;
