@@ -119,12 +119,14 @@ def main():
     settings = dict(x.split("=", 1) for x in ("duration=" + meta.get("duration", "")).split())
     raw = work / "raw"
     runs = {}
-    for case, ext, parse in (("load", "txt", parse_wrk), ("single", "txt", parse_wrk), ("tls", "json", parse_tls),
+    for case, ext, parse in (("load", "txt", parse_wrk), ("post", "txt", parse_wrk), ("single", "txt", parse_wrk),
+                             ("tls", "json", parse_tls), ("tls-post", "json", parse_tls),
                              ("newconn", "json", parse_tls), ("newconn-full", "json", parse_tls)):
         for t in TARGETS:
             files = sorted(raw.glob(f"{case}-{t}-*.{ext}"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
             runs[case, t] = [parse(p) for p in files]
-    CASES = [c for c in ("load", "single", "tls", "newconn", "newconn-full") if runs.get((c, "keyward"))]
+    CASES = [c for c in ("load", "post", "single", "tls", "tls-post", "newconn", "newconn-full")
+             if runs.get((c, "keyward"))]
 
     def med(case, t, key):
         vals = [r[key] for r in runs[case, t] if r[key] == r[key]]
@@ -229,8 +231,10 @@ def main():
     w("the targets interleaved round by round (ratio of the medians; in brackets each round's ratio):")
     w("")
     case_label = {"load": f"plain HTTP, {settings.get('conns')} keep-alive connections",
+                  "post": f"plain HTTP POST, {meta.get('post_bytes', '?')}-byte JSON body, {settings.get('conns')} keep-alive connections",
                   "single": "plain HTTP, one connection, one CPU",
                   "tls": f"HTTPS, {settings.get('conns')} keep-alive connections",
+                  "tls-post": f"HTTPS POST, {meta.get('post_bytes', '?')}-byte body, {settings.get('conns')} keep-alive connections",
                   "newconn": f"HTTPS, new connection per request, {meta.get('newconns', '?')} clients, TLS resumption",
                   "newconn-full": f"HTTPS, new connection per request, {meta.get('newconns', '?')} clients, full handshakes"}
     others = [t for t in TARGETS if t not in ("direct", "keyward")]
@@ -256,7 +260,11 @@ def main():
     w("")
     for case, title in (("load", f"Load: wrk, keep-alive, {settings.get('conns')} connections, "
                          f"{settings.get('threads')} threads, {settings.get('duration')} per run"),
+                        ("post", f"POST: the same, each request a POST with a {meta.get('post_bytes', '?')}-byte JSON body "
+                         "(bench/wrk-post.lua)"),
                         ("single", "One connection, one request at a time (wrk -t1 -c1), all processes on one CPU: service latency")):
+        if case not in CASES:
+            continue
         w(f"### {title}")
         w("")
         if case == "single":
@@ -274,10 +282,12 @@ def main():
               f"{fmt_us(s['p99'])} | {a[0]} | {a[1]} | "
               f"{'–' if t == 'direct' else fmt_us(s['cpu_us_per_req'])} | {fmt_us(s['up_cpu_us_per_req'])} | {s['errors']} |")
         w("")
-        if case == "load":
-            w(f"keyward/nginx throughput ratio: **{ratio:.3f}** (ratio of the medians); round by round: "
-              f"{', '.join(f'{x:.3f}' for x in paired)}, median **{ratio_paired:.3f}**.")
-            kc, nc = S["load", "keyward"]["cpu_us_per_req"], S["load", "nginx"]["cpu_us_per_req"]
+        if case in ("load", "post"):
+            pr = paired_of(case, "nginx")
+            w(f"keyward/nginx throughput ratio: **{S[case, 'keyward']['rps'] / S[case, 'nginx']['rps']:.3f}** "
+              f"(ratio of the medians); round by round: "
+              f"{', '.join(f'{x:.3f}' for x in pr)}, median **{statistics.median(pr) if pr else float('nan'):.3f}**.")
+            kc, nc = S[case, "keyward"]["cpu_us_per_req"], S[case, "nginx"]["cpu_us_per_req"]
             w(f"keyward/nginx CPU per request: **{kc / nc:.2f}** ({fmt_us(kc)} vs {fmt_us(nc)}).")
             w("")
         if case == "single":
@@ -315,6 +325,8 @@ def main():
     w("CPU/req is the server side's CPU time per request as above.")
     w("")
     for case, title in (("tls", f"Keep-alive: {settings.get('conns')} connections, {settings.get('duration')} per run"),
+                        ("tls-post", f"POST: the same, each request a POST with a {meta.get('post_bytes', '?')}-byte "
+                         "body (tlsload -b)"),
                         ("newconn", f"New connection per request, {meta.get('newconns', '?')} client threads, the client offers "
                          "its previous TLS session (resumption)"),
                         ("newconn-full", f"New connection per request, {meta.get('newconns', '?')} client threads, "
@@ -440,9 +452,9 @@ def main():
     w("KEYWARD_HOME=WORK/kw/home BENCH_TOKEN=… build-bench/keyward proxy --policy WORK/policy.yaml \\")
     w("    --listen 127.0.0.1:0 --audit WORK/kw/audit.jsonl --resolve api.test:127.0.0.1")
     seen = set()
-    for case in ("load", "single"):
+    for case in ("load", "post", "single"):
         for t in TARGETS:
-            for r in runs[case, t][:1]:
+            for r in runs.get((case, t), [])[:1]:
                 if r["cmd"] not in seen:
                     seen.add(r["cmd"])
                     w(f"{r['cmd']}    # {case}, {t}")
@@ -468,8 +480,8 @@ def main():
     w("")
     w("<details><summary>Raw wrk output of every run</summary>")
     w("")
-    for case in ("load", "single"):
-        for i in range(max(len(runs[case, t]) for t in TARGETS)):
+    for case in ("load", "post", "single"):
+        for i in range(max(len(runs.get((case, t), [])) for t in TARGETS)):
             for t in TARGETS:
                 if i < len(runs[case, t]):
                     w(f"`{case} {t} #{i + 1}`")
@@ -492,7 +504,8 @@ def main():
     print()
     print(f"== keyward benchmark summary ({meta['date'][:10]}, {meta['host']}, {meta['nproc']} CPUs) ==")
     for case, label in (("load", f"load ({settings.get('conns')} connections, {settings.get('threads')} threads)"),
-                        ("single", "one connection, one CPU"), ("tls", "HTTPS keep-alive"),
+                        ("post", "POST, load"), ("single", "one connection, one CPU"), ("tls", "HTTPS keep-alive"),
+                        ("tls-post", "HTTPS POST keep-alive"),
                         ("newconn", "HTTPS new connections, resumption"), ("newconn-full", "HTTPS new connections, full")):
         if case not in CASES:
             continue

@@ -43,6 +43,9 @@ REDO=${BENCH_REDO:-0}
 TARGETS=(direct keyward nginx caddy mitmproxy)
 PERF=${BENCH_PERF:-auto}
 WARMUP=2s
+# The body of the POST runs: the JSON of bench/wrk-post.lua is this long,
+# and tlsload -b sends as many bytes.
+POST_BYTES=359
 SECRET="bench-secret-0123456789abcdef"  # made up; nothing real is ever used here
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -200,10 +203,11 @@ cpu_busy_pct() {
 	echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
 }
 
-# Waits (at most BENCH_QUIET_WAIT seconds, default 300) for the machine to
-# be quiet before measuring.
+# Waits (at most BENCH_QUIET_WAIT seconds, default 30) for the machine to
+# be quiet before measuring; with 0 it looks once and does not wait.
 wait_quiet() {
 	local i busy n=$(((${BENCH_QUIET_WAIT:-30} + 4) / 5))
+	[ "$n" -ge 1 ] || n=1
 	for i in $(seq "$n"); do
 		busy=$(cpu_busy_pct)
 		[ "$busy" -le 10 ] && break
@@ -520,11 +524,12 @@ measure() { # case target rep seconds out cmd...
 	LAST_FOREIGN_PCT=$((foreign * 100 / ($(nproc) * hz * ${secs%.*})))
 }
 
-# One wrk run through a target (plain HTTP, absolute-form requests).
+# One wrk run through a target (plain HTTP, absolute-form requests; GET,
+# or with WRK_SCRIPT=wrk-post.lua a POST with a small JSON body).
 run_wrk() { # case target rep threads conns
 	local out=$WORK/raw/$1-$2-$3.txt
 	BENCH_TARGET=api.test:$UP_PORT measure "$1" "$2" "$3" "${DURATION%s}" "$out" \
-		wrk -t"$4" -c"$5" -d"$DURATION" --timeout 5s --latency -s "$BENCH/wrk-absolute.lua" \
+		wrk -t"$4" -c"$5" -d"$DURATION" --timeout 5s --latency -s "$BENCH/${WRK_SCRIPT:-wrk-absolute.lua}" \
 		"http://127.0.0.1:$(port_of "$2")/"
 	log "$1 $2 #$3: $(awk '/Requests\/sec/ {print $2 " req/s"}' "$out"), other work ${LAST_FOREIGN_PCT}% of the CPUs"
 }
@@ -691,6 +696,9 @@ main() {
 			-s "$BENCH/wrk-absolute.lua" "http://127.0.0.1:$(port_of "$t")/" >/dev/null
 	done
 	run_rounds load wrk "$THREADS" "$CONNS"
+	# The same with small JSON POSTs (an LLM API's usual request): the body
+	# is forwarded too (keyward sends a small body with its head).
+	WRK_SCRIPT=wrk-post.lua run_rounds post wrk "$THREADS" "$CONNS"
 	# One connection, with wrk, both proxies and the upstream on one CPU:
 	# on a virtual machine, waking an idle CPU costs tens of microseconds
 	# per hop and varies run to run by a factor of 3; on one CPU the hops are
@@ -708,6 +716,7 @@ main() {
 		"$TLSLOAD" $(tls_args "$t") -s api.test -d 1 -c 4 /api/x >/dev/null
 	done
 	run_rounds tls tls -c "$CONNS"
+	run_rounds tls-post tls -c "$CONNS" -b "$POST_BYTES"
 	# New connections per second: each request on a new connection (and,
 	# through keyward and mitmproxy, a new CONNECT tunnel), the client
 	# offering its last TLS session (resumption), then without.
@@ -780,6 +789,7 @@ main() {
 		echo "mitmproxy=$(mitmdump --version 2>/dev/null | head -1) (Debian $(dpkg-query -W -f='${Version}' mitmproxy 2>/dev/null || echo '?'))"
 		echo "targets=${TARGETS[*]}"
 		echo "newconns=$NEWCONNS"
+		echo "post_bytes=$POST_BYTES"
 		echo "million=$MILLION"
 		echo "million_audit_records=${MILLION_AUDIT:-0}"
 		echo "wrk=$(wrk -v 2>&1 | head -1 | sed 's/ *Usage.*//')"
