@@ -193,6 +193,13 @@ static int spawn(const char *command, pid_t *ret_pid, int *ret_fd)
 	 * closed open, and would keep a closed socket registered in a
 	 * worker's epoll set (proxy.c, the change list). */
 	int e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	/* In "/": keyward's working directory is usually the workspace of
+	 * `keyward run`, which the sandbox writes, and many commands load
+	 * code from their working directory (python3 puts it first on
+	 * sys.path, a relative PATH entry, ./script): the command must not
+	 * run what the sandbox left there. */
+	if (e == 0)
+		e = posix_spawn_file_actions_addchdir_np(&fa, "/");
 	posix_spawnattr_init(&at);
 	/* Its own group, so that a timeout kills what it started too; signal
 	 * dispositions reset (keyward ignores SIGPIPE) and none blocked. */

@@ -220,6 +220,21 @@ def test_exec_command_inherits_no_descriptor_of_keyward(proxy_factory, upstream,
     assert client.get(f"https://api.test:{upstream.port}/api/x", timeout=20).status_code == 200
 
 
+def test_exec_command_runs_in_the_root_directory(proxy_factory, upstream, tmp_path):
+    # keyward's working directory is usually the workspace of `keyward
+    # run`, which the sandbox writes: a command run there could load what
+    # the sandbox left (python3 puts its working directory first on
+    # sys.path). The command runs in "/" whatever keyward's is.
+    cwd = tmp_path / "cwd"
+    s = script(tmp_path / "cred.sh", f'pwd > {cwd}.new && mv {cwd}.new {cwd}\n'
+               f'printf "%s\\n" "{SECRET}"\n')
+    p = proxy_factory(exec_policy(upstream, s))
+    wait_for(cwd.exists, what="the command's first run")
+    assert cwd.read_text() == "/\n"
+    assert session(p).get(f"https://api.test:{upstream.port}/api/x", timeout=20).status_code == 200
+    assert upstream.requests[-1].header("Authorization") == f"Bearer {SECRET}"
+
+
 def test_exec_failing_command_gives_503_for_its_route_only(proxy_factory, upstream, tmp_path):
     # it prints the secret on stderr: keyward must not log it
     s = script(tmp_path / "fail.sh", f'echo "{SECRET}" >&2\nexit 3\n')
