@@ -386,6 +386,15 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		policy_free(policy);
 		return 2;
 	}
+	const char *kfs = kernel_fs_of(ws);
+	if (kfs) {
+		fprintf(stderr,
+		        "keyward run: the workspace %s is in the host's %s; the sandbox has its own %s, and "
+		        "binding the host's would let it change the host's kernel settings or devices\n",
+		        ws, kfs, kfs);
+		policy_free(policy);
+		return 2;
+	}
 	if (streq(ws, "/") || contains_home(ws)) {
 		fprintf(
 		    stderr,
@@ -443,7 +452,11 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		return 1;
 	}
 	size_t n_hide = 0;
-	hide[n_hide++] = state;
+	/* Canonical, as every path hidden: a relative KEYWARD_HOME, or one
+	 * reached through a link, must still cover the vault itself. */
+	char state_abs[PATH_MAX];
+	absolute(state, state_abs, sizeof(state_abs));
+	hide[n_hide++] = state_abs;
 	hide[n_hide++] = audit_abs;
 	char pass_abs[PATH_MAX];
 	const char *pass = getenv(VAULT_PASSPHRASE_ENV);

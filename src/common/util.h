@@ -61,6 +61,33 @@ static inline bool field_next(const char *s, size_t n, size_t *pos, char sep, co
 	return true;
 }
 
+/* The kernel's own file system ("/proc", "/sys" or "/dev") that an
+ * absolute path names or lies beneath, whatever its spelling ("//proc/.",
+ * "/./sys/kernel"), or NULL. Binding one of them into a sandbox would hand
+ * it the host's: a read-write /proc of a root caller writes
+ * /proc/sys/kernel/core_pattern, which runs a program as root. */
+static inline const char *kernel_fs_of(const char *path)
+{
+	static const char *const fs[] = { "/proc", "/sys", "/dev" };
+	if (path[0] != '/')
+		return NULL;
+	const char *p = path;
+	for (;;) { /* past every "/" and "." component */
+		while (*p == '/')
+			p++;
+		if (p[0] == '.' && (p[1] == '/' || p[1] == '\0'))
+			p++;
+		else
+			break;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(fs); i++) {
+		size_t n = strlen(fs[i] + 1);
+		if (strncmp(p, fs[i] + 1, n) == 0 && (p[n] == '/' || p[n] == '\0'))
+			return fs[i];
+	}
+	return NULL;
+}
+
 static inline void freep(void *p)
 {
 	free(*(void **)p);

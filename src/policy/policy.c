@@ -1980,8 +1980,14 @@ static int parse_sandbox_paths(struct ctx *c, const struct ynode *n, const char 
 		for (const char *q = s; (q = strstr(q, "..")); q += 2)
 			if ((q == s || q[-1] == '/') && (q[2] == '\0' || q[2] == '/'))
 				return fail(c, item, "%s: \"%s\": a \"..\" component is not allowed", key, Q(s));
-		if (streq(s, "/"))
-			return fail(c, item, "%s: \"/\" would show the whole host to the sandbox", key);
+		if (s[0] == '/' && !s[strspn(s, "/.")] && !strstr(s, ".."))
+			return fail(c, item, "%s: \"%s\" would show the whole host to the sandbox", key, Q(s));
+		const char *kfs = kernel_fs_of(s);
+		if (kfs)
+			return fail(c, item,
+			            "%s: \"%s\" is in the host's %s, which the sandbox has its own of; "
+			            "binding the host's would let it read or change the host's kernel and devices",
+			            key, Q(s), kfs);
 		struct policy_sandbox_path *sp = &sb->paths[sb->n_paths];
 		r = dup_string(c, s, &sp->path);
 		if (r < 0)

@@ -431,7 +431,11 @@ static void mount_dev(void)
 		int fd = open_nofollow(path);
 		if (fd < 0)
 			continue; /* no /dev/tty without a terminal */
-		bind_fd(fd, path, true, true);
+		/* Read-only: reading and writing a device node needs no write
+		 * access to its mount, while changing the node (chmod, chown,
+		 * utimes) does, and the node is the host's: a root caller's
+		 * sandbox owns it and could otherwise chmod the host's /dev/null. */
+		bind_fd(fd, path, false, true);
 		close(fd);
 	}
 	make_dirs("/dev/pts", 0755);
@@ -479,31 +483,57 @@ static void mount_proc(void)
 		                              "/proc/kallsyms",    "/proc/sysrq-trigger" };
 	for (size_t i = 0; i < ARRAY_SIZE(masked); i++)
 		hide_path(masked[i]);
+	/* Kernel memory layout and page state, readable by root only: the
+	 * sandbox's user owns them when root started keyward (its uid maps to
+	 * root), and then they are covered too; for anyone else they stay as
+	 * they are, unreadable, and no mount is spent on them. */
+	static const char *const root_only[] = { "/proc/kpageflags", "/proc/kpagecount",  "/proc/kpagecgroup",
+		                                 "/proc/slabinfo",   "/proc/vmallocinfo", "/proc/pagetypeinfo" };
+	for (size_t i = 0; i < ARRAY_SIZE(root_only); i++) {
+		struct stat st;
+		in_root(path, sizeof(path), root_only[i]);
+		if (lstat(path, &st) == 0 && (st.st_uid == SANDBOX_UID || (st.st_mode & 0044)))
+			hide_path(root_only[i]);
+	}
 }
 
 /* Covers a host path that must stay invisible (keyward's state, the audit
  * log) with an empty read-only file or directory, when it lies under a
- * path the sandbox can see. */
+ * path the sandbox can see. The path is opened without following a
+ * symbolic link and the cover goes onto what was opened: a link planted
+ * on the way (a folder of the workspace that an earlier sandbox replaced
+ * with a link) must not move the cover off the real object. */
 static void hide_path(const char *host_path)
 {
 	char path[PATH_MAX];
 	struct stat st;
 	in_root(path, sizeof(path), host_path);
-	if (lstat(path, &st) < 0)
+	_cleanup_close_ int target = open_nofollow(path);
+	if (target < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return; /* not visible: nothing to hide */
+	if (target < 0 && errno == ELOOP)
+		die("cannot hide %s: a symbolic link lies on its path in the sandbox's view "
+		    "(a folder replaced with a link?); refusing to run",
+		    host_path);
+	if (target < 0 || fstat(target, &st) < 0)
+		die_errno("cannot hide %s", host_path);
 	if (S_ISDIR(st.st_mode)) {
-		if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555") <
-		    0)
+		char at[64];
+		snprintf(at, sizeof(at), "/proc/self/fd/%d", target);
+		if (mount("tmpfs", at, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555") < 0)
 			die_errno("cannot hide %s", host_path);
-	} else {
-		int fd = open_nofollow("/dev/null");
-		if (fd < 0)
-			die_errno("cannot open /dev/null");
-		/* bind /dev/null without device access: it reads as empty and
-		 * cannot be opened for writing on a nodev, read-only mount */
-		bind_fd(fd, host_path, false, false);
-		close(fd);
+		return;
 	}
+	/* /dev/null without device access: it reads as empty and cannot be
+	 * opened for writing on a nodev, read-only mount */
+	_cleanup_close_ int null = open_nofollow("/dev/null");
+	if (null < 0)
+		die_errno("cannot open /dev/null");
+	_cleanup_close_ int tree = open_tree(null, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY };
+	if (tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0 ||
+	    move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die_errno("cannot hide %s", host_path);
 }
 
 static uint64_t or_default(uint64_t v, uint64_t def)

@@ -1031,6 +1031,125 @@ done(state=os.listdir(".keyward"), audit_size=os.stat("audit.jsonl").st_size)
     assert [(q["decision"], q.get("host")) for q in reqs] == [("deny", "denied.example")], reqs
 
 
+def test_state_dir_named_relatively_or_through_a_planted_link_hidden(sandbox_factory):
+    """The state directory is hidden by its real path: named relatively
+    (KEYWARD_HOME=.keyward, keyward started in the workspace), or through a
+    link an earlier sandbox planted in the workspace (.cache replaced with
+    a link to .cache2, which keyward itself follows), the vault stays
+    covered in the sandbox, under either name."""
+    sb = sandbox_factory()
+    marker = f"vault-content-{random.getrandbits(48):012x}"
+    rel = sb.workspace / ".keyward"
+    rel.mkdir(mode=0o700)
+    (rel / "vault.db").write_text(marker)
+    real = sb.workspace / ".cache2" / "keyward"
+    real.mkdir(parents=True, mode=0o700)
+    (real / "vault.db").write_text(marker)
+    (sb.workspace / ".cache").symlink_to(sb.workspace / ".cache2")
+    code = r"""
+for d in sys.argv[1:]:
+    probe("read " + d, lambda: open(d + "/vault.db").read())
+done(listed={d: os.listdir(d) for d in sys.argv[1:]})
+"""
+    for home, dirs in ((".keyward", [".keyward"]),
+                       (str(sb.workspace / ".cache" / "keyward"), [".cache/keyward", ".cache2/keyward"])):
+        e = dict(sb.env, KEYWARD_HOME=home)
+        p = subprocess.run(sb.argv(py(code) + dirs), capture_output=True, text=True, env=e,
+                           cwd=sb.workspace, timeout=60)
+        assert p.returncode == 0, p.stderr
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        assert r == {**{"read " + d: "ENOENT" for d in dirs}, "listed": {d: [] for d in dirs}}, (home, r)
+    assert (rel / "vault.db").read_text() == marker and (real / "vault.db").read_text() == marker
+
+
+def test_device_nodes_work_but_cannot_be_changed(sandbox_factory):
+    """/dev/null, zero, full, random and urandom are the host's nodes,
+    bound read-only: they read and write as usual, but chmod, chown and
+    utimes fail with EROFS (a root caller's sandbox owns them, and would
+    otherwise change the host's /dev/null for everyone)."""
+    before = {n: os.stat(f"/dev/{n}") for n in ("null", "full", "urandom")}
+    sb = sandbox_factory()
+    code = r"""
+def write(p):
+    with open(p, "wb", buffering=0) as f:
+        f.write(b"x")
+probe("write null", lambda: write("/dev/null"))
+probe("write urandom", lambda: write("/dev/urandom"))
+probe("write full", lambda: write("/dev/full"))
+probe("read zero", lambda: open("/dev/zero", "rb").read(4) == bytes(4) or 1 / 0)
+probe("chmod null", lambda: os.chmod("/dev/null", 0o600))
+probe("chmod full", lambda: os.chmod("/dev/full", 0))
+probe("chown urandom", lambda: os.chown("/dev/urandom", os.getuid(), os.getgid()))
+probe("utime null", lambda: os.utime("/dev/null", (0, 0)))
+done()
+"""
+    changed = []
+    try:
+        p = sb.run(py(code))
+    finally:
+        # were the defence missing, the host's nodes are put back first
+        for n, st in before.items():
+            now = os.stat(f"/dev/{n}")
+            if (now.st_mode, now.st_uid, now.st_mtime_ns) != (st.st_mode, st.st_uid, st.st_mtime_ns):
+                changed.append(n)
+                if os.geteuid() == 0:
+                    os.chmod(f"/dev/{n}", st.st_mode & 0o7777)
+                    os.chown(f"/dev/{n}", st.st_uid, st.st_gid)
+                    os.utime(f"/dev/{n}", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert r == {"write null": "OK", "write urandom": "OK", "write full": "ENOSPC", "read zero": "OK",
+                 "chmod null": "EROFS", "chmod full": "EROFS", "chown urandom": "EROFS",
+                 "utime null": "EROFS"}, r
+    assert not changed, f"the host's nodes changed: {changed}"
+
+
+def test_root_only_kernel_files_in_proc_covered(sandbox_factory):
+    """When root starts keyward, the sandbox's user owns what root owns,
+    /proc's root-only views of kernel memory among them: each is covered
+    (a mount point in the sandbox's mount table) and cannot be opened.
+    (For an ordinary caller they stay unreadable as they are.)"""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox's user is root's only when root starts keyward")
+    names = [n for n in ("kpageflags", "kpagecount", "kpagecgroup", "slabinfo", "vmallocinfo", "pagetypeinfo")
+             if os.path.exists(f"/proc/{n}")]
+    if not names:
+        pytest.skip("this kernel has none of them")
+    sb = sandbox_factory()
+    code = r"""
+for n in sys.argv[1:]:
+    probe(n, lambda: open("/proc/" + n, "rb").read(64))
+done(mounts=[l.split()[4] for l in open("/proc/self/mountinfo")])
+"""
+    p = sb.run(py(code) + names)
+    assert p.returncode == 0, p.err
+    r = result(p)
+    assert {n: r[n] for n in names} == {n: "EACCES" for n in names}, r
+    assert {f"/proc/{n}" for n in names} <= set(r["mounts"]), r["mounts"]
+
+
+@pytest.mark.parametrize("where", ["/proc", "/sys/kernel", "//dev/./shm"])
+def test_kernel_file_systems_refused_as_workspace_or_sandbox_path(sandbox_factory, where):
+    """The host's /proc, /sys and /dev, or anything in them, as the
+    workspace or a `sandbox:` path: keyward refuses to start (exit 2) and
+    says why; a read-write host /proc would let a root caller's sandbox
+    write /proc/sys/kernel/core_pattern."""
+    sb = sandbox_factory()
+    p = subprocess.run([KEYWARD, "run", "--workspace", where, "--", "true"], capture_output=True, text=True,
+                       env=sb.env, cwd=sb.tmp, timeout=60)
+    fs = "/" + where.strip("/").split("/")[0]
+    assert p.returncode == 2 and f"is in the host's {fs}" in p.stderr, p.stderr
+    for key in ("read_only", "read_write"):
+        policy = sb.tmp / f"{key}.yaml"
+        policy.write_text(f"version: 1\nsandbox:\n  {key}: [{where}]\n")
+        for argv in ([KEYWARD, "run", "--policy", str(policy), "--workspace", str(sb.workspace), "--", "true"],
+                     [KEYWARD, "policy", "check", str(policy)]):
+            p = subprocess.run(argv, capture_output=True, text=True, env=sb.env, cwd=sb.tmp, timeout=60)
+            assert p.returncode == 2, (argv, p.stdout, p.stderr)
+            assert f"{policy}:3:" in p.stderr + p.stdout and f"is in the host's {fs}" in p.stderr + p.stdout, \
+                p.stdout + p.stderr
+
+
 def test_audit_log_created_during_the_run_is_hidden(sandbox_factory):
     """The docs' example (audit: keyward-audit.jsonl next to a policy in the
     workspace) on its first run: the log does not exist yet when keyward
