@@ -13,8 +13,8 @@
  * be single-threaded: the filter is not synchronised to other threads), and
  * through it on every process it starts. Sets PR_SET_NO_NEW_PRIVS first.
  * Everything not listed is allowed; listed calls fail with EPERM, except:
- * clone3 fails with ENOSYS (glibc then falls back to clone, whose flags the
- * filter can read), and socket/socketpair of a family other than AF_UNIX,
+ * clone3 and openat2 fail with ENOSYS (glibc and programs then fall back to
+ * clone and openat, whose flags and mode the filter can read), and socket/socketpair of a family other than AF_UNIX,
  * AF_INET or AF_INET6 fail with EAFNOSUPPORT (what a kernel without that
  * family answers). A call made through another ABI (32-bit int 0x80, x32)
  * kills the process. The rules are listed in seccomp.c.

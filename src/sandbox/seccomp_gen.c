@@ -50,6 +50,26 @@
  *   network namespace altogether. Raw and SOCK_PACKET inet sockets forge
  *   packets (and the kernel turns AF_INET + SOCK_PACKET into AF_PACKET).
  *   The network namespace already has no route out: this is a second fence.
+ * - Set-user-ID and set-group-ID files: chmod, fchmod, fchmodat and
+ *   fchmodat2 with S_ISUID or S_ISGID in the mode; open and openat with
+ *   O_CREAT or O_TMPFILE and either bit in the mode; creat, mknod and
+ *   mknodat with either bit. The sandbox's user is the caller on the host
+ *   (uid and gid 1000 map to the caller's): a set-uid program left in the
+ *   workspace would let any local user who can reach it act as the caller
+ *   once the sandbox is gone, and as root when root started keyward. The
+ *   mounts inside are nosuid, which helps only inside. The mode of an open
+ *   that creates nothing is not read by the kernel (it may be whatever the
+ *   register held), so only creating opens are refused; one that names an
+ *   existing file with O_CREAT and such a mode is refused too, harmlessly.
+ *   openat2 carries its mode in a struct a filter cannot read, so it
+ *   answers ENOSYS, as on kernels before 5.6, and callers fall back to
+ *   openat. mkdir needs no rule: the kernel keeps only the permission bits
+ *   and the sticky bit of its mode (vfs_mkdir); a directory is set-gid only
+ *   when its parent already is one on the host, or through chmod, refused
+ *   above (so `git init --shared`, which makes its directories set-gid,
+ *   fails in the sandbox). Writing to, or chown of, a set-uid file the
+ *   workspace already holds clears the bits: the sandbox has no
+ *   CAP_FSETID. File capabilities need CAP_SETFCAP, which it lacks too.
  * - personality: only PER_LINUX, PER_LINUX32 and the 0xffffffff query.
  *   The other flags weaken the process's own defences for the next execve
  *   (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, MMAP_PAGE_ZERO).
@@ -69,6 +89,7 @@
  * classic-BPF filter stacked on the first. The kernel runs every filter and
  * keeps the strictest answer, so each filter only has to refuse. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -78,11 +99,29 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "common/util.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
+#endif
+
+/* The kernel's own O_TMPFILE bit: glibc's O_TMPFILE (and __O_TMPFILE) also
+ * holds O_DIRECTORY, which plain directory opens set. The kernel reads a
+ * mode when flags hold O_CREAT or this bit (WILL_CREATE in fs/open.c). */
+#define O_TMPFILE_BIT (O_TMPFILE & ~O_DIRECTORY)
+
+/* fchmodat2 (Linux 6.6) is newer than Debian 12's libseccomp 2.5.4, which
+ * does not know its name, and than its kernel headers. Since Linux 5.1 a
+ * new system call has the same number on every arch except alpha, ia64 and
+ * mips. */
+#ifndef __NR_fchmodat2
+#if defined(__alpha__) || defined(__ia64__) || defined(__mips__)
+#error "give fchmodat2's number on this arch"
+#endif
+#define __NR_fchmodat2 452
 #endif
 
 /* The kernel's SOCK_TYPE_MASK: socket types live in the low bits of the
@@ -117,6 +156,15 @@ static const char *const refused_calls[] = {
 	"iopl", "ioperm", "vhangup", "uselib", "lookup_dcookie", "nfsservctl"
 };
 
+/* Calls this libseccomp may not know by name, with their number on this
+ * arch: a rule for them must not be skipped. */
+static const struct newer_call {
+	const char *call;
+	int nr;
+} newer_calls[] = {
+	{ "fchmodat2", __NR_fchmodat2 },
+};
+
 /* A rule refuses its call with err when all of its comparisons hold; one
  * without comparisons refuses the call outright. */
 struct arg_rule {
@@ -149,6 +197,24 @@ struct arg_rule {
 			LOW32_EQ(0, family), MASKED_EQ(1, SOCK_TYPE_BITS, type) \
 		}                                                               \
 	}
+/* Mode arguments are umode_t: the kernel keeps their low 16 bits, and a
+ * mask of one bit ignores the rest of the register. One rule per bit
+ * refuses a mode with either or both. open and openat read their mode only
+ * when they create a file. */
+#define SETID_RULE(call, mode_arg, bit)         \
+	{                                       \
+		call, EPERM, 1,                 \
+		{                               \
+			HAS_FLAG(mode_arg, bit) \
+		}                               \
+	}
+#define SETID_CREATE_RULE(call, flags_arg, flag, mode_arg, bit)            \
+	{                                                                  \
+		call, EPERM, 2,                                            \
+		{                                                          \
+			HAS_FLAG(flags_arg, flag), HAS_FLAG(mode_arg, bit) \
+		}                                                          \
+	}
 
 static const struct arg_rule arg_rules[] = {
 	CLONE_NS_RULE(CLONE_NEWNS),
@@ -170,12 +236,38 @@ static const struct arg_rule arg_rules[] = {
 	RAW_SOCKET_RULE("socketpair", AF_INET, SOCK_PACKET),
 	RAW_SOCKET_RULE("socketpair", AF_INET6, SOCK_RAW),
 	RAW_SOCKET_RULE("socketpair", AF_INET6, SOCK_PACKET),
+	SETID_RULE("chmod", 1, S_ISUID),
+	SETID_RULE("chmod", 1, S_ISGID),
+	SETID_RULE("fchmod", 1, S_ISUID),
+	SETID_RULE("fchmod", 1, S_ISGID),
+	SETID_RULE("fchmodat", 2, S_ISUID),
+	SETID_RULE("fchmodat", 2, S_ISGID),
+	SETID_RULE("fchmodat2", 2, S_ISUID),
+	SETID_RULE("fchmodat2", 2, S_ISGID),
+	SETID_RULE("creat", 1, S_ISUID),
+	SETID_RULE("creat", 1, S_ISGID),
+	SETID_RULE("mknod", 1, S_ISUID),
+	SETID_RULE("mknod", 1, S_ISGID),
+	SETID_RULE("mknodat", 2, S_ISUID),
+	SETID_RULE("mknodat", 2, S_ISGID),
+	SETID_CREATE_RULE("open", 1, O_CREAT, 2, S_ISUID),
+	SETID_CREATE_RULE("open", 1, O_CREAT, 2, S_ISGID),
+	SETID_CREATE_RULE("open", 1, O_TMPFILE_BIT, 2, S_ISUID),
+	SETID_CREATE_RULE("open", 1, O_TMPFILE_BIT, 2, S_ISGID),
+	SETID_CREATE_RULE("openat", 2, O_CREAT, 3, S_ISUID),
+	SETID_CREATE_RULE("openat", 2, O_CREAT, 3, S_ISGID),
+	SETID_CREATE_RULE("openat", 2, O_TMPFILE_BIT, 3, S_ISUID),
+	SETID_CREATE_RULE("openat", 2, O_TMPFILE_BIT, 3, S_ISGID),
+	{ "openat2", ENOSYS, 0, { { 0 } } },
 };
 
 /* Adds one rule; a call this arch or libseccomp does not know is skipped. */
 static int add_rule(scmp_filter_ctx ctx, const char *call, int err, unsigned n_cmp, const struct scmp_arg_cmp *cmp)
 {
 	int nr = seccomp_syscall_resolve_name(call);
+	for (size_t i = 0; nr == __NR_SCMP_ERROR && i < ARRAY_SIZE(newer_calls); i++)
+		if (strcmp(call, newer_calls[i].call) == 0)
+			nr = newer_calls[i].nr;
 	if (nr < 0) /* __NR_SCMP_ERROR, or a pseudo number: not on this arch */
 		return 0;
 	int r = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO((uint32_t)err), nr, n_cmp, cmp);

@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 import tty
@@ -736,6 +737,92 @@ def test_setuid_and_file_capabilities_gain_nothing(sandbox_factory):
     assert len(mounts) == 2, mounts
     for m in mounts:
         assert "nosuid" in m.split()[5].split(","), m
+
+
+SETID_ATTACKS = r'''
+import stat
+x86_64 = sys.argv[1] == "x86_64"
+NR_FCHMODAT2 = 452
+AT_FDCWD = -100
+dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+for name, bit in (("suid", stat.S_ISUID), ("sgid", stat.S_ISGID)):
+    for how in ("chmod", "fchmod", "fchmodat", "fchmodat2"):
+        os.close(os.open(f"{how}-{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755))
+    def fchmod():
+        fd = os.open(f"fchmod-{name}", os.O_RDONLY)
+        try:
+            os.fchmod(fd, 0o755 | bit)
+        finally:
+            os.close(fd)
+    def tmpfile():
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o755 | bit)
+        os.link(f"/proc/self/fd/{fd}", f"tmpfile-{name}")
+    probe(f"chmod {name}", lambda: os.chmod(f"chmod-{name}", 0o755 | bit))
+    probe(f"fchmod {name}", fchmod)
+    probe(f"fchmodat {name}", lambda: os.chmod(f"fchmodat-{name}", 0o755 | bit, dir_fd=dfd))
+    if x86_64:  # raw: Debian 12's glibc has no wrapper
+        probe(f"fchmodat2 {name}", lambda: sysc(NR_FCHMODAT2, AT_FDCWD, f"fchmodat2-{name}".encode(), 0o755 | bit, 0))
+    probe(f"open {name}", lambda: os.close(os.open(f"open-{name}", os.O_WRONLY | os.O_CREAT, 0o755 | bit)))
+    probe(f"O_TMPFILE {name}", tmpfile)
+    probe(f"mknod {name}", lambda: os.mknod(f"mknod-{name}", stat.S_IFREG | 0o755 | bit))
+# what builds and installs do stays allowed
+os.close(os.open("plain", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+probe("ok chmod 0755", lambda: os.chmod("plain", 0o755))
+probe("ok chmod 0644", lambda: os.chmod("plain", 0o644, dir_fd=dfd))
+probe("ok open O_CREAT 0644", lambda: os.close(os.open("created", os.O_WRONLY | os.O_CREAT, 0o644)))
+# without O_CREAT the mode argument means nothing, whatever bits it holds
+probe("ok open O_RDONLY 04755", lambda: os.close(os.open("plain", os.O_RDONLY, 0o4755)))
+probe("ok mkdir", lambda: os.mkdir("dir", 0o755))
+def fchmod_plain():
+    fd = os.open("created", os.O_RDONLY)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+probe("ok fchmod 0600", fchmod_plain)
+done(modes={n: os.lstat(n).st_mode for n in sorted(os.listdir("."))})
+'''
+
+
+def test_setuid_and_setgid_bits_refused(sandbox_factory):
+    """The sandbox's user is the caller on the host (root, when root started
+    keyward): a set-uid program it left in the workspace would run as the
+    caller for any local user once the sandbox is gone (nosuid holds only
+    inside). chmod, fchmod, fchmodat, fchmodat2, a creating open (O_CREAT,
+    O_TMPFILE) and mknod with S_ISUID or S_ISGID answer EPERM and leave no
+    such bit on the host; the same calls with ordinary modes, and an open
+    without O_CREAT whose mode argument holds the bits, still work."""
+    sb = sandbox_factory()
+    p = sb.run(py(SETID_ATTACKS) + [platform.machine()])
+    assert p.returncode == 0, p.err
+    r = result(p)
+    modes = r.pop("modes")
+    ok = {k: r.pop(k) for k in list(r) if k.startswith("ok ")}
+    assert ok == {k: "OK" for k in ok} and len(ok) == 6, ok
+    assert r == {k: "EPERM" for k in r}, r
+    assert len(r) == 2 * (7 if X86_64 else 6), r
+    for name in os.listdir(sb.workspace):
+        mode = os.lstat(sb.workspace / name).st_mode
+        assert not mode & (stat.S_ISUID | stat.S_ISGID), f"{name}: {oct(mode)} on the host"
+    # the refused creations created nothing; the refused chmods left 0755
+    for name in modes:
+        assert not name.startswith(("open-", "tmpfile-", "mknod-")), name
+    for how in ("chmod", "fchmod", "fchmodat", "fchmodat2"):
+        for bits in ("suid", "sgid"):
+            assert stat.S_IMODE(os.lstat(sb.workspace / f"{how}-{bits}").st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(sb.workspace / "plain").st_mode) == 0o644
+    assert stat.S_IMODE(os.lstat(sb.workspace / "created").st_mode) == 0o600
+
+
+def test_setuid_refused_for_an_ordinary_caller():
+    """Started by an ordinary user, the sandbox would leave set-uid-caller
+    programs, letting other users act as the caller (and read the caller's
+    vault): refused the same way."""
+    from conftest import run_as_nobody
+    p = run_as_nobody(["sh", "-c", "cp /bin/true t && chmod 4755 t; echo chmod=$?; "
+                       "chmod 2755 t; echo chmod=$?; stat -c %a t"])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["chmod=1", "chmod=1", "755"], p.stdout
+    assert "Operation not permitted" in p.stderr
+    assert p.workspace == {"t": 65534}
 
 
 @needs_x86_64

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -58,6 +60,21 @@ static long probe_clone3(void)
 	if (r > 0)
 		waitpid((pid_t)r, NULL, 0);
 	return r;
+}
+
+/* fchmodat2 (Linux 6.6): the same number on every arch this builds for,
+ * and missing from Debian 12's headers. */
+#define NR_FCHMODAT2 452L
+
+/* struct open_how, without <linux/openat2.h>. */
+struct open_how_v0 {
+	uint64_t flags, mode, resolve;
+};
+
+static long probe_openat2(void)
+{
+	struct open_how_v0 how = { .flags = O_CREAT | O_WRONLY, .mode = 04755 };
+	return syscall(SYS_openat2, AT_FDCWD, NOWHERE, &how, sizeof(how));
 }
 
 /* clang-format off */
@@ -117,6 +134,35 @@ static long probe_per_query(void) { return personality(0xffffffff); }
 static long probe_per_query_64(void) { return syscall(SYS_personality, ~0UL); }
 static long probe_per_linux(void) { return personality(PER_LINUX); }
 static long probe_per_linux32(void) { return personality(PER_LINUX32); }
+/* Set-uid and set-gid modes on a path that does not exist, or on fd -1:
+ * without the filter each answers ENOENT or EBADF, creating nothing. */
+static long probe_chmod_suid(void) { return chmod(NOWHERE, 04755); }
+static long probe_chmod_sgid(void) { return chmod(NOWHERE, 02755); }
+static long probe_chmod_high(void) { return syscall(SYS_chmod, NOWHERE, 1UL << 32 | 04755); }
+static long probe_fchmod_suid(void) { return fchmod(-1, 04755); }
+static long probe_fchmod_sgid(void) { return fchmod(-1, 02700); }
+static long probe_fchmodat_suid(void) { return syscall(SYS_fchmodat, AT_FDCWD, NOWHERE, 06755); }
+static long probe_fchmodat2_sgid(void) { return syscall(NR_FCHMODAT2, AT_FDCWD, NOWHERE, 02755, 0); }
+static long probe_fchmodat2_suid(void) { return syscall(NR_FCHMODAT2, AT_FDCWD, NOWHERE, 04755, AT_SYMLINK_NOFOLLOW); }
+static long probe_open_creat_suid(void) { return syscall(SYS_open, NOWHERE, O_CREAT | O_WRONLY, 04755); }
+static long probe_open_tmpfile_sgid(void) { return syscall(SYS_open, NOWHERE, O_TMPFILE | O_WRONLY, 02755); }
+static long probe_openat_creat_sgid(void) { return openat(AT_FDCWD, NOWHERE, O_CREAT | O_EXCL | O_WRONLY, 02644); }
+static long probe_openat_tmpfile_suid(void) { return openat(AT_FDCWD, NOWHERE, O_TMPFILE | O_RDWR, 04700); }
+static long probe_openat_high(void) { return syscall(SYS_openat, AT_FDCWD, NOWHERE, 1UL << 32 | O_CREAT | O_WRONLY, 1UL << 32 | 04755); }
+static long probe_creat_suid(void) { return creat(NOWHERE, 04755); }
+static long probe_mknod_suid(void) { return syscall(SYS_mknod, NOWHERE, S_IFREG | 04755, 0); }
+static long probe_mknodat_sgid(void) { return mknodat(AT_FDCWD, NOWHERE, S_IFREG | 02755, 0); }
+/* The same calls without those bits, and opens that create nothing whose
+ * mode argument holds them (it is garbage then): they reach the kernel. */
+static long probe_chmod_plain(void) { return chmod(NOWHERE, 01777); }
+static long probe_chmod_plain_high(void) { return syscall(SYS_chmod, NOWHERE, 1UL << 32 | 0755); }
+static long probe_fchmod_plain(void) { return fchmod(-1, 0644); }
+static long probe_fchmodat2_plain(void) { return syscall(NR_FCHMODAT2, AT_FDCWD, NOWHERE, 0755, 0); }
+static long probe_open_rdonly_suid(void) { return syscall(SYS_open, NOWHERE, O_RDONLY, 06755); }
+static long probe_openat_dir_suid(void) { return openat(AT_FDCWD, NOWHERE, O_RDONLY | O_DIRECTORY, 04755); }
+static long probe_openat_creat_plain(void) { return openat(AT_FDCWD, NOWHERE, O_CREAT | O_WRONLY, 0755); }
+static long probe_mknod_plain(void) { return mknodat(AT_FDCWD, NOWHERE, S_IFREG | 0644, 0); }
+static long probe_mkdir_sgid(void) { return mkdir(NOWHERE, 02755); }
 /* clang-format on */
 
 static long probe_fork(void)
@@ -224,6 +270,23 @@ static const struct probe probes[] = {
 	{ "personality(ADDR_NO_RANDOMIZE)", probe_per_no_aslr, EPERM, 0 },
 	{ "personality(READ_IMPLIES_EXEC)", probe_per_rie, EPERM, 0 },
 	{ "personality(1<<32 | PER_BSD)", probe_per_high, EPERM, 0 },
+	{ "chmod(04755)", probe_chmod_suid, EPERM, 0 },
+	{ "chmod(02755)", probe_chmod_sgid, EPERM, 0 },
+	{ "chmod(1<<32 | 04755)", probe_chmod_high, EPERM, 0 },
+	{ "fchmod(04755)", probe_fchmod_suid, EPERM, 0 },
+	{ "fchmod(02700)", probe_fchmod_sgid, EPERM, 0 },
+	{ "fchmodat(06755)", probe_fchmodat_suid, EPERM, 0 },
+	{ "fchmodat2(02755)", probe_fchmodat2_sgid, EPERM, 0 },
+	{ "fchmodat2(04755, AT_SYMLINK_NOFOLLOW)", probe_fchmodat2_suid, EPERM, 0 },
+	{ "open(O_CREAT, 04755)", probe_open_creat_suid, EPERM, 0 },
+	{ "open(O_TMPFILE, 02755)", probe_open_tmpfile_sgid, EPERM, 0 },
+	{ "openat(O_CREAT|O_EXCL, 02644)", probe_openat_creat_sgid, EPERM, 0 },
+	{ "openat(O_TMPFILE, 04700)", probe_openat_tmpfile_suid, EPERM, 0 },
+	{ "openat(1<<32 | O_CREAT, 1<<32 | 04755)", probe_openat_high, EPERM, 0 },
+	{ "creat(04755)", probe_creat_suid, EPERM, 0 },
+	{ "mknod(S_IFREG | 04755)", probe_mknod_suid, EPERM, 0 },
+	{ "mknodat(S_IFREG | 02755)", probe_mknodat_sgid, EPERM, 0 },
+	{ "openat2", probe_openat2, ENOSYS, 0 },
 #if defined(__x86_64__)
 	/* other ABIs: the process is killed */
 	{ "x32 getpid", probe_x32, 0, SIGSYS },
@@ -242,6 +305,15 @@ static const struct probe probes[] = {
 	{ "personality(~0UL)", probe_per_query_64, 0, 0 },
 	{ "personality(PER_LINUX)", probe_per_linux, 0, 0 },
 	{ "personality(PER_LINUX32)", probe_per_linux32, 0, 0 },
+	{ "chmod(01777) reaches the kernel", probe_chmod_plain, ENOENT, 0 },
+	{ "chmod(1<<32 | 0755) reaches the kernel", probe_chmod_plain_high, ENOENT, 0 },
+	{ "fchmod(0644) reaches the kernel", probe_fchmod_plain, EBADF, 0 },
+	{ "fchmodat2(0755) reaches the kernel", probe_fchmodat2_plain, ENOENT, 0 },
+	{ "open(O_RDONLY, 06755) reaches the kernel", probe_open_rdonly_suid, ENOENT, 0 },
+	{ "openat(O_DIRECTORY, 04755) reaches the kernel", probe_openat_dir_suid, ENOENT, 0 },
+	{ "openat(O_CREAT, 0755) reaches the kernel", probe_openat_creat_plain, ENOENT, 0 },
+	{ "mknodat(S_IFREG | 0644) reaches the kernel", probe_mknod_plain, ENOENT, 0 },
+	{ "mkdir(02755) reaches the kernel", probe_mkdir_sgid, ENOENT, 0 },
 };
 
 /* In the child: install the filter, make the call, exit 0 if it behaved. */
