@@ -148,7 +148,7 @@ int cmd_policy(int argc, char **argv)
 			       c->placeholder);
 			continue;
 		}
-		int r = source_fetch(c, &s, e, sizeof(e));
+		int r = source_fetch(c, NULL, &s, e, sizeof(e));
 		secret_free(s);
 		printf("  %s\n    from:        %s:%s (%s)\n", c->name, policy_source_name(c->source), c->source_arg,
 		       r < 0 ? "cannot be read now" : "readable");

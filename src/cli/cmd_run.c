@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "audit/audit.h"
 #include "common/state.h"
+#include "secrets/source.h"
 #include "secrets/vault.h"
 #include "policy/policy.h"
 #include "proxy/proxy.h"
@@ -471,10 +472,23 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		absolute(policy->creds[i].source_arg, abs, PATH_MAX);
 		hide[n_hide++] = abs;
 	}
+	/* Those files, the vault and the passphrase file are re-read while
+	 * CMD runs (rotation), and may lie in folders CMD can rename: their
+	 * folders are opened now, before CMD exists, and the reads go through
+	 * them (source.h), so that CMD cannot swap in another file. */
+	struct source_pin *pins = NULL;
+	if (source_pins_open(policy, &pins) < 0) {
+		fprintf(stderr, "keyward run: out of memory\n");
+		audit_close(log);
+		policy_free(policy);
+		return 1;
+	}
+	vault_pin();
 
 	if (sb->clone_err < 0) {
 		fprintf(stderr, "keyward run: %s\n", sb->clone_msg);
 		audit_close(log);
+		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -482,6 +496,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (!spec) {
 		fprintf(stderr, "keyward run: the sandbox's configuration does not fit in %zu bytes\n", sb->arena_size);
 		audit_close(log);
+		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -543,6 +558,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		fprintf(stderr, "keyward run: %s\n", err);
 		sandbox_cleanup(sb);
 		audit_close(log);
+		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		return audit_bad ? 1 : EXIT_SETUP; /* as when the log cannot be opened */
@@ -552,6 +568,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	snprintf(door, sizeof(door), "sandbox:%d", (int)sb->pid);
 	int status = -1;
 	o.policy = policy; /* taken over by the proxy */
+	o.pins = pins;     /* too */
 	o.policy_path = policy_path ? policy_path : "(none)";
 	o.door_fd = sb->listen_fd;
 	o.door_name = door;

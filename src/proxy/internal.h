@@ -43,6 +43,9 @@
 struct policy_share {
 	atomic_int refs;
 	struct policy *policy;
+	/* per credential, the folder its file: source is read from, opened
+	 * when the policy was loaded (source.h) */
+	struct source_pin *pins;
 	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
 	 * system roots can take tens of milliseconds to load, which would
 	 * otherwise delay every start and reload, and a `keyward run` that

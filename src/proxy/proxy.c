@@ -24,6 +24,7 @@
 #include "proxy/token.h"
 #include "secrets/exec.h"
 #include "secrets/source.h"
+#include "secrets/vault.h"
 
 struct accept_ctx {
 	struct worker *w;
@@ -52,23 +53,27 @@ static void share_unref(struct policy_share *share)
 	SSL_CTX_free(share->client_ctx);
 	free(share->route_ctx);
 	pthread_mutex_destroy(&share->ctx_lock);
+	source_pins_free(share->pins, share->policy->n_creds);
 	policy_free(share->policy);
 	free(share);
 }
 
-/* A policy to be shared by the generations built from it (taking
- * ownership of it), or NULL (the policy freed) when out of memory. */
-static struct policy_share *share_new(struct policy *p)
+/* A policy to be shared by the generations built from it, with the pins
+ * of its credentials (taking ownership of both), or NULL (both freed) when
+ * out of memory. */
+static struct policy_share *share_new(struct policy *p, struct source_pin *pins)
 {
 	struct policy_share *share = calloc(1, sizeof(*share));
 	if (share)
 		share->route_ctx = calloc(p->n_routes + 1, sizeof(*share->route_ctx));
 	if (!share || !share->route_ctx) {
 		free(share);
+		source_pins_free(pins, p->n_creds);
 		policy_free(p);
 		return NULL;
 	}
 	share->policy = p;
+	share->pins = pins;
 	atomic_init(&share->refs, 1);
 	pthread_mutex_init(&share->ctx_lock, NULL);
 	return share;
@@ -205,8 +210,8 @@ static void gen_fetch(struct gen *g, size_t i)
 
 	if (c->source == SOURCE_PARTS)
 		return; /* its parts are fetched as entries of their own */
-	source_stamp(c, &g->stamps[i]);
-	int r = source_fetch_timed(c, &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
+	source_stamp(c, &g->share->pins[i], &g->stamps[i]);
+	int r = source_fetch_timed(c, &g->share->pins[i], &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
 	if (r < 0) {
 		log_warn("%s; requests that need it will get 503", err);
 		g->secret_errors[i] = strdup(err);
@@ -225,13 +230,18 @@ static void gen_swap(struct proxy *px, struct gen *g)
 	gen_unref(old);
 }
 
-/* Builds a generation from a loaded policy (taking ownership of it). A
+/* Builds a generation from a loaded policy and the pins of its
+ * credentials (taking ownership of both; pins NULL: opened now). A
  * credential whose source fails does not stop the proxy: requests that
  * need it get 503, everything else is served. A TLS context that cannot
  * be built (bad upstream_ca file) is an error. */
-static int gen_build(struct policy *p, struct gen **ret, char *errbuf, size_t errlen)
+static int gen_build(struct policy *p, struct source_pin *pins, struct gen **ret, char *errbuf, size_t errlen)
 {
-	struct policy_share *share = share_new(p);
+	if (!pins && source_pins_open(p, &pins) < 0) {
+		policy_free(p);
+		return -ENOMEM;
+	}
+	struct policy_share *share = share_new(p, pins);
 	if (!share)
 		return -ENOMEM;
 	struct gen *g = gen_new(share);
@@ -273,7 +283,7 @@ static int load_gen(const char *path, struct gen **ret, char *errbuf, size_t err
 		snprintf(errbuf, errlen, "%s", perr.message);
 		return r;
 	}
-	return gen_build(p, ret, errbuf, errlen);
+	return gen_build(p, NULL, ret, errbuf, errlen);
 }
 
 /* ---- listeners ---- */
@@ -712,7 +722,7 @@ static void rotate_check(struct proxy *px)
 	int64_t now_ms = exec_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct source_stamp now;
-		source_stamp(&cur->policy->creds[i], &now);
+		source_stamp(&cur->policy->creds[i], &cur->share->pins[i], &now);
 		int64_t due = cur->stamps[i].refresh_ms;
 		stale[i] = !source_stamp_eq(&now, &cur->stamps[i]) || (due && now_ms >= due);
 		any |= stale[i];
@@ -953,8 +963,11 @@ int proxy_main(const struct proxy_options *opt)
 	pthread_mutex_init(&px.gen_lock, NULL);
 	pthread_mutex_init(&px.server_ctx_lock, NULL);
 
+	/* Before anything reads a secret: the vault's folders are opened once,
+	 * as the folders of the policy's file: credentials (gen_build). */
+	vault_pin();
 	if (opt->policy)
-		r = gen_build(opt->policy, &px.gen, err, sizeof(err));
+		r = gen_build(opt->policy, opt->pins, &px.gen, err, sizeof(err));
 	else
 		r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
 	if (r < 0) {

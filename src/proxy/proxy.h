@@ -14,6 +14,7 @@
 
 struct audit_log;
 struct policy;
+struct source_pin;
 struct tls_ca;
 
 #define PROXY_MAX_LISTEN  16
@@ -31,8 +32,9 @@ struct proxy_options {
 	const char *ready_file; /* if set, "PORT\n" of the first listener is written here once listening */
 
 	/* For `keyward run`: */
-	struct policy *policy; /* already loaded: taken over, and policy_path only names it */
-	bool door;             /* serve door_fd, a listening socket made by the sandbox */
+	struct policy *policy;   /* already loaded: taken over, and policy_path only names it */
+	struct source_pin *pins; /* with policy: its credentials' pins (source_pins_open), taken over */
+	bool door;               /* serve door_fd, a listening socket made by the sandbox */
 	int door_fd;
 	const char *door_name;        /* for audit records */
 	struct tls_ca *ca;            /* borrowed: mint with this CA instead of the state directory's */

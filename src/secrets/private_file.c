@@ -7,7 +7,14 @@
 
 int private_file_open(const char *path, struct stat *ret_st, char *errbuf, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	return private_file_openat(AT_FDCWD, path, path, ret_st, errbuf, errlen);
+}
+
+int private_file_openat(int dirfd, const char *name, const char *path, struct stat *ret_st, char *errbuf, size_t errlen)
+{
+	/* O_NOFOLLOW refuses a link as the last name only: the folders on
+	 * the way are trusted as dirfd fixed them (private_dir_open). */
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
 		snprintf(errbuf, errlen, "%s: %s%s", path, strerror(e),
@@ -30,6 +37,37 @@ int private_file_open(const char *path, struct stat *ret_st, char *errbuf, size_
 	return fd;
 }
 
+const char *private_file_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? slash + 1 : path;
+}
+
+int private_dir_open(const char *path, char *errbuf, size_t errlen)
+{
+	const char *name = private_file_name(path);
+	if (!*name) {
+		snprintf(errbuf, errlen, "%s: names a folder, not a file", path);
+		return -EISDIR;
+	}
+	_cleanup_free_ char *dir = NULL;
+	if (name == path)
+		dir = strdup(".");
+	else if (name - 1 == path)
+		dir = strdup("/");
+	else
+		dir = strndup(path, (size_t)(name - 1 - path));
+	if (!dir)
+		return -ENOMEM;
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(errbuf, errlen, "%s: its folder %s: %s", path, dir, strerror(e));
+		return -e;
+	}
+	return fd;
+}
+
 int fd_read_all(int fd, void *buf, size_t cap, size_t *ret_n)
 {
 	size_t n = 0;
@@ -49,8 +87,14 @@ int fd_read_all(int fd, void *buf, size_t cap, size_t *ret_n)
 
 int secret_file_read(const char *path, size_t max, bool strip_newline, struct secret **ret, char *errbuf, size_t errlen)
 {
+	return secret_file_readat(AT_FDCWD, path, path, max, strip_newline, ret, errbuf, errlen);
+}
+
+int secret_file_readat(int dirfd, const char *name, const char *path, size_t max, bool strip_newline,
+                       struct secret **ret, char *errbuf, size_t errlen)
+{
 	struct stat st;
-	_cleanup_close_ int fd = private_file_open(path, &st, errbuf, errlen);
+	_cleanup_close_ int fd = private_file_openat(dirfd, name, path, &st, errbuf, errlen);
 	if (fd < 0)
 		return fd;
 	if (max > SECRET_MAX)

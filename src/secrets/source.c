@@ -1,6 +1,7 @@
 #include "secrets/source.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 
 #include "secrets/exec.h"
@@ -54,10 +55,54 @@ static int fetch_env(const struct policy_credential *c, struct secret **ret, cha
 	return secret_new(v, strlen(v), ret);
 }
 
-static int fetch_file(const struct policy_credential *c, struct secret **ret, char *errbuf, size_t errlen)
+int source_pins_open(const struct policy *p, struct source_pin **ret)
+{
+	struct source_pin *pins = calloc(p->n_creds + 1, sizeof(*pins));
+	if (!pins)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n_creds; i++) {
+		char e[512];
+		pins[i] = (struct source_pin){ .dirfd = -1 };
+		if (p->creds[i].source != SOURCE_FILE)
+			continue;
+		int fd = private_dir_open(p->creds[i].source_arg, e, sizeof(e));
+		if (fd == -ENOMEM) {
+			source_pins_free(pins, i);
+			return -ENOMEM;
+		}
+		if (fd < 0)
+			pins[i].err = fd; /* told by every read (fetch_file) */
+		else
+			pins[i].dirfd = fd;
+	}
+	*ret = pins;
+	return 0;
+}
+
+void source_pins_free(struct source_pin *pins, size_t n)
+{
+	for (size_t i = 0; pins && i < n; i++)
+		if (pins[i].dirfd >= 0)
+			close(pins[i].dirfd);
+	free(pins);
+}
+
+static int fetch_file(const struct policy_credential *c, const struct source_pin *pin, struct secret **ret,
+                      char *errbuf, size_t errlen)
 {
 	char e[512];
-	int r = secret_file_read(c->source_arg, SECRET_MAX, true, ret, e, sizeof(e));
+	int r;
+	if (pin && pin->err < 0) {
+		snprintf(errbuf, errlen,
+		         "credential %s: %s: its folder could not be opened when the policy was loaded: %s", c->name,
+		         c->source_arg, strerror(-pin->err));
+		return pin->err;
+	}
+	if (pin)
+		r = secret_file_readat(pin->dirfd, private_file_name(c->source_arg), c->source_arg, SECRET_MAX, true,
+		                       ret, e, sizeof(e));
+	else
+		r = secret_file_read(c->source_arg, SECRET_MAX, true, ret, e, sizeof(e));
 	if (r < 0)
 		snprintf(errbuf, errlen, "credential %s: %s", c->name, e);
 	return r;
@@ -93,14 +138,15 @@ static int fetch_exec(const struct policy_credential *c, struct secret **ret, in
 	return 0;
 }
 
-int source_fetch(const struct policy_credential *c, struct secret **ret, char *errbuf, size_t errlen)
+int source_fetch(const struct policy_credential *c, const struct source_pin *pin, struct secret **ret, char *errbuf,
+                 size_t errlen)
 {
 	int64_t refresh;
-	return source_fetch_timed(c, ret, &refresh, errbuf, errlen);
+	return source_fetch_timed(c, pin, ret, &refresh, errbuf, errlen);
 }
 
-int source_fetch_timed(const struct policy_credential *c, struct secret **ret, int64_t *ret_refresh_ms, char *errbuf,
-                       size_t errlen)
+int source_fetch_timed(const struct policy_credential *c, const struct source_pin *pin, struct secret **ret,
+                       int64_t *ret_refresh_ms, char *errbuf, size_t errlen)
 {
 	_cleanup_secret_ struct secret *s = NULL;
 	int64_t expires = 0;
@@ -111,7 +157,7 @@ int source_fetch_timed(const struct policy_credential *c, struct secret **ret, i
 		r = fetch_env(c, &s, errbuf, errlen);
 		break;
 	case SOURCE_FILE:
-		r = fetch_file(c, &s, errbuf, errlen);
+		r = fetch_file(c, pin, &s, errbuf, errlen);
 		break;
 	case SOURCE_VAULT:
 		r = fetch_vault(c, &s, errbuf, errlen);
@@ -134,27 +180,34 @@ int source_fetch_timed(const struct policy_credential *c, struct secret **ret, i
 	return 0;
 }
 
-void source_stamp(const struct policy_credential *c, struct source_stamp *ret)
+void source_stamp(const struct policy_credential *c, const struct source_pin *pin, struct source_stamp *ret)
 {
-	char path[4096], e[512];
 	struct stat st;
+	int r;
 
 	*ret = (struct source_stamp){ 0 };
 	switch (c->source) {
 	case SOURCE_FILE:
-		snprintf(path, sizeof(path), "%s", c->source_arg);
-		break;
-	case SOURCE_VAULT:
-		if (vault_path(path, sizeof(path), e, sizeof(e)) < 0) {
-			ret->err = -ENOENT;
+		if (pin && pin->err < 0) {
+			ret->err = pin->err;
 			return;
 		}
+		/* the same file fetch_file opens: through the pinned folder, and
+		 * a link is not followed */
+		if (fstatat(pin ? pin->dirfd : AT_FDCWD, pin ? private_file_name(c->source_arg) : c->source_arg, &st,
+		            AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+		else
+			r = 0;
+		break;
+	case SOURCE_VAULT:
+		r = vault_stat(&st);
 		break;
 	default:
 		return;
 	}
-	if (stat(path, &st) < 0) {
-		ret->err = -errno;
+	if (r < 0) {
+		ret->err = r;
 		return;
 	}
 	ret->dev = st.st_dev;

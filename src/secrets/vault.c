@@ -33,9 +33,38 @@ struct vault_paths {
 	char lock[PATH_MAX + 16];
 };
 
+/* The folders vault_pin opened: -1 and the negative errno where one could
+ * not be opened. Written once, before any reader thread starts. */
+static struct {
+	bool on;
+	int state, state_err;
+	int pass, pass_err; /* the passphrase file's folder; -1 and 0 without one */
+} pinned = { .state = -1, .pass = -1 };
+
+/* Where a reader opens path, one of the pinned files: its last name in the
+ * pinned folder dirfd, else path itself (AT_FDCWD). */
+struct at {
+	int dirfd;
+	const char *name;
+};
+
+static int at_pinned(int dirfd, int err, const char *path, struct at *ret)
+{
+	if (!pinned.on) {
+		*ret = (struct at){ AT_FDCWD, path };
+		return 0;
+	}
+	if (err < 0)
+		return err;
+	*ret = (struct at){ dirfd, private_file_name(path) };
+	return 0;
+}
+
 static int vault_paths(struct vault_paths *p, char *errbuf, size_t errlen)
 {
-	int r = state_dir(p->dir, sizeof(p->dir), true, errbuf, errlen);
+	/* A pinned reader makes nothing: the state directory is the folder
+	 * it opened (and a path may lead elsewhere by now). */
+	int r = state_dir(p->dir, sizeof(p->dir), !pinned.on, errbuf, errlen);
 	if (r < 0)
 		return r;
 	snprintf(p->file, sizeof(p->file), "%s/vault", p->dir);
@@ -50,6 +79,46 @@ int vault_path(char *out, size_t outlen, char *errbuf, size_t errlen)
 	int r = vault_paths(&p, errbuf, errlen);
 	if (r == 0)
 		snprintf(out, outlen, "%s", p.file);
+	return r;
+}
+
+static const char *passphrase_file(void)
+{
+	const char *f = getenv(VAULT_PASSPHRASE_ENV);
+	return f && *f ? f : NULL;
+}
+
+void vault_pin(void)
+{
+	char dir[PATH_MAX], e[512];
+	if (pinned.on)
+		return;
+	/* Every failure is kept and told by the reads: no vault, or no
+	 * passphrase, for as long as this process lives. */
+	int r = state_dir(dir, sizeof(dir), false, e, sizeof(e));
+	if (r == 0 && (pinned.state = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		r = -errno;
+	pinned.state_err = r;
+	const char *pf = passphrase_file();
+	if (pf) {
+		r = private_dir_open(pf, e, sizeof(e));
+		if (r < 0)
+			pinned.pass_err = r;
+		else
+			pinned.pass = r;
+	}
+	pinned.on = true;
+}
+
+int vault_stat(struct stat *ret)
+{
+	char path[PATH_MAX + 8], e[512];
+	struct at a;
+	int r = vault_path(path, sizeof(path), e, sizeof(e));
+	if (r == 0)
+		r = at_pinned(pinned.state, pinned.state_err, path, &a);
+	if (r == 0 && fstatat(a.dirfd, a.name, ret, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
 	return r;
 }
 
@@ -80,7 +149,11 @@ static int write_all(int fd, const void *p, size_t n)
 static int read_vault(const char *path, uint8_t **ret, size_t *ret_n, char *errbuf, size_t errlen)
 {
 	struct stat st;
-	_cleanup_close_ int fd = private_file_open(path, &st, errbuf, errlen);
+	struct at a;
+	int r = at_pinned(pinned.state, pinned.state_err, path, &a);
+	if (r < 0)
+		return r; /* ENOENT: there was no state directory: no vault */
+	_cleanup_close_ int fd = private_file_openat(a.dirfd, a.name, path, &st, errbuf, errlen);
 	if (fd < 0)
 		return fd;
 	if (st.st_size > (off_t)VAULT_FILE_MAX) {
@@ -91,7 +164,7 @@ static int read_vault(const char *path, uint8_t **ret, size_t *ret_n, char *errb
 	if (!data)
 		return -ENOMEM;
 	size_t n;
-	int r = fd_read_all(fd, data, (size_t)st.st_size + 1, &n);
+	r = fd_read_all(fd, data, (size_t)st.st_size + 1, &n);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "%s: %s", path, strerror(-r));
 		return r;
@@ -111,7 +184,12 @@ static int read_key_file(const char *path, struct secret **ret, char *errbuf, si
 {
 	_cleanup_secret_ struct secret *k = NULL;
 	char e[512];
-	int r = secret_file_read(path, VAULT_KEY_LEN, false, &k, e, sizeof(e));
+	struct at a;
+	int r = at_pinned(pinned.state, pinned.state_err, path, &a);
+	if (r == 0)
+		r = secret_file_readat(a.dirfd, a.name, path, VAULT_KEY_LEN, false, &k, e, sizeof(e));
+	else
+		snprintf(e, sizeof(e), "%s: %s", path, strerror(-r));
 	if (r == -EFBIG || (r == 0 && k->len != VAULT_KEY_LEN)) {
 		snprintf(errbuf, errlen, "%s: not a vault key (it must be exactly %d bytes)", path, VAULT_KEY_LEN);
 		return -EINVAL;
@@ -199,7 +277,13 @@ static int passphrase_key(const char *pass_file, const struct vault_header *h, s
 {
 	_cleanup_secret_ struct secret *pass = NULL;
 	char e[512];
-	int r = secret_file_read(pass_file, VAULT_PASSPHRASE_MAX, true, &pass, e, sizeof(e));
+	struct at a;
+	int r = at_pinned(pinned.pass, pinned.pass_err, pass_file, &a);
+	if (r == 0)
+		r = secret_file_readat(a.dirfd, a.name, pass_file, VAULT_PASSPHRASE_MAX, true, &pass, e, sizeof(e));
+	else
+		snprintf(e, sizeof(e), "%s: its folder could not be opened when keyward started: %s", pass_file,
+		         strerror(-r));
 	if (r < 0) {
 		snprintf(errbuf, errlen, "%s: %s", VAULT_PASSPHRASE_ENV, e);
 		return r;
@@ -212,12 +296,6 @@ static int passphrase_key(const char *pass_file, const struct vault_header *h, s
 	if (r < 0)
 		snprintf(errbuf, errlen, "scrypt failed (log2 N %u, r %u, p %u)", (unsigned)h->log2_n, h->r, h->p);
 	return r;
-}
-
-static const char *passphrase_file(void)
-{
-	const char *f = getenv(VAULT_PASSPHRASE_ENV);
-	return f && *f ? f : NULL;
 }
 
 static int existing_key_source(const struct vault_paths *p, const struct vault_header *h, struct secret **ret,

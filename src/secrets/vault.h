@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "common/secret.h"
 #include "common/util.h"
@@ -52,3 +53,21 @@ int vault_list(struct vault_info **ret, size_t *ret_n, char *errbuf, size_t errl
 
 /* The path of the vault file (for messages), from the state directory. */
 int vault_path(char *out, size_t outlen, char *errbuf, size_t errlen) WUR;
+
+/* For a process that reads the vault for long (the proxy re-reads it on
+ * every change): opens the state directory and the folder of the
+ * passphrase file once, for the life of the process, and every later read
+ * of the vault, its key file and the passphrase file opens their last name
+ * in those folders, never their path again. A folder on the way renamed or
+ * replaced by a link afterwards (by the sandbox, when they lie in its
+ * workspace) cannot point keyward at another vault or key; `keyward secret
+ * set`, which renames a new vault over the old one, is seen. A folder that
+ * is missing now stays missing for this process (no vault, or no
+ * passphrase: the reads say so). Must be called before the sandbox's CMD
+ * starts, before any other thread reads the vault; a second call does
+ * nothing. */
+void vault_pin(void);
+
+/* stat(2) of the vault file (through the pinned state directory once
+ * vault_pin was called), for rotation. Returns 0 or a negative errno. */
+int vault_stat(struct stat *ret) WUR;
