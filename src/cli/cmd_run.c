@@ -235,6 +235,7 @@ static struct sandbox_spec *make_spec(struct sandbox *sb, const struct policy *p
 	if (!spec || !(spec->workspace = sandbox_strdup(sb, ws)))
 		return NULL;
 	spec->verbose = verbose;
+	spec->own_group = sandbox_own_group();
 	spec->cmd = (int)(cmd - sb->argv);
 	spec->sb = p->sandbox;
 	spec->sb.workspace = NULL;
@@ -574,6 +575,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	o.door_name = door;
 	o.ca = job->ca; /* borrowed; freed by cmd_run */
 	o.child = sb->pid;
+	o.child_own_group = spec->own_group;
 	o.child_status = &status;
 	o.child_notice = sb->ctl;
 	o.workers = 1;

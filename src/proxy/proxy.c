@@ -794,11 +794,11 @@ static void child_notice_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A signal that the terminal sent to its foreground process group has
- * reached the sandbox's processes already; passing it on would deliver it
- * twice. */
-static bool terminal_sent(int sig)
+ * reached the sandbox's processes already when they share our group;
+ * passing it on would deliver it twice. */
+static bool terminal_sent(const struct proxy *px, int sig)
 {
-	if (sig != SIGINT && sig != SIGQUIT)
+	if (px->opt.child_own_group || (sig != SIGINT && sig != SIGQUIT))
 		return false;
 	pid_t fg = tcgetpgrp(STDIN_FILENO);
 	return fg > 0 && fg == getpgrp();
@@ -810,7 +810,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (px->opt.child > 0) {
 		if (sig == SIGCHLD)
 			child_check(px);
-		else if (!terminal_sent((int)sig))
+		else if (!terminal_sent(px, (int)sig))
 			kill(px->opt.child, (int)sig);
 		return;
 	}

@@ -40,6 +40,7 @@ struct proxy_options {
 	struct tls_ca *ca;            /* borrowed: mint with this CA instead of the state directory's */
 	pid_t child;                  /* > 0: serve until this child exits; signals are passed on to it
 	                           (SIGHUP included: it does not reload) */
+	bool child_own_group;         /* the child is not in our process group: pass every signal on */
 	int *child_status;            /* out: the child's wait status */
 	int child_notice;             /* with child: a descriptor that turns readable when the child is
 	                     about to exit; the proxy then stops at once, and waits for the

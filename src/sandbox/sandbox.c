@@ -910,6 +910,16 @@ static pid_t spawn_cmd(const char *workspace, char **cmd, char **envp)
 	return pid;
 }
 
+bool sandbox_own_group(void)
+{
+	int tty = open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC);
+	if (tty < 0)
+		return true; /* no controlling terminal */
+	pid_t fg = tcgetpgrp(tty);
+	close(tty);
+	return fg != getpgrp();
+}
+
 /* Starts CMD, forwards signals to it, reaps every orphan, and exits with
  * CMD's status when it ends (which ends every process in the sandbox). */
 __attribute__((noreturn)) static void init_loop(const char *workspace, char **cmd, char **envp)
@@ -1030,6 +1040,12 @@ __attribute__((noreturn)) static void child_main(const struct sandbox *sb)
 	set_limits(spec);
 	drop_privileges();
 	fences(spec, port);
+	/* Out of keyward's process group, unless that is the terminal's
+	 * foreground job: a kill(0, ...) from CMD then reaches the sandbox
+	 * only, not keyward and the script that started it (Landlock's signal
+	 * scoping, ABI 6, says the same where the kernel has it). */
+	if (spec->own_group && setpgid(0, 0) < 0)
+		die_errno("cannot make a process group for the sandbox");
 	munmap(sb->arena, sb->arena_size); /* keyward's to write; nothing more to read */
 	/* keyward says go once the sandbox is in its cgroup */
 	char go = 0;

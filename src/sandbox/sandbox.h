@@ -37,7 +37,13 @@ struct sandbox_spec {
 	size_t n_hide;
 	int cmd; /* CMD and its arguments are keyward's argv[cmd] on */
 	bool verbose;
+	bool own_group; /* PID 1 and CMD in a process group of their own (sandbox_own_group()) */
 };
+
+/* Whether the sandbox gets a process group of its own: unless keyward is
+ * the foreground job of its controlling terminal, where CMD must share its
+ * group to read the terminal and to get Ctrl-C and Ctrl-Z from it. */
+bool sandbox_own_group(void);
 
 struct sandbox {
 	pid_t pid;           /* PID 1 of the sandbox, as the host sees it; -1: none */

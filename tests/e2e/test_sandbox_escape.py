@@ -307,6 +307,29 @@ sys.exit(42)
     assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
 
 
+def test_group_signals_from_inside_stay_inside_without_a_terminal(sandbox_factory):
+    """Started without a terminal (as a CI script runs it), the sandbox is
+    a process group of its own (PID 1 leads it: getpgrp() is 1 inside), so
+    kill(0, SIGTERM) from CMD reaches the sandbox's processes only, not
+    keyward, the script that started it or the script's other children,
+    whether or not the kernel's Landlock scopes signals (ABI 6)."""
+    sb = sandbox_factory()
+    code = r"""
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pg = os.getpgrp()
+probe("kill 0", lambda: os.kill(0, signal.SIGTERM))
+time.sleep(0.3)
+done(pgrp=pg)
+"""
+    script = 'sleep 30 & sib=$!; "$@"; rc=$?; kill -0 $sib && echo sibling-alive; kill $sib; echo "caller rc=$rc"'
+    proc = subprocess.run(["sh", "-c", script, "sh"] + sb.argv(py(code)), capture_output=True, text=True,
+                          env=sb.env, cwd=sb.tmp, timeout=60, start_new_session=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2:] == ["sibling-alive", "caller rc=0"], proc.stdout + proc.stderr
+    assert json.loads(lines[-3]) == {"kill 0": "OK", "pgrp": 1}, proc.stdout
+
+
 # ---- the network ----
 
 
