@@ -210,6 +210,53 @@ static int absolute_paths(struct policy_sandbox *sb)
 	return 0;
 }
 
+/* Whether path is dir or lies beneath it (both absolute and canonical). */
+static bool is_beneath(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	if (streq(dir, "/"))
+		return true;
+	return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* The first symbolic link on path (absolute) that lies in a folder the
+ * sandbox can write (the workspace or a read_write path), copied into out;
+ * false if there is none. Such a link may have been planted by an earlier
+ * run: a secret read through it would be whatever file that run chose
+ * (another credential's token, a vault of its own). */
+static bool planted_link(const char *path, const char *ws, const struct policy_sandbox *sb, char *out, size_t outlen)
+{
+	char prefix[PATH_MAX], parent[PATH_MAX];
+	size_t n = strlen(path);
+	if (path[0] != '/' || n >= sizeof(prefix))
+		return false;
+	for (size_t i = 1; i <= n; i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		memcpy(prefix, path, i);
+		prefix[i] = '\0';
+		struct stat st;
+		if (lstat(prefix, &st) < 0)
+			return false; /* what is missing holds no link */
+		if (!S_ISLNK(st.st_mode))
+			continue;
+		char *slash = strrchr(prefix, '/');
+		*slash = '\0';
+		bool writable = false;
+		if (realpath(slash == prefix ? "/" : prefix, parent)) {
+			writable = is_beneath(parent, ws);
+			for (size_t k = 0; !writable && k < sb->n_paths; k++)
+				writable = sb->paths[k].write && is_beneath(parent, sb->paths[k].path);
+		}
+		*slash = '/';
+		if (writable) {
+			snprintf(out, outlen, "%s", prefix);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Whether the caller's home directory is ws or lies beneath it. */
 static bool contains_home(const char *ws)
 {
@@ -452,6 +499,33 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		audit_close(log);
 		policy_free(policy);
 		return 1;
+	}
+	/* Secrets are read through the paths the user gave; none may pass
+	 * through a link that a sandbox could have left in its workspace. */
+	const char *secret_paths[2] = { state, getenv(VAULT_PASSPHRASE_ENV) };
+	char link[PATH_MAX], abs_path[PATH_MAX];
+	for (size_t i = 0; i < 2 + policy->n_creds; i++) {
+		const char *p = i < 2                                        ? secret_paths[i]
+		                : policy->creds[i - 2].source == SOURCE_FILE ? policy->creds[i - 2].source_arg
+		                                                             : NULL;
+		if (!p || !*p)
+			continue;
+		if (p[0] != '/') {
+			char cwd[PATH_MAX];
+			if (!getcwd(cwd, sizeof(cwd)))
+				continue;
+			snprintf(abs_path, sizeof(abs_path), "%s/%s", cwd, p);
+			p = abs_path;
+		}
+		if (planted_link(p, ws, &policy->sandbox, link, sizeof(link))) {
+			fprintf(stderr,
+			        "keyward run: %s passes through the symbolic link %s, which lies where the sandbox "
+			        "can write (an earlier run may have made it); name the secret by its real path\n",
+			        p, link);
+			audit_close(log);
+			policy_free(policy);
+			return 2;
+		}
 	}
 	size_t n_hide = 0;
 	/* Canonical, as every path hidden: a relative KEYWARD_HOME, or one

@@ -1141,35 +1141,49 @@ done(state=os.listdir(".keyward"), audit_size=os.stat("audit.jsonl").st_size)
     assert [(q["decision"], q.get("host")) for q in reqs] == [("deny", "denied.example")], reqs
 
 
-def test_state_dir_named_relatively_or_through_a_planted_link_hidden(sandbox_factory):
+def test_state_dir_named_relatively_hidden(sandbox_factory):
     """The state directory is hidden by its real path: named relatively
-    (KEYWARD_HOME=.keyward, keyward started in the workspace), or through a
-    link an earlier sandbox planted in the workspace (.cache replaced with
-    a link to .cache2, which keyward itself follows), the vault stays
-    covered in the sandbox, under either name."""
+    (KEYWARD_HOME=.keyward, keyward started in the workspace), the vault
+    stays covered in the sandbox."""
     sb = sandbox_factory()
     marker = f"vault-content-{random.getrandbits(48):012x}"
     rel = sb.workspace / ".keyward"
     rel.mkdir(mode=0o700)
     (rel / "vault.db").write_text(marker)
-    real = sb.workspace / ".cache2" / "keyward"
-    real.mkdir(parents=True, mode=0o700)
-    (real / "vault.db").write_text(marker)
-    (sb.workspace / ".cache").symlink_to(sb.workspace / ".cache2")
     code = r"""
-for d in sys.argv[1:]:
-    probe("read " + d, lambda: open(d + "/vault.db").read())
-done(listed={d: os.listdir(d) for d in sys.argv[1:]})
+probe("read", lambda: open(".keyward/vault.db").read())
+done(listed=os.listdir(".keyward"))
 """
-    for home, dirs in ((".keyward", [".keyward"]),
-                       (str(sb.workspace / ".cache" / "keyward"), [".cache/keyward", ".cache2/keyward"])):
-        e = dict(sb.env, KEYWARD_HOME=home)
-        p = subprocess.run(sb.argv(py(code) + dirs), capture_output=True, text=True, env=e,
-                           cwd=sb.workspace, timeout=60)
-        assert p.returncode == 0, p.stderr
-        r = json.loads(p.stdout.strip().splitlines()[-1])
-        assert r == {**{"read " + d: "ENOENT" for d in dirs}, "listed": {d: [] for d in dirs}}, (home, r)
-    assert (rel / "vault.db").read_text() == marker and (real / "vault.db").read_text() == marker
+    e = dict(sb.env, KEYWARD_HOME=".keyward")
+    p = subprocess.run(sb.argv(py(code)), capture_output=True, text=True, env=e, cwd=sb.workspace, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"read": "ENOENT", "listed": []}
+    assert (rel / "vault.db").read_text() == marker
+
+
+def test_secrets_behind_a_link_planted_in_the_workspace_refused(sandbox_factory):
+    """A run can leave a link in its workspace (.cache replaced with a
+    link to .cache2, or one credential's folder with a link to another's):
+    a later run whose state directory or file: credential would be read
+    through it refuses to start (exit 2) and names the link, instead of
+    reading the file the earlier run chose."""
+    sb = sandbox_factory()
+    ws = sb.workspace
+    (ws / ".cache2" / "keyward").mkdir(parents=True, mode=0o700)
+    (ws / ".cache").symlink_to(ws / ".cache2")
+    e = dict(sb.env, KEYWARD_HOME=str(ws / ".cache" / "keyward"))
+    p = subprocess.run(sb.argv(["true"]), capture_output=True, text=True, env=e, cwd=sb.tmp, timeout=60)
+    assert p.returncode == 2 and f"symbolic link {ws / '.cache'}," in p.stderr, p.stderr
+    for d in ("a", "b"):
+        (ws / "secrets" / d).mkdir(parents=True)
+        (ws / "secrets" / d / "token").write_text(f"made-up-{d}-{random.getrandbits(32):08x}\n")
+        (ws / "secrets" / d / "token").chmod(0o600)
+    os.rename(ws / "secrets" / "a", ws / "secrets" / "a-moved")
+    (ws / "secrets" / "a").symlink_to(ws / "secrets" / "b")
+    sb.policy = sb.tmp / "policy.yaml"
+    sb.policy.write_text(f"version: 1\ncredentials:\n  a:\n    from: file:{ws}/secrets/a/token\n")
+    p = sb.run(["true"])
+    assert p.returncode == 2 and f"symbolic link {ws / 'secrets' / 'a'}," in p.err, p.err
 
 
 def test_device_nodes_work_but_cannot_be_changed(sandbox_factory):
