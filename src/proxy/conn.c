@@ -1440,7 +1440,7 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.port = c->port,
 		.allow_private = rt->allow_private,
 		.ctx = ctx,
-		.ca_key = rt->upstream_ca ? rt->upstream_ca : c->gen->policy->upstream_ca,
+		.policy_serial = c->gen->share->serial,
 		.fresh = fresh,
 	};
 	c->state = C_CONNECTING;

@@ -46,6 +46,9 @@ struct policy_share {
 	/* per credential, the folder its file: source is read from, opened
 	 * when the policy was loaded (source.h) */
 	struct source_pin *pins;
+	/* Never reused (share_new counts up): a pooled upstream connection is
+	 * reused only under the policy it was dialled under (upstream.c). */
+	uint64_t serial;
 	/* Upstream TLS contexts, built on first use (gen_upstream_ctx): the
 	 * system roots can take tens of milliseconds to load, which would
 	 * otherwise delay every start and reload, and a `keyward run` that
@@ -186,9 +189,9 @@ struct upstream_target {
 	const char *host; /* name or IP literal (no brackets) */
 	uint16_t port;
 	bool allow_private;
-	SSL_CTX *ctx;       /* for https */
-	const char *ca_key; /* identifies ctx for pooling ("" for default) */
-	bool fresh;         /* skip the pool */
+	SSL_CTX *ctx;           /* for https, one of the policy's (gen_upstream_ctx) */
+	uint64_t policy_serial; /* policy_share.serial of the request's gen */
+	bool fresh;             /* skip the pool */
 };
 
 /* Called once when the upstream is connected (err 0) or could not be
@@ -213,6 +216,7 @@ struct upstream {
 	bool tls;
 	bool allow_private;
 	SSL_CTX *ctx;
+	uint64_t policy_serial; /* the policy it was dialled under */
 	bool connected;
 	bool reused; /* came from the pool: may have been closed meanwhile */
 	char why[256];
@@ -232,9 +236,13 @@ struct upstream {
  * negative errno if nothing could be started (reason in why). */
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
                  struct upstream **ret, char *why, size_t whylen) WUR;
-/* Returns u to the pool when reusable, else closes it. */
+/* Returns u to the pool when reusable and dialled under the current
+ * policy, else closes it. */
 void upstream_release(struct upstream *u, bool reusable);
 /* Wipes the response head u read last (an upstream may reflect a secret
  * in it: an echoed Authorization header) and empties its buffer. */
 void upstream_head_clear(struct upstream *u);
 void upstream_pool_clear(struct worker *w);
+/* Closes the idle connections dialled under a policy other than the one of
+ * serial `current` (a reload replaced it). */
+void upstream_pool_drop_stale(struct worker *w, uint64_t current);

@@ -72,8 +72,10 @@ static struct policy_share *share_new(struct policy *p, struct source_pin *pins)
 		policy_free(p);
 		return NULL;
 	}
+	static atomic_uint_fast64_t serials;
 	share->policy = p;
 	share->pins = pins;
+	share->serial = atomic_fetch_add(&serials, 1) + 1;
 	atomic_init(&share->refs, 1);
 	pthread_mutex_init(&share->ctx_lock, NULL);
 	return share;
@@ -170,6 +172,11 @@ struct gen *worker_current_gen(struct worker *w)
 	unsigned v = atomic_load_explicit(&w->px->gen_version, memory_order_acquire);
 	if (!w->gen || v != w->gen_version) {
 		struct gen *g = proxy_current_gen(w->px);
+		/* A reload may have taken allow_private away or changed an
+		 * upstream_ca file: connections dialled under the old policy
+		 * serve none of the new one's requests (a rotation keeps it). */
+		if (w->gen && w->gen->share != g->share)
+			upstream_pool_drop_stale(w, g->share->serial);
 		gen_unref(w->gen);
 		w->gen = g;
 		w->gen_version = v;

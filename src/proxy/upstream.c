@@ -231,23 +231,36 @@ static size_t key_put(char *out, size_t n, size_t len, const char *s, size_t k)
 	return len + k;
 }
 
-/* "scheme|host|port|ca", built by hand: it is made for every request. */
+/* Appends the decimal digits of v. */
+static size_t key_put_uint(char *out, size_t n, size_t len, uint64_t v)
+{
+	char d[20]; /* 2^64 - 1 */
+	size_t dl = sizeof(d);
+	do
+		d[--dl] = (char)('0' + v % 10);
+	while ((v /= 10) && dl > 0);
+	return key_put(out, n, len, d + dl, sizeof(d) - dl);
+}
+
+/* "policy|private|scheme|host|port|ctx", built by hand: it is made for
+ * every request. A connection is reused only where a fresh dial would have
+ * reached the same peer the same way: the policy serial stands for the
+ * upstream_ca contents the peer was verified with (ctx is one of that
+ * policy's contexts), and allow_private decides which addresses may be
+ * dialled. The fixed-width fields come first: a host name (255 bytes at
+ * most) leaves them whole. */
 static void pool_key(char *out, size_t n, const struct upstream_target *t)
 {
-	char port[5]; /* 65535 */
-	size_t pl = sizeof(port);
-	unsigned p = t->port;
-	do
-		port[--pl] = (char)('0' + p % 10);
-	while ((p /= 10) && pl > 0);
-	const char *scheme = t->scheme == SCHEME_HTTPS ? "https|" : "http|";
-	const char *ca = t->ca_key ? t->ca_key : "";
-	size_t len = key_put(out, n, 0, scheme, strlen(scheme));
+	const char *scheme = t->scheme == SCHEME_HTTPS ? "|https|" : "|http|";
+	const char *priv = t->allow_private ? "|private" : "|public";
+	size_t len = key_put_uint(out, n, 0, t->policy_serial);
+	len = key_put(out, n, len, priv, strlen(priv));
+	len = key_put(out, n, len, scheme, strlen(scheme));
 	len = key_put(out, n, len, t->host, strlen(t->host));
 	len = key_put(out, n, len, "|", 1);
-	len = key_put(out, n, len, port + pl, sizeof(port) - pl);
+	len = key_put_uint(out, n, len, t->port);
 	len = key_put(out, n, len, "|", 1);
-	key_put(out, n, len, ca, strlen(ca));
+	key_put_uint(out, n, len, (uintptr_t)t->ctx);
 }
 
 static void deferred_ready(evutil_socket_t fd, short what, void *arg)
@@ -312,6 +325,7 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 	u->tls = t->scheme == SCHEME_HTTPS;
 	u->ctx = t->ctx;
 	u->allow_private = t->allow_private;
+	u->policy_serial = t->policy_serial;
 
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -376,7 +390,8 @@ void upstream_release(struct upstream *u, bool reusable)
 		return;
 	}
 	if (!reusable || !u->bev || !u->connected || w->draining ||
-	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0) {
+	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 ||
+	    u->policy_serial != worker_current_gen(w)->share->serial) {
 		upstream_free(u);
 		return;
 	}
@@ -395,6 +410,19 @@ void upstream_release(struct upstream *u, bool reusable)
 	bufferevent_enable(u->bev, EV_READ);
 	TAILQ_INSERT_TAIL(&w->idle, u, link);
 	w->n_idle++;
+}
+
+void upstream_pool_drop_stale(struct worker *w, uint64_t current)
+{
+	struct upstream *u, *next;
+	for (u = TAILQ_FIRST(&w->idle); u; u = next) {
+		next = TAILQ_NEXT(u, link);
+		if (u->policy_serial == current)
+			continue;
+		TAILQ_REMOVE(&w->idle, u, link);
+		w->n_idle--;
+		upstream_free(u);
+	}
 }
 
 void upstream_pool_clear(struct worker *w)

@@ -7,6 +7,7 @@ that the upstream received nothing at all. Allowed controls sit next to the
 refusals so that a refusal cannot pass just because nothing works."""
 
 import json
+import signal
 import socket
 import ssl
 import time
@@ -15,7 +16,8 @@ import urllib.parse
 import pytest
 
 from conftest import policy_for
-from kwtest import PLACEHOLDER2, PLACEHOLDER, Upstream, connect_head, raw_request, status_of
+from kwtest import (PLACEHOLDER2, PLACEHOLDER, SECRET, HttpConn, Upstream, connect_head, open_tunnel, raw_request,
+                    status_of)
 
 MODES = ["http", "tunnel"]
 
@@ -790,6 +792,89 @@ def test_route_for_loopback_address_works(mode, up, proxy_factory):
     assert [r.target for r in up.requests] == ["/api/x"]
     rec = p.requests()[-1]
     assert rec["decision"] == "allow" and rec["host"] == "127.0.0.1"
+
+
+# ---- the upstream connection pool keeps to the policy ----
+
+def keep_alive_conn(mode, p, up):
+    """One client connection to the upstream through p: plain (absolute-form
+    requests) or a CONNECT tunnel; returns (HttpConn, target for a path)."""
+    if mode == "tunnel":
+        return HttpConn(open_tunnel(p.port, up.host, up.port, p.ca)), lambda path: path
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    return HttpConn(s), lambda path: f"http://{up.host}:{up.port}{path}"
+
+
+def get(conn, target, up, headers=()):
+    conn.send(head_request("GET", target, f"{up.host}:{up.port}", headers))
+    return conn.read_response()
+
+
+def test_pooled_private_connection_is_not_reused_by_a_route_without_allow_private(mode, up, proxy_factory):
+    # Two routes to the same host (pinned to 127.0.0.1): /public/** may
+    # reach private addresses, the credentialed /api/** may not. The first
+    # leaves a connection to 127.0.0.1 in the pool; the second must not
+    # send its credential over it.
+    text = policy_for(up, extra_routes=public_route(up)).replace("\n    allow_private: true", "", 1)
+    assert text.count("allow_private") == 1
+    p = proxy_factory(text, args=("--workers", "1"))
+    c, t = keep_alive_conn(mode, p, up)
+    try:
+        st, _, _, _ = get(c, t("/public/x"), up)
+        assert st == 200
+        st, _, body, raw = get(c, t("/api/x"), up)
+    finally:
+        c.close()
+    assert st == 403, raw + body
+    assert json.loads(body)["check"] == "private-address"
+    assert [r.target for r in up.requests] == ["/public/x"]
+    assert all(SECRET not in r.head.decode("latin-1") for r in up.requests)
+    assert up.connections == 1
+    rec = last_request_record(p)
+    assert rec["decision"] == "deny" and rec["reason"] == "private-address", rec
+
+
+def test_reload_retires_pooled_connections_of_the_old_policy(mode, up, proxy_factory):
+    # allow_private taken away by a reload: neither an idle pooled
+    # connection nor one busy during the reload serves a request after it.
+    p = proxy_factory(policy_for(up), args=("--workers", "1"))
+    reloads = lambda: [r for r in p.records() if r["event"] == "reload"]
+
+    def reload(text):
+        n = len(reloads())
+        p.policy.write_text(text)
+        p.signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while len(reloads()) == n:
+            assert time.time() < deadline, "no reload record"
+            time.sleep(0.05)
+        assert reloads()[-1]["decision"] == "allow", reloads()[-1]
+
+    # idle: the connection is in the pool when the policy changes
+    c, t = keep_alive_conn(mode, p, up)
+    assert get(c, t("/api/idle"), up)[0] == 200
+    c.close()
+    reload(policy_for(up).replace("\n    allow_private: true", ""))
+    c, t = keep_alive_conn(mode, p, up)
+    st, _, body, _ = get(c, t("/api/after-idle"), up)
+    c.close()
+    assert st == 403 and json.loads(body)["check"] == "private-address", body
+    assert [r.target for r in up.requests] == ["/api/idle"]
+
+    # busy: a request of the old policy is in flight during the reload; its
+    # connection goes back to no pool afterwards
+    reload(policy_for(up))
+    c, t = keep_alive_conn(mode, p, up)
+    c.send(head_request("GET", t("/api/stall/1.5"), f"{up.host}:{up.port}"))
+    time.sleep(0.3)
+    reload(policy_for(up).replace("\n    allow_private: true", ""))
+    assert c.read_response()[0] == 200  # started under the old policy
+    c2, t2 = keep_alive_conn(mode, p, up)
+    st, _, body, _ = get(c2, t2("/api/after-busy"), up)
+    c.close()
+    c2.close()
+    assert st == 403 and json.loads(body)["check"] == "private-address", body
+    assert [r.target for r in up.requests] == ["/api/idle", "/api/stall/1.5"]
 
 
 # ---- no DNS for unlisted names ----
