@@ -1441,6 +1441,7 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.allow_private = rt->allow_private,
 		.ctx = ctx,
 		.policy_serial = c->gen->share->serial,
+		.listener = (size_t)(c->li - c->w->px->listeners),
 		.fresh = fresh,
 	};
 	c->state = C_CONNECTING;
@@ -1972,10 +1973,21 @@ static int write_response_head(struct conn *c, const struct http_head *h, bool c
 	return r;
 }
 
+/* A response to HEAD whose head announces a body (RFC 9110 section 9.3.2
+ * lets it: the length a GET would have had). An upstream that then sends
+ * that body anyway, late, would have it read as the answer to the next
+ * request on the connection: it is not pooled. */
+static bool head_response_declares_body(const struct conn *c, const struct http_head *resp)
+{
+	return c->is_head && (resp->chunked || (resp->has_content_length && resp->content_length > 0));
+}
+
 static void request_done(struct conn *c, bool upstream_reusable)
 {
 	client_send(c);
 	conn_audit(c, "request", "allow", NULL, NULL);
+	if (c->up && head_response_declares_body(c, &c->up->resp))
+		upstream_reusable = false;
 	upstream_release(c->up, upstream_reusable);
 	c->up = NULL;
 	if (!c->keep_alive || !c->body_done || c->w->draining) {

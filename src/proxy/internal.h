@@ -191,6 +191,7 @@ struct upstream_target {
 	bool allow_private;
 	SSL_CTX *ctx;           /* for https, one of the policy's (gen_upstream_ctx) */
 	uint64_t policy_serial; /* policy_share.serial of the request's gen */
+	size_t listener;        /* index of the client's listener in px->listeners */
 	bool fresh;             /* skip the pool */
 };
 

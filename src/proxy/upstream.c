@@ -242,18 +242,22 @@ static size_t key_put_uint(char *out, size_t n, size_t len, uint64_t v)
 	return key_put(out, n, len, d + dl, sizeof(d) - dl);
 }
 
-/* "policy|private|scheme|host|port|ctx", built by hand: it is made for
- * every request. A connection is reused only where a fresh dial would have
- * reached the same peer the same way: the policy serial stands for the
- * upstream_ca contents the peer was verified with (ctx is one of that
- * policy's contexts), and allow_private decides which addresses may be
- * dialled. The fixed-width fields come first: a host name (255 bytes at
- * most) leaves them whole. */
+/* "policy|listener|private|scheme|host|port|ctx", built by hand: it is
+ * made for every request. A connection is reused only where a fresh dial
+ * would have reached the same peer the same way: the policy serial stands
+ * for the upstream_ca contents the peer was verified with (ctx is one of
+ * that policy's contexts), and allow_private decides which addresses may
+ * be dialled. A connection never passes between listeners (the sandboxes
+ * of one `keyward proxy`): bytes an upstream sends late on it reach no
+ * other sandbox. The fixed-width fields come first: a host name (255
+ * bytes at most) leaves them whole. */
 static void pool_key(char *out, size_t n, const struct upstream_target *t)
 {
 	const char *scheme = t->scheme == SCHEME_HTTPS ? "|https|" : "|http|";
 	const char *priv = t->allow_private ? "|private" : "|public";
 	size_t len = key_put_uint(out, n, 0, t->policy_serial);
+	len = key_put(out, n, len, "|", 1);
+	len = key_put_uint(out, n, len, t->listener);
 	len = key_put(out, n, len, priv, strlen(priv));
 	len = key_put(out, n, len, scheme, strlen(scheme));
 	len = key_put(out, n, len, t->host, strlen(t->host));

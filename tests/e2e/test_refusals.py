@@ -877,6 +877,59 @@ def test_reload_retires_pooled_connections_of_the_old_policy(mode, up, proxy_fac
     assert [r.target for r in up.requests] == ["/api/idle", "/api/stall/1.5"]
 
 
+class LateBodyUpstream(Upstream):
+    """Answers HEAD /api/head-late with a head announcing a 46-byte body,
+    then sends those 46 bytes 0.3 s later: a whole response of its own."""
+
+    def _respond(self, c, f, req):
+        if req.method == "HEAD" and req.target == "/api/head-late":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n")
+            time.sleep(0.3)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nA-PRIVATE")
+            return True
+        return super()._respond(c, f, req)
+
+
+def test_head_response_announcing_a_body_is_not_pooled(proxy_factory):
+    up = LateBodyUpstream()
+    try:
+        p = proxy_factory(policy_for(up), args=("--workers", "1"))
+        a, t = keep_alive_conn("http", p, up)
+        a.send(head_request("HEAD", t("/api/head-late"), f"{up.host}:{up.port}", ["X-Client: A"]))
+        st, hd, _, _ = a.read_response("HEAD")
+        assert st == 200 and hd["content-length"] == "46"
+        b, _ = keep_alive_conn("http", p, up)  # another client, at once
+        st, _, body, _ = get(b, t("/api/x"), up, ["X-Client: B"])
+        a.close()
+        b.close()
+    finally:
+        up.close()
+    assert st == 200 and b"A-PRIVATE" not in body, body
+    assert json.loads(body)["target"] == "/api/x"
+    assert up.connections == 2
+
+
+def test_pooled_connections_stay_with_their_listener(proxy_factory, plain_upstream):
+    # Two listeners of one `keyward proxy` (two sandboxes): a connection
+    # one of them left in the pool is not handed to the other.
+    up = plain_upstream
+    p = proxy_factory(policy_for(up), args=("--workers", "1", "--listen", "127.0.0.1:0"))
+    deadline = time.time() + 10
+    while len(ports := [int(l.rsplit(":", 1)[1]) for l in p.stderr.splitlines()
+                        if "listening on 127.0.0.1:" in l]) < 2:
+        assert time.time() < deadline, p.stderr
+        time.sleep(0.02)
+    target = f"http://{up.host}:{up.port}"
+    for i, port in enumerate(ports + ports):
+        c = HttpConn(socket.create_connection(("127.0.0.1", port), timeout=10))
+        c.send(head_request("GET", f"{target}/api/{i}", f"{up.host}:{up.port}"))
+        assert c.read_response()[0] == 200
+        c.close()
+    assert [r.target for r in up.requests] == ["/api/0", "/api/1", "/api/2", "/api/3"]
+    assert up.connections == 2  # one per listener, each reused once
+    assert {r["listener"] for r in p.requests()} == {f"127.0.0.1:{port}" for port in ports}
+
+
 # ---- no DNS for unlisted names ----
 
 def test_unlisted_name_is_refused_without_resolving(mode, up, proxy_factory):
