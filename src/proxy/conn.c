@@ -556,6 +556,21 @@ static void route_place(struct conn *c, const struct policy_route *rt, char *out
 	snprintf(out, n, "routes[%zu] at %s:%d", rt->index, c->gen->policy->path, rt->line);
 }
 
+/* TRACE makes the upstream echo the request back, headers included (RFC
+ * 9110 section 9.3.8): on a credentialed route the echo carries the
+ * injected credential, and only redaction would keep it from the sandbox.
+ * No route forwards it, whatever its methods: say (policy.c refuses TRACE
+ * there). On a route without a credential the echo holds nothing keyward
+ * added, but TRACE has no use worth an exception. Compared without case:
+ * an upstream may be lenient. (CONNECT inside a tunnel is refused too, as
+ * malformed: process_head.) */
+#define TRACE_REFUSED "keyward never forwards TRACE: the upstream would echo the request, injected credentials included"
+
+static bool method_is_trace(const char *method)
+{
+	return strcasecmp(method, "TRACE") == 0;
+}
+
 static void refuse_match(struct conn *c, const struct match_result *m)
 {
 	char msg[1024], hint[1024], where[600];
@@ -589,7 +604,10 @@ static void refuse_match(struct conn *c, const struct match_result *m)
 		for (char **m2 = rt->methods; m2 && *m2 && o < sizeof(list); m2++)
 			o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", o ? ", " : "", *m2);
 		snprintf(msg, sizeof(msg), "route for %s allows %s; not %s", c->host, list, c->method);
-		snprintf(hint, sizeof(hint), "to allow it, add %s to methods: of %s", c->method, where);
+		if (method_is_trace(c->method))
+			snprintf(hint, sizeof(hint), "%s", TRACE_REFUSED);
+		else
+			snprintf(hint, sizeof(hint), "to allow it, add %s to methods: of %s", c->method, where);
 		break;
 	}
 	case MATCH_PATH:
@@ -1276,6 +1294,11 @@ static void handle_request(struct conn *c)
 	const struct policy_route *rt = m.route;
 	c->route = rt;
 	const struct policy_credential *cred = rt->credential;
+
+	if (method_is_trace(c->method)) {
+		refuse(c, 403, "Forbidden", "deny", "method", TRACE_REFUSED, NULL);
+		return;
+	}
 
 	if (cred && flags) {
 		snprintf(text, sizeof(text), "path contains %s, which is refused on credentialed routes",

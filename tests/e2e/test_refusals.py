@@ -168,6 +168,25 @@ def test_disallowed_method(via):
     assert_refused(v, resp, 403, "method")
 
 
+@pytest.mark.parametrize("path", ["/api/x", "/public/x"])
+def test_trace_is_refused_without_methods(via, path):
+    # No methods: on either route (every method allowed), yet TRACE, which
+    # makes the upstream echo the request, never goes upstream: not with
+    # the credential of /api/**, not on the uncredentialed /public/**.
+    v = via(public=True)
+    resp = v.request("TRACE", path)
+    assert_refused(v, resp, 403, "method")
+    assert "never forwards TRACE" in body_json(resp)["message"]
+    assert v.up.connections == 0
+
+
+def test_trace_refusal_on_a_methods_route_does_not_suggest_listing_it(via):
+    v = via(methods="[GET]")
+    resp = v.request("TRACE", "/api/x")
+    assert_refused(v, resp, 403, "method")
+    assert "never forwards TRACE" in body_json(resp)["hint"]
+
+
 def test_disallowed_path(via):
     v = via()
     resp = v.request("GET", "/admin")
