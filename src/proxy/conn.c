@@ -2208,6 +2208,14 @@ static void read_response_head(struct conn *c)
 			u->head_scan = 0;
 			continue;
 		}
+		if (st == 206 && c->route->credential) {
+			/* Range was not forwarded (inject.c, asks_for_part): a
+			 * part could carry a piece of a secret past redaction. */
+			upstream_failed(c,
+			                "sent 206 Partial Content, which is refused on a credentialed route: a part of "
+			                "a response can hold a piece of a secret that redaction cannot recognise");
+			return;
+		}
 		if (st == 401 && conn_token_rejected(c))
 			return;
 		c->status = st;

@@ -427,6 +427,17 @@ static int put_accept_encoding(struct buf *out, const struct http_head *req, con
 	return r;
 }
 
+/* A part of a response can hold part of a secret, and the redactor, which
+ * sees one response, cannot recognise a part (RFC 9110 section 14): the
+ * parts of a multipart/byteranges answer, or single ranges over several
+ * requests, put the secret back together in the sandbox. The responses of
+ * a credentialed route are scanned, so they are asked for whole; conn.c
+ * refuses a 206 should the upstream send one anyway. */
+static bool asks_for_part(const char *name, size_t len)
+{
+	return memcaseeq(name, len, "range") || memcaseeq(name, len, "if-range");
+}
+
 int inject_request_head(const struct outbound *o, struct buf *out, const char **why)
 {
 	const struct http_head *req = o->req;
@@ -460,6 +471,8 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 			continue;
 		if (credentialed && memcaseeq(h->name, h->name_len, "accept-encoding"))
 			continue; /* put_accept_encoding */
+		if (cred && asks_for_part(h->name, h->name_len))
+			continue;
 		if (credentialed)
 			r = copy_swapped(out, h, cred, o->secret);
 		else

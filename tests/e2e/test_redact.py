@@ -475,3 +475,74 @@ def test_uncredentialed_route_is_passed_as_is(proxy_factory, tls_upstream):
     assert status == 200 and headers["content-length"] == str(len(body)) and got == body
     c.close()
     assert "redacted" not in p.requests()[-1]
+
+
+# ---- partial responses: a part of a response is not scanned whole ----
+
+CONFIG = b"# deploy config\nAPI_TOKEN=" + SECRET.encode() + b"\nREGION=eu\n"
+
+
+def byte_ranges(req):
+    """A byte-range-capable file server (nginx, S3, an artifact store) with
+    a file that holds the secret: 206 for a Range, multipart for several."""
+    rng = req.header("Range")
+    if not rng:
+        return [head(b"Accept-Ranges: bytes\r\nContent-Length: %d\r\n\r\n" % len(CONFIG)), CONFIG]
+    parts = [tuple(int(x) for x in r.split("-")) for r in rng.split("=", 1)[1].split(",")]
+    if len(parts) == 1:
+        a, b = parts[0]
+        return [head(b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n"
+                     % (a, b, len(CONFIG), b + 1 - a), b"206 Partial Content"), CONFIG[a:b + 1]]
+    out = b""
+    for a, b in parts:
+        out += (b"--B\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (a, b, len(CONFIG)) + CONFIG[a:b + 1] + b"\r\n")
+    out += b"--B--\r\n"
+    return [head(b"Content-Type: multipart/byteranges; boundary=B\r\nContent-Length: %d\r\n\r\n" % len(out),
+                 b"206 Partial Content"), out]
+
+
+@pytest.mark.parametrize("rng", [
+    ",".join(f"{i}-{min(i + 5, len(CONFIG) - 1)}" for i in range(0, len(CONFIG), 6)),  # parts of 6 bytes
+    "26-31",  # one piece of the secret
+])
+def test_range_is_not_forwarded_on_a_credentialed_route(proxy_factory, tls_upstream, rng):
+    u = tls_upstream(byte_ranges)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/config.env", f"Range: bytes={rng}\r\nIf-Range: \"v1\"\r\n"))
+    status, headers, body, _ = c.read_response()
+    c.close()
+    # the whole file, redacted, instead of parts the redactor cannot join
+    assert status == 200, body
+    assert body == CONFIG.replace(SECRET.encode(), PLACEHOLDER.encode())
+    assert u.requests[-1].header("Range") is None and u.requests[-1].header("If-Range") is None
+    assert_clean(c.raw)
+
+
+def test_partial_content_is_refused_on_a_credentialed_route(proxy_factory, tls_upstream):
+    # An upstream that answers 206 to a request without Range.
+    piece = CONFIG[26:32]
+    u = tls_upstream(lambda req: [head(b"Content-Range: bytes 26-31/%d\r\nContent-Length: 6\r\n\r\n" % len(CONFIG),
+                                       b"206 Partial Content"), piece])
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/config.env"))
+    status, headers, body, _ = c.read_response()
+    c.close()
+    assert status == 502 and json.loads(body)["check"] == "upstream", body
+    assert b"206" in body and piece not in c.raw
+    assert_clean(c.raw)
+    rec = p.requests()[-1]
+    assert rec["status"] == 502 and rec["decision"] == "error" and rec["reason"] == "upstream", rec
+
+
+def test_range_is_forwarded_on_an_uncredentialed_route(proxy_factory, tls_upstream):
+    # Nothing of keyward's goes there and nothing is scanned: ranges work.
+    u = tls_upstream(byte_ranges)
+    p = proxy_factory(policy_for(u, paths=ALL, credential=False))
+    c = connect(p, u)
+    c.send(get(u, "/config.env", "Range: bytes=0-14\r\n"))
+    status, headers, body, _ = c.read_response()
+    c.close()
+    assert status == 206 and body == CONFIG[:15]
+    assert u.requests[-1].header("Range") == "bytes=0-14"
