@@ -2208,9 +2208,12 @@ static void read_response_head(struct conn *c)
 			u->head_scan = 0;
 			continue;
 		}
-		if (st == 206 && c->route->credential) {
+		if (st == 206 && c->route->credential && c->route->inject != INJECT_SIGV4) {
 			/* Range was not forwarded (inject.c, asks_for_part): a
-			 * part could carry a piece of a secret past redaction. */
+			 * part could carry a piece of a secret past redaction.
+			 * SigV4 routes forward what the client signed, Range
+			 * included: their secret key never travels, and S3
+			 * clients fetch large objects in ranges. */
 			upstream_failed(c,
 			                "sent 206 Partial Content, which is refused on a credentialed route: a part of "
 			                "a response can hold a piece of a secret that redaction cannot recognise");

@@ -235,8 +235,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.command in ("GET", "HEAD") and key:
             with st.lock:
                 data = st.objects.get((bucket, key))
+            rng = self.headers.get("Range", "")
             if data is None:
                 self._send(404, _xml("Error", "<Code>NoSuchKey</Code>"))
+            elif rng.startswith("bytes=") and "," not in rng:
+                # one range, as S3 serves it (what ranged downloads use)
+                first, _, last = rng[6:].partition("-")
+                first, last = int(first), min(int(last or len(data) - 1), len(data) - 1)
+                self._send(206, data[first:last + 1], [("Content-Range", f"bytes {first}-{last}/{len(data)}"),
+                                                       ("ETag", '"%s"' % hashlib.md5(data).hexdigest())])
             else:
                 self._send(200, data, [("ETag", '"%s"' % hashlib.md5(data).hexdigest())])
         elif self.command == "GET":
