@@ -1867,12 +1867,13 @@ static bool start_body_filter(struct conn *c)
 {
 	struct upstream *u = c->up;
 	enum resp_coding coding;
-	char name[80], text[300];
-	if (resp_body_coding(&u->resp, &coding, name, sizeof(name)) < 0) {
+	const char *what = NULL;
+	char text[300];
+	if (resp_body_coding(&u->resp, &coding, &what) < 0) {
 		snprintf(text, sizeof(text),
-		         "sent a response with Content-Encoding %s, which keyward cannot decode to scan it for "
-		         "secrets (responses on credentialed routes are scanned)",
-		         name);
+		         "sent a response with %s, which keyward cannot decode to scan it for secrets (responses on "
+		         "credentialed routes are scanned)",
+		         what);
 		upstream_failed(c, text);
 		return false;
 	}

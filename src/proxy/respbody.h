@@ -20,8 +20,9 @@ enum resp_coding { CODING_IDENTITY, CODING_GZIP, CODING_DEFLATE };
 
 /* The Content-Encoding of a response head: identity when there is none.
  * Returns 0 and *ret, or -ENOTSUP for any other coding or a list of
- * several (the coding named in why, for messages). */
-int resp_body_coding(const struct http_head *h, enum resp_coding *ret, char *why, size_t whylen) WUR;
+ * several, with a static phrase in *why that never quotes the header
+ * (an upstream may reflect a secret into it). */
+int resp_body_coding(const struct http_head *h, enum resp_coding *ret, const char **why) WUR;
 
 struct resp_body;
 

@@ -288,10 +288,38 @@ def test_unknown_coding_is_refused(proxy_factory, tls_upstream):
     c = connect(p, u)
     c.send(get(u, "/br"))
     status, headers, body, _ = c.read_response()
-    assert status == 502 and b"Content-Encoding br" in body and b"cannot decode" in body
+    assert status == 502 and b"unsupported Content-Encoding" in body and b"cannot decode" in body
     c.close()
     rec = p.requests()[-1]
     assert rec["status"] == 502 and rec["reason"] == "upstream"
+
+
+def test_reflected_coding_is_not_quoted_in_the_refusal(proxy_factory, tls_upstream):
+    # An upstream that turns query values into response headers (httpbin's
+    # /response-headers, a storage API's response-content-encoding): the
+    # placeholder in the query went upstream as the secret, and comes back
+    # as a Content-Encoding keyward cannot decode. Its 502 and the audit
+    # record must not quote the value.
+    def reflect(req):
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(req.target).query))
+        value = q["ce"].encode()
+        return [head(b"Content-Encoding: %s\r\nX-Echo: %s\r\nContent-Length: 2\r\n\r\nok" % (value, value))]
+
+    u = tls_upstream(reflect)
+    p = proxy_factory(policy_for(u, paths=ALL))
+    for ce in (PLACEHOLDER, f"gzip, {PLACEHOLDER}", f"{PLACEHOLDER}, gzip"):
+        c = connect(p, u)
+        c.send(get(u, "/response-headers?ce=" + urllib.parse.quote(ce)))
+        status, _, body, _ = c.read_response()
+        assert status == 502 and b"cannot decode" in body, body
+        assert SECRET in u.requests[-1].target  # the swap happened: the upstream had it
+        assert_clean(c.raw)
+        assert PLACEHOLDER.encode() not in body  # nothing of the value is quoted
+        c.close()
+    recs = p.requests()
+    assert [r["status"] for r in recs] == [502] * 3
+    text = p.stop() + p.stderr + p.audit.read_text()
+    assert SECRET not in text and PLACEHOLDER not in text
 
 
 def test_compressed_refused_when_the_route_says_so(proxy_factory, tls_upstream):
