@@ -296,17 +296,31 @@ static int parse_utc(const char *s, time_t *ret)
 	return 0;
 }
 
-/* RFC 6749 5.2: the error code is safe to show (ASCII, no secret); the
- * description is free text and is not shown. */
+/* The error code of a refusal, when it is one of the codes RFC 6749 5.2
+ * (and 4.1.2.1, RFC 8628 3.5, RFC 8693 2.2.2) defines. Any other string
+ * is the endpoint's own and is not shown, however tame it looks: an
+ * endpoint may echo what it was sent (the client secret, a refresh
+ * token) into it. The description is free text and is never shown. */
 static void error_code(json_t *obj, char *out, size_t len)
 {
+	static const char *const known[] = {
+		"invalid_request",        "invalid_client",
+		"invalid_grant",          "unauthorized_client",
+		"unsupported_grant_type", "invalid_scope",
+		"access_denied",          "unsupported_response_type",
+		"server_error",           "temporarily_unavailable",
+		"authorization_pending",  "slow_down",
+		"expired_token",          "invalid_target",
+	};
 	json_t *e = json_is_object(obj) ? json_object_get(obj, "error") : NULL;
 	const char *s = json_is_string(e) ? json_string_value(e) : "";
-	size_t n = strlen(s);
 	out[0] = 0;
-	if (n == 0 || n > 64 || strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n)
-		return;
-	snprintf(out, len, " (%s)", s);
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+		if (streq(s, known[i])) {
+			snprintf(out, len, " (%s)", known[i]);
+			return;
+		}
+	}
 }
 
 #define LIFETIME_MAX (366LL * 24 * 3600)

@@ -32,6 +32,10 @@ static void test_parse_rejects(void **state)
 		{ 400, "{\"error\":\"invalid_grant\",\"error_description\":\"kwtest-SECRET-desc\"}", false,
 		  "answered 400 (invalid_grant)" },
 		{ 401, "{\"error\":\"bad code with spaces\"}", false, "answered 401" },
+		/* a tame-looking code that is not a registered one: an echo of
+		 * what the endpoint was sent, maybe the client secret */
+		{ 401, "{\"error\":\"kwtest-SECRET-echoed_client_secret\"}", false, "answered 401" },
+		{ 400, "{\"error\":\"invalid_grant_kwtest-SECRET\"}", false, "answered 400" },
 		{ 500, "not json", false, "answered 500" },
 		{ 302, "", false, "answered 302" },
 		{ 200, "", false, "not a JSON object" },
