@@ -113,6 +113,17 @@ static void check_head(const struct run *r, enum http1_type type, const struct h
 			fuzz_assert(is_tchar((unsigned char)hd->headers[i].name[k]));
 	/* llhttp refuses a message framed both ways (RFC 9112 6.3). */
 	fuzz_assert(!(hd->chunked && hd->has_content_length));
+	/* A response's only transfer coding is chunked, in one field: keyward
+	 * decodes no other (http1_parse_head). */
+	if (type == HTTP1_RESPONSE) {
+		unsigned te = 0;
+		for (unsigned i = 0; i < hd->n_headers; i++) {
+			const struct http_header *h = &hd->headers[i];
+			if (h->name_len == 17 && strncasecmp(h->name, "transfer-encoding", 17) == 0)
+				te++;
+		}
+		fuzz_assert(te == 0 || (te == 1 && hd->chunked));
+	}
 	/* Every header can be found by its own name (the first of that name). */
 	for (unsigned i = 0; i < hd->n_headers && i < 8; i++) {
 		char *name = fuzz_strndup(hd->headers[i].name, hd->headers[i].name_len);

@@ -237,13 +237,15 @@ static bool is_token(const char *p, size_t n)
 }
 
 /* Whether every Transfer-Encoding field holds exactly "chunked" (case
- * aside, OWS trimmed). */
-static bool transfer_encoding_is_chunked(const struct http_head *hd)
+ * aside, OWS trimmed); *fields says how many there are. */
+static bool transfer_encoding_is_chunked(const struct http_head *hd, unsigned *fields)
 {
+	*fields = 0;
 	for (unsigned k = 0; k < hd->n_headers; k++) {
 		const struct http_header *x = &hd->headers[k];
 		if (!memcaseeq(x->name, x->name_len, "transfer-encoding"))
 			continue;
+		++*fields;
 		size_t s = 0, e = x->value_len;
 		while (s < e && (x->value[s] == ' ' || x->value[s] == '\t'))
 			s++;
@@ -314,7 +316,20 @@ int http1_parse_head(struct http1 *h, const char *p, size_t n, struct http_head 
 	 * "Transfer-Encoding: chunked", which would silently drop the other
 	 * codings: the upstream would read the bytes as unencoded. Accept the
 	 * one coding we implement (RFC 9112 6.1 lets a server refuse others). */
-	if (h->parser.type == HTTP_REQUEST && out->chunked && !transfer_encoding_is_chunked(out)) {
+	unsigned te_fields;
+	bool te_chunked = transfer_encoding_is_chunked(out, &te_fields);
+	if (h->parser.type == HTTP_REQUEST && out->chunked && !te_chunked) {
+		*why = "Transfer-Encoding other than chunked alone";
+		return -EBADMSG;
+	}
+	/* A response is re-framed too (on credentialed routes, where its body
+	 * is decoded and scanned), and a coding other than chunked, framed by
+	 * llhttp as chunked ("gzip, chunked") or as read-until-close ("gzip"),
+	 * would reach the client undecoded, its Transfer-Encoding dropped:
+	 * compressed bytes the redactor never read. keyward decodes no
+	 * transfer coding but chunked, so it takes none other, on any route
+	 * (RFC 9112 6.1 lets a recipient refuse them), and only one field. */
+	if (h->parser.type == HTTP_RESPONSE && te_fields > 0 && (!te_chunked || te_fields > 1 || !out->chunked)) {
 		*why = "Transfer-Encoding other than chunked alone";
 		return -EBADMSG;
 	}

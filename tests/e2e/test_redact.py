@@ -322,6 +322,55 @@ def test_reflected_coding_is_not_quoted_in_the_refusal(proxy_factory, tls_upstre
     assert SECRET not in text and PLACEHOLDER not in text
 
 
+# Transfer codings keyward does not decode: llhttp frames "gzip, chunked" as
+# chunked and "gzip" alone as read-until-close, keyward drops the field when
+# it re-frames, and the client would get gzip bytes the redactor never read.
+OTHER_TRANSFER_CODINGS = {
+    "gzip-chunked": (b"Transfer-Encoding: gzip, chunked\r\n", True),
+    "gzip-until-close": (b"Transfer-Encoding: gzip\r\nConnection: close\r\n", False),
+    "deflate-chunked-two-fields": (b"Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n", True),
+    "chunked-twice": (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", True),
+}
+
+
+@pytest.mark.parametrize("credential", [True, False], ids=["credentialed", "open"])
+@pytest.mark.parametrize("name", list(OTHER_TRANSFER_CODINGS))
+def test_transfer_coding_other_than_chunked_is_refused(proxy_factory, tls_upstream, name, credential):
+    fields, chunk = OTHER_TRANSFER_CODINGS[name]
+
+    def script(req):
+        z = gzip.compress(json.dumps({"headers": req.headers}).encode())
+        if name == "chunked-twice":
+            z = b"%x\r\n%s\r\n0\r\n\r\n" % (len(z), z)
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(z), z) if chunk else z
+        return [head(fields + b"\r\n"), body]
+
+    u = tls_upstream(script)
+    p = proxy_factory(policy_for(u, paths=ALL, credential=credential))
+    c = connect(p, u)
+    # only a credentialed route may be sent its placeholder
+    c.send(get(u, "/echo", f"Authorization: Bearer {PLACEHOLDER}\r\n" if credential else ""))
+    status, _, body, _ = c.read_response()
+    assert status == 502 and b"Transfer-Encoding other than chunked alone" in body, body
+    assert_clean(c.raw)
+    assert b"\x1f\x8b" not in c.raw  # no gzip member reached the client
+    c.close()
+    rec = p.requests()[-1]
+    assert rec["status"] == 502 and rec["reason"] == "upstream"
+
+
+def test_chunked_in_any_case_is_accepted(proxy_factory, tls_upstream):
+    body = b"token=" + SECRET.encode()
+    u = tls_upstream(lambda req: [head(b"Transfer-Encoding:  ChUnKeD \r\n\r\n"), *chunked(body[:9], body[9:])])
+    p = proxy_factory(policy_for(u, paths=ALL))
+    c = connect(p, u)
+    c.send(get(u, "/x"))
+    status, _, got, _ = c.read_response()
+    assert status == 200 and got == b"token=" + PLACEHOLDER.encode()
+    assert_clean(c.raw)
+    c.close()
+
+
 def test_compressed_refused_when_the_route_says_so(proxy_factory, tls_upstream):
     z = gzip.compress(SECRET.encode())
     u = tls_upstream(lambda req: [head(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)), z])
