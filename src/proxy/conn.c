@@ -1924,6 +1924,26 @@ static bool reframed_header(const struct conn *c, const struct http_header *x)
 	       (c->resp_decoded && memcaseeq(x->name, x->name_len, "content-encoding"));
 }
 
+/* A 1xx (but 101) or 204 response has no body, and RFC 9112 6.1 and RFC
+ * 9110 8.6 forbid it Content-Length and Transfer-Encoding: a client that
+ * read a body by them would take the next response for it. A 304 may
+ * carry both, describing the representation it does not send. */
+static bool bodiless_status(int status)
+{
+	return (status < 200 && status != 101) || status == 204;
+}
+
+/* Whether the upstream framed a body that the status rules out (http1.c
+ * reads none): it may send one after all, and those bytes would be read
+ * as the response to the next request on the connection, so the
+ * connection is not pooled. A 304's Content-Length is no such sign. */
+static bool framing_unsure(const struct http_head *h)
+{
+	if (bodiless_status(h->status))
+		return h->chunked || h->content_length > 0;
+	return h->status == 304 && h->chunked;
+}
+
 static bool response_hop_header(const struct http_head *h, const struct http_header *x, bool upgrade)
 {
 	static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "proxy-authenticate" };
@@ -1933,7 +1953,7 @@ static bool response_hop_header(const struct http_head *h, const struct http_hea
 	if (!upgrade && memcaseeq(x->name, x->name_len, "upgrade"))
 		return true;
 	if (memcaseeq(x->name, x->name_len, "content-length") || memcaseeq(x->name, x->name_len, "transfer-encoding"))
-		return false; /* the body is relayed with its own framing */
+		return bodiless_status(h->status); /* else the body is relayed with its own framing */
 	if (upgrade && memcaseeq(x->name, x->name_len, "upgrade"))
 		return false; /* a 101 names the protocol it switches to */
 	return http_connection_names(h, x->name, x->name_len);
@@ -2177,6 +2197,8 @@ static void read_response_head(struct conn *c)
 			upstream_failed(c, text);
 			return;
 		}
+		if (framing_unsure(&u->resp))
+			u->unsure = true;
 		if (!c->redactor && c->route->credential && start_redaction(c) < 0) {
 			upstream_failed(c, "could not be handled (out of memory)");
 			return;

@@ -98,8 +98,14 @@ static int on_headers_complete(llhttp_t *p)
 	hd->keep_alive = llhttp_should_keep_alive(p) != 0;
 	hd->upgrade = p->upgrade != 0;
 	h->headers_done = true;
-	/* A response to HEAD has headers that describe a body it does not send. */
-	if (p->type == HTTP_RESPONSE && h->skip_body)
+	/* A response to HEAD has headers that describe a body it does not send,
+	 * and 1xx, 204 and 304 responses have no body whatever their headers
+	 * say (RFC 9112 6.3 rule 1; RFC 9110 8.6 lets a 304 carry the
+	 * Content-Length of the representation it does not send). llhttp 8.1
+	 * knows this only for a response without Content-Length or chunked
+	 * framing, and would wait for the body; 101 is llhttp's own case. */
+	if (p->type == HTTP_RESPONSE &&
+	    (h->skip_body || (hd->status < 200 && hd->status != 101) || hd->status == 204 || hd->status == 304))
 		return 1;
 	return 0;
 }

@@ -54,7 +54,7 @@ struct http1 {
 	int last_cb;            /* 1 field, 2 value */
 	bool headers_done;
 	bool message_done;
-	bool skip_body; /* response to HEAD, or 1xx/204/304 handled by llhttp */
+	bool skip_body; /* the response answers HEAD (1xx, 204 and 304 never have a body) */
 	/* body data sink while feeding a body */
 	int (*on_body)(void *ctx, const char *p, size_t n);
 	void *ctx;

@@ -220,6 +220,7 @@ struct upstream {
 	uint64_t policy_serial; /* the policy it was dialled under */
 	bool connected;
 	bool reused; /* came from the pool: may have been closed meanwhile */
+	bool unsure; /* framed a body its status forbids (conn.c): never pooled */
 	char why[256];
 	char peer[64];
 	/* response parsing, owned by conn.c while in use */

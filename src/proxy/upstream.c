@@ -393,7 +393,7 @@ void upstream_release(struct upstream *u, bool reusable)
 		evdns_getaddrinfo_cancel(req);
 		return;
 	}
-	if (!reusable || !u->bev || !u->connected || w->draining ||
+	if (!reusable || u->unsure || !u->bev || !u->connected || w->draining ||
 	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 ||
 	    u->policy_serial != worker_current_gen(w)->share->serial) {
 		upstream_free(u);

@@ -376,6 +376,84 @@ def test_bodiless_status_keeps_connection(proxy_factory, any_upstream, code):
     c.close()
 
 
+class BodilessFramingUpstream(Upstream):
+    """Responses that have no body by their status but frame one anyway.
+      /304-cl      304 with the Content-Length of the unsent representation
+                   (RFC 9110 8.6), and nothing after it
+      /204-cl      204 with Content-Length and a smuggled response after it
+      /204-late    204 with Content-Length, its "body" sent 0.3 s later
+      /204-chunked 204 framed chunked, with a chunked "body"
+      /103-cl      103 with Content-Length, then the final 200
+    anything else: 200 "fresh" with the connection number."""
+
+    SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nsmuggled reply"
+
+    def _respond(self, c, f, req):
+        path = req.target.split("?")[0]
+        if path == "/304-cl":
+            c.sendall(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n')
+        elif path == "/204-cl":
+            c.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: %d\r\n\r\n%s" % (len(self.SMUGGLED), self.SMUGGLED))
+        elif path == "/204-late":
+            c.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: %d\r\n\r\n" % len(self.SMUGGLED))
+            time.sleep(0.3)
+            c.sendall(self.SMUGGLED)
+        elif path == "/204-chunked":
+            c.sendall(b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                      % (len(self.SMUGGLED), self.SMUGGLED))
+        elif path == "/103-cl":
+            c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nContent-Length: 5\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        else:
+            body = b"fresh %d" % self.connections
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+
+
+@pytest.mark.parametrize("path", ["/304-cl", "/204-cl", "/204-late", "/204-chunked", "/103-cl"])
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_bodiless_status_with_framing_has_no_body(proxy_factory, certs, scheme, path):
+    # llhttp 8.1 reads a body by Content-Length or chunked framing whatever
+    # the status: a 304 with Content-Length hung the next request until
+    # upstream_timeout, and bytes after a 204 reached the client as its
+    # body. Whatever follows such a response is never relayed, and its
+    # connection is not pooled (it might be read as the next response).
+    u = BodilessFramingUpstream(tls=certs if scheme == "https" else None)
+    try:
+        p = proxy_factory(policy_for(u, paths=ALL_PATHS, route_extra="\nlimits:\n  upstream_timeout: 5s"))
+        c = connect(p, u, timeout=4)
+        t0 = time.time()
+        c.send(get(u, path, extra=f"Authorization: Bearer {PLACEHOLDER}\r\n"))
+        status, headers, body, raw = c.read_response(skip_interim=False)
+        if path == "/103-cl":
+            assert status == 103 and "content-length" not in headers, raw
+            status, headers, body, raw = c.read_response()
+            assert status == 200 and body == b"final", raw
+        else:
+            assert status == int(path[1:4]), raw
+            # a 204 carries no framing to the client; a 304 keeps its Content-Length
+            assert headers.get("content-length") == ("1234" if status == 304 else None), raw
+            assert "transfer-encoding" not in headers, raw
+        assert headers.get("connection", "").lower() != "close", raw
+        # at once: /204-late's bytes are still to come, and must not be
+        # read as the answer to this request
+        c.send(get(u, "/next"))
+        status, _, body, raw = c.read_response()
+        assert status == 200 and body.startswith(b"fresh"), (raw, body)
+        assert time.time() - t0 < 3, "the next request waited for a body"
+        assert b"smuggled" not in c.buf
+        c.close()
+        # not pooled, except after the 304, whose Content-Length is allowed
+        if path.startswith("/204") or path == "/103-cl":
+            assert body == b"fresh 2", "a connection that framed a forbidden body was reused"
+        else:
+            assert body == b"fresh 1"
+        recs = p.requests()
+        assert [r["status"] for r in recs] == [int(path[1:4]) if path != "/103-cl" else 200, 200]
+    finally:
+        u.close()
+
+
 @pytest.mark.parametrize("code", [100, 103])
 def test_interim_response_then_final(proxy_factory, any_upstream, code):
     u = any_upstream

@@ -276,6 +276,35 @@ static void test_response_to_head_has_no_body(void **state)
 	assert_true(http1_message_done(&h));
 }
 
+/* 1xx (but 101), 204 and 304 have no body whatever their framing says
+ * (RFC 9112 6.3); llhttp 8.1 read one by Content-Length or chunked. */
+static void test_bodiless_status_has_no_body(void **state)
+{
+	static const struct {
+		const char *raw;
+		bool done;
+	} cases[] = {
+		{ "HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n", true },
+		{ "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", true },
+		{ "HTTP/1.1 204 No Content\r\nContent-Length: 38\r\n\r\n", true },
+		{ "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", true },
+		{ "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n", true },
+		{ "HTTP/1.1 150 X\r\nTransfer-Encoding: chunked\r\n\r\n", true },
+		{ "HTTP/1.1 205 Reset Content\r\nContent-Length: 3\r\n\r\n", false },
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct http_header hdrs[8];
+		struct http_head hd = { .headers = hdrs, .max_headers = 8 };
+		struct http1 h;
+		const char *why = NULL;
+		http1_init(&h, HTTP1_RESPONSE);
+		assert_int_equal(http1_parse_head(&h, cases[i].raw, strlen(cases[i].raw), &hd, &why), 0);
+		if (http1_message_done(&h) != cases[i].done)
+			fail_msg("case %zu: message done %d", i, http1_message_done(&h));
+	}
+}
+
 static void test_list_has(void **state)
 {
 	assert_true(http_list_has("keep-alive, Upgrade", 19, "upgrade"));
@@ -296,6 +325,7 @@ int main(void)
 		cmocka_unit_test(test_chunked_body_and_pipelining),
 		cmocka_unit_test(test_bad_chunk_size),
 		cmocka_unit_test(test_response_to_head_has_no_body),
+		cmocka_unit_test(test_bodiless_status_has_no_body),
 		cmocka_unit_test(test_list_has),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
