@@ -403,7 +403,7 @@ static bool replaced_by_route(const struct policy_route *rt, const char *name, s
  * all when the route refuses compressed responses. Without any, the
  * upstream is asked for identity (RFC 9110 12.5.3: no Accept-Encoding
  * would mean any coding). */
-static int put_accept_encoding(struct buf *out, const struct http_head *req, const struct policy_route *rt)
+int inject_put_accept_encoding(struct buf *out, const struct http_head *req, const struct policy_route *rt)
 {
 	static const char *const ok[] = { "gzip", "x-gzip", "deflate" };
 	size_t mark = out->len;
@@ -470,7 +470,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 		if (credentialed && replaced_by_route(rt, h->name, h->name_len))
 			continue;
 		if (credentialed && memcaseeq(h->name, h->name_len, "accept-encoding"))
-			continue; /* put_accept_encoding */
+			continue; /* inject_put_accept_encoding */
 		if (cred && asks_for_part(h->name, h->name_len))
 			continue;
 		if (credentialed)
@@ -481,7 +481,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	if (r == 0 && credentialed)
 		r = put_credential(out, o, req);
 	if (r == 0 && credentialed)
-		r = put_accept_encoding(out, req, rt);
+		r = inject_put_accept_encoding(out, req, rt);
 	if (r == 0 && req->chunked)
 		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");
 	else if (r == 0 && req->has_content_length)

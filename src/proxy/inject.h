@@ -90,6 +90,11 @@ const struct policy_credential *inject_find_leak(const struct policy *p, const s
 int inject_put_method_path(struct buf *out, const struct outbound *o) WUR;
 int inject_put_header(struct buf *out, const char *name, size_t nl, const char *value, size_t vl) WUR;
 int inject_put_host(struct buf *out, const struct outbound *o) WUR;
+/* "Accept-Encoding: CODINGS\r\n" for a credentialed route: of the codings
+ * req accepts, those keyward can decode to scan the response (gzip,
+ * deflate), else identity; identity alone when rt refuses compressed
+ * responses. */
+int inject_put_accept_encoding(struct buf *out, const struct http_head *req, const struct policy_route *rt) WUR;
 
 /* Whether a header is hop-by-hop (RFC 9110 7.6.1) or otherwise rewritten by
  * the proxy, so never copied as is. */

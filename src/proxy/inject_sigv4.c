@@ -306,6 +306,7 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 		*why = "the credential's access_key_id cannot be sent in a SigV4 Credential= field";
 		return -EINVAL;
 	}
+	/* the client's headers, and Host, Accept-Encoding, the framing and the token */
 	struct emitted *em = calloc(req->n_headers + 4, sizeof(*em));
 	if (!em)
 		return -ENOMEM;
@@ -329,9 +330,20 @@ int inject_sigv4_head(const struct outbound *o, struct buf *out, const char **wh
 		const struct http_header *h = &req->headers[i];
 		if (inject_header_is_hop(h->name, h->name_len) || http_connection_names(req, h->name, h->name_len) ||
 		    memcaseeq(h->name, h->name_len, "authorization") ||
-		    memcaseeq(h->name, h->name_len, "x-amz-security-token"))
+		    memcaseeq(h->name, h->name_len, "x-amz-security-token") ||
+		    memcaseeq(h->name, h->name_len, "accept-encoding"))
 			continue;
 		r = put_header(out, &em[n_em++], h->name, h->name_len, h->value, h->value_len);
+	}
+	/* The response is scanned like any credentialed route's, so it must
+	 * come in a coding keyward decodes; the line is in place before the
+	 * head is signed, so a client that signed Accept-Encoding gets a
+	 * signature over the value sent. */
+	if (r == 0) {
+		size_t at = out->len;
+		r = inject_put_accept_encoding(out, req, o->route);
+		em[n_em++] =
+		    (struct emitted){ at, 15, at + 17, out->len - at - 19 }; /* "Accept-Encoding: " ... "\r\n" */
 	}
 	if (r == 0 && req->chunked)
 		r = put_header(out, &em[n_em++], "Transfer-Encoding", 17, "chunked", 7);

@@ -60,6 +60,7 @@ class S3State:
         self.uploads = {}  # upload id -> {part number: bytes}
         self.log = []  # (method, target, payload mode, chunks checked)
         self.errors = []
+        self.heads = []  # (method, target, [(name, value)]) as received, signed or not
         self.lock = threading.Lock()
 
     def expected_signature(self, method, target, headers, auth, amz_date, body):
@@ -193,6 +194,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st = self.server.state
         raw = self._body()
         headers = list(self.headers.items())
+        with st.lock:
+            st.heads.append((self.command, self.path, headers))
         try:
             body, mode, chunks = st.verify(self.command, self.path, headers, raw)
         except (SignatureError, KeyError, ValueError) as e:

@@ -279,6 +279,39 @@ def test_refusals(proxy_factory, s3):
     assert_no_real_secrets(px)
 
 
+@pytest.mark.parametrize("sent,wanted", [
+    ("br, gzip, zstd", "gzip"),  # what keyward can decode, of what the client takes
+    ("br, zstd", "identity"),
+    (None, "identity"),  # none at all would mean any coding (RFC 9110 12.5.3)
+])
+def test_accept_encoding_is_one_keyward_can_scan(proxy_factory, s3, sent, wanted):
+    # The response is scanned for secrets like any credentialed route's, so
+    # the upstream is asked only for codings keyward decodes; the client
+    # signed its own Accept-Encoding, and the re-signed head's signature
+    # covers the value sent (s3server checks it with the real key).
+    px = proxy_factory(aws_policy(s3), env=REAL_ENV)
+    amz = now_amz()
+    host = {"Host": f"api.test:{s3.port}"}
+    if sent:
+        host["Accept-Encoding"] = sent
+    empty = hashlib.sha256(b"").hexdigest()
+    h, _ = signed_head("GET", "/bkt/missing.txt", host, amz, empty)
+    assert ("accept-encoding" in h["Authorization"]) == bool(sent)
+    status, body = send_raw(px, s3, "GET", "/bkt/missing.txt", h)
+    assert status == 404 and b"NoSuchKey" in body, body
+    assert s3.state.errors == []
+    got = [v for n, v in s3.state.heads[-1][2] if n.lower() == "accept-encoding"]
+    assert got == [wanted]
+    # botocore itself, with a compressed answer it asks for
+    c = client(px, s3)
+    c.put_object(Bucket="bkt", Key="k", Body=b"x")
+    assert c.get_object(Bucket="bkt", Key="k")["Body"].read() == b"x"
+    assert s3.state.errors == []
+    assert all([v for n, v in hd if n.lower() == "accept-encoding"] in (["identity"], ["gzip"], ["gzip, deflate"])
+               for _, _, hd in s3.state.heads)
+    assert_no_real_secrets(px, body)
+
+
 def test_other_service_body_hashed_by_keyward(proxy_factory, s3):
     # STS (like most AWS APIs but S3) sends no x-amz-content-sha256: the
     # signature covers the body's hash, which keyward computes itself.
