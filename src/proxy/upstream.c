@@ -168,17 +168,21 @@ static void add_address(struct upstream *u, const struct sockaddr *sa, socklen_t
 	const char *what;
 	if (u->n_addrs >= MAX_ADDRS || len > sizeof(u->addrs[0]))
 		return;
-	if (!allow_private && addr_is_restricted(sa, &what)) {
+	/* The port goes in first, so that a refusal names the address that
+	 * would have been dialled (resolver answers and --resolve pins carry
+	 * port 0). sin_port and sin6_port lie at the same offset. */
+	struct sockaddr_storage *ss = &u->addrs[u->n_addrs];
+	memcpy(ss, sa, len);
+	((struct sockaddr_in *)ss)->sin_port = htons(u->port);
+	if (!allow_private && addr_is_restricted((struct sockaddr *)ss, &what)) {
 		char a[64];
-		addr_format(sa, a, sizeof(a));
+		addr_format((struct sockaddr *)ss, a, sizeof(a));
 		snprintf(u->why, sizeof(u->why),
 		         "%s resolves to %s, a %s address; a route may allow this with allow_private: true", u->host, a,
 		         what);
 		return;
 	}
-	memcpy(&u->addrs[u->n_addrs], sa, len);
 	u->addr_lens[u->n_addrs] = len;
-	((struct sockaddr_in *)&u->addrs[u->n_addrs])->sin_port = htons(u->port);
 	u->n_addrs++;
 }
 
