@@ -316,6 +316,10 @@ static const char *basic_user(const struct policy_route *rt, const struct http_h
 	}
 	int i = http_head_find(req, "authorization");
 	if (i >= 0 && basic_decode(req->headers[i].value, req->headers[i].value_len, dec) == 0) {
+		if (dec->len == 0) { /* "Basic " with nothing after it: an empty user */
+			*ret_len = 0;
+			return "";
+		}
 		const char *colon = memchr(dec->data, ':', dec->len);
 		*ret_len = colon ? (size_t)(colon - dec->data) : dec->len;
 		return dec->data;
