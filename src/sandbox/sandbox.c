@@ -497,6 +497,33 @@ static void mount_proc(void)
 	}
 }
 
+/* Whether the first symbolic link on the way to path (in the new root) is
+ * one of the new root's own (/var/tmp -> /tmp, the merged /usr links): it
+ * lies in a folder of the root's tmpfs, not in a host folder bound into
+ * it. The host path behind it is then not visible in the sandbox at all. */
+static bool link_is_the_roots_own(const char *path)
+{
+	struct stat root, st;
+	char prefix[PATH_MAX];
+	if (stat(NEWROOT, &root) < 0)
+		return false;
+	size_t n = strlen(path), start = strlen(NEWROOT);
+	for (size_t i = start + 1; i <= n && i < sizeof(prefix); i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		memcpy(prefix, path, i);
+		prefix[i] = '\0';
+		if (lstat(prefix, &st) < 0)
+			return false;
+		if (!S_ISLNK(st.st_mode))
+			continue;
+		char *slash = strrchr(prefix, '/');
+		*slash = '\0';
+		return stat(prefix, &st) == 0 && st.st_dev == root.st_dev;
+	}
+	return false;
+}
+
 /* Covers a host path that must stay invisible (keyward's state, the audit
  * log) with an empty read-only file or directory, when it lies under a
  * path the sandbox can see. The path is opened without following a
@@ -511,6 +538,8 @@ static void hide_path(const char *host_path)
 	_cleanup_close_ int target = open_nofollow(path);
 	if (target < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return; /* not visible: nothing to hide */
+	if (target < 0 && errno == ELOOP && link_is_the_roots_own(path))
+		return; /* e.g. under /var/tmp, which is the sandbox's own /tmp */
 	if (target < 0 && errno == ELOOP)
 		die("cannot hide %s: a symbolic link lies on its path in the sandbox's view "
 		    "(a folder replaced with a link?); refusing to run",
@@ -856,11 +885,15 @@ static void wipe_inherited(int argc, char **argv)
 /* ---- PID 1 ---- */
 
 static volatile sig_atomic_t cmd_pid;
+/* CMD leads a process group of its own (spec->own_group): a signal keyward
+ * passes on goes to that whole group, as one sent to keyward's group
+ * reached CMD and its children when they shared it. */
+static bool cmd_own_group;
 
 static void forward_signal(int sig)
 {
 	if (cmd_pid > 0)
-		kill((pid_t)cmd_pid, sig);
+		kill(cmd_own_group ? -(pid_t)cmd_pid : (pid_t)cmd_pid, sig);
 }
 
 static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGCONT, SIGWINCH };
@@ -877,6 +910,10 @@ __attribute__((noreturn)) static void exec_cmd(char **cmd, char **envp)
 	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
 		signal(forwarded[i], SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
+	if (cmd_own_group && setpgid(0, 0) < 0) {
+		exec_errno = errno;
+		_exit(126);
+	}
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (close_range(3, ~0U, 0) < 0) {
 		exec_errno = errno;
@@ -1046,6 +1083,7 @@ __attribute__((noreturn)) static void child_main(const struct sandbox *sb)
 	 * scoping, ABI 6, says the same where the kernel has it). */
 	if (spec->own_group && setpgid(0, 0) < 0)
 		die_errno("cannot make a process group for the sandbox");
+	cmd_own_group = spec->own_group;
 	munmap(sb->arena, sb->arena_size); /* keyward's to write; nothing more to read */
 	/* keyward says go once the sandbox is in its cgroup */
 	char go = 0;

@@ -309,8 +309,9 @@ sys.exit(42)
 
 def test_group_signals_from_inside_stay_inside_without_a_terminal(sandbox_factory):
     """Started without a terminal (as a CI script runs it), the sandbox is
-    a process group of its own (PID 1 leads it: getpgrp() is 1 inside), so
-    kill(0, SIGTERM) from CMD reaches the sandbox's processes only, not
+    a process group of its own (PID 1 leads one, and CMD one inside it:
+    groups whose leaders are in the sandbox), so kill(0, SIGTERM) from CMD
+    reaches the sandbox's processes only, not
     keyward, the script that started it or the script's other children,
     whether or not the kernel's Landlock scopes signals (ABI 6)."""
     sb = sandbox_factory()
@@ -319,7 +320,7 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 pg = os.getpgrp()
 probe("kill 0", lambda: os.kill(0, signal.SIGTERM))
 time.sleep(0.3)
-done(pgrp=pg)
+done(leads_its_group=pg == os.getpid(), pid1_group=os.getpgid(1))
 """
     script = 'sleep 30 & sib=$!; "$@"; rc=$?; kill -0 $sib && echo sibling-alive; kill $sib; echo "caller rc=$rc"'
     proc = subprocess.run(["sh", "-c", script, "sh"] + sb.argv(py(code)), capture_output=True, text=True,
@@ -327,7 +328,30 @@ done(pgrp=pg)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-2:] == ["sibling-alive", "caller rc=0"], proc.stdout + proc.stderr
-    assert json.loads(lines[-3]) == {"kill 0": "OK", "pgrp": 1}, proc.stdout
+    assert json.loads(lines[-3]) == {"kill 0": "OK", "leads_its_group": True, "pid1_group": 1}, proc.stdout
+
+
+def test_group_sigint_from_outside_reaches_cmd_and_its_children(sandbox_factory):
+    """Without a terminal the sandbox is a group of its own, and CMD leads
+    one inside it: a SIGINT sent to keyward's process group (a CI job
+    cancelled, `timeout -s INT`) is passed on to CMD's whole group, so the
+    child a shell waits for is interrupted too, and the run ends with
+    128+2 at once instead of carrying on."""
+    sb = sandbox_factory()
+    proc = subprocess.Popen(sb.argv(["bash", "-c", "echo ready; sleep 20; echo CONTINUED"]), env=sb.env,
+                            cwd=sb.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert b"CONTINUED" not in out and time.monotonic() - t0 < 10
+    sb.check_clean(out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 # ---- the network ----
@@ -1159,6 +1183,21 @@ done(listed=os.listdir(".keyward"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {"read": "ENOENT", "listed": []}
     assert (rel / "vault.db").read_text() == marker
+
+
+def test_state_dir_behind_the_sandboxs_own_link_runs(sandbox_factory):
+    """A state directory under the host's /var/tmp: in the sandbox /var/tmp
+    is a link of its own root to its private /tmp, so the host folder is
+    not visible there and nothing needs covering; the run goes ahead (a
+    link on the way that the sandbox's root did not make refuses it)."""
+    import tempfile
+    sb = sandbox_factory()
+    home = tempfile.mkdtemp(prefix="kw-state-", dir="/var/tmp")
+    try:
+        p = sb.run(["sh", "-c", f"test ! -e {home} && echo not-there"], env={"KEYWARD_HOME": home})
+        assert p.returncode == 0 and p.out.strip() == "not-there", p.err
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_secrets_behind_a_link_planted_in_the_workspace_refused(sandbox_factory):
