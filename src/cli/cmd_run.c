@@ -245,8 +245,10 @@ static bool planted_link(const char *path, const char *ws, const struct policy_s
 		bool writable = false;
 		if (realpath(slash == prefix ? "/" : prefix, parent)) {
 			writable = is_beneath(parent, ws);
+			char rw[PATH_MAX]; /* as written in the policy: "/x/cache/", "/x/./cache" */
 			for (size_t k = 0; !writable && k < sb->n_paths; k++)
-				writable = sb->paths[k].write && is_beneath(parent, sb->paths[k].path);
+				writable =
+				    sb->paths[k].write && realpath(sb->paths[k].path, rw) && is_beneath(parent, rw);
 		}
 		*slash = '/';
 		if (writable) {

@@ -1881,6 +1881,14 @@ static bool start_body_filter(struct conn *c)
 		upstream_failed(c, "sent a compressed response, which the route refuses (compressed: refuse)");
 		return false;
 	}
+	if (coding != CODING_IDENTITY && c->status == 206) {
+		/* A part of a compressed body (SigV4 routes pass ranges): keyward
+		 * would send it decoded, and its Content-Range would still count
+		 * compressed bytes; a middle part cannot even be decoded. */
+		upstream_failed(c, "sent 206 Partial Content of a compressed body, which keyward cannot decode to scan "
+		                   "it for secrets (ask for the whole object)");
+		return false;
+	}
 	c->resp_chunked = c->req.minor >= 1;
 	c->resp_decoded = coding != CODING_IDENTITY;
 	if (!c->resp_chunked)

@@ -58,6 +58,7 @@ class S3State:
         self.key_id, self.secret, self.token = key_id, secret, token
         self.objects = {}  # (bucket, key) -> bytes
         self.uploads = {}  # upload id -> {part number: bytes}
+        self.encodings = {}  # (bucket, key) -> Content-Encoding given at PUT, or None
         self.log = []  # (method, target, payload mode, chunks checked)
         self.errors = []
         self.heads = []  # (method, target, [(name, value)]) as received, signed or not
@@ -222,6 +223,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.command == "PUT":
             with st.lock:
                 st.objects[(bucket, key)] = body
+                # stored with the object and served with it, as S3 does
+                # (S3 keeps the codings but aws-chunked, the upload's own)
+                enc = [v.strip() for v in self.headers.get("Content-Encoding", "").split(",")]
+                st.encodings[(bucket, key)] = ", ".join(v for v in enc if v and v != "aws-chunked") or None
             self._send(200, headers=[("ETag", '"%s"' % hashlib.md5(body).hexdigest())])
         elif self.command == "POST" and "uploads" in q:
             uid = uuid.uuid4().hex
@@ -239,6 +244,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with st.lock:
                 data = st.objects.get((bucket, key))
             rng = self.headers.get("Range", "")
+            enc = st.encodings.get((bucket, key))
+            extra = [("Content-Encoding", enc)] if enc else []
             if data is None:
                 self._send(404, _xml("Error", "<Code>NoSuchKey</Code>"))
             elif rng.startswith("bytes=") and "," not in rng:
@@ -246,9 +253,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 first, _, last = rng[6:].partition("-")
                 first, last = int(first), min(int(last or len(data) - 1), len(data) - 1)
                 self._send(206, data[first:last + 1], [("Content-Range", f"bytes {first}-{last}/{len(data)}"),
-                                                       ("ETag", '"%s"' % hashlib.md5(data).hexdigest())])
+                                                       ("ETag", '"%s"' % hashlib.md5(data).hexdigest())] + extra)
             else:
-                self._send(200, data, [("ETag", '"%s"' % hashlib.md5(data).hexdigest())])
+                self._send(200, data, [("ETag", '"%s"' % hashlib.md5(data).hexdigest())] + extra)
         elif self.command == "GET":
             self._list(bucket, q)
         else:
