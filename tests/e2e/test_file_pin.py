@@ -11,11 +11,10 @@ credential's route. A secret manager that renames a new file over the
 token, in the same folder, is still picked up."""
 
 import os
-import subprocess
 
 from conftest import policy_for
 from kwtest import PLACEHOLDER, SECRET, SECRET2
-from test_rotation import rotations, wait_for
+from test_rotation import requests_around, rotations, wait_for
 from test_secrets import run_kw, vault_policy
 
 
@@ -102,30 +101,14 @@ def test_token_renamed_over_by_the_host_is_picked_up(sandbox_factory, upstream):
     workspace: a new file written next to the token and renamed over it."""
     sb = sandbox_factory("")
     two_file_credentials(sb, upstream)
-    url = f"https://api.test:{upstream.port}/api/x"
-    curl = f'curl -sS -o /dev/null -w "%{{http_code}}\\n" -H "Authorization: Bearer $TEST_TOKEN" {url}'
-    script = f"{curl} && touch first && while [ ! -e go ]; do sleep 0.05; done && {curl}"
-    proc = subprocess.Popen(sb.argv(["sh", "-c", script]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=sb.env, cwd=sb.tmp)
-    try:
-        wait_for(lambda: (sb.workspace / "first").exists() or proc.poll() is not None, timeout=30,
-                 what="the sandbox's first request")
-        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+
+    def rotate():
         assert api_auths(upstream)[-1] == f"Bearer {SECRET}"
         folder = sb.workspace / "secrets" / "test"
         private_file(folder / ".token.new", SECRET2 + "\n")
         os.rename(folder / ".token.new", folder / "token")
-        wait_for(lambda: rotations(sb.records()), what="a rotate record")
-        (sb.workspace / "go").touch()
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out, err = out.decode(errors="replace"), err.decode(errors="replace")
-    assert proc.returncode == 0, err
-    assert out.split() == ["200", "200"], out + err
+
+    requests_around(sb, upstream, rotate)
     assert api_auths(upstream)[-1] == f"Bearer {SECRET2}"
     rec = rotations(sb.records())
     assert [(r["credential"], r["decision"]) for r in rec] == [("test", "allow")], rec
-    sb.check_clean(out, err)

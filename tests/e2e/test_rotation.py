@@ -130,13 +130,12 @@ def test_file_rotation_in_running_proxy(proxy_factory, upstream, tmp_path):
 
 # ---- keyward run ----
 
-def test_vault_rotation_in_running_sandbox(sandbox_factory, upstream):
-    sb = sandbox_factory(vault_policy(upstream))
-    assert run_kw(sb.home, "secret", "set", "test", input=SECRET).returncode == 0
+def requests_around(sb, upstream, rotate):
+    """`keyward run` asks the upstream once, waits while rotate() changes
+    the secret outside and keyward writes its rotate record, then asks
+    again; both answers must be 200, and nothing may leak."""
     url = f"https://api.test:{upstream.port}/api/x"
     curl = f'curl -sS -o /dev/null -w "%{{http_code}}\\n" -H "Authorization: Bearer $TEST_TOKEN" {url}'
-    # the sandbox asks once, waits for the test to rotate the secret
-    # outside, then asks again
     script = f'{curl} && touch first && while [ ! -e go ]; do sleep 0.05; done && {curl}'
     proc = subprocess.Popen(sb.argv(["sh", "-c", script]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=sb.env, cwd=sb.tmp)
@@ -144,8 +143,7 @@ def test_vault_rotation_in_running_sandbox(sandbox_factory, upstream):
         wait_for(lambda: (sb.workspace / "first").exists() or proc.poll() is not None, timeout=30,
                  what="the sandbox's first request")
         assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
-        assert auth_of_last(upstream) == f"Bearer {SECRET}"
-        assert run_kw(sb.home, "secret", "set", "test", input=SECRET2).returncode == 0
+        rotate()
         wait_for(lambda: rotations(sb.records()), what="a rotate record")
         (sb.workspace / "go").touch()
         out, err = proc.communicate(timeout=30)
@@ -156,8 +154,19 @@ def test_vault_rotation_in_running_sandbox(sandbox_factory, upstream):
     out, err = out.decode(errors="replace"), err.decode(errors="replace")
     assert proc.returncode == 0, err
     assert out.split() == ["200", "200"], out + err
-    assert auth_of_last(upstream) == f"Bearer {SECRET2}"
     sb.check_clean(out, err)
+
+
+def test_vault_rotation_in_running_sandbox(sandbox_factory, upstream):
+    sb = sandbox_factory(vault_policy(upstream))
+    assert run_kw(sb.home, "secret", "set", "test", input=SECRET).returncode == 0
+
+    def rotate():
+        assert auth_of_last(upstream) == f"Bearer {SECRET}"
+        assert run_kw(sb.home, "secret", "set", "test", input=SECRET2).returncode == 0
+
+    requests_around(sb, upstream, rotate)
+    assert auth_of_last(upstream) == f"Bearer {SECRET2}"
 
 
 # ---- exec: sources ----
