@@ -88,6 +88,7 @@ struct conn {
 	bool response_started;
 	bool upgrade;
 	bool is_head;
+	bool scans; /* its response is scanned for secrets (scans_response) */
 	bool retried;
 	bool decided; /* the allow record is written: decision_seq is its seq */
 	bool audited; /* the request's last record is written */
@@ -1412,11 +1413,28 @@ static int build_req_forms(struct conn *c, const struct outbound *o)
 	return r;
 }
 
+/* Whether this response is scanned: on a credentialed route, and on any
+ * route to a host that a credentialed route reaches too. A placeholder
+ * sent in a header or the query of a credentialed route is swapped for the
+ * secret (inject.c), so the service may store the secret and serve it back
+ * to a request of its uncredentialed routes (an issue title, a note). */
+static bool scans_response(const struct conn *c)
+{
+	if (c->route->credential)
+		return true;
+	const struct policy *p = c->gen->policy;
+	for (size_t i = 0; i < p->n_routes; i++)
+		if (p->routes[i].credential && route_host_matches(&p->routes[i], c->host))
+			return true;
+	return false;
+}
+
 /* Builds the upstream head and gets a connection for the current request.
  * fresh: do not take one from the pool (a retry after a stale one). */
 static void forward(struct conn *c, const struct secret *secret, bool fresh)
 {
 	const struct policy_route *rt = c->route;
+	c->scans = scans_response(c);
 	c->out.max = limits(c)->max_header_bytes + 16384;
 	struct outbound o = {
 		.req = &c->req,
@@ -1430,6 +1448,7 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.route = rt,
 		.secret = secret,
 		.upgrade = c->upgrade,
+		.scanned = c->scans,
 		.stream = &c->sigv4,
 		.body_hash = c->body_hash[0] ? c->body_hash : NULL,
 	};
@@ -1871,8 +1890,8 @@ static bool start_body_filter(struct conn *c)
 	char text[300];
 	if (resp_body_coding(&u->resp, &coding, &what) < 0) {
 		snprintf(text, sizeof(text),
-		         "sent a response with %s, which keyward cannot decode to scan it for secrets (responses on "
-		         "credentialed routes are scanned)",
+		         "sent a response with %s, which keyward cannot decode to scan it for secrets (responses "
+		         "from a host a credentialed route reaches are scanned)",
 		         what);
 		upstream_failed(c, text);
 		return false;
@@ -2207,7 +2226,7 @@ static void read_response_head(struct conn *c)
 		}
 		if (framing_unsure(&u->resp))
 			u->unsure = true;
-		if (!c->redactor && c->route->credential && start_redaction(c) < 0) {
+		if (!c->redactor && c->scans && start_redaction(c) < 0) {
 			upstream_failed(c, "could not be handled (out of memory)");
 			return;
 		}
@@ -2239,7 +2258,7 @@ static void read_response_head(struct conn *c)
 			u->head_scan = 0;
 			continue;
 		}
-		if (st == 206 && c->route->credential && c->route->inject != INJECT_SIGV4) {
+		if (st == 206 && c->scans && c->route->inject != INJECT_SIGV4) {
 			/* Range was not forwarded (inject.c, asks_for_part): a
 			 * part could carry a piece of a secret past redaction.
 			 * SigV4 routes forward what the client signed, Range

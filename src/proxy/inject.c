@@ -473,9 +473,9 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 			continue;
 		if (credentialed && replaced_by_route(rt, h->name, h->name_len))
 			continue;
-		if (credentialed && memcaseeq(h->name, h->name_len, "accept-encoding"))
+		if (o->scanned && memcaseeq(h->name, h->name_len, "accept-encoding"))
 			continue; /* inject_put_accept_encoding */
-		if (cred && asks_for_part(h->name, h->name_len))
+		if (o->scanned && asks_for_part(h->name, h->name_len))
 			continue;
 		if (credentialed)
 			r = copy_swapped(out, h, cred, o->secret);
@@ -484,7 +484,7 @@ int inject_request_head(const struct outbound *o, struct buf *out, const char **
 	}
 	if (r == 0 && credentialed)
 		r = put_credential(out, o, req);
-	if (r == 0 && credentialed)
+	if (r == 0 && o->scanned)
 		r = inject_put_accept_encoding(out, req, rt);
 	if (r == 0 && req->chunked)
 		r = buf_puts(out, "Transfer-Encoding: chunked\r\n");

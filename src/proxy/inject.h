@@ -28,6 +28,7 @@ struct outbound {
 	const struct policy_route *route;
 	const struct secret *secret; /* NULL when the route has no credential */
 	bool upgrade;                /* relay Upgrade/Connection: upgrade */
+	bool scanned;                /* the response is scanned for secrets (conn.c, scans_response) */
 	/* INJECT_SIGV4: the real parts of the aws credential, by part index
 	 * (AWS_ACCESS_KEY_ID...; the session token may be NULL) and, for a
 	 * streaming upload, the body's re-signer that the head starts

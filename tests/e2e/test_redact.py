@@ -554,6 +554,29 @@ def test_uncredentialed_route_is_passed_as_is(proxy_factory, tls_upstream):
     assert "redacted" not in p.requests()[-1]
 
 
+def test_uncredentialed_route_to_a_credentialed_host_is_scanned(proxy_factory, tls_upstream):
+    # A placeholder sent in a header or the query of the credentialed route
+    # is swapped for the secret, so the service may store it (an issue
+    # title, a note) and serve it back on a route that needs no credential:
+    # responses from a host a credentialed route reaches are scanned on
+    # every route, and asked for whole.
+    body = b"note: " + SECRET.encode()
+    u = tls_upstream(lambda req: [head(b"Content-Length: %d\r\n\r\n" % len(body)), body])
+    extra = (f"  - host: {u.host}\n    port: {u.port}\n    paths: [\"/open/**\"]\n"
+             f"    upstream_ca: {u.ca_file}\n    allow_private: true\n")
+    p = proxy_factory(policy_for(u, paths='["/api/**"]', extra_routes=extra))
+    c = connect(p, u)
+    c.send(get(u, "/open/notes", "Range: bytes=0-9\r\nAccept-Encoding: br\r\n"))
+    status, headers, got, _ = c.read_response()
+    c.close()
+    assert status == 200 and got == b"note: " + PLACEHOLDER.encode(), got
+    assert u.requests[-1].header("Range") is None
+    assert u.requests[-1].header("Accept-Encoding") in (None, "identity"), u.requests[-1].headers
+    assert u.requests[-1].header("Authorization") is None
+    assert_clean(c.raw)
+    assert p.requests()[-1]["route"] == 1 and p.requests()[-1].get("redacted") == 1, p.requests()[-1]
+
+
 # ---- partial responses: a part of a response is not scanned whole ----
 
 CONFIG = b"# deploy config\nAPI_TOKEN=" + SECRET.encode() + b"\nREGION=eu\n"
