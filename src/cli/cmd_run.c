@@ -464,11 +464,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		return 1;
 	}
 	/* What would stop the proxy from starting is checked before CMD runs. */
-	int bad = policy->upstream_ca ? tls_ca_file_check(policy->upstream_ca, err, sizeof(err)) : 0;
-	for (size_t i = 0; bad == 0 && i < policy->n_routes; i++)
-		if (policy->routes[i].upstream_ca)
-			bad = tls_ca_file_check(policy->routes[i].upstream_ca, err, sizeof(err));
-	if (bad < 0) {
+	/* read now, before CMD exists, and never again (proxy_read_cas) */
+	if (proxy_read_cas(policy, err, sizeof(err)) < 0) {
 		fprintf(stderr, "keyward run: %s\n", err);
 		policy_free(policy);
 		return 2;

@@ -2592,6 +2592,7 @@ static void mint_free(struct policy_mint *m)
 	strv_free(m->scopes);
 	free(m->audience);
 	free(m->upstream_ca);
+	free(m->upstream_ca_pem);
 	free(m->app_id);
 	free(m->installation_id);
 	strv_free(m->repositories);
@@ -2622,6 +2623,7 @@ void policy_free(struct policy *p)
 		free(r->inject_value);
 		free(r->inject_query);
 		free(r->upstream_ca);
+		free(r->upstream_ca_pem);
 	}
 	free(p->routes);
 	free(p->sandbox.workspace);
@@ -2631,6 +2633,7 @@ void policy_free(struct policy *p)
 	strv_free(p->sandbox.env);
 	free(p->audit);
 	free(p->upstream_ca);
+	free(p->upstream_ca_pem);
 	free(p->path);
 	free(p);
 }

@@ -64,6 +64,8 @@ struct policy_mint {
 	char *audience;        /* oauth2_client_credentials: or NULL */
 	bool client_auth_post; /* client_auth: post (id and secret in the body) */
 	char *upstream_ca;     /* PEM file of extra CAs for the endpoint, or NULL */
+	char *upstream_ca_pem; /* its contents, once read (proxy_read_cas), or NULL */
+	size_t upstream_ca_len;
 	bool allow_private;    /* the endpoint may be a loopback/private address */
 	char *app_id;          /* github_app */
 	char *installation_id; /* github_app: decimal */
@@ -149,11 +151,13 @@ struct policy_route {
 	char **paths;                         /* globs; NULL-terminated; NULL = all */
 	struct policy_credential *credential; /* borrowed from the policy; or NULL */
 	enum inject_mode inject;
-	char *inject_user;         /* INJECT_BASIC: user name, NULL = keep client's */
-	char *inject_header;       /* INJECT_HEADER: header name */
-	char *inject_value;        /* INJECT_HEADER: template containing {secret} */
-	char *inject_query;        /* INJECT_QUERY: parameter name */
-	char *upstream_ca;         /* PEM file of extra trusted CAs, or NULL */
+	char *inject_user;     /* INJECT_BASIC: user name, NULL = keep client's */
+	char *inject_header;   /* INJECT_HEADER: header name */
+	char *inject_value;    /* INJECT_HEADER: template containing {secret} */
+	char *inject_query;    /* INJECT_QUERY: parameter name */
+	char *upstream_ca;     /* PEM file of extra trusted CAs, or NULL */
+	char *upstream_ca_pem; /* its contents, once read (proxy_read_cas), or NULL */
+	size_t upstream_ca_len;
 	uint64_t max_body;         /* request body ceiling in bytes; 0 = policy's */
 	bool allow_private;        /* host names a loopback/private address or
 	                            `allow_private: true`: dialing such an
@@ -210,8 +214,10 @@ struct policy {
 	size_t n_creds;
 	struct policy_route *routes; /* n_routes entries, in file order */
 	size_t n_routes;
-	char *audit;       /* audit: path, or NULL */
-	char *upstream_ca; /* top-level upstream_ca:, or NULL */
+	char *audit;           /* audit: path, or NULL */
+	char *upstream_ca;     /* top-level upstream_ca:, or NULL */
+	char *upstream_ca_pem; /* its contents, once read (proxy_read_cas), or NULL */
+	size_t upstream_ca_len;
 	struct policy_limits limits;
 	struct policy_sandbox sandbox;
 };

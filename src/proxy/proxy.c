@@ -101,13 +101,14 @@ void gen_unref(struct gen *g)
 static bool build_upstream_ctxs(struct policy_share *s, char *errbuf, size_t errlen)
 {
 	const struct policy *p = s->policy;
-	s->client_ctx = tls_client_ctx_new(p->upstream_ca, errbuf, errlen);
+	s->client_ctx = tls_client_ctx_new(p->upstream_ca_pem, p->upstream_ca_len, errbuf, errlen);
 	if (!s->client_ctx)
 		return false;
 	for (size_t i = 0; i < p->n_routes; i++) {
 		if (!p->routes[i].upstream_ca)
 			continue;
-		s->route_ctx[i] = tls_client_ctx_new(p->routes[i].upstream_ca, errbuf, errlen);
+		s->route_ctx[i] =
+		    tls_client_ctx_new(p->routes[i].upstream_ca_pem, p->routes[i].upstream_ca_len, errbuf, errlen);
 		if (!s->route_ctx[i])
 			return false;
 	}
@@ -237,6 +238,26 @@ static void gen_swap(struct proxy *px, struct gen *g)
 	gen_unref(old);
 }
 
+static int read_ca(const char *path, char **pem, size_t *len, char *errbuf, size_t errlen)
+{
+	return path && !*pem ? tls_ca_file_read(path, pem, len, errbuf, errlen) : 0;
+}
+
+int proxy_read_cas(struct policy *p, char *errbuf, size_t errlen)
+{
+	int r = read_ca(p->upstream_ca, &p->upstream_ca_pem, &p->upstream_ca_len, errbuf, errlen);
+	for (size_t i = 0; r == 0 && i < p->n_routes; i++) {
+		struct policy_route *rt = &p->routes[i];
+		r = read_ca(rt->upstream_ca, &rt->upstream_ca_pem, &rt->upstream_ca_len, errbuf, errlen);
+	}
+	for (size_t i = 0; r == 0 && i < p->n_creds; i++) {
+		struct policy_mint *m = p->creds[i].mint;
+		if (m)
+			r = read_ca(m->upstream_ca, &m->upstream_ca_pem, &m->upstream_ca_len, errbuf, errlen);
+	}
+	return r;
+}
+
 /* Builds a generation from a loaded policy and the pins of its
  * credentials (taking ownership of both; pins NULL: opened now). A
  * credential whose source fails does not stop the proxy: requests that
@@ -258,24 +279,14 @@ static int gen_build(struct policy *p, struct source_pin *pins, struct gen **ret
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n_creds; i++)
 		gen_fetch(g, i);
-	/* The extra CA files are checked now, so that a broken one is reported
-	 * at start or reload; the contexts are built on first use. */
-	if (p->upstream_ca && tls_ca_file_check(p->upstream_ca, errbuf, errlen) < 0) {
+	/* The extra CA files are read now (if keyward run has not read them
+	 * already, before its CMD existed), so that a broken one is reported at
+	 * start or reload; the contexts are built from what was read, on first
+	 * use. */
+	int r = proxy_read_cas(p, errbuf, errlen);
+	if (r < 0) {
 		gen_unref(g);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < p->n_routes; i++) {
-		if (p->routes[i].upstream_ca && tls_ca_file_check(p->routes[i].upstream_ca, errbuf, errlen) < 0) {
-			gen_unref(g);
-			return -EINVAL;
-		}
-	}
-	for (size_t i = 0; i < p->n_creds; i++) {
-		const struct policy_mint *m = p->creds[i].mint;
-		if (m && m->upstream_ca && tls_ca_file_check(m->upstream_ca, errbuf, errlen) < 0) {
-			gen_unref(g);
-			return -EINVAL;
-		}
+		return r;
 	}
 	*ret = g;
 	return 0;

@@ -49,6 +49,14 @@ struct proxy_options {
 	const sigset_t *restore_mask; /* the caller blocked signals: restore this mask once they are handled */
 };
 
+/* Reads the policy's upstream_ca files (top level, routes, token
+ * endpoints) that are not read yet into it: upstream TLS contexts are
+ * built from those bytes, never from the files again (a file that a
+ * sandbox can write cannot be swapped later). keyward run calls it before
+ * CMD exists; the proxy at each start and reload. 0, or a negative errno
+ * with errbuf set. */
+int proxy_read_cas(struct policy *p, char *errbuf, size_t errlen) WUR;
+
 /* Runs the proxy until SIGTERM/SIGINT (drain, then return 0). Returns a
  * negative errno on a start-up failure, with the reason logged. */
 int proxy_main(const struct proxy_options *opt) WUR;

@@ -13,10 +13,14 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 #define LEAF_CACHE_SLOTS 1024
 #define LEAF_DAYS        30
@@ -545,20 +549,69 @@ static int load_system_roots(SSL_CTX *ctx)
 	return SSL_CTX_load_verify_dir(ctx, dir);
 }
 
-int tls_ca_file_check(const char *path, char *errbuf, size_t errlen)
+/* Adds every certificate of the PEM text to st; the number added, or -1. */
+static int store_add_pem(X509_STORE *st, const char *pem, size_t len)
 {
-	X509_STORE *st = X509_STORE_new();
-	int ok = st && X509_STORE_load_file(st, path) == 1;
-	X509_STORE_free(st);
-	if (!ok) {
-		snprintf(errbuf, errlen, "%s: cannot load CA certificates from this file", path);
-		ERR_clear_error();
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	int n = infos ? 0 : -1;
+	for (int i = 0; infos && i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		if (xi->x509 && X509_STORE_add_cert(st, xi->x509) == 1)
+			n++;
+		else if (xi->x509)
+			n = -1;
+		if (n < 0)
+			break;
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	BIO_free(bio);
+	return n;
+}
+
+int tls_ca_file_read(const char *path, char **ret_pem, size_t *ret_len, char *errbuf, size_t errlen)
+{
+	enum { CA_FILE_MAX = 4 << 20 };
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > CA_FILE_MAX) {
+		snprintf(errbuf, errlen, "%s: not a regular file of at most %d MiB", path, CA_FILE_MAX >> 20);
 		return -EINVAL;
 	}
+	char *pem = malloc((size_t)st.st_size + 1);
+	size_t n = 0;
+	if (!pem) {
+		snprintf(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	while (n < (size_t)st.st_size) {
+		ssize_t k = read(fd, pem + n, (size_t)st.st_size - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	pem[n] = '\0';
+	X509_STORE *store = X509_STORE_new();
+	int certs = store ? store_add_pem(store, pem, n) : -1;
+	X509_STORE_free(store);
+	ERR_clear_error();
+	if (certs <= 0) {
+		snprintf(errbuf, errlen, "%s: cannot load CA certificates from this file", path);
+		free(pem);
+		return -EINVAL;
+	}
+	*ret_pem = pem;
+	*ret_len = n;
 	return 0;
 }
 
-SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
+SSL_CTX *tls_client_ctx_new(const char *extra_pem, size_t extra_len, char *errbuf, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx) {
@@ -577,8 +630,8 @@ SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	if (extra_ca && SSL_CTX_load_verify_locations(ctx, extra_ca, NULL) != 1) {
-		snprintf(errbuf, errlen, "%s: cannot load CA certificates from this file", extra_ca);
+	if (extra_pem && store_add_pem(SSL_CTX_get_cert_store(ctx), extra_pem, extra_len) <= 0) {
+		snprintf(errbuf, errlen, "cannot load the certificates of an upstream_ca file");
 		ERR_clear_error();
 		SSL_CTX_free(ctx);
 		return NULL;

@@ -38,11 +38,12 @@ SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host);
 bool tls_server_sni_mismatch(SSL *ssl);
 
 /* A client context that verifies upstreams against the system roots and,
- * if extra_ca is not NULL, the CAs in that PEM file. */
-SSL_CTX *tls_client_ctx_new(const char *extra_ca, char *errbuf, size_t errlen);
-/* Whether path is a PEM file of CA certificates that a client context
- * could load (checked without loading the system roots). */
-int tls_ca_file_check(const char *path, char *errbuf, size_t errlen) WUR;
+ * if extra_pem is not NULL, the CAs in that PEM text (tls_ca_file_read). */
+SSL_CTX *tls_client_ctx_new(const char *extra_pem, size_t extra_len, char *errbuf, size_t errlen);
+/* Reads a PEM file of CA certificates (at most 4 MiB) into *ret_pem
+ * (malloc'ed, NUL-terminated) once it is known to hold at least one that a
+ * client context can load (checked without loading the system roots). */
+int tls_ca_file_read(const char *path, char **ret_pem, size_t *ret_len, char *errbuf, size_t errlen) WUR;
 /* A client SSL for host: SNI (names only) and host name or IP verification. */
 SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *host);
 

@@ -467,7 +467,9 @@ static int fetch(struct token_slot *s, struct mint_result *ret, struct timespec 
 	r = fetch_request(s, &req, why, whylen);
 	if (r < 0)
 		goto end;
-	ctx = tls_client_ctx_new(m->upstream_ca ? m->upstream_ca : s->gen->policy->upstream_ca, why, whylen);
+	const struct policy *p = s->gen->policy;
+	ctx = m->upstream_ca ? tls_client_ctx_new(m->upstream_ca_pem, m->upstream_ca_len, why, whylen)
+	                     : tls_client_ctx_new(p->upstream_ca_pem, p->upstream_ca_len, why, whylen);
 	if (!ctx) {
 		r = -EINVAL;
 		goto end;

@@ -11,6 +11,7 @@ import ctypes
 import errno
 import json
 import os
+import pathlib
 import platform
 import pty
 import random
@@ -1223,6 +1224,26 @@ def test_secrets_behind_a_link_planted_in_the_workspace_refused(sandbox_factory)
     sb.policy.write_text(f"version: 1\ncredentials:\n  a:\n    from: file:{ws}/secrets/a/token\n")
     p = sb.run(["true"])
     assert p.returncode == 2 and f"symbolic link {ws / 'secrets' / 'a'}," in p.err, p.err
+
+
+def test_upstream_ca_file_in_the_workspace_cannot_be_swapped(sandbox_factory, upstream):
+    """A route's upstream_ca file kept in the workspace is read before CMD
+    starts and never again: CMD overwriting it (with garbage here; with a
+    CA of its own it could make keyward trust another server) changes
+    nothing, and the first request after it goes through verified."""
+    sb = sandbox_factory()
+    ca = sb.workspace / "upstream-ca.pem"
+    ca.write_bytes(pathlib.Path(upstream.ca_file).read_bytes())
+    sb.policy = sb.tmp / "policy.yaml"
+    sb.policy.write_text(policy_for(upstream).replace(f"upstream_ca: {upstream.ca_file}", f"upstream_ca: {ca}"))
+    url = f"https://api.test:{upstream.port}/api/after-swap"
+    script = (f'echo not-a-certificate > {ca} && '
+              f'curl -sS -o /dev/null -w "%{{http_code}}" -H "Authorization: Bearer $TEST_TOKEN" {url}')
+    p = sb.run(["sh", "-c", script])
+    assert p.returncode == 0 and p.out == "200", p.out + p.err
+    assert upstream.requests[-1].target == "/api/after-swap"
+    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
+    assert ca.read_text() == "not-a-certificate\n"
 
 
 def test_device_nodes_work_but_cannot_be_changed(sandbox_factory):
