@@ -1386,10 +1386,12 @@ static void audit_written(struct conn *c, int r, uint64_t first)
 	forward(c, route_secret(c), false);
 }
 
-/* The forms of the credential this request sends that the generation's
- * set does not hold, for the redaction of its response: its Basic
- * credentials, and a token keyward minted for it (in every form
- * redact_set_add_secret knows). None: NULL. */
+/* The forms of secrets that the generation's set does not hold, for the
+ * redaction of this request's response: its Basic credentials, the token
+ * keyward minted for it, and the current token of every other minted
+ * credential (a service may serve back a token that another credential's
+ * route swapped in), in every form redact_set_add_secret knows. None:
+ * NULL. */
 static int build_req_forms(struct conn *c, const struct outbound *o)
 {
 	/* a request sent again (a retry after a 401 with a new token) starts
@@ -1404,6 +1406,16 @@ static int build_req_forms(struct conn *c, const struct outbound *o)
 	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
 	if (r == 0 && minted)
 		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
+	const struct policy *p = c->gen->policy;
+	for (size_t i = 0; r == 0 && c->w->px->tokens && i < p->n_creds; i++) {
+		const struct policy_credential *cred = &p->creds[i];
+		if (!cred->mint || cred == c->route->credential)
+			continue;
+		struct token *t = tokens_current(c->w->px->tokens, cred->name);
+		if (t)
+			r = redact_set_add_secret(s, token_value(t)->data, token_value(t)->len, cred->placeholder);
+		token_unref(t);
+	}
 	if (r == 0 && redact_set_count(s) > 0 && (r = redact_set_seal(s)) == 0) {
 		c->req_forms = s;
 		return 0;
@@ -1464,7 +1476,7 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		refuse(c, 400, "Bad Request", "deny", "malformed", why, NULL);
 		return;
 	}
-	if (rt->credential && build_req_forms(c, &o) < 0) {
+	if (c->scans && build_req_forms(c, &o) < 0) {
 		refuse(c, 503, "Service Unavailable", "error", "credential",
 		       "cannot prepare the redaction of the response (out of memory)", NULL);
 		return;

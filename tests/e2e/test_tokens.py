@@ -40,6 +40,7 @@ class TokenServer:
         self.lock = threading.Lock()
         self.issued = {}          # access token -> expiry (time.time())
         self.issued_order = []
+        self.notes = []
         self.refresh_valid = {REFRESH0}
         self.refresh_seen = []    # every refresh token ever issued or used
         self.fetches = 0
@@ -179,6 +180,9 @@ class TokenServer:
             h.reply(201, {"token": tok, "expires_at": exp, "permissions": {}, "repository_selection": "selected"})
 
     def api(self, h):
+        if h.path.startswith("/open/notes"):  # a public page showing what /api/notes stored
+            with self.lock:
+                return h.reply(200, {"notes": list(self.notes)})
         auth = h.headers.get("Authorization", "")
         tok = auth[7:] if auth.startswith("Bearer ") else auth
         with self.lock:
@@ -194,6 +198,9 @@ class TokenServer:
                 return h.reply(401, {"message": "expired token"})
         if h.path.startswith("/api/echo"):
             return h.reply(200, {"you sent": auth})  # a debug endpoint that reflects the request
+        if h.path.startswith("/api/notes"):  # stores a header, as a title or a note
+            with self.lock:
+                self.notes.append(h.headers.get("X-Note", ""))
         h.reply(200, {"path": h.path, "ok": True})
 
     def revoke_all(self):
@@ -284,6 +291,25 @@ def test_minted_token_echoed_back_is_redacted(proxy_factory, tokserver):
     assert r.json() == {"you sent": f"Bearer {PLACEHOLDER}"}
     assert p.requests()[-1]["redacted"] == 1
     check_no_secrets(p, tokserver, [r])
+
+
+def test_minted_token_stored_and_read_back_on_an_open_route_is_redacted(proxy_factory, tokserver):
+    # The placeholder in a header of the credentialed route is swapped for
+    # the minted token; the service stores it and shows it on a route that
+    # needs no credential. Responses from that host are scanned on every
+    # route, for every credential's current minted token too.
+    open_route = (f'  - host: api.test\n    port: {tokserver.port}\n    paths: ["/open/**"]\n'
+                  f'    upstream_ca: {tokserver.ca_file}\n    allow_private: true\n')
+    p = proxy_factory(oauth_policy(tokserver) + open_route, env=ENV)
+    s = session(p)
+    base = f"https://api.test:{tokserver.port}"
+    r1 = s.get(base + "/api/notes", headers={"Authorization": f"Bearer {PLACEHOLDER}", "X-Note": PLACEHOLDER})
+    assert r1.status_code == 200, r1.text
+    assert tokserver.notes == [tokserver.issued_order[0]]
+    r2 = s.get(base + "/open/notes")
+    assert r2.status_code == 200 and r2.json() == {"notes": [PLACEHOLDER]}, r2.text
+    assert p.requests()[-1]["route"] == 1 and p.requests()[-1]["redacted"] == 1
+    check_no_secrets(p, tokserver, [r1, r2])
 
 
 def test_expiry_gets_new_token_never_an_expired_one(proxy_factory, tokserver):
