@@ -93,6 +93,18 @@ static bool result_names_earlier(json_t *obj, uint64_t seq)
 	return json_is_integer(rs) && json_integer_value(rs) >= 0 && (uint64_t)json_integer_value(rs) < seq;
 }
 
+/* Copies at most n bytes of s into out with every byte that is not
+ * printable ASCII shown as '?': what a tampered line holds reaches the
+ * operator's terminal in a message, and must not act on it. */
+static const char *printable(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t i = 0;
+	for (; s[i] && i < n && i + 1 < outlen; i++)
+		out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	out[i] = '\0';
+	return out;
+}
+
 /* Checks one complete line against the chain and advances it. Returns 0
  * and *ret_obj (the parsed record, caller's), or -EBADMSG with why. */
 static int check_line(struct chain *c, const char *line, size_t len, json_t **ret_obj, char *why, size_t whylen)
@@ -100,9 +112,11 @@ static int check_line(struct chain *c, const char *line, size_t len, json_t **re
 	json_error_t jerr;
 	int r = -EBADMSG;
 
+	char shown[96];
 	json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!obj) {
-		snprintf(why, whylen, "not valid JSON: %s (column %d)", jerr.text, jerr.column);
+		snprintf(why, whylen, "not valid JSON: %s (column %d)",
+		         printable(jerr.text, sizeof(jerr.text), shown, sizeof(shown)), jerr.column);
 		return -EBADMSG;
 	}
 	json_t *seq = json_object_get(obj, "seq");
@@ -119,12 +133,12 @@ static int check_line(struct chain *c, const char *line, size_t len, json_t **re
 	} else if (!prev) {
 		snprintf(why, whylen, "no string \"prev\"");
 	} else if (!streq(prev, c->prev)) {
-		snprintf(why, whylen, "%s (expected prev %s, found %.80s)",
+		snprintf(why, whylen, "%s (expected prev %s, found %s)",
 		         c->records == 0 ? "the first record does not start the chain (the start "
 		                           "of the log was removed?)"
 		                         : "chain broken: the line before was changed, or lines "
 		                           "were deleted or reordered",
-		         c->prev, prev);
+		         c->prev, printable(prev, 80, shown, sizeof(shown)));
 	} else if (!obj_str(obj, "time")) {
 		snprintf(why, whylen, "no string \"time\"");
 	} else if (!obj_str(obj, "event")) {

@@ -558,6 +558,12 @@ static void test_verify_bad_lines(void **state)
 		{ "result with a string request_seq",
 		  "{\"seq\":0,\"time\":\"t\",\"event\":\"result\",\"request_seq\":\"0\",\"prev\":\"%s\"}\n",
 		  "request_seq" },
+		/* What a tampered line holds is quoted in the message, never
+		 * acted on by the operator's terminal (checked for every case). */
+		{ "escapes in prev",
+		  "{\"seq\":0,\"time\":\"t\",\"event\":\"e\",\"prev\":\"\\u001b]0;TITLE\\u0007\\u001b[2J%.8s\"}\n",
+		  "does not start the chain" },
+		{ "escape bytes outside JSON", "{\"seq\":0,\x1b[2J\x07\n", "not valid JSON" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char *path = new_path(), *out, line[512];
@@ -567,7 +573,7 @@ static void test_verify_bad_lines(void **state)
 #pragma GCC diagnostic pop
 		spit(path, line, (size_t)n);
 		assert_int_equal(verify_capture(path, &out), -EBADMSG);
-		if (failing_line(path, out) != 1 || !strstr(out, cases[i].says))
+		if (failing_line(path, out) != 1 || !strstr(out, cases[i].says) || strpbrk(out, "\x1b\x07"))
 			fail_msg("%s: %s", cases[i].name, out);
 		free(out);
 		free(path);
