@@ -287,14 +287,26 @@ static int dial(struct tokens *tm, const struct policy_mint *m, struct exchange 
 }
 
 /* Arms the socket's timeouts from the deadline before each blocking call. */
-static void arm(struct exchange *x)
+/* After an SSL call on the (non-blocking) socket that returned ret: 1
+ * once the socket is ready for what the call waits for, 0 if the fetch's
+ * time ran out first, -1 if the call failed for another reason. Every
+ * wait counts against the one deadline of the fetch: an endpoint that
+ * trickles a byte at a time cannot stretch it. */
+static int ssl_wait(struct exchange *x, int ret)
 {
-	int ms = remaining_ms(x);
-	if (ms == 0)
-		ms = 1;
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-	setsockopt(x->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(x->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	int e = SSL_get_error(x->ssl, ret);
+	short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+	if (!ev)
+		return -1;
+	for (;;) {
+		int ms = remaining_ms(x);
+		if (ms == 0)
+			return 0;
+		struct pollfd p = { .fd = x->fd, .events = ev };
+		int n = poll(&p, 1, ms);
+		if (n != 0 || errno != EINTR)
+			return n > 0 ? 1 : n == 0 ? 0 : -1;
+	}
 }
 
 static int body_sink(void *arg, const char *p, size_t n)
@@ -343,19 +355,21 @@ static int exchange_run(struct tokens *tm, const struct policy_mint *m, SSL_CTX 
 	int r = dial(tm, m, x, why, whylen);
 	if (r < 0)
 		return r;
-	/* blocking from here on, bounded by SO_RCVTIMEO/SO_SNDTIMEO (arm) */
-	int fl = fcntl(x->fd, F_GETFL);
-	if (fl < 0 || fcntl(x->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-		snprintf(why, whylen, "cannot set up the socket: %s", strerror(errno));
-		return -errno;
-	}
+	/* the socket stays non-blocking: every wait is a poll() bounded by
+	 * what is left of the fetch's time (ssl_wait) */
 	x->ssl = tls_client_ssl_new(ctx, m->host);
 	if (!x->ssl || SSL_set_fd(x->ssl, x->fd) != 1) {
 		snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
 	}
-	arm(x);
-	if (SSL_connect(x->ssl) != 1) {
+	int ok, w = 1;
+	while ((ok = SSL_connect(x->ssl)) != 1 && (w = ssl_wait(x, ok)) == 1)
+		;
+	if (w == 0) {
+		snprintf(why, whylen, "the token endpoint %s did not answer within %d s", m->host, TOKEN_FETCH_SECONDS);
+		return -ETIMEDOUT;
+	}
+	if (ok != 1) {
 		char e[200];
 		tls_error_string(e, sizeof(e));
 		long v = SSL_get_verify_result(x->ssl);
@@ -366,10 +380,15 @@ static int exchange_run(struct tokens *tm, const struct policy_mint *m, SSL_CTX 
 	size_t off = 0;
 	while (off < req->len) {
 		size_t k = 0;
-		arm(x);
-		if (SSL_write_ex(x->ssl, req->data + off, req->len - off, &k) != 1) {
-			snprintf(why, whylen, "%s: sending the token request failed", m->host);
-			return -EIO;
+		ok = SSL_write_ex(x->ssl, req->data + off, req->len - off, &k);
+		if (ok != 1 && (w = ssl_wait(x, ok)) == 1)
+			continue;
+		if (ok != 1) {
+			snprintf(why, whylen,
+			         w == 0 ? "%s: the token request could not be sent within the time"
+			                : "%s: sending the token request failed",
+			         m->host);
+			return w == 0 ? -ETIMEDOUT : -EIO;
 		}
 		off += k;
 	}
@@ -384,8 +403,11 @@ static int exchange_run(struct tokens *tm, const struct policy_mint *m, SSL_CTX 
 			OPENSSL_cleanse(tmp, sizeof(tmp));
 			return -ETIMEDOUT;
 		}
-		arm(x);
-		int ok = SSL_read_ex(x->ssl, tmp, sizeof(tmp), &k);
+		ok = SSL_read_ex(x->ssl, tmp, sizeof(tmp), &k);
+		if (ok != 1 && (w = ssl_wait(x, ok)) == 1)
+			continue; /* the time left is checked at the top */
+		if (ok != 1 && w == 0)
+			continue; /* reported at the top: no time left */
 		if (ok == 1) {
 			r = buf_append(&x->raw, tmp, k);
 			OPENSSL_cleanse(tmp, k);

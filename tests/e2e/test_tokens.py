@@ -8,6 +8,7 @@ import base64
 import http.server
 import json
 import secrets
+import signal
 import ssl
 import threading
 import time
@@ -120,6 +121,14 @@ class TokenServer:
             return True
         if self.mode == "slow":
             time.sleep(1.0)
+        if self.mode == "trickle":  # a byte every 0.3 s, for longer than keyward waits
+            for ch in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+                try:
+                    h.wfile.write(bytes([ch]))
+                except OSError:
+                    break
+                time.sleep(0.3)
+            return True
         return False
 
     def oauth(self, h, body):
@@ -408,6 +417,22 @@ def test_refresh_token_rotation(proxy_factory, tokserver):
     rot = [r for r in token_records(p) if "rotated" in r["detail"]]
     assert len(rot) == 3
     check_no_secrets(p, tokserver)
+
+
+def test_trickling_token_endpoint_is_cut_at_the_fetch_deadline(proxy_factory, tokserver):
+    # A byte every 0.3 s keeps each read short and the fetch long: the 10 s
+    # bound holds for the whole fetch, and a stop does not wait for it.
+    tokserver.mode = "trickle"
+    p = proxy_factory(oauth_policy(tokserver), env=ENV)
+    t0 = time.monotonic()
+    r = session(p).get(f"https://api.test:{tokserver.port}/api/x", headers={"Authorization": f"Bearer {PLACEHOLDER}"},
+                       timeout=30)
+    assert r.status_code == 503 and "did not answer within 10 s" in r.json()["message"], r.text
+    assert time.monotonic() - t0 < 14
+    t1 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    p.proc.wait(timeout=10)
+    assert time.monotonic() - t1 < 3
 
 
 @pytest.mark.parametrize("mode,word", [("500", "answered 500 (server_error)"), ("badjson", "not a JSON object"),
