@@ -106,6 +106,11 @@ static int prompt_line(const char *prompt, struct secret **ret)
 	return r;
 }
 
+/* The longest line a Linux terminal passes in canonical mode: the line
+ * discipline keeps 4095 bytes and drops the rest of a longer line without a
+ * word, so a value that long may have been cut. */
+#define TTY_LINE_MAX 4095
+
 /* The value at a terminal, asked twice and compared (in constant time,
  * like every comparison of secrets). */
 static int read_value_tty(const char *name, struct secret **ret)
@@ -119,6 +124,12 @@ static int read_value_tty(const char *name, struct secret **ret)
 	if (r < 0) {
 		log_error("cannot read the value from the terminal: %s", strerror(-r));
 		return r;
+	}
+	if (a->len >= TTY_LINE_MAX || b->len >= TTY_LINE_MAX) {
+		log_error("a terminal passes at most %d bytes of a line, and this value may be longer (cut); "
+		          "nothing was stored. Give it on standard input instead: keyward secret set %s < FILE",
+		          TTY_LINE_MAX, name);
+		return -EINVAL;
 	}
 	if (!secret_eq(a, b)) {
 		log_error("the two values differ; nothing was stored");

@@ -292,6 +292,19 @@ def test_set_at_a_terminal_asks_twice_without_echo(tmp_path):
     assert "gh" in run_kw(home, "secret", "list").out
 
 
+def test_set_at_a_terminal_refuses_a_value_a_terminal_line_cannot_hold(tmp_path):
+    # A terminal passes at most 4095 bytes of a line and drops the rest
+    # without a word: a long value (a PEM key, a JWT) typed twice would be
+    # stored cut. keyward refuses and says to use standard input.
+    home = tmp_path / "home"
+    value = "kwtest-long-" + "x" * 5000  # made up
+    status, err, shown = set_at_terminal(home, "long", value, value)
+    assert status == 1 and "at most 4095 bytes" in err and "keyward secret set long < FILE" in err, err
+    assert not (home / "vault").exists()
+    assert value not in err and "x" * 100 not in shown
+    assert run_kw(home, "secret", "set", "long", input=value).returncode == 0  # the way that works
+
+
 def test_rotation_reaches_the_proxy_on_reload(proxy_factory, upstream, tmp_path):
     import signal
     import time
