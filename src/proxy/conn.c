@@ -2276,9 +2276,9 @@ static void read_response_head(struct conn *c)
 			 * SigV4 routes forward what the client signed, Range
 			 * included: their secret key never travels, and S3
 			 * clients fetch large objects in ranges. */
-			upstream_failed(c,
-			                "sent 206 Partial Content, which is refused on a credentialed route: a part of "
-			                "a response can hold a piece of a secret that redaction cannot recognise");
+			upstream_failed(c, "sent 206 Partial Content, which is refused where responses are scanned for "
+			                   "secrets: a part of a response can hold a piece of a secret that redaction "
+			                   "cannot recognise");
 			return;
 		}
 		if (st == 401 && conn_token_rejected(c))

@@ -193,6 +193,28 @@ static int open_nofollow(const char *path)
 	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 }
 
+/* Attaches a copy of the mount tree of the object open at src (read-only
+ * unless write, nodev unless allow_dev, nosuid always; every mount below
+ * it too, before it is attached) at target: a path, or the object open at
+ * at_fd when target is "". dst names it in errors. */
+static void attach_copy(int src, int at_fd, const char *target, bool write, bool allow_dev, const char *dst)
+{
+	int tree = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		die_errno("cannot copy the mount of %s", dst);
+	struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID };
+	if (!write)
+		attr.attr_set |= MOUNT_ATTR_RDONLY;
+	if (!allow_dev)
+		attr.attr_set |= MOUNT_ATTR_NODEV;
+	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+		die_errno("cannot make %s read-only", dst);
+	unsigned flags = MOVE_MOUNT_F_EMPTY_PATH | (*target ? 0 : MOVE_MOUNT_T_EMPTY_PATH);
+	if (move_mount(tree, "", at_fd, target, flags) < 0)
+		die_errno("cannot mount %s", dst);
+	close(tree);
+}
+
 /* Binds the host object open at `src` to `dst` (inside the sandbox),
  * read-only unless `write`. The copy is made read-only before it is
  * attached, and every mount below it too. */
@@ -223,19 +245,7 @@ static void bind_fd(int src, const char *dst, bool write, bool allow_dev)
 		close(fd);
 	}
 
-	int tree = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-	if (tree < 0)
-		die_errno("cannot copy the mount of %s", dst);
-	struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID };
-	if (!write)
-		attr.attr_set |= MOUNT_ATTR_RDONLY;
-	if (!allow_dev)
-		attr.attr_set |= MOUNT_ATTR_NODEV;
-	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
-		die_errno("cannot make %s read-only", dst);
-	if (move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-		die_errno("cannot mount %s", dst);
-	close(tree);
+	attach_copy(src, AT_FDCWD, target, write, allow_dev, dst);
 }
 
 /* Binds a host path at the same path inside. A path that does not exist
@@ -558,11 +568,7 @@ static void hide_path(const char *host_path)
 	_cleanup_close_ int null = open_nofollow("/dev/null");
 	if (null < 0)
 		die_errno("cannot open /dev/null");
-	_cleanup_close_ int tree = open_tree(null, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-	struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY };
-	if (tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0 ||
-	    move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-		die_errno("cannot hide %s", host_path);
+	attach_copy(null, target, "", false, false, host_path);
 }
 
 static uint64_t or_default(uint64_t v, uint64_t def)
