@@ -103,9 +103,10 @@ struct conn {
 	struct evbuffer *reply;            /* response bytes not yet handed to the client (client_send) */
 	struct upstream *up;
 	/* response redaction on credentialed routes (redact.h, respbody.h) */
-	struct redact_set *req_forms; /* this request's own forms (its Basic credentials), or NULL */
-	struct redactor *redactor;    /* scans the response heads and body */
-	struct resp_body *resp_body;  /* the body, decoded and re-framed, or NULL */
+	struct redact_set *req_forms;     /* this request's own forms (its Basic credentials), or NULL */
+	struct token_forms *minted_forms; /* every minted secret's forms (token.h), or NULL */
+	struct redactor *redactor;        /* scans the response heads and body */
+	struct resp_body *resp_body;      /* the body, decoded and re-framed, or NULL */
 	/* the three, emptied at the end of a request and kept for the next one
 	 * on the connection (redaction_end), or NULL */
 	struct {
@@ -174,6 +175,7 @@ static void redaction_end(struct conn *c)
 		redact_set_free(c->spare.forms);
 		c->spare.forms = TAKE_PTR(c->req_forms);
 	}
+	token_forms_unref(TAKE_PTR(c->minted_forms));
 	c->resp_why = NULL;
 }
 
@@ -1387,11 +1389,11 @@ static void audit_written(struct conn *c, int r, uint64_t first)
 }
 
 /* The forms of secrets that the generation's set does not hold, for the
- * redaction of this request's response: its Basic credentials, the token
- * keyward minted for it, and the current token of every other minted
- * credential (a service may serve back a token that another credential's
- * route swapped in), in every form redact_set_add_secret knows. None:
- * NULL. */
+ * redaction of this request's response: its Basic credentials and the
+ * token keyward minted for it, in every form redact_set_add_secret knows
+ * (c->req_forms; none: NULL), and the token manager's shared forms of
+ * every minted secret (c->minted_forms: a service may serve back a token
+ * that another credential's route swapped in). */
 static int build_req_forms(struct conn *c, const struct outbound *o)
 {
 	/* a request sent again (a retry after a 401 with a new token) starts
@@ -1406,16 +1408,8 @@ static int build_req_forms(struct conn *c, const struct outbound *o)
 	const struct secret *minted = c->tok ? token_value(c->tok) : NULL;
 	if (r == 0 && minted)
 		r = redact_set_add_secret(s, minted->data, minted->len, c->route->credential->placeholder);
-	const struct policy *p = c->gen->policy;
-	for (size_t i = 0; r == 0 && c->w->px->tokens && i < p->n_creds; i++) {
-		const struct policy_credential *cred = &p->creds[i];
-		if (!cred->mint || cred == c->route->credential)
-			continue;
-		struct token *t = tokens_current(c->w->px->tokens, cred->name);
-		if (t)
-			r = redact_set_add_secret(s, token_value(t)->data, token_value(t)->len, cred->placeholder);
-		token_unref(t);
-	}
+	if (r == 0 && c->w->px->tokens)
+		r = tokens_forms(c->w->px->tokens, &c->minted_forms);
 	if (r == 0 && redact_set_count(s) > 0 && (r = redact_set_seal(s)) == 0) {
 		c->req_forms = s;
 		return 0;
@@ -1869,7 +1863,8 @@ static void pump_request_body(struct conn *c)
 
 static int start_redaction(struct conn *c)
 {
-	const struct redact_set *sets[2] = { gen_redact_set(c->gen), c->req_forms };
+	const struct redact_set *sets[3] = { gen_redact_set(c->gen), c->req_forms,
+		                             c->minted_forms ? token_forms_set(c->minted_forms) : NULL };
 	if (!sets[0])
 		return -ENOMEM;
 	if (!c->spare.redactor)

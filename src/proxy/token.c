@@ -24,6 +24,7 @@
 #include "proxy/addr.h"
 #include "proxy/internal.h"
 #include "proxy/mint.h"
+#include "proxy/redact.h"
 
 #define TOKEN_SLOTS_MAX  256
 #define TOKEN_MARGIN_MAX 60 /* seconds */
@@ -43,6 +44,8 @@ struct token_slot {
 	char *name;
 	struct tokens *tm;
 	struct token *cur;
+	struct token *prev;          /* the token cur replaced: it may be valid still */
+	char *placeholder;           /* the credential's, for redaction */
 	struct secret *refresh;      /* the newest refresh token, or NULL */
 	struct secret *refresh_seed; /* the source's value it descends from */
 	bool fetching;
@@ -60,6 +63,16 @@ struct tokens {
 	unsigned running;
 	struct token_slot *slots[TOKEN_SLOTS_MAX];
 	size_t n_slots;
+	/* the redaction forms of every slot's tokens (tokens_forms): rebuilt
+	 * on the first request after one of them changed */
+	struct token_forms *forms;
+	bool forms_stale;
+	atomic_bool holds; /* a fetch has started: there may be forms */
+};
+
+struct token_forms {
+	atomic_int refs;
+	struct redact_set *set;
 };
 
 struct token *token_ref(struct token *t)
@@ -130,11 +143,14 @@ void tokens_free(struct tokens *tm)
 	for (size_t i = 0; i < tm->n_slots; i++) {
 		struct token_slot *s = tm->slots[i];
 		token_unref(s->cur);
+		token_unref(s->prev);
 		secret_free(s->refresh);
 		secret_free(s->refresh_seed);
+		free(s->placeholder);
 		free(s->name);
 		free(s);
 	}
+	token_forms_unref(tm->forms);
 	pthread_cond_destroy(&tm->idle);
 	pthread_mutex_destroy(&tm->lock);
 	free(tm);
@@ -610,8 +626,12 @@ static void *fetch_thread(void *arg)
 
 	pthread_mutex_lock(&tm->lock);
 	if (t) {
-		token_unref(s->cur);
+		/* The token it replaces may still be valid, and a service that
+		 * stored it may serve it back: it stays in the redaction forms. */
+		token_unref(s->prev);
+		s->prev = s->cur;
 		s->cur = t;
+		tm->forms_stale = true;
 		if (res.refresh) {
 			/* RFC 6749 6: the provider may issue a new refresh token and
 			 * revoke the old one; only the newest is used from now on. */
@@ -655,7 +675,19 @@ static int start_fetch(struct token_slot *s, struct gen *g, const struct policy_
 			secret_free(s->refresh);
 			s->refresh_seed = seed;
 			s->refresh = cur;
+			s->tm->forms_stale = true;
 		}
+	}
+	if (!s->placeholder || !streq(s->placeholder, cred->placeholder)) {
+		char *ph = strdup(cred->placeholder);
+		if (!ph) {
+			snprintf(why, whylen, "out of memory");
+			return -ENOMEM;
+		}
+		free(s->placeholder);
+		s->placeholder = ph;
+		s->tm->forms_stale = true;
+		atomic_store(&s->tm->holds, true);
 	}
 	s->gen = gen_ref(g);
 	s->cred = cred;
@@ -748,13 +780,76 @@ void tokens_rejected(struct tokens *tm, const struct policy_credential *cred, co
 	pthread_mutex_unlock(&tm->lock);
 }
 
-struct token *tokens_current(struct tokens *tm, const char *name)
+/* ---- the redaction forms of minted secrets ---- */
+
+void token_forms_unref(struct token_forms *f)
 {
-	struct token *t = NULL;
+	if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
+		return;
+	redact_set_free(f->set);
+	free(f);
+}
+
+const struct redact_set *token_forms_set(const struct token_forms *f)
+{
+	return f->set;
+}
+
+static int forms_add(struct redact_set *set, const struct secret *v, const char *placeholder)
+{
+	return v ? redact_set_add_secret(set, v->data, v->len, placeholder) : 0;
+}
+
+/* Every slot's current token, the one it replaced until that expires,
+ * and the newest refresh token (a rotated one is in no generation's set).
+ * Called with tm->lock held. */
+static int forms_build(struct tokens *tm, struct token_forms **ret)
+{
+	struct token_forms *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	atomic_init(&f->refs, 1);
+	int r = redact_set_new(&f->set);
+	for (size_t i = 0; r == 0 && i < tm->n_slots; i++) {
+		struct token_slot *s = tm->slots[i];
+		if (!s->placeholder)
+			continue; /* never fetched: holds nothing */
+		if (s->cur)
+			r = forms_add(f->set, s->cur->value, s->placeholder);
+		if (r == 0 && s->prev && !token_expired(s->prev))
+			r = forms_add(f->set, s->prev->value, s->placeholder);
+		if (r == 0)
+			r = forms_add(f->set, s->refresh, s->placeholder);
+	}
+	if (r == 0)
+		r = redact_set_seal(f->set);
+	if (r < 0) {
+		token_forms_unref(f);
+		return r;
+	}
+	*ret = f;
+	return 0;
+}
+
+int tokens_forms(struct tokens *tm, struct token_forms **ret)
+{
+	*ret = NULL;
+	if (!atomic_load(&tm->holds))
+		return 0; /* the common case: no minted credential in use */
+	int r = 0;
 	pthread_mutex_lock(&tm->lock);
-	struct token_slot *s = slot_find(tm, name, false);
-	if (s && s->cur)
-		t = token_ref(s->cur);
+	if (tm->forms_stale || !tm->forms) {
+		struct token_forms *f;
+		if ((r = forms_build(tm, &f)) == 0) {
+			token_forms_unref(tm->forms);
+			tm->forms = f;
+			tm->forms_stale = false;
+		}
+	}
+	if (r == 0) {
+		atomic_fetch_add(&tm->forms->refs, 1);
+		*ret = tm->forms;
+	}
 	pthread_mutex_unlock(&tm->lock);
-	return t;
+	return r;
 }

@@ -31,6 +31,7 @@ struct proxy;
 struct gen;
 struct tokens;
 struct token_slot;
+struct redact_set;
 
 /* The whole deadline of one fetch: connect, TLS, request and answer. */
 #define TOKEN_FETCH_SECONDS 10
@@ -80,6 +81,14 @@ void tokens_wait_cancel(struct tokens *tm, struct token_wait *w);
 /* The upstream refused t (401): if t is still cred's current token, it is
  * dropped, so that the next tokens_get fetches a new one. */
 void tokens_rejected(struct tokens *tm, const struct policy_credential *cred, const struct token *t);
-/* The current token of the credential named name, if any: for response
- * redaction. Returns a reference (token_unref) or NULL. */
-struct token *tokens_current(struct tokens *tm, const char *name);
+/* The redaction forms of every minted secret the manager holds: each
+ * credential's current token, the one it replaced until that one expires,
+ * and the newest refresh token, each mapped to its credential's
+ * placeholder. Built once per change, shared by the requests that take a
+ * reference (token_forms_unref); NULL while no token was ever fetched.
+ * A negative errno if it cannot be built: the caller must not go on
+ * without it. */
+struct token_forms;
+int tokens_forms(struct tokens *tm, struct token_forms **ret) WUR;
+void token_forms_unref(struct token_forms *f); /* NULL is a no-op */
+const struct redact_set *token_forms_set(const struct token_forms *f);

@@ -192,6 +192,9 @@ class TokenServer:
         if h.path.startswith("/open/notes"):  # a public page showing what /api/notes stored
             with self.lock:
                 return h.reply(200, {"notes": list(self.notes)})
+        if h.path.startswith("/open/refresh"):  # a careless debug page: the newest refresh token
+            with self.lock:
+                return h.reply(200, {"refresh": self.refresh_seen[-1:]})
         auth = h.headers.get("Authorization", "")
         tok = auth[7:] if auth.startswith("Bearer ") else auth
         with self.lock:
@@ -307,9 +310,7 @@ def test_minted_token_stored_and_read_back_on_an_open_route_is_redacted(proxy_fa
     # the minted token; the service stores it and shows it on a route that
     # needs no credential. Responses from that host are scanned on every
     # route, for every credential's current minted token too.
-    open_route = (f'  - host: api.test\n    port: {tokserver.port}\n    paths: ["/open/**"]\n'
-                  f'    upstream_ca: {tokserver.ca_file}\n    allow_private: true\n')
-    p = proxy_factory(oauth_policy(tokserver) + open_route, env=ENV)
+    p = proxy_factory(oauth_policy(tokserver) + open_route(tokserver), env=ENV)
     s = session(p)
     base = f"https://api.test:{tokserver.port}"
     r1 = s.get(base + "/api/notes", headers={"Authorization": f"Bearer {PLACEHOLDER}", "X-Note": PLACEHOLDER})
@@ -318,6 +319,46 @@ def test_minted_token_stored_and_read_back_on_an_open_route_is_redacted(proxy_fa
     r2 = s.get(base + "/open/notes")
     assert r2.status_code == 200 and r2.json() == {"notes": [PLACEHOLDER]}, r2.text
     assert p.requests()[-1]["route"] == 1 and p.requests()[-1]["redacted"] == 1
+    check_no_secrets(p, tokserver, [r1, r2])
+
+
+def open_route(ts):
+    return (f'  - host: api.test\n    port: {ts.port}\n    paths: ["/open/**"]\n'
+            f'    upstream_ca: {ts.ca_file}\n    allow_private: true\n')
+
+
+def test_replaced_token_read_back_is_redacted(proxy_factory, tokserver):
+    # The service stored the first token; a 401 makes keyward fetch a
+    # second one. The first is no longer current but has not expired (the
+    # provider may still take it): a page showing it must not hand it out.
+    p = proxy_factory(oauth_policy(tokserver) + open_route(tokserver), env=ENV)
+    s = session(p)
+    base = f"https://api.test:{tokserver.port}"
+    r1 = s.get(base + "/api/notes", headers={"X-Note": PLACEHOLDER})
+    assert r1.status_code == 200, r1.text
+    tokserver.revoke_all()
+    r2 = s.get(base + "/api/x")
+    assert r2.status_code == 200 and tokserver.fetches == 2, r2.text
+    assert tokserver.notes == [tokserver.issued_order[0]]
+    r3 = s.get(base + "/open/notes")
+    assert r3.status_code == 200 and r3.json() == {"notes": [PLACEHOLDER]}, r3.text
+    assert p.requests()[-1]["redacted"] == 1
+    check_no_secrets(p, tokserver, [r1, r2, r3])
+
+
+def test_rotated_refresh_token_shown_by_the_service_is_redacted(proxy_factory, tokserver):
+    # A provider that rotates refresh tokens hands keyward one that no
+    # secret source holds; a response of that host that shows it is
+    # scanned for it as for the access tokens.
+    tokserver.rotate = True
+    p = proxy_factory(oauth_policy(tokserver, kind="oauth2_refresh") + open_route(tokserver), env=ENV)
+    s = session(p)
+    base = f"https://api.test:{tokserver.port}"
+    r1 = s.get(base + "/api/x")
+    assert r1.status_code == 200, r1.text
+    assert len(tokserver.refresh_seen) == 1
+    r2 = s.get(base + "/open/refresh")
+    assert r2.status_code == 200 and r2.json() == {"refresh": [PLACEHOLDER]}, r2.text
     check_no_secrets(p, tokserver, [r1, r2])
 
 
