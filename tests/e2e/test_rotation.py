@@ -7,6 +7,7 @@ neither made-up secret appears in any output, log or audit record (the
 fixtures search them)."""
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -304,12 +305,15 @@ def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, 
     # the first run gives a value valid for 1-2 s (expires_at has whole
     # seconds: "+1" could be in the past by the time keyward reads it, and
     # an expired value is refused); the next run hangs, with a grandchild
-    # holding its stdout open (only killing the group ends it)
+    # holding its stdout open (only killing the group ends it). Its
+    # duration is unique to this run, so that pgrep finds no other
+    # checkout's test.
+    nap = f"59.{secrets.randbelow(10**6):06d}"
     body = (f'if [ $n = 1 ]; then\n'
             f'  exp=$(date -u -d @$(( $(date +%s) + 2 )) +%Y-%m-%dT%H:%M:%SZ)\n'
             f'  printf \'{{"value": "%s", "expires_at": "%s"}}\\n\' "{SECRET}" "$exp"\n'
             f'  exit 0\nfi\n'
-            f'sleep 59.4321 &\nwait\n')
+            f'sleep {nap} &\nwait\n')
     s, count = counter_script(tmp_path, body)
     p = proxy_factory(exec_policy(upstream, s))
     sess = session(p)
@@ -325,7 +329,7 @@ def test_exec_hanging_command_is_killed_and_keyward_still_serves(proxy_factory, 
     assert resp.status_code == 503, resp.text
     assert sess.get(open_, timeout=20).status_code == 200
     # the whole group was killed, the grandchild too
-    assert subprocess.run(["pgrep", "-f", "sleep 59.4321"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", f"sleep {nap}"], capture_output=True).returncode == 1
 
 
 def test_exec_hanging_command_does_not_hold_up_reload_or_stop(proxy_factory, upstream, tmp_path):
