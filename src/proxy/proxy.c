@@ -976,6 +976,13 @@ int proxy_main(const struct proxy_options *opt)
 	raise_open_files_limit();
 	if (evthread_use_pthreads() < 0) {
 		log_error("cannot enable libevent threading");
+		/* what opt hands over is ours to free, as on every other exit */
+		if (opt->policy) {
+			source_pins_free(opt->pins, opt->policy->n_creds);
+			policy_free(opt->policy);
+		}
+		if (opt->audit)
+			audit_close(opt->audit);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&px.gen_lock, NULL);
