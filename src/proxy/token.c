@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -39,9 +40,16 @@ struct token {
 };
 
 /* One credential (by name, so that a cached token and a rotated refresh
- * token survive a reload or a rotation of other secrets). */
+ * token survive a reload that leaves the credential as it was, and a
+ * rotation of its secrets). */
 struct token_slot {
 	char *name;
+	/* The digests of the definition (def_digest) that cur, refresh and
+	 * the fetch in flight were made under; has_def false until the first
+	 * tokens_get. */
+	unsigned char endpoint[32];
+	unsigned char def[32];
+	bool has_def;
 	struct tokens *tm;
 	struct token *cur;
 	struct token *prev;          /* the token cur replaced: it may be valid still */
@@ -173,6 +181,129 @@ static struct token_slot *slot_find(struct tokens *tm, const char *name, bool ad
 	TAILQ_INIT(&s->waiters);
 	tm->slots[tm->n_slots++] = s;
 	return s;
+}
+
+/* Appends a field of the definition: its length first, so that no two
+ * definitions hash alike by moving bytes between fields. */
+static int def_put(EVP_MD_CTX *md, const char *s)
+{
+	uint64_t n = s ? strlen(s) + 1 : 0; /* 0: absent; 1: empty */
+	return EVP_DigestUpdate(md, &n, sizeof(n)) == 1 && (!s || EVP_DigestUpdate(md, s, n - 1) == 1) ? 0 : -EIO;
+}
+
+static int def_put_strv(EVP_MD_CTX *md, char **v)
+{
+	int r = def_put(md, v ? "list" : NULL);
+	for (size_t i = 0; r == 0 && v && v[i]; i++)
+		r = def_put(md, v[i]);
+	return r == 0 ? def_put(md, NULL) : r;
+}
+
+/* Feeds what says where cred's tokens come from: the kind, the endpoint
+ * and how it is reached (the CA file trusted for it, ca_path: the
+ * credential's upstream_ca, else the policy's; allow_private; how the
+ * client authenticates) and where each part is read from. Names only, no
+ * file contents: this runs for every request that carries a token. */
+static int def_put_endpoint(EVP_MD_CTX *md, const struct policy_credential *cred, const char *ca_path)
+{
+	const struct policy_mint *m = cred->mint;
+	char num[32];
+	snprintf(num, sizeof(num), "%d %d %d", (int)cred->kind, m->client_auth_post, m->allow_private);
+	int r = def_put(md, num);
+	if (r == 0)
+		r = def_put(md, m->url);
+	if (r == 0)
+		r = def_put(md, ca_path);
+	for (int i = 0; r == 0 && i < CRED_MAX_PARTS; i++) {
+		const struct policy_credential *pc = cred->parts[i];
+		snprintf(num, sizeof(num), "%d %d", i, pc ? (int)pc->source : -1);
+		r = def_put(md, num);
+		if (r == 0)
+			r = def_put(md, pc ? pc->source_arg : NULL);
+	}
+	return r;
+}
+
+/* Feeds what a token is asked for: scopes, audience, the GitHub App
+ * installation, repositories and permissions. */
+static int def_put_grant(EVP_MD_CTX *md, const struct policy_credential *cred)
+{
+	const struct policy_mint *m = cred->mint;
+	int r = def_put_strv(md, m->scopes);
+	if (r == 0)
+		r = def_put(md, m->audience);
+	if (r == 0)
+		r = def_put(md, m->app_id);
+	if (r == 0)
+		r = def_put(md, m->installation_id);
+	if (r == 0)
+		r = def_put_strv(md, m->repositories);
+	if (r == 0)
+		r = def_put_strv(md, m->permissions);
+	return r;
+}
+
+/* The digests of cred's definition, never of a secret's value (a rotated
+ * secret leaves them as they are). ret_endpoint: where its tokens come
+ * from (def_put_endpoint); a rotated refresh token is kept only while it
+ * is the same, so that it is never sent to another endpoint or used by
+ * another client. ret_def: that and what the token is asked for
+ * (def_put_grant); an access token is used only while it is the same: one
+ * minted under another definition (a reload that narrowed the scopes or
+ * permissions) may carry more rights than the policy now grants, or
+ * belong to another service. */
+static int def_digest(const struct policy_credential *cred, const char *ca_path, unsigned char ret_endpoint[32],
+                      unsigned char ret_def[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int r = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+	if (r == 0)
+		r = def_put_endpoint(md, cred, ca_path);
+	if (r == 0 && EVP_DigestFinal_ex(md, ret_endpoint, NULL) != 1)
+		r = -EIO;
+	if (r == 0 && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		r = -EIO;
+	if (r == 0 && EVP_DigestUpdate(md, ret_endpoint, 32) != 1)
+		r = -EIO;
+	if (r == 0)
+		r = def_put_grant(md, cred);
+	if (r == 0 && EVP_DigestFinal_ex(md, ret_def, NULL) != 1)
+		r = -EIO;
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+/* Makes s hold the state of the definition (endpoint, def): a token made
+ * under another def is no longer used (it is kept as prev, for redaction),
+ * and a rotated refresh token made under another endpoint is dropped (the
+ * next fetch starts from the source's). Returns false if a fetch under
+ * another definition is in flight, whose result s cannot take for this
+ * one. Called with tm->lock held. */
+static bool slot_adopt(struct token_slot *s, const unsigned char endpoint[32], const unsigned char def[32])
+{
+	if (s->has_def && memcmp(s->def, def, sizeof(s->def)) == 0)
+		return true;
+	if (s->fetching)
+		return false;
+	if (s->cur) {
+		/* no longer attached, but it may be valid still and stored by a
+		 * service: it stays in the redaction forms until it expires */
+		token_unref(s->prev);
+		s->prev = s->cur;
+		s->cur = NULL;
+		s->tm->forms_stale = true;
+	}
+	if (!s->has_def || memcmp(s->endpoint, endpoint, sizeof(s->endpoint)) != 0) {
+		secret_free(s->refresh);
+		s->refresh = NULL;
+		secret_free(s->refresh_seed);
+		s->refresh_seed = NULL;
+		s->tm->forms_stale = true;
+	}
+	memcpy(s->endpoint, endpoint, sizeof(s->endpoint));
+	memcpy(s->def, def, sizeof(s->def));
+	s->has_def = true;
+	return true;
 }
 
 static const struct secret *part_secret(struct gen *g, const struct policy_credential *cred, int part)
@@ -718,12 +849,24 @@ int tokens_get(struct tokens *tm, struct gen *g, const struct policy_credential 
 		         g->secret_errors[i] ? g->secret_errors[i] : "unknown error");
 		return -ENOKEY;
 	}
-	int r = 0;
+	unsigned char endpoint[32], def[32];
+	int r =
+	    def_digest(cred, cred->mint->upstream_ca ? cred->mint->upstream_ca : g->policy->upstream_ca, endpoint, def);
+	if (r < 0) {
+		snprintf(why, whylen, "out of memory");
+		return r;
+	}
 	pthread_mutex_lock(&tm->lock);
 	struct token_slot *s = slot_find(tm, cred->name, true);
 	if (!s) {
 		snprintf(why, whylen, "too many minted credentials");
 		r = -ENOMEM;
+	} else if (!slot_adopt(s, endpoint, def)) {
+		snprintf(why, whylen,
+		         "a token of %s is being fetched under the policy before the last reload, which defined it "
+		         "differently; try again",
+		         cred->name);
+		r = -EAGAIN;
 	} else if (s->cur && token_usable(s->cur)) {
 		*ret = token_ref(s->cur);
 		r = 1;

@@ -47,6 +47,7 @@ class TokenServer:
         self.fetches = 0
         self.mode = "ok"          # ok | 500 | badjson | slow
         self.expires_in = 3600
+        self.scopes_ok = {"read write"}  # scope values the endpoint grants
         self.rotate = False
         self.expired_sent = []    # expired tokens the API received
         self.unknown_sent = []
@@ -78,7 +79,7 @@ class TokenServer:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 server.token_requests.append((self.path, dict(self.headers), body))
-                if self.path == "/token":
+                if self.path.split("?")[0] == "/token":
                     return server.oauth(self, body)
                 if self.path == f"/app/installations/{INSTALLATION}/access_tokens":
                     return server.github(self, body)
@@ -143,7 +144,7 @@ class TokenServer:
                 want = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
                 if auth != want:
                     return h.reply(401, {"error": "invalid_client"})
-                if form.get("scope") != ["read write"]:
+                if form.get("scope", [""])[0] not in self.scopes_ok:
                     return h.reply(400, {"error": "invalid_scope"})
             elif grant == "refresh_token":
                 rt = form.get("refresh_token", [""])[0]
@@ -458,6 +459,76 @@ def test_refresh_token_rotation(proxy_factory, tokserver):
     rot = [r for r in token_records(p) if "rotated" in r["detail"]]
     assert len(rot) == 3
     check_no_secrets(p, tokserver)
+
+
+def test_reload_that_narrows_scopes_fetches_a_new_token(proxy_factory, tokserver):
+    # A token minted under the policy before a reload carries what that
+    # policy asked for (scopes, permissions, the endpoint and client it came
+    # from). A reload that narrows scopes: must not keep attaching the wider
+    # token until it expires (an hour here, up to a year).
+    tokserver.scopes_ok = {"read write", "read"}
+    p = proxy_factory(oauth_policy(tokserver), env=ENV)
+    s = session(p)
+    url = f"https://api.test:{tokserver.port}/api/x"
+    assert s.get(url).status_code == 200
+    assert tokserver.fetches == 1
+    wide = tokserver.issued_order[0]
+    assert tokserver.api_seen == [f"Bearer {wide}"]
+    p.policy.write_text(oauth_policy(tokserver).replace("scopes: [read, write]", "scopes: [read]"))
+    p.signal(signal.SIGHUP)
+    wait_for_reload(p)
+    r = s.get(url)
+    assert r.status_code == 200, r.text
+    assert tokserver.fetches == 2
+    scope = urllib.parse.parse_qs(tokserver.token_requests[-1][2].decode())["scope"]
+    assert scope == ["read"]
+    assert tokserver.api_seen[-1] == f"Bearer {tokserver.issued_order[1]}" != f"Bearer {wide}"
+    # a reload that changes nothing of the credential keeps its token
+    p.policy.write_text(oauth_policy(tokserver).replace("scopes: [read, write]", "scopes: [read]") + "\n")
+    p.signal(signal.SIGHUP)
+    wait_for_reload(p, 2)
+    assert s.get(url).status_code == 200
+    assert tokserver.fetches == 2
+    check_no_secrets(p, tokserver, [r])
+
+
+def test_reload_that_narrows_scopes_keeps_a_rotated_refresh_token(proxy_factory, tokserver):
+    # The provider rotates refresh tokens and revokes the old one: after a
+    # reload that only narrows scopes (same endpoint, same client), the
+    # next grant must use the newest refresh token, not the source's (long
+    # revoked), while the access token is fetched anew.
+    tokserver.rotate = True
+    p = proxy_factory(oauth_policy(tokserver, kind="oauth2_refresh"), env=ENV)
+    s = session(p)
+    url = f"https://api.test:{tokserver.port}/api/x"
+    assert s.get(url).status_code == 200
+    assert tokserver.fetches == 1
+    p.policy.write_text(oauth_policy(tokserver, kind="oauth2_refresh", extra="\n    scopes: [read]"))
+    p.signal(signal.SIGHUP)
+    wait_for_reload(p)
+    r = s.get(url)
+    assert r.status_code == 200, r.text
+    assert tokserver.fetches == 2
+    used = [urllib.parse.parse_qs(b.decode())["refresh_token"][0] for (_, _, b) in tokserver.token_requests]
+    assert used == [REFRESH0, tokserver.refresh_seen[0]]
+    assert urllib.parse.parse_qs(tokserver.token_requests[-1][2].decode())["scope"] == ["read"]
+    assert tokserver.api_seen[-1] == f"Bearer {tokserver.issued_order[1]}"
+    # another token endpoint: the rotated refresh token is not sent there
+    p.policy.write_text(oauth_policy(tokserver, kind="oauth2_refresh").replace("/token\n", "/token?v=2\n"))
+    p.signal(signal.SIGHUP)
+    wait_for_reload(p, 2)
+    r = s.get(url)
+    assert tokserver.token_requests[-1][0] == "/token?v=2"
+    assert urllib.parse.parse_qs(tokserver.token_requests[-1][2].decode())["refresh_token"] == [REFRESH0]
+    check_no_secrets(p, tokserver, [r])
+
+
+def wait_for_reload(p, n=1):
+    deadline = time.time() + 10
+    while len([r for r in p.records() if r["event"] == "reload"]) < n:
+        assert time.time() < deadline, "no reload record"
+        time.sleep(0.05)
+    assert [r for r in p.records() if r["event"] == "reload"][-1]["decision"] == "allow"
 
 
 def test_trickling_token_endpoint_is_cut_at_the_fetch_deadline(proxy_factory, tokserver):
