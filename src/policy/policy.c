@@ -1171,6 +1171,7 @@ static bool ipv6_is_private(const struct in6_addr *a)
 	static const unsigned char zero[16];
 	static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+	static const unsigned char nat64_local[6] = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 };
 	const unsigned char *b = a->s6_addr;
 
 	/* ::, ::1, and forms that carry an IPv4 address: judged by it */
@@ -1180,6 +1181,8 @@ static bool ipv6_is_private(const struct in6_addr *a)
 		return ipv4_is_private(b + 12);
 	if (b[0] == 0x20 && b[1] == 0x02) /* 6to4 */
 		return ipv4_is_private(b + 2);
+	if (memcmp(b, nat64_local, 6) == 0) /* 64:ff9b:1::/48, RFC 8215 */
+		return true;
 	return (b[0] & 0xfe) == 0xfc ||                                          /* fc00::/7 unique local */
 	       (b[0] == 0xfe && (b[1] & 0x80) == 0x80) ||                        /* fe80::/10, fec0::/10 */
 	       b[0] == 0xff ||                                                   /* multicast */

@@ -52,6 +52,7 @@ static bool v6_restricted(const uint8_t *b, const char **what)
 	static const uint8_t zero[16];
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	static const uint8_t nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+	static const uint8_t nat64_local[6] = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 };
 
 	if (memcmp(b, zero, 15) == 0 && (b[15] == 0 || b[15] == 1)) {
 		*what = b[15] ? "loopback (::1)" : "unspecified (::)";
@@ -63,6 +64,15 @@ static bool v6_restricted(const uint8_t *b, const char **what)
 		return v4_restricted(v4_at(b + 12), what);
 	if (b[0] == 0x20 && b[1] == 0x02) /* 6to4 2002:V4ADDR::/48 */
 		return v4_restricted(v4_at(b + 2), what);
+	/* RFC 8215 local-use NAT64: a DNS64 resolver of the site synthesises
+	 * these from A records (an attacker's name that resolves to
+	 * 169.254.169.254 among them) and the site's translator dials the IPv4
+	 * inside, whose place depends on the prefix length the site chose.
+	 * Not globally reachable (IANA): refused whole. */
+	if (memcmp(b, nat64_local, 6) == 0) {
+		*what = "local-use NAT64 (64:ff9b:1::/48)";
+		return true;
+	}
 	if ((b[0] & 0xfe) == 0xfc) {
 		*what = "unique local (fc00::/7)";
 		return true;

@@ -38,6 +38,8 @@ static const struct addr_case cases[] = {
 	{ "::127.0.0.1", true },
 	{ "64:ff9b::a9fe:a9fe", true },
 	{ "2002:7f00:1::", true },
+	{ "64:ff9b:1::a9fe:a9fe", true },
+	{ "64:ff9b:1:a9fe:a9:fe00::", true },
 	{ "fc00::1", true },
 	{ "fd00:ec2::254", true },
 	{ "fe80::1", true },
@@ -54,6 +56,8 @@ static const struct addr_case cases[] = {
 	{ "::ffff:8.8.8.8", false },
 	{ "2606:4700::1111", false },
 	{ "2002:0808:0808::", false },
+	{ "64:ff9b::808:808", false },
+	{ "64:ff9b:2::a9fe:a9fe", false },
 };
 
 static void test_restricted_table(void **state)

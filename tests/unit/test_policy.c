@@ -721,6 +721,7 @@ static const struct host_case hosts[] = {
 	{ "\"[fec0::1]\"", "fec0::1", false, true },
 	{ "\"[64:ff9b::a00:1]\"", "64:ff9b::a00:1", false, true },
 	{ "\"[64:ff9b::808:808]\"", "64:ff9b::808:808", false, false },
+	{ "\"[64:ff9b:1::808:808]\"", "64:ff9b:1::808:808", false, true },
 	{ "\"[2002:c0a8:101::1]\"", "2002:c0a8:101::1", false, true },
 	{ "\"[::ffff:8.8.8.8]\"", "::ffff:8.8.8.8", false, false },
 	{ "\"[fd00::5]\"", "fd00::5", false, true },
