@@ -1,8 +1,10 @@
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/log.h"
 #include "policy/policy.h"
 #include "secrets/source.h"
 
@@ -14,6 +16,26 @@ static const char usage[] = "Usage: keyward policy check FILE\n"
                             "Errors name FILE:LINE:COLUMN; the exit status is 2 for an invalid policy,\n"
                             "1 if it is valid but a credential's source cannot be read, else 0.\n"
                             "Secret values are never printed. See docs/policy.md.\n";
+
+/* Writes s, a string of the policy that no rule of the loader confines to
+ * printable characters (a path, an exec: command, an audience), on one
+ * line: every control byte, line breaks included, becomes '?' (log_clean),
+ * so a value cannot add lines of its own to the report either. */
+static void put_value(FILE *out, const char *s)
+{
+	char chunk[256];
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t k = n - i < sizeof(chunk) ? n - i : sizeof(chunk);
+		/* a C1 control (0xc2 0x80..0x9f) is not cut between two chunks */
+		if (k < n - i && (unsigned char)s[i + k - 1] == 0xc2)
+			k--;
+		memcpy(chunk, s + i, k);
+		log_clean(chunk, k, "");
+		fwrite(chunk, 1, k, out);
+		i += k;
+	}
+}
 
 static const char *inject_name(const struct policy_route *r, char *buf, size_t n)
 {
@@ -42,63 +64,72 @@ static const char *inject_name(const struct policy_route *r, char *buf, size_t n
 	return "?";
 }
 
-static void print_limit(const char *name, uint64_t v, const char *unit, const char *def)
+static void print_limit(FILE *out, const char *name, uint64_t v, const char *unit, const char *def)
 {
 	if (v)
-		printf("    %-11s %llu%s\n", name, (unsigned long long)v, unit);
+		fprintf(out, "    %-11s %llu%s\n", name, (unsigned long long)v, unit);
 	else
-		printf("    %-11s %s\n", name, def);
+		fprintf(out, "    %-11s %s\n", name, def);
 }
 
 /* What `keyward run` will set up (keyward proxy ignores the section). */
-static void print_sandbox(const struct policy_sandbox *sb)
+static void print_sandbox(FILE *out, const struct policy_sandbox *sb)
 {
-	printf("\nsandbox (keyward run):\n");
-	printf("  workspace:   %s\n", sb->workspace ? sb->workspace : "--workspace, else the current directory");
-	for (size_t i = 0; i < sb->n_paths; i++)
-		printf("  %s  %s\n", sb->paths[i].write ? "read-write:" : "read-only: ", sb->paths[i].path);
-	printf("  env passed:  ");
+	fprintf(out, "\nsandbox (keyward run):\n");
+	fprintf(out, "  workspace:   ");
+	put_value(out, sb->workspace ? sb->workspace : "--workspace, else the current directory");
+	for (size_t i = 0; i < sb->n_paths; i++) {
+		fprintf(out, "\n  %s  ", sb->paths[i].write ? "read-write:" : "read-only: ");
+		put_value(out, sb->paths[i].path);
+	}
+	fprintf(out, "\n");
+	fprintf(out, "  env passed:  ");
 	if (!sb->env)
-		printf("(none)");
+		fprintf(out, "(none)");
 	for (char **e = sb->env; e && *e; e++)
-		printf("%s%s", e == sb->env ? "" : ", ", *e);
-	printf("\n  ports:       ");
+		fprintf(out, "%s%s", e == sb->env ? "" : ", ", *e);
+	fprintf(out, "\n  ports:       ");
 	if (!sb->n_ports)
-		printf("(none besides the proxy's)");
+		fprintf(out, "(none besides the proxy's)");
 	for (size_t i = 0; i < sb->n_ports; i++)
-		printf("%s%u", i ? ", " : "", (unsigned)sb->ports[i]);
-	printf("\n  landlock:    %s\n  limits:\n",
-	       sb->require_landlock ? "required" : "auto (used where the kernel has it)");
-	print_limit("memory:", sb->memory, " bytes", "no limit");
-	print_limit("pids:", sb->pids, "", "4096 where a cgroup is writable");
-	print_limit("cpu:", sb->cpu_percent, "% of one core", "no limit");
-	print_limit("processes:", sb->processes, "", "4096");
-	print_limit("open_files:", sb->open_files, "", "4096");
-	print_limit("file_size:", sb->file_size, " bytes", "no limit");
-	print_limit("tmp_size:", sb->tmp_size, " bytes", "512 MiB each for /tmp and $HOME");
+		fprintf(out, "%s%u", i ? ", " : "", (unsigned)sb->ports[i]);
+	fprintf(out, "\n  landlock:    %s\n  limits:\n",
+	        sb->require_landlock ? "required" : "auto (used where the kernel has it)");
+	print_limit(out, "memory:", sb->memory, " bytes", "no limit");
+	print_limit(out, "pids:", sb->pids, "", "4096 where a cgroup is writable");
+	print_limit(out, "cpu:", sb->cpu_percent, "% of one core", "no limit");
+	print_limit(out, "processes:", sb->processes, "", "4096");
+	print_limit(out, "open_files:", sb->open_files, "", "4096");
+	print_limit(out, "file_size:", sb->file_size, " bytes", "no limit");
+	print_limit(out, "tmp_size:", sb->tmp_size, " bytes", "512 MiB each for /tmp and $HOME");
 }
 
 /* A minted token: where it comes from and what it is narrowed to. */
-static void print_strv(const char *label, char **v, size_t step)
+static void print_strv(FILE *out, const char *label, char **v, size_t step)
 {
 	if (!v)
 		return;
-	printf("    %-13s", label);
+	fprintf(out, "    %-13s", label);
 	for (size_t i = 0; v[i]; i += step)
-		printf("%s%s%s%s", i ? ", " : "", v[i], step == 2 ? ": " : "", step == 2 ? v[i + 1] : "");
-	printf("\n");
+		fprintf(out, "%s%s%s%s", i ? ", " : "", v[i], step == 2 ? ": " : "", step == 2 ? v[i + 1] : "");
+	fprintf(out, "\n");
 }
 
-static void print_mint(const struct policy_mint *m)
+static void print_mint(FILE *out, const struct policy_mint *m)
 {
-	printf("    token from:  %s%s\n", m->url, m->allow_private ? " (private address allowed)" : "");
-	print_strv("scopes:", m->scopes, 1);
-	if (m->audience)
-		printf("    audience:    %s\n", m->audience);
+	fprintf(out, "    token from:  ");
+	put_value(out, m->url);
+	fprintf(out, "%s\n", m->allow_private ? " (private address allowed)" : "");
+	print_strv(out, "scopes:", m->scopes, 1);
+	if (m->audience) {
+		fprintf(out, "    audience:    ");
+		put_value(out, m->audience);
+		fprintf(out, "\n");
+	}
 	if (m->app_id)
-		printf("    app:         %s, installation %s\n", m->app_id, m->installation_id);
-	print_strv("repos:", m->repositories, 1);
-	print_strv("permissions:", m->permissions, 2);
+		fprintf(out, "    app:         %s, installation %s\n", m->app_id, m->installation_id);
+	print_strv(out, "repos:", m->repositories, 1);
+	print_strv(out, "permissions:", m->permissions, 2);
 }
 
 int cmd_policy(int argc, char **argv)
@@ -114,80 +145,110 @@ int cmd_policy(int argc, char **argv)
 	struct policy *p;
 	struct policy_error err;
 	if (policy_load(argv[2], &p, &err) < 0) {
+		log_clean(err.message, strlen(err.message), "");
 		fprintf(stderr, "%s\n", err.message);
 		return 2;
+	}
+	/* The report is made in memory and cleaned before it is shown: paths,
+	 * exec: commands and other strings of a policy from a repository may
+	 * hold escape sequences (YAML's "\e") that would hide or rewrite lines
+	 * of the report on the reviewer's terminal. */
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	if (!out) {
+		fprintf(stderr, "keyward: out of memory\n");
+		policy_free(p);
+		return 1;
 	}
 
 	int status = 0;
 	size_t n_whole = 0;
 	for (size_t i = 0; i < p->n_creds; i++)
 		n_whole += !p->creds[i].parent;
-	printf("%s: valid policy, %zu credential%s, %zu route%s\n", argv[2], n_whole, n_whole == 1 ? "" : "s",
-	       p->n_routes, p->n_routes == 1 ? "" : "s");
+	fprintf(out, "%s: valid policy, %zu credential%s, %zu route%s\n", argv[2], n_whole, n_whole == 1 ? "" : "s",
+	        p->n_routes, p->n_routes == 1 ? "" : "s");
 	if (p->n_creds)
-		printf("\ncredentials:\n");
+		fprintf(out, "\ncredentials:\n");
 	for (size_t i = 0; i < p->n_creds; i++) {
 		const struct policy_credential *c = &p->creds[i];
 		struct secret *s = NULL;
 		char e[512];
 		if (c->source == SOURCE_PARTS) {
 			/* its parts follow, each with its source */
-			printf("  %s\n    kind:        %s\n", c->name, policy_kind_name(c->kind));
+			fprintf(out, "  %s\n    kind:        %s\n", c->name, policy_kind_name(c->kind));
 			if (c->mint)
-				print_mint(c->mint);
+				print_mint(out, c->mint);
 			if (c->env || c->mint)
-				printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
-				       c->placeholder);
+				fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
+				        c->placeholder);
 			continue;
 		}
 		if (c->source == SOURCE_EXEC) {
 			/* A credential_process command may mint a token, prompt or
 			 * call out: checking a policy must not have side effects. */
-			printf("  %s\n    from:        exec:%s (not run by policy check)\n", c->name, c->source_arg);
-			printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
-			       c->placeholder);
+			fprintf(out, "  %s\n    from:        exec:", c->name);
+			put_value(out, c->source_arg);
+			fprintf(out, " (not run by policy check)\n");
+			fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
+			        c->placeholder);
 			continue;
 		}
 		int r = source_fetch(c, NULL, &s, e, sizeof(e));
 		secret_free(s);
-		printf("  %s\n    from:        %s:%s (%s)\n", c->name, policy_source_name(c->source), c->source_arg,
-		       r < 0 ? "cannot be read now" : "readable");
+		fprintf(out, "  %s\n    from:        %s:", c->name, policy_source_name(c->source));
+		put_value(out, c->source_arg);
+		fprintf(out, " (%s)\n", r < 0 ? "cannot be read now" : "readable");
 		if (r < 0) {
-			printf("                 %s\n", e);
+			fprintf(out, "                 ");
+			put_value(out, e);
+			fprintf(out, "\n");
 			status = 1;
 		}
-		printf("    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)", c->placeholder);
+		fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)", c->placeholder);
 	}
-	printf("\nroutes (first match wins; anything else is denied):\n");
+	fprintf(out, "\nroutes (first match wins; anything else is denied):\n");
 	for (size_t i = 0; i < p->n_routes; i++) {
 		const struct policy_route *r = &p->routes[i];
 		char ib[300], port[16] = "";
 		if (r->port)
 			snprintf(port, sizeof(port), ":%u", r->port);
-		printf("  [%zu] %s://%s%s%s  (line %d)\n", i, r->scheme == SCHEME_HTTPS ? "https" : "http",
-		       r->wildcard ? "*" : "", r->host, port, r->line);
-		printf("      methods: ");
+		fprintf(out, "  [%zu] %s://%s%s%s  (line %d)\n", i, r->scheme == SCHEME_HTTPS ? "https" : "http",
+		        r->wildcard ? "*" : "", r->host, port, r->line);
+		fprintf(out, "      methods: ");
 		if (!r->methods)
-			printf("all");
+			fprintf(out, "all");
 		for (char **m = r->methods; m && *m; m++)
-			printf("%s%s", m == r->methods ? "" : ", ", *m);
-		printf("\n      paths:   ");
+			fprintf(out, "%s%s", m == r->methods ? "" : ", ", *m);
+		fprintf(out, "\n      paths:   ");
 		if (!r->paths)
-			printf("all");
+			fprintf(out, "all");
 		for (char **g = r->paths; g && *g; g++)
-			printf("%s%s", g == r->paths ? "" : ", ", *g);
-		printf("\n");
+			fprintf(out, "%s%s", g == r->paths ? "" : ", ", *g);
+		fprintf(out, "\n");
 		if (r->credential)
-			printf("      credential: %s, inject: %s\n", r->credential->name,
-			       inject_name(r, ib, sizeof(ib)));
+			fprintf(out, "      credential: %s, inject: %s\n", r->credential->name,
+			        inject_name(r, ib, sizeof(ib)));
 		if (r->allow_private)
-			printf("      may dial loopback/private addresses\n");
-		if (r->upstream_ca)
-			printf("      extra upstream CA: %s\n", r->upstream_ca);
+			fprintf(out, "      may dial loopback/private addresses\n");
+		if (r->upstream_ca) {
+			fprintf(out, "      extra upstream CA: ");
+			put_value(out, r->upstream_ca);
+			fprintf(out, "\n");
+		}
 	}
 	if (p->n_routes == 0)
-		printf("  (none: every request is denied)\n");
-	print_sandbox(&p->sandbox);
+		fprintf(out, "  (none: every request is denied)\n");
+	print_sandbox(out, &p->sandbox);
 	policy_free(p);
+	if (fclose(out) != 0) {
+		free(text);
+		fprintf(stderr, "keyward: out of memory\n");
+		return 1;
+	}
+	log_clean(text, len, "\n");
+	if (fwrite(text, 1, len, stdout) != len)
+		status = 1;
+	free(text);
 	return status;
 }

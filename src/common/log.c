@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static enum log_level current = LOG_INFO;
 
@@ -13,6 +14,17 @@ void log_set_level(enum log_level level)
 enum log_level log_get_level(void)
 {
 	return current;
+}
+
+void log_clean(char *s, size_t n, const char *keep)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if ((ch < 0x20 && !(ch && strchr(keep, ch))) || ch == 0x7f)
+			s[i] = '?';
+		else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f)
+			s[i] = s[i + 1] = '?';
+	}
 }
 
 static void vlog(enum log_level level, const char *fmt, va_list ap)
@@ -30,6 +42,8 @@ static void vlog(enum log_level level, const char *fmt, va_list ap)
 	size_t len = (size_t)n + (size_t)m;
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
+	/* A message is one line, whatever a path or command it quotes holds. */
+	log_clean(line, len, "\t");
 	line[len++] = '\n';
 	fwrite(line, 1, len, stderr);
 }

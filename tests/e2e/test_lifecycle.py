@@ -516,6 +516,42 @@ def test_policy_check(tmp_path, upstream):
     assert "TEST_TOKEN" in r.stdout + r.stderr
 
 
+def test_policy_check_prints_no_escape_sequences(tmp_path):
+    # A policy from a repository is hostile input, and policy check is how
+    # a person reviews it. YAML's "\e" puts an ESC in a string the loader
+    # takes as it is (an exec: command after a shell comment, a path):
+    # printed raw, "\e[8m" hides every line after it (the routes), and
+    # cursor moves rewrite the lines before. Every control byte is shown
+    # as "?", on stdout and in keyward's log lines on stderr alike.
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(r"""version: 1
+credentials:
+  gh:
+    from: "exec:printf tok # \e[8m\e]0;title\a"
+    env: GH
+  other:
+    from: "file:/nonexistent/a\e[2Jb\u009bc"
+routes:
+  - host: api.test
+    credential: gh
+    inject: bearer
+sandbox:
+  workspace: "/tmp/w\e[3A\e[2K"
+  read_write: ["/tmp/x\ny"]
+""")
+    r = subprocess.run([KEYWARD, "policy", "check", str(pol)], capture_output=True, timeout=30,
+                       env=kw_env(tmp_path / "home"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    for ch in list(range(0x20)) + [0x7f]:
+        if ch != 0x0a:
+            assert bytes([ch]) not in out, (ch, out)
+    assert "\u009b".encode() not in out and b"\xc2\x9b" not in out
+    assert b"exec:printf tok # ?[8m?]0;title?" in r.stdout
+    assert b"/tmp/x?y" in r.stdout
+    assert b"api.test" in r.stdout
+
+
 @pytest.mark.parametrize("args,mentions", [
     (["--help"], ["proxy", "policy check", "audit verify", "ca export"]),
     (["proxy", "--help"], ["--policy", "--listen", "--audit", "--resolve", "--workers", "SIGHUP"]),
