@@ -616,12 +616,11 @@ static void report_rotation(struct proxy *px, const struct gen *old, const struc
 		if (!stale[i] || !cred_changed(old, g, i))
 			continue;
 		const struct policy_credential *c = &g->policy->creds[i];
-		char detail[700];
+		char detail[700], label[300];
 		if (g->secrets[i]) {
-			log_info("credential %s: new secret from %s:%s in use", c->name, policy_source_name(c->source),
-			         c->source_arg);
-			snprintf(detail, sizeof(detail), "new secret from %s:%s in use from the next request",
-			         policy_source_name(c->source), c->source_arg);
+			source_label(c, label, sizeof(label));
+			log_info("credential %s: new secret from %s in use", c->name, label);
+			snprintf(detail, sizeof(detail), "new secret from %s in use from the next request", label);
 		} else {
 			snprintf(detail, sizeof(detail), "%s; requests that need it get 503",
 			         g->secret_errors[i] ? g->secret_errors[i] : "out of memory");

@@ -32,16 +32,24 @@ static int pem_value_check(const struct secret *s, char *why, size_t whylen)
 	return 0;
 }
 
+const char *source_label(const struct policy_credential *c, char *buf, size_t n)
+{
+	if (c->source == SOURCE_EXEC)
+		return "its exec: command";
+	snprintf(buf, n, "%s:%s", policy_source_name(c->source), c->source_arg);
+	return buf;
+}
+
 /* Every source's value goes through secret_value_check: a secret is put in
  * header lines, so a CR or LF in it could split a request. */
 static int check_value(const struct policy_credential *c, const struct secret *s, char *errbuf, size_t errlen)
 {
-	char why[128];
+	char why[128], label[300];
 	int r = is_pem_part(c) ? pem_value_check(s, why, sizeof(why))
 	                       : secret_value_check(s->data, s->len, why, sizeof(why));
 	if (r < 0)
-		snprintf(errbuf, errlen, "credential %s: the secret from %s:%s %s", c->name,
-		         policy_source_name(c->source), c->source_arg, why);
+		snprintf(errbuf, errlen, "credential %s: the secret from %s %s", c->name,
+		         source_label(c, label, sizeof(label)), why);
 	return r;
 }
 
@@ -125,12 +133,12 @@ static int fetch_exec(const struct policy_credential *c, struct secret **ret, in
 	int64_t expires = 0;
 	int r = exec_fetch(c->source_arg, &s, &expires, e, sizeof(e));
 	if (r < 0) {
-		snprintf(errbuf, errlen, "credential %s: exec:%s: %s", c->name, c->source_arg, e);
+		snprintf(errbuf, errlen, "credential %s: exec: %s", c->name, e);
 		return r;
 	}
 	if (expires && expires <= exec_now_ms()) {
-		snprintf(errbuf, errlen, "credential %s: exec:%s: the value it printed has expired already", c->name,
-		         c->source_arg);
+		snprintf(errbuf, errlen, "credential %s: exec: the value its command printed has expired already",
+		         c->name);
 		return -EKEYEXPIRED;
 	}
 	*ret_expires_ms = expires;

@@ -32,6 +32,13 @@ struct source_pin {
 int source_pins_open(const struct policy *p, struct source_pin **ret) WUR;
 void source_pins_free(struct source_pin *pins, size_t n);
 
+/* How messages at run time name c's source: "file:PATH", "vault:NAME",
+ * "env:VAR", or "its exec: command" (a command line may carry a token of
+ * its own, and these messages reach logs, the audit log and, in a 503, the
+ * sandbox: only `keyward policy check` prints the command). Returns buf,
+ * or a constant. */
+const char *source_label(const struct policy_credential *c, char *buf, size_t n);
+
 /* Fetches the secret of credential c, through pin (from source_pins_open;
  * NULL: the file by its path, for commands that read it once). Returns 0
  * and *ret, or a negative errno and a message in errbuf that names the

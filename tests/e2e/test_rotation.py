@@ -6,6 +6,7 @@ the routes that need it answer 503. The placeholder never changes, and
 neither made-up secret appears in any output, log or audit record (the
 fixtures search them)."""
 
+import json
 import os
 import secrets
 import signal
@@ -257,6 +258,23 @@ def test_exec_failing_command_gives_503_for_its_route_only(proxy_factory, upstre
     assert len(upstream.requests) == 1
     # not retried more than every 10 s
     assert not rotations(p.records())
+
+
+def test_exec_command_line_is_not_quoted_at_run_time(proxy_factory, upstream, tmp_path):
+    # A command line may carry a credential of its own (a secrets
+    # manager's --token=..., a session key). A failing command's 503 went
+    # to the sandbox quoting the whole line; keyward's log and audit log
+    # quoted it too. At run time the command is "its exec: command"; only
+    # `keyward policy check`, which the operator runs, prints it.
+    tok = "kwtest-CMDLINE-TOKEN-5e1d97"
+    p = proxy_factory(exec_policy(upstream, f"exit 3 # --token={tok}"))
+    assert "the command exited with status 3" in p.stderr
+    resp = session(p).get(f"https://api.test:{upstream.port}/api/x", timeout=20)
+    assert resp.status_code == 503 and "exited with status 3" in resp.text
+    assert tok not in resp.text and tok not in json.dumps(dict(resp.headers))
+    out = p.stop()
+    for blob in (out, p.stderr, p.audit.read_text()):
+        assert tok not in blob
 
 
 def test_exec_value_and_policy_check(proxy_factory, upstream, tmp_path):
