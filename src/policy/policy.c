@@ -1190,7 +1190,7 @@ static bool ipv6_is_private(const struct in6_addr *a)
 	       (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0);                    /* 100::/64 discard */
 }
 
-static bool name_is_localhost(const char *h)
+bool policy_host_is_localhost(const char *h)
 {
 	size_t n = strlen(h);
 	/* RFC 6761 6.3: localhost and every name under it are loopback */
@@ -1294,7 +1294,7 @@ static int parse_host(struct ctx *c, const struct ynode *n, struct policy_route 
 			return fail(c, n, "host: invalid IPv4 address \"%s\"", Q(orig));
 		route->allow_private = ipv4_is_private(a);
 	} else {
-		route->allow_private = name_is_localhost(name);
+		route->allow_private = policy_host_is_localhost(name);
 	}
 	/* a wildcard is stored as its suffix with the dot: ".example.com" */
 	return dup_string(c, route->wildcard ? h + 1 : h, &route->host);

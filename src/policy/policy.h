@@ -276,6 +276,12 @@ void policy_match(const struct policy *p, const struct match_request *req, struc
  * refuse a CONNECT before any TLS or DNS work). */
 enum match_fail policy_match_host(const struct policy *p, enum scheme scheme, const char *host, uint16_t port,
                                   const struct policy_route **closest);
+/* Whether host (lower case, no trailing dot) is "localhost" or a name
+ * under it: RFC 6761 6.3 reserves them for loopback. A route naming one
+ * implies allow_private, so the proxy never asks DNS for them (an answer
+ * there could name any address, a metadata service's included): it dials
+ * 127.0.0.1 and ::1. */
+bool policy_host_is_localhost(const char *host);
 /* Host name pattern test: exact (case-insensitive) or wildcard suffix. */
 bool route_host_matches(const struct policy_route *r, const char *host);
 /* Glob on a normalised path: '*' matches within one segment, '**' matches

@@ -356,6 +356,13 @@ static int endpoint_addrs(struct tokens *tm, const struct policy_mint *m, struct
 		}
 	if (addr_parse_literal(m->host, 0, &addrs[0], &lens[0]) == 0)
 		return 1;
+	if (policy_host_is_localhost(m->host) && max >= 2) {
+		/* loopback without DNS, as upstream_get: RFC 6761 6.3 */
+		if (addr_parse_literal("127.0.0.1", 0, &addrs[0], &lens[0]) < 0 ||
+		    addr_parse_literal("::1", 0, &addrs[1], &lens[1]) < 0)
+			return -EINVAL;
+		return 2;
+	}
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
 	int e = getaddrinfo(m->host, NULL, &hints, &res);
 	if (e != 0) {

@@ -342,6 +342,15 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 		add_address(u, (const struct sockaddr *)&pin->addr, pin->len, t->allow_private);
 	} else if (addr_parse_literal(t->host, t->port, &ss, &len) == 0) {
 		add_address(u, (struct sockaddr *)&ss, len, t->allow_private);
+	} else if (policy_host_is_localhost(t->host)) {
+		/* RFC 6761 6.3: loopback, without DNS, whose answer (a search
+		 * domain appended, a resolver that forwards such names) could
+		 * name any address, and the route's implied allow_private would
+		 * let it be dialled. */
+		for (int i = 0; i < 2; i++) {
+			if (addr_parse_literal(i ? "::1" : "127.0.0.1", t->port, &ss, &len) == 0)
+				add_address(u, (struct sockaddr *)&ss, len, t->allow_private);
+		}
 	} else {
 		if (!w->dns) {
 			snprintf(why, whylen, "no DNS resolver is available to resolve %s", t->host);

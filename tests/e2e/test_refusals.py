@@ -813,6 +813,25 @@ def test_route_for_loopback_address_works(mode, up, proxy_factory):
     assert rec["decision"] == "allow" and rec["host"] == "127.0.0.1"
 
 
+def test_names_under_localhost_are_loopback_without_dns(proxy_factory, plain_upstream):
+    # A route for *.localhost implies allow_private (RFC 6761: loopback
+    # names), so whatever address a lookup gave would be dialled: a DNS
+    # answer for such a name (a search domain appended, a resolver that
+    # forwards it) could name the metadata service or the local network.
+    # keyward asks no resolver: the names are 127.0.0.1 and ::1. Without
+    # that, foo.localhost went to DNS (here: "cannot resolve", 502).
+    text = policy_for(plain_upstream).replace(f"host: {plain_upstream.host}", 'host: "*.localhost"')
+    assert "*.localhost" in text
+    p = proxy_factory(text, resolve=())
+    v = Via("http", p, plain_upstream)
+    a = f"foo.localhost:{plain_upstream.port}"
+    resp = v.send(head_request("GET", f"http://{a}/api/x", a, ["Connection: close"]))
+    assert status_of(resp) == 200, resp[:300]
+    assert [r.target for r in plain_upstream.requests] == ["/api/x"]
+    rec = p.requests()[-1]
+    assert rec["decision"] == "allow" and rec["host"] == "foo.localhost"
+
+
 # ---- the upstream connection pool keeps to the policy ----
 
 def keep_alive_conn(mode, p, up):
