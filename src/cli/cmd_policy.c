@@ -132,6 +132,26 @@ static void print_mint(FILE *out, const struct policy_mint *m)
 	print_strv(out, "permissions:", m->permissions, 2);
 }
 
+static void print_placeholder(FILE *out, const struct policy *p, struct secret *const *vals,
+                              const struct policy_credential *c, const char *path, int *status)
+{
+	const struct policy_credential *holder = NULL;
+	for (size_t i = 0; !holder && i < p->n_creds; i++)
+		if (source_placeholder_holds(c->placeholder, vals[i]))
+			holder = &p->creds[i];
+	fprintf(out, "    sandbox env: %s\n", c->env ? c->env : "(none)");
+	if (!holder) {
+		fprintf(out, "    placeholder: %s\n", c->placeholder);
+		return;
+	}
+	fprintf(out, "    placeholder: (not shown: it holds the secret of credential %s)\n", holder->name);
+	fprintf(stderr,
+	        "%s: the placeholder of credential %s holds the secret of credential %s; the sandbox would see it: "
+	        "write another placeholder:\n",
+	        path, c->name, holder->name);
+	*status = 2;
+}
+
 int cmd_policy(int argc, char **argv)
 {
 	if (cli_wants_help(argc, argv)) {
@@ -162,6 +182,24 @@ int cmd_policy(int argc, char **argv)
 		return 1;
 	}
 
+	/* Every secret that can be read without side effects (exec: commands
+	 * are not run), so that no placeholder printed holds one. */
+	struct secret **vals = calloc(p->n_creds + 1, sizeof(*vals));
+	int *rs = calloc(p->n_creds + 1, sizeof(*rs));
+	char(*errs)[512] = calloc(p->n_creds + 1, sizeof(*errs));
+	if (!vals || !rs || !errs) {
+		fprintf(stderr, "keyward: out of memory\n");
+		free(vals), free(rs), free(errs);
+		fclose(out), free(text);
+		policy_free(p);
+		return 1;
+	}
+	for (size_t i = 0; i < p->n_creds; i++) {
+		const struct policy_credential *c = &p->creds[i];
+		if (c->source != SOURCE_PARTS && c->source != SOURCE_EXEC)
+			rs[i] = source_fetch(c, NULL, &vals[i], errs[i], sizeof(errs[i]));
+	}
+
 	int status = 0;
 	size_t n_whole = 0;
 	for (size_t i = 0; i < p->n_creds; i++)
@@ -172,16 +210,13 @@ int cmd_policy(int argc, char **argv)
 		fprintf(out, "\ncredentials:\n");
 	for (size_t i = 0; i < p->n_creds; i++) {
 		const struct policy_credential *c = &p->creds[i];
-		struct secret *s = NULL;
-		char e[512];
 		if (c->source == SOURCE_PARTS) {
 			/* its parts follow, each with its source */
 			fprintf(out, "  %s\n    kind:        %s\n", c->name, policy_kind_name(c->kind));
 			if (c->mint)
 				print_mint(out, c->mint);
 			if (c->env || c->mint)
-				fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
-				        c->placeholder);
+				print_placeholder(out, p, vals, c, argv[2], &status);
 			continue;
 		}
 		if (c->source == SOURCE_EXEC) {
@@ -190,22 +225,21 @@ int cmd_policy(int argc, char **argv)
 			fprintf(out, "  %s\n    from:        exec:", c->name);
 			put_value(out, c->source_arg);
 			fprintf(out, " (not run by policy check)\n");
-			fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)",
-			        c->placeholder);
+			print_placeholder(out, p, vals, c, argv[2], &status);
 			continue;
 		}
-		int r = source_fetch(c, NULL, &s, e, sizeof(e));
-		secret_free(s);
+		int r = rs[i];
 		fprintf(out, "  %s\n    from:        %s:", c->name, policy_source_name(c->source));
 		put_value(out, c->source_arg);
 		fprintf(out, " (%s)\n", r < 0 ? "cannot be read now" : "readable");
 		if (r < 0) {
 			fprintf(out, "                 ");
-			put_value(out, e);
+			put_value(out, errs[i]);
 			fprintf(out, "\n");
-			status = 1;
+			if (status == 0)
+				status = 1;
 		}
-		fprintf(out, "    sandbox env: %s\n    placeholder: %s\n", c->env ? c->env : "(none)", c->placeholder);
+		print_placeholder(out, p, vals, c, argv[2], &status);
 	}
 	fprintf(out, "\nroutes (first match wins; anything else is denied):\n");
 	for (size_t i = 0; i < p->n_routes; i++) {
@@ -240,6 +274,9 @@ int cmd_policy(int argc, char **argv)
 	if (p->n_routes == 0)
 		fprintf(out, "  (none: every request is denied)\n");
 	print_sandbox(out, &p->sandbox);
+	for (size_t i = 0; i < p->n_creds; i++)
+		secret_free(vals[i]);
+	free(vals), free(rs), free(errs);
 	policy_free(p);
 	if (fclose(out) != 0) {
 		free(text);

@@ -220,6 +220,20 @@ static void gen_fetch(struct gen *g, size_t i)
 		return; /* its parts are fetched as entries of their own */
 	source_stamp(c, &g->share->pins[i], &g->stamps[i]);
 	int r = source_fetch_timed(c, &g->share->pins[i], &g->secrets[i], &g->stamps[i].refresh_ms, err, sizeof(err));
+	const struct policy_credential *holder = r == 0 ? source_placeholder_holding(g->policy, g->secrets[i]) : NULL;
+	if (holder) {
+		/* A real secret pasted as a placeholder: is in every sandbox's
+		 * environment and in what `keyward policy check` prints; it is
+		 * not attached anywhere, so that the mistake shows. */
+		secret_free(g->secrets[i]);
+		g->secrets[i] = NULL;
+		snprintf(
+		    err, sizeof(err),
+		    "credential %s: its secret is in the placeholder: of credential %s, which sandboxes are given; "
+		    "write another placeholder: (and replace the secret)",
+		    c->name, holder->name);
+		r = -EPERM;
+	}
 	if (r < 0) {
 		log_warn("%s; requests that need it will get 503", err);
 		g->secret_errors[i] = strdup(err);

@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 
+#include <openssl/crypto.h>
+
+#include "common/encode.h"
 #include "secrets/exec.h"
 #include "secrets/private_file.h"
 #include "secrets/vault.h"
@@ -30,6 +33,24 @@ static int pem_value_check(const struct secret *s, char *why, size_t whylen)
 		}
 	}
 	return 0;
+}
+
+bool source_placeholder_holds(const char *ph, const struct secret *s)
+{
+	size_t n = strlen(ph);
+	if (!s)
+		return false;
+	if (n == s->len)
+		return CRYPTO_memcmp(ph, s->data, n) == 0;
+	return s->len >= SOURCE_PLACEHOLDER_MIN && mem_find(ph, n, (const char *)s->data, s->len) >= 0;
+}
+
+const struct policy_credential *source_placeholder_holding(const struct policy *p, const struct secret *s)
+{
+	for (size_t k = 0; k < p->n_creds; k++)
+		if (source_placeholder_holds(p->creds[k].placeholder, s))
+			return &p->creds[k];
+	return NULL;
 }
 
 const char *source_label(const struct policy_credential *c, char *buf, size_t n)

@@ -32,6 +32,17 @@ struct source_pin {
 int source_pins_open(const struct policy *p, struct source_pin **ret) WUR;
 void source_pins_free(struct source_pin *pins, size_t n);
 
+/* Whether placeholder is the secret s (NULL: no), or holds it when
+ * s is at least SOURCE_PLACEHOLDER_MIN bytes (a shorter value, a client id
+ * say, may be part of a placeholder by chance: the derived ones hold the
+ * credential's name). A real secret pasted as placeholder: is given to
+ * every sandbox and printed by `keyward policy check`.
+ * source_placeholder_holding: the first credential of p whose placeholder
+ * holds s, or NULL. */
+#define SOURCE_PLACEHOLDER_MIN 16
+bool source_placeholder_holds(const char *placeholder, const struct secret *s);
+const struct policy_credential *source_placeholder_holding(const struct policy *p, const struct secret *s);
+
 /* How messages at run time name c's source: "file:PATH", "vault:NAME",
  * "env:VAR", or "its exec: command" (a command line may carry a token of
  * its own, and these messages reach logs, the audit log and, in a 503, the

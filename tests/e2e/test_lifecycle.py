@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from conftest import KEYWARD, policy_for
-from kwtest import PLACEHOLDER, SECRET, SECRET2, HttpConn, join_requests, open_tunnel, unfinished
+from kwtest import PLACEHOLDER, PLACEHOLDER2, SECRET, SECRET2, HttpConn, join_requests, open_tunnel, unfinished
 
 MiB = 1024 * 1024
 
@@ -514,6 +514,33 @@ def test_policy_check(tmp_path, upstream):
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYWARD_HOME": str(tmp_path / "h")})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "TEST_TOKEN" in r.stdout + r.stderr
+
+
+def test_secret_pasted_as_placeholder_is_not_shown_nor_attached(tmp_path, proxy_factory, upstream):
+    # An operator who pastes the real token as placeholder: gives it to
+    # every sandbox (the placeholder is the sandbox's variable) and sees
+    # policy check print it (into a CI log, say). policy check says so
+    # without printing it (exit 2), and the proxy refuses the credential
+    # (503) instead of running with a secret the sandbox holds.
+    text = policy_for(upstream).replace(f"placeholder: {PLACEHOLDER}", f"placeholder: {SECRET}")
+    assert f"placeholder: {SECRET}" in text
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(text)
+    r = kw(["policy", "check", str(pol)], tmp_path / "home")  # kw asserts SECRET is in no output
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "holds the secret of credential test" in r.stdout + r.stderr
+    assert PLACEHOLDER2 in r.stdout  # the other credential's is shown
+    # a placeholder that holds a long secret inside it counts too
+    pol.write_text(policy_for(upstream).replace(f"placeholder: {PLACEHOLDER}", f"placeholder: x{SECRET}x"))
+    assert kw(["policy", "check", str(pol)], tmp_path / "home").returncode == 2
+    p = proxy_factory(text)
+    resp = session(p).get(f"{base_url(upstream)}/api/x", timeout=10)
+    assert resp.status_code == 503 and resp.json()["check"] == "credential", resp.text
+    assert "placeholder" in resp.json()["message"]
+    assert upstream.requests == []
+    out = p.stop()
+    for blob in (out, p.stderr, p.audit.read_text(), resp.text):
+        assert SECRET not in blob
 
 
 def test_policy_check_prints_no_escape_sequences(tmp_path):
