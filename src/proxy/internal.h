@@ -93,7 +93,9 @@ struct listener_info {
 	char name[300]; /* for audit records: "127.0.0.1:8080", "unix:/path" */
 	int fd;
 	bool is_unix;
-	bool shared; /* one socket for all workers (unix, or the sandbox's door) */
+	bool shared;    /* one socket for all workers (unix, or the sandbox's door) */
+	dev_t sock_dev; /* unix: the socket file keyward made, removed at exit */
+	ino_t sock_ino; /* only while it is still that file */
 };
 
 struct conn;

@@ -376,9 +376,25 @@ static int open_listener(const struct sockaddr_storage *ss, socklen_t len, char 
 	if (ss->ss_family == AF_UNIX) {
 		const char *path = ((const struct sockaddr_un *)ss)->sun_path;
 		struct stat st;
-		/* Replace a stale socket from an earlier run, never another file. */
-		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		/* Replace a stale socket from an earlier run, never another file,
+		 * nor the socket of a keyward (or anything) still listening on
+		 * it: its clients would silently reach this proxy and its policy
+		 * instead, and its exit would remove this one's socket. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			/* non-blocking: a listener whose backlog is full answers
+			 * EAGAIN instead of making keyward wait */
+			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+			bool live = probe >= 0 && (connect(probe, (const struct sockaddr *)ss, len) == 0 ||
+			                           errno == EAGAIN || errno == EINPROGRESS);
+			if (probe >= 0)
+				close(probe);
+			if (live) {
+				snprintf(errbuf, errlen, "--listen %s: a process listens on this socket already", spec);
+				close(fd);
+				return -EADDRINUSE;
+			}
 			unlink(path);
+		}
 	} else {
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
@@ -927,9 +943,14 @@ static int open_listeners(struct proxy *px, int **ret_tcp, char *errbuf, size_t 
 			else
 				tcp[(size_t)k * n + i] = fd;
 		}
-		if (li->is_unix)
+		if (li->is_unix) {
 			snprintf(li->name, sizeof(li->name), "%s", px->opt.listen[i]);
-		else
+			struct stat st;
+			if (lstat(((struct sockaddr_un *)&ss)->sun_path, &st) == 0) {
+				li->sock_dev = st.st_dev;
+				li->sock_ino = st.st_ino;
+			}
+		} else
 			addr_format((struct sockaddr *)&ss, li->name, sizeof(li->name));
 		px->n_listeners++;
 		log_info("listening on %s", li->name);
@@ -1157,10 +1178,16 @@ out_workers:
 out:
 	free(px.workers);
 	for (size_t i = 0; i < px.n_listeners; i++) {
-		if (px.listeners[i].is_unix) {
-			close(px.listeners[i].fd);
-			unlink(px.listeners[i].name + 5);
-		}
+		const struct listener_info *li = &px.listeners[i];
+		struct stat st;
+		if (!li->is_unix)
+			continue;
+		close(li->fd);
+		/* Only the socket file made at start: another process's, bound
+		 * there since, stays. */
+		if (lstat(li->name + 5, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == li->sock_dev &&
+		    st.st_ino == li->sock_ino)
+			unlink(li->name + 5);
 	}
 	free(px.listeners);
 	free(tcp);

@@ -284,6 +284,38 @@ def test_drain_leaves_a_shared_unix_listener_quiet(proxy_factory, upstream, tmp_
     assert used < 0.3, f"keyward used {used:.2f} s of CPU in 1 s of waiting"
 
 
+def test_unix_listener_is_not_taken_from_a_running_proxy(proxy_factory, upstream, tmp_path):
+    # A second keyward started with the same unix:PATH used to unlink the
+    # first one's live socket and bind its own: the first one's clients
+    # then reached the second (another policy, another audit log), and
+    # whichever stopped first removed the other's socket. A socket that
+    # something listens on is now left alone, and a proxy removes at exit
+    # only the socket file it made.
+    sock = tmp_path / "k.sock"
+    p = proxy_factory(policy_for(upstream, paths='["/**"]'), args=("--listen", f"unix:{sock}"))
+    ino = sock.stat().st_ino
+    (tmp_path / "b").mkdir()
+    pol = tmp_path / "b" / "policy.yaml"
+    pol.write_text(policy_for(upstream))
+    r = subprocess.run([KEYWARD, "proxy", "--policy", str(pol), "--listen", f"unix:{sock}",
+                        "--audit", str(tmp_path / "b" / "audit.jsonl")],
+                       env=kw_env(tmp_path / "b" / "home"), capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode != 0, r.stderr
+    assert "listens on this socket already" in r.stderr, r.stderr
+    assert sock.stat().st_ino == ino
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(str(sock))
+    c.close()
+    # a socket file that replaced it is not removed when p stops
+    sock.unlink()
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(sock))
+    p.stop()
+    assert sock.exists()
+    other.close()
+
+
 # ---- audit log failing closed ----
 
 class RawProxy:
