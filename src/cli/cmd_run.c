@@ -25,6 +25,16 @@
 #include "proxy/tls.h"
 #include "sandbox/sandbox.h"
 
+/* Prints a message of a failed run: it may quote paths of the policy (a
+ * hostile one's, with escape sequences), shown as text (log_clean). */
+static void run_error(const char *msg)
+{
+	char line[1024];
+	snprintf(line, sizeof(line), "%s", msg);
+	log_clean(line, strlen(line), "");
+	fprintf(stderr, "keyward run: %s\n", line);
+}
+
 static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
                             "\n"
                             "Runs CMD in a fresh sandbox (user, mount, PID, network, IPC, UTS and cgroup\n"
@@ -80,7 +90,7 @@ static int audit_path_for(const char *opt_audit, const struct policy *p, char *o
 	}
 	int r = state_dir(dir, sizeof(dir), true, err, sizeof(err));
 	if (r < 0) {
-		fprintf(stderr, "keyward run: %s\n", err);
+		run_error(err);
 		return r;
 	}
 	snprintf(out, outlen, "%s/audit.jsonl", dir);
@@ -433,7 +443,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	char ws[PATH_MAX], audit[PATH_MAX], audit_abs[PATH_MAX], state[PATH_MAX], err[1024] = "";
 	const char *ws_arg = workspace ? workspace : policy->sandbox.workspace ? policy->sandbox.workspace : ".";
 	if (!realpath(ws_arg, ws) || stat(ws, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "keyward run: workspace %s: %s\n", ws_arg, errno ? strerror(errno) : "not a directory");
+		snprintf(err, sizeof(err), "workspace %s: %s", ws_arg, errno ? strerror(errno) : "not a directory");
+		run_error(err);
 		policy_free(policy);
 		return 2;
 	}
@@ -459,14 +470,14 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (audit_path_for(o.audit_path, policy, audit, sizeof(audit)) < 0 ||
 	    state_dir(state, sizeof(state), false, err, sizeof(err)) < 0) {
 		if (err[0])
-			fprintf(stderr, "keyward run: %s\n", err);
+			run_error(err);
 		policy_free(policy);
 		return 1;
 	}
 	/* What would stop the proxy from starting is checked before CMD runs. */
 	/* read now, before CMD exists, and never again (proxy_read_cas) */
 	if (proxy_read_cas(policy, err, sizeof(err)) < 0) {
-		fprintf(stderr, "keyward run: %s\n", err);
+		run_error(err);
 		policy_free(policy);
 		return 2;
 	}
@@ -477,7 +488,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	 * workspace. Its last line is read while the sandbox builds itself. */
 	struct audit_log *log = NULL;
 	if (audit_reserve(audit_abs, &log, err, sizeof(err)) < 0) {
-		fprintf(stderr, "keyward run: %s\n", err);
+		run_error(err);
 		policy_free(policy);
 		return 1;
 	}
@@ -560,7 +571,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	vault_pin();
 
 	if (sb->clone_err < 0) {
-		fprintf(stderr, "keyward run: %s\n", sb->clone_msg);
+		run_error(sb->clone_msg);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);
@@ -629,7 +640,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		job->threaded = false;
 	}
 	if (r < 0) {
-		fprintf(stderr, "keyward run: %s\n", err);
+		run_error(err);
 		sandbox_cleanup(sb);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);

@@ -609,6 +609,12 @@ sandbox:
     assert b"exec:printf tok # ?[8m?]0;title?" in r.stdout
     assert b"/tmp/x?y" in r.stdout
     assert b"api.test" in r.stdout
+    # keyward run's own messages quote such paths the same way
+    pol.write_text('version: 1\nroutes: []\nsandbox:\n  workspace: "/nonexistent/\\e[2Jx"\n')
+    r = subprocess.run([KEYWARD, "run", "--policy", str(pol), "--", "true"], capture_output=True, timeout=30,
+                       env=kw_env(tmp_path / "home"))
+    assert r.returncode == 2, r.stderr
+    assert b"workspace /nonexistent/?[2Jx" in r.stderr and b"\x1b" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args,mentions", [
