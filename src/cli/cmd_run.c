@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "audit/audit.h"
 #include "common/state.h"
+#include "secrets/exec.h"
 #include "secrets/source.h"
 #include "secrets/vault.h"
 #include "policy/policy.h"
@@ -227,6 +228,162 @@ static bool is_beneath(const char *path, const char *dir)
 	if (streq(dir, "/"))
 		return true;
 	return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* The absolute path as it resolves: the real path of its deepest folder
+ * that exists, then the rest as written (a folder that does not exist
+ * yet may be made by the sandbox where that folder lies). False if even
+ * "/" cannot be resolved or out is too small. */
+static bool resolve_existing(const char *path, char *out, size_t outlen)
+{
+	char head[PATH_MAX];
+	snprintf(head, sizeof(head), "%s", path);
+	size_t cut = strlen(head);
+	for (;;) {
+		char real[PATH_MAX];
+		if (realpath(cut ? head : "/", real)) {
+			const char *rest = path + cut;
+			int n = streq(real, "/") && *rest ? snprintf(out, outlen, "%s", rest)
+			                                  : snprintf(out, outlen, "%s%s", real, rest);
+			return n > 0 && (size_t)n < outlen;
+		}
+		char *slash = strrchr(head, '/');
+		if (!slash)
+			return false;
+		*slash = '\0';
+		cut = (size_t)(slash - head);
+	}
+}
+
+/* Whether s, a value of an environment variable, names a place the
+ * sandbox can write: holds the workspace or a read_write path as a whole
+ * path (followed by '/', ':', a space, a quote or the end), or has a
+ * ':'-separated absolute entry that resolves there (a link to it). */
+static bool names_writable(const char *s, const char *ws, const char *const *rw, size_t n_rw)
+{
+	for (size_t k = 0; k <= n_rw; k++) {
+		const char *dir = k == 0 ? ws : rw[k - 1];
+		size_t dl = strlen(dir);
+		for (const char *p = strstr(s, dir); dl && p; p = strstr(p + 1, dir)) {
+			char after = p[dl];
+			if (after == '\0' || after == '/' || after == ':' || after == ' ' || after == '"' ||
+			    after == '\'')
+				return true;
+		}
+	}
+	char entry[PATH_MAX], real[PATH_MAX];
+	for (const char *p = s; *p;) {
+		size_t len = strcspn(p, ":");
+		if (p[0] == '/' && len < sizeof(entry)) {
+			memcpy(entry, p, len);
+			entry[len] = '\0';
+			if (resolve_existing(entry, real, sizeof(real))) {
+				bool beneath = is_beneath(real, ws);
+				for (size_t k = 0; !beneath && k < n_rw; k++)
+					beneath = is_beneath(real, rw[k]);
+				if (beneath)
+					return true;
+			}
+		}
+		p += len + (p[len] == ':');
+	}
+	return false;
+}
+
+/* Appends ", " (but first), what and name[0..n) to list, cut at its size. */
+static void note_dropped(char *list, size_t size, size_t *used, const char *what, const char *name, size_t n)
+{
+	if (*used + 1 >= size)
+		return;
+	int k = snprintf(list + *used, size - *used, "%s%s%.*s", *used ? ", " : "", what, (int)n, name);
+	if (k > 0)
+		*used = *used + (size_t)k < size ? *used + (size_t)k : size - 1;
+}
+
+/* The environment for credential commands (exec: sources), which run
+ * outside the sandbox, with keyward's rights, while it runs and at the
+ * next start: keyward's own, less what the sandbox could fill with code
+ * of its choosing. A PATH entry in the workspace (an activated virtualenv,
+ * a project's bin/) would run a program the sandbox put there in place of
+ * the command's; PYTHONPATH, NODE_OPTIONS, LD_PRELOAD, BASH_ENV,
+ * AWS_CONFIG_FILE (credential_process), KUBECONFIG... the same through
+ * other doors. PATH keeps its other entries; any other variable that
+ * names such a place is left out. Entries that are relative or empty
+ * stay: commands run in "/". Returns the new array (for the process's
+ * life) with the names it left out in dropped, or NULL. */
+static char **confined_environ(const char *ws, const struct policy_sandbox *sb, char *dropped, size_t droppedlen)
+{
+	extern char **environ;
+	const char *rw[SANDBOX_MAX_PATHS];
+	size_t n_rw = 0, n = 0, used = 0;
+	for (size_t k = 0; k < sb->n_paths && n_rw < SANDBOX_MAX_PATHS; k++)
+		if (sb->paths[k].write && (rw[n_rw] = realpath(sb->paths[k].path, NULL)))
+			n_rw++;
+	while (environ[n])
+		n++;
+	char **out = calloc(n + 1, sizeof(*out));
+	if (!out) {
+		while (n_rw)
+			free((char *)rw[--n_rw]);
+		return NULL;
+	}
+	dropped[0] = '\0';
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(environ[i], '=');
+		if (!eq)
+			continue;
+		if ((size_t)(eq - environ[i]) == 4 && strncmp(environ[i], "PATH", 4) == 0) {
+			/* the entries that name no such place, in their order */
+			char *path = malloc(strlen(environ[i]) + 1), *w = path;
+			if (!path) {
+				free(out);
+				out = NULL;
+				break;
+			}
+			w = mempcpy(w, "PATH=", 5);
+			bool first = true;
+			for (const char *p = eq + 1;;) {
+				size_t len = strcspn(p, ":");
+				char entry[PATH_MAX];
+				bool keep = len >= sizeof(entry);
+				if (!keep) {
+					memcpy(entry, p, len);
+					entry[len] = '\0';
+					keep = !names_writable(entry, ws, rw, n_rw);
+				}
+				if (keep) {
+					if (!first)
+						*w++ = ':';
+					w = mempcpy(w, p, len);
+					first = false;
+				} else {
+					note_dropped(dropped, droppedlen, &used, "PATH entry ", entry, strlen(entry));
+				}
+				if (!p[len])
+					break;
+				p += len + 1;
+			}
+			*w = '\0';
+			out[j++] = path;
+			continue;
+		}
+		if (names_writable(eq + 1, ws, rw, n_rw)) {
+			/* the shell's record of the folder keyward was started in,
+			 * usually the workspace: left out without a word (commands
+			 * run in "/") */
+			size_t nl = (size_t)(eq - environ[i]);
+			bool cwd = (nl == 3 && strncmp(environ[i], "PWD", 3) == 0) ||
+			           (nl == 6 && strncmp(environ[i], "OLDPWD", 6) == 0);
+			if (!cwd)
+				note_dropped(dropped, droppedlen, &used, "", environ[i], nl);
+			continue;
+		}
+		out[j++] = environ[i];
+	}
+	while (n_rw)
+		free((char *)rw[--n_rw]);
+	return out;
 }
 
 /* The first symbolic link on path (absolute) that lies in a folder the
@@ -633,6 +790,15 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		sandbox_kill(sb);
 		r = job->r;
 	}
+	char **cmd_env = NULL, dropped[1024] = "";
+	bool has_exec = false;
+	for (size_t i = 0; i < policy->n_creds; i++)
+		has_exec = has_exec || policy->creds[i].source == SOURCE_EXEC;
+	if (r == 0 && has_exec && !(cmd_env = confined_environ(ws, &policy->sandbox, dropped, sizeof(dropped)))) {
+		snprintf(err, sizeof(err), "out of memory");
+		sandbox_kill(sb);
+		r = -ENOMEM;
+	}
 	if (r == 0)
 		r = sandbox_finish(sb, err, sizeof(err));
 	if (job->threaded) {
@@ -641,6 +807,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	if (r < 0) {
 		run_error(err);
+		free(cmd_env);
 		sandbox_cleanup(sb);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
@@ -652,6 +819,11 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	char door[64];
 	snprintf(door, sizeof(door), "sandbox:%d", (int)sb->pid);
 	int status = -1;
+	/* Credential commands run from here on (the proxy reads the secrets):
+	 * never with a variable that points into what the sandbox writes. */
+	exec_set_environ(cmd_env);
+	if (dropped[0])
+		log_warn("credential commands run without what names a place the sandbox writes: %s", dropped);
 	o.policy = policy; /* taken over by the proxy */
 	o.pins = pins;     /* too */
 	o.policy_path = policy_path ? policy_path : "(none)";

@@ -28,6 +28,13 @@
 
 extern char **environ;
 
+static char **command_env;
+
+void exec_set_environ(char **envp)
+{
+	command_env = envp;
+}
+
 int64_t exec_now_ms(void)
 {
 	struct timespec ts;
@@ -209,7 +216,7 @@ static int spawn(const char *command, pid_t *ret_pid, int *ret_fd)
 	posix_spawnattr_setsigdefault(&at, &all);
 	char *argv[] = { "sh", "-c", (char *)command, NULL };
 	if (e == 0) /* not run at all if its descriptors could not be closed */
-		e = posix_spawn(ret_pid, "/bin/sh", &fa, &at, argv, environ);
+		e = posix_spawn(ret_pid, "/bin/sh", &fa, &at, argv, command_env ? command_env : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	close(p[1]);

@@ -49,6 +49,12 @@ int64_t exec_refresh_at(int64_t now_ms, int64_t expires_ms);
  * output) that never quotes the output. */
 int exec_fetch(const char *command, struct secret **ret, int64_t *ret_expires_ms, char *errbuf, size_t errlen) WUR;
 
+/* The environment commands run with from now on (NULL: keyward's own).
+ * Set before any command runs, while keyward has one thread; envp is
+ * borrowed for the process's life. `keyward run` sets one without the
+ * variables that name a place its sandbox can write (cmd_run.c). */
+void exec_set_environ(char **envp);
+
 /* For the stop: every command still running is killed (its process group)
  * and its exec_fetch returns -ECANCELED at once; later calls do too. Safe
  * from any thread. */

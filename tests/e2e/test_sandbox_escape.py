@@ -1850,3 +1850,46 @@ done(status=status, hits=hits, files=files, envs=envs)
     # the scan did see the other processes' environments (placeholder, not secret), PID 1's was refused
     assert r["envs"]["1"] is None
     assert sum(1 for v in r["envs"].values() if v) >= 2, r["envs"]
+
+
+def test_credential_command_never_runs_what_the_sandbox_left_on_path(sandbox_factory, upstream, tmp_path):
+    # keyward's PATH often holds a folder of the workspace (an activated
+    # virtualenv, a project's bin/). A credential command (exec:) runs
+    # outside the sandbox with keyward's rights, at every start and again
+    # while the sandbox runs: looked up there, it was whatever an earlier
+    # run (or this one) had put in that folder. PYTHONPATH, NODE_OPTIONS,
+    # AWS_CONFIG_FILE and the like open the same door. Commands now run
+    # without the PATH entries and the variables that name a place the
+    # sandbox writes.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    real = tools / "kwcred"
+    real.write_text(f"#!/bin/sh\nenv > {tools}/env\nprintf '%s\\n' '{SECRET}'\n")
+    real.chmod(0o755)
+    planted_ran = tmp_path / "planted-ran"
+    text = policy_for(upstream).replace("from: env:TEST_TOKEN\n", 'from: "exec:kwcred"\n')
+    assert "exec:kwcred" in text
+    sb = sandbox_factory(text)
+    venv = sb.workspace / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    planted = venv / "kwcred"
+    planted.write_text(f"#!/bin/sh\ntouch {planted_ran}\nprintf 'planted-value\\n'\n")
+    planted.chmod(0o755)
+    # spelt another way, and not made yet: the sandbox could make it
+    later = f"{sb.workspace.parent}/./{sb.workspace.name}/later/bin"
+    path = f"{venv}:{later}:{tools}:/usr/local/bin:/usr/bin:/bin"
+    r = sb.run(["true"], env={"PATH": path, "PYTHONPATH": f"{sb.workspace}/lib",
+                              "AWS_CONFIG_FILE": f"{sb.workspace}/.aws/config", "KW_UNRELATED": "kept",
+                              "PWD": str(sb.workspace)})
+    assert r.returncode == 0, r.err
+    assert not planted_ran.exists(), "a program the sandbox could write ran outside it"
+    assert (tools / "env").exists(), r.err
+    env = dict(l.split("=", 1) for l in (tools / "env").read_text().splitlines() if "=" in l)
+    assert str(sb.workspace) not in env.get("PATH", "") and str(tools) in env["PATH"]
+    assert "later" not in env["PATH"], env["PATH"]
+    assert "PYTHONPATH" not in env and "AWS_CONFIG_FILE" not in env
+    assert env.get("KW_UNRELATED") == "kept"
+    warning = [l for l in r.err.splitlines() if "credential commands run without" in l]
+    assert len(warning) == 1 and "PYTHONPATH" in warning[0] and "AWS_CONFIG_FILE" in warning[0], r.err
+    assert "PWD" not in warning[0]  # the folder keyward started in: dropped without a word
+    assert str(sb.workspace) not in env.get("PWD", "")  # the shell sets its own: "/"
