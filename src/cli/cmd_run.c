@@ -659,7 +659,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	 * secret as the vault's key, wherever the user keeps it. */
 	/* So is every file a credential is read from (file:PATH), e.g. a
 	 * token file kept next to a policy in the workspace. */
-	_cleanup_free_ const char **hide = calloc(3 + policy->n_creds, sizeof(*hide));
+	_cleanup_free_ const char **hide = calloc(4 + policy->n_creds, sizeof(*hide));
 	_cleanup_free_ char *cred_abs = calloc(policy->n_creds + 1, PATH_MAX);
 	if (!hide || !cred_abs) {
 		fprintf(stderr, "keyward run: out of memory\n");
@@ -713,6 +713,29 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		char *abs = cred_abs + i * PATH_MAX;
 		absolute(policy->creds[i].source_arg, abs, PATH_MAX);
 		hide[n_hide++] = abs;
+	}
+	/* The policy itself, usually ./keyward.yaml in the workspace: read
+	 * once for this run, but the next run reads it again, and CMD could
+	 * have rewritten it in between (an exec: command of its choosing runs
+	 * on the host then, its routes send credentials anywhere). Covered,
+	 * it can be neither changed nor renamed nor removed (a mount point). A
+	 * second name (a hard link) would let CMD write it all the same. */
+	char policy_abs[PATH_MAX];
+	if (policy_path) {
+		absolute(policy_path, policy_abs, sizeof(policy_abs));
+		struct stat pst;
+		if (stat(policy_abs, &pst) == 0 && pst.st_nlink > 1) {
+			snprintf(
+			    err, sizeof(err),
+			    "the policy %s has %ju names (hard links): the sandbox could change it through another "
+			    "one for the next run; keep one name",
+			    policy_abs, (uintmax_t)pst.st_nlink);
+			run_error(err);
+			audit_close(log);
+			policy_free(policy);
+			return 2;
+		}
+		hide[n_hide++] = policy_abs;
 	}
 	/* Those files, the vault and the passphrase file are re-read while
 	 * CMD runs (rotation), and may lie in folders CMD can rename: their

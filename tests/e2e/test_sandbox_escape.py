@@ -1893,3 +1893,27 @@ def test_credential_command_never_runs_what_the_sandbox_left_on_path(sandbox_fac
     assert len(warning) == 1 and "PYTHONPATH" in warning[0] and "AWS_CONFIG_FILE" in warning[0], r.err
     assert "PWD" not in warning[0]  # the folder keyward started in: dropped without a word
     assert str(sb.workspace) not in env.get("PWD", "")  # the shell sets its own: "/"
+
+
+def test_policy_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
+    # keyward run reads ./keyward.yaml, usually in the workspace, once per
+    # run; the next run reads it again. Rewritten by CMD, it would give the
+    # next run routes and exec: commands (run on the host) of CMD's
+    # choosing. It is covered while CMD runs: not writable, not renamed,
+    # not removed; and a policy with a second name (a hard link CMD could
+    # write through) is refused.
+    sb = sandbox_factory()
+    pol = sb.workspace / "keyward.yaml"
+    text = policy_for(upstream)
+    pol.write_text(text)
+    sb.policy = pol
+    script = ("echo 'sandbox: {read_write: [/]}' >> keyward.yaml; echo w=$?; mv keyward.yaml k2; echo mv=$?; "
+              "rm -f keyward.yaml; echo rm=$?; ln keyward.yaml k3; echo ln=$?")
+    r = sb.run(["/bin/sh", "-c", script])
+    assert r.returncode == 0, r.err
+    assert pol.read_text() == text, r.out
+    assert not (sb.workspace / "k2").exists() and not (sb.workspace / "k3").exists(), r.out
+    assert "w=0" not in r.out and "mv=0" not in r.out and "rm=0" not in r.out and "ln=0" not in r.out, r.out
+    os.link(pol, sb.workspace / "other-name")
+    r = sb.run(["true"], check_clean=False)
+    assert r.returncode == 2 and "hard links" in r.err, r.err
