@@ -290,6 +290,33 @@ static bool names_writable(const char *s, const char *ws, const char *const *rw,
 	return false;
 }
 
+/* Whether the shell command cmd names a place the sandbox can write: any
+ * word of it that is an absolute path there (names_writable). Words are
+ * split loosely, at blanks, quotes, '=' and the shell's operators: a
+ * false alarm refuses a run, a miss would run the sandbox's code. */
+static bool command_names_writable(const char *cmd, const char *ws, const struct policy_sandbox *sb)
+{
+	const char *rw[SANDBOX_MAX_PATHS];
+	size_t n_rw = 0;
+	bool found = false;
+	for (size_t k = 0; k < sb->n_paths && n_rw < SANDBOX_MAX_PATHS; k++)
+		if (sb->paths[k].write && (rw[n_rw] = realpath(sb->paths[k].path, NULL)))
+			n_rw++;
+	char word[PATH_MAX];
+	for (const char *p = cmd; *p && !found;) {
+		size_t len = strcspn(p, " \t\n'\"=;|&()<>`$");
+		if (len > 0 && len < sizeof(word) && p[0] == '/') {
+			memcpy(word, p, len);
+			word[len] = '\0';
+			found = names_writable(word, ws, rw, n_rw);
+		}
+		p += len + (p[len] != '\0');
+	}
+	while (n_rw)
+		free((char *)rw[--n_rw]);
+	return found;
+}
+
 /* Appends ", " (but first), what and name[0..n) to list, cut at its size. */
 static void note_dropped(char *list, size_t size, size_t *used, const char *what, const char *name, size_t n)
 {
@@ -693,6 +720,23 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 			policy_free(policy);
 			return 2;
 		}
+	}
+	/* A credential command is run on the host, now and while CMD runs: a
+	 * script it names in the workspace (/project/bin/token.sh) is whatever
+	 * CMD, or an earlier run, made of it. */
+	for (size_t i = 0; i < policy->n_creds; i++) {
+		if (policy->creds[i].source != SOURCE_EXEC ||
+		    !command_names_writable(policy->creds[i].source_arg, ws, &policy->sandbox))
+			continue;
+		snprintf(err, sizeof(err),
+		         "credential %s: its exec: command names a file where the sandbox can write (the workspace "
+		         "or a read_write path), which the sandbox could replace with a program of its own; keep "
+		         "what the command runs or reads elsewhere",
+		         policy->creds[i].name);
+		run_error(err);
+		audit_close(log);
+		policy_free(policy);
+		return 2;
 	}
 	size_t n_hide = 0;
 	/* Canonical, as every path hidden: a relative KEYWARD_HOME, or one

@@ -1917,3 +1917,23 @@ def test_policy_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_fact
     os.link(pol, sb.workspace / "other-name")
     r = sb.run(["true"], check_clean=False)
     assert r.returncode == 2 and "hard links" in r.err, r.err
+
+
+def test_credential_command_naming_a_script_in_the_workspace_is_refused(sandbox_factory, upstream, tmp_path):
+    # exec: "/project/bin/token.sh": the script is whatever the sandbox (or
+    # an earlier run) made of it, and keyward runs it on the host. The run
+    # is refused before anything runs, without quoting the command.
+    sb = sandbox_factory()
+    script = sb.workspace / "bin" / "token.sh"
+    script.parent.mkdir()
+    ran = tmp_path / "ran"
+    script.write_text(f"#!/bin/sh\ntouch {ran}\nprintf '%s\\n' '{SECRET}'\n")
+    script.chmod(0o755)
+    text = policy_for(upstream).replace("from: env:TEST_TOKEN\n", f'from: "exec:{script} --quiet"\n')
+    sb.policy = sb.tmp / "policy.yaml"
+    sb.policy.write_text(text)
+    r = sb.run(["true"])
+    assert r.returncode == 2, r.err
+    assert "credential test: its exec: command names a file where the sandbox can write" in r.err
+    assert str(script) not in r.err
+    assert not ran.exists()
