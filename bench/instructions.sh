@@ -19,7 +19,9 @@
 # system calls are not in it (bench/run.sh measures those).
 #
 # Knobs: BENCH_SECONDS=10 (counted wrk run, after 2 s of warm-up),
-# BENCH_OUT=path/to/results.md, BENCH_KEEP=1 (keep the callgrind files).
+# BENCH_OUT=path/to/results.md, BENCH_KEEP=1 (keep the callgrind files),
+# BENCH_LUA=wrk-post.lua (the wrk script in bench/: wrk-absolute.lua, a GET,
+# by default; wrk-post.lua sends a POST with a 359-byte JSON body).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +29,7 @@ BENCH=$ROOT/bench
 # shellcheck source=bench/lib.sh
 . "$BENCH/lib.sh"
 SECONDS_COUNTED=${BENCH_SECONDS:-10}
+LUA=${BENCH_LUA:-wrk-absolute.lua}
 TOKEN="bench-secret-0123456789abcdef" # made up
 
 log() { printf 'instructions: %s\n' "$*" >&2; }
@@ -145,10 +148,10 @@ count() { # name port cmd...
 	PIDS+=("$pid")
 	wait_port "$port" 60
 	local url="http://127.0.0.1:$port/"
-	BENCH_TARGET=api.test:$UP_PORT wrk -t1 -c1 -d2s -s "$BENCH/wrk-absolute.lua" "$url" >/dev/null
+	BENCH_TARGET=api.test:$UP_PORT wrk -t1 -c1 -d2s -s "$BENCH/$LUA" "$url" >/dev/null
 	callgrind_control -z "$pid" >/dev/null
 	local n
-	n=$(BENCH_TARGET=api.test:$UP_PORT wrk -t1 -c1 -d"${SECONDS_COUNTED}s" -s "$BENCH/wrk-absolute.lua" "$url" |
+	n=$(BENCH_TARGET=api.test:$UP_PORT wrk -t1 -c1 -d"${SECONDS_COUNTED}s" -s "$BENCH/$LUA" "$url" |
 		awk '/requests in/ {print $1}')
 	callgrind_control -d "$pid" >/dev/null
 	kill "$pid"
@@ -188,6 +191,7 @@ sha_per_request() { # name requests
 }
 
 main() {
+	[ -f "$BENCH/$LUA" ] || die "no wrk script bench/$LUA"
 	ensure_tools
 	WORK=$(mktemp -d /tmp/keyward-insn.XXXXXX)
 	UP_PORT=$(free_port)
@@ -224,7 +228,8 @@ main() {
 	{
 		echo "# Instructions per request, $(date -u +%Y-%m-%d) on $(hostname -s)"
 		echo
-		echo "Produced by \`bench/instructions.sh${*:+ $*}\` (see bench/README.md). Plain HTTP, one"
+		echo "Produced by \`${BENCH_LUA:+BENCH_LUA=$LUA }bench/instructions.sh${*:+ $*}\` (see bench/README.md). Plain HTTP"
+		echo "($LUA: $([ "$LUA" = wrk-post.lua ] && echo "a POST with a 359-byte body" || echo "a GET")), one"
 		echo "kept-alive connection (wrk -t1 -c1), ${SECONDS_COUNTED} s counted after 2 s of warm-up; every"
 		echo "instruction of the server process (all threads) divided by the requests wrk completed."
 		echo "keyward runs one worker and writes its audit records; nginx runs one process and"
