@@ -2079,7 +2079,10 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	c->parser.on_body = NULL;
 	reset_request(c);
 	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
-	bufferevent_enable(c->bev, EV_READ);
+	/* Reading stays on while a request is served (conn_read_cb), and
+	 * enabling it again would re-add its event. */
+	if (!(bufferevent_get_enabled(c->bev) & EV_READ))
+		bufferevent_enable(c->bev, EV_READ);
 	read_head(c);
 }
 

@@ -424,7 +424,12 @@ void upstream_release(struct upstream *u, bool reusable)
 	struct timeval tv = { POOL_IDLE_SECONDS, 0 };
 	bufferevent_set_timeouts(u->bev, &tv, NULL);
 	bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
-	bufferevent_enable(u->bev, EV_READ);
+	/* Reading is mostly on already, and bufferevent_set_timeouts has just
+	 * re-added its event with the idle timeout: enabling it again would add
+	 * it once more. A plain socket's read event is pending exactly when
+	 * reading is enabled; a TLS one is enabled as before. */
+	if (u->tls || !(bufferevent_get_enabled(u->bev) & EV_READ))
+		bufferevent_enable(u->bev, EV_READ);
 	TAILQ_INSERT_TAIL(&w->idle, u, link);
 	w->n_idle++;
 }
