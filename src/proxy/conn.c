@@ -912,6 +912,20 @@ static void process_head(struct conn *c)
 	handle_request(c);
 }
 
+/* The length of a complete, well-formed head in the first contiguous
+ * piece of in, looking at most at limit bytes; 0 otherwise (the head is
+ * longer, split, or malformed: the caller's scan says which). */
+static long head_at_start(struct evbuffer *in, size_t limit)
+{
+	struct evbuffer_iovec v;
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return 0;
+	size_t scan = 0;
+	const char *why = NULL;
+	long hl = http1_head_length(v.iov_base, v.iov_len < limit ? v.iov_len : limit, &scan, &why);
+	return hl > 0 ? hl : 0;
+}
+
 static void read_head(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -927,6 +941,12 @@ static void read_head(struct conn *c)
 		c->head.max = max + 1;
 		size_t room = max + 1 - c->head.len;
 		size_t take = avail < room ? avail : room;
+		/* Mostly a whole head starts what was read, a body (a POST) after
+		 * it: then the head alone is taken, and the body stays where it is
+		 * instead of being copied out and put back. */
+		long hl = c->head.len == 0 ? head_at_start(in, take) : 0;
+		if (hl > 0)
+			take = (size_t)hl;
 		size_t old = c->head.len;
 		if (buf_append(&c->head, "", 0) < 0 || c->head.cap < c->head.len + take + 1) {
 			int r = buf_append(&c->head, evbuffer_pullup(in, (ssize_t)take), take);
@@ -942,7 +962,8 @@ static void read_head(struct conn *c)
 		evbuffer_drain(in, take);
 
 		const char *why = NULL;
-		long hl = http1_head_length(c->head.data, c->head.len, &c->head_scan, &why);
+		if (hl <= 0)
+			hl = http1_head_length(c->head.data, c->head.len, &c->head_scan, &why);
 		if (hl < 0) {
 			bad_request(c, why);
 			return;
@@ -2157,20 +2178,6 @@ static void relay_response_body(struct conn *c)
 		upstream_failed(c, text);
 	else if (r == 1)
 		request_done(c, reusable);
-}
-
-/* The length of a complete, well-formed head in the first contiguous
- * piece of in, looking at most at limit bytes; 0 otherwise (the head is
- * longer, split, or malformed: the caller's scan says which). */
-static long head_at_start(struct evbuffer *in, size_t limit)
-{
-	struct evbuffer_iovec v;
-	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-		return 0;
-	size_t scan = 0;
-	const char *why = NULL;
-	long hl = http1_head_length(v.iov_base, v.iov_len < limit ? v.iov_len : limit, &scan, &why);
-	return hl > 0 ? hl : 0;
 }
 
 static void read_response_head(struct conn *c)

@@ -191,6 +191,21 @@ static void test_open_route_copies_headers(void **state)
 	free(h);
 }
 
+/* The length is written in place, not by printf: every digit of the
+ * largest length llhttp takes, and of none. */
+static void test_content_length_digits(void **state)
+{
+	static const char *const lengths[] = { "18446744073709551615", "0", "10", "359" };
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		char raw[160], want[64];
+		snprintf(raw, sizeof(raw), "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: %s\r\n\r\n", lengths[i]);
+		snprintf(want, sizeof(want), "\r\nContent-Length: %s\r\n\r\n", lengths[i]);
+		char *h = rewrite(*state, "open.test", raw);
+		assert_non_null(strstr(h, want));
+		free(h);
+	}
+}
+
 /* ---- leaks ---- */
 
 static const struct policy_credential *leak(struct fixture *f, const char *raw, const char *allowed)
@@ -242,6 +257,7 @@ int main(void)
 		cmocka_unit_test(test_query_injection),
 		cmocka_unit_test(test_swap_everywhere),
 		cmocka_unit_test(test_open_route_copies_headers),
+		cmocka_unit_test(test_content_length_digits),
 		cmocka_unit_test(test_leaks_found),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
