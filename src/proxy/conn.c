@@ -54,6 +54,7 @@ struct conn {
 	const struct listener_info *li;
 	char client[64];
 	struct bufferevent *bev;
+	struct sockread rd; /* a plain socket's reading (sockread.h); in a tunnel, bev's own */
 	enum conn_state state;
 	struct event *timer;
 	struct gen *gen; /* held for a request (or a tunnel) */
@@ -142,6 +143,28 @@ static const struct policy_limits *limits(struct conn *c)
 	return &c->gen->policy->limits;
 }
 
+/* Turns reading from the client on or off: keyward's own on a plain
+ * socket (sockread.h), the TLS bufferevent's in a tunnel. Turning on what
+ * is on already would re-add the event: a sockread skips it. */
+static void client_read(struct conn *c, bool on)
+{
+	if (!c->rd.ev) {
+		if (on)
+			bufferevent_enable(c->bev, EV_READ);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+	} else if (!on) {
+		sockread_disable(&c->rd);
+	} else if (!c->rd.on) {
+		sockread_enable(&c->rd);
+	}
+}
+
+static bool client_reading(const struct conn *c)
+{
+	return c->rd.ev ? c->rd.on : (bufferevent_get_enabled(c->bev) & EV_READ) != 0;
+}
+
 /* Drops the body re-signer of an aws-chunked upload, if any. */
 static void sigv4_stream_end(struct conn *c)
 {
@@ -201,6 +224,7 @@ static void conn_free(struct conn *c)
 	}
 	if (c->timer)
 		event_free(c->timer);
+	sockread_stop(&c->rd); /* before the bufferevent closes the socket */
 	if (c->bev)
 		bufferevent_free(c->bev);
 	if (c->reply)
@@ -319,7 +343,7 @@ static void close_after_flush(struct conn *c)
 		c->up = NULL;
 	}
 	c->state = C_CLOSING;
-	bufferevent_disable(c->bev, EV_READ);
+	client_read(c, false);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
 		conn_free(c);
 		return;
@@ -667,7 +691,7 @@ static void sigv4_hash_body(struct conn *c)
 		if (c->state != C_SIGV4_BODY && c->req.expect_continue)
 			(void)bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 		c->state = C_SIGV4_BODY;
-		bufferevent_enable(c->bev, EV_READ);
+		client_read(c, true);
 		arm_timer(c, limits(c)->idle_timeout_ms);
 		return;
 	}
@@ -1024,7 +1048,7 @@ static void handle_connect(struct conn *c)
 	snprintf(c->tunnel_host, sizeof(c->tunnel_host), "%s", host);
 	c->tunnel_port = port;
 	c->state = C_CONNECT_SENT;
-	bufferevent_disable(c->bev, EV_READ);
+	client_read(c, false);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	/* Written now, as client_send does, when nothing is queued before it:
 	 * the new socket is all but always writable, and the handshake can
@@ -1062,6 +1086,7 @@ static void start_tls(struct conn *c)
 		return;
 	}
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
+	sockread_stop(&c->rd); /* the TLS bufferevent reads the tunnel itself */
 	bufferevent_setfd(c->bev, -1);
 	bufferevent_free(c->bev);
 	c->bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
@@ -1613,7 +1638,7 @@ static void conn_token_then(struct conn *c, bool forward_next)
 	}
 	struct timeval tv = { TOKEN_WAIT_SECONDS, 0 };
 	c->state = C_CONNECTING;
-	bufferevent_disable(c->bev, EV_READ);
+	client_read(c, false);
 	evtimer_del(c->timer);
 	event_add(c->twait.ev, &tv);
 }
@@ -1772,12 +1797,16 @@ static void send_request(struct conn *c)
 	 * event at every change to the input buffer (libevent re-enables
 	 * reading from its watermark callback), four times a request. */
 	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
-	bufferevent_set_timeouts(u->bev, &tv, &tv);
+	upstream_timeouts(u, &tv, &tv);
 	/* Enabling what is enabled already would add the write event again
-	 * (epoll_ctl) with nothing to write. */
-	short off = (short)((EV_READ | EV_WRITE) & ~bufferevent_get_enabled(u->bev));
+	 * (epoll_ctl) with nothing to write. A plain connection's reading is
+	 * its sockread's, never the bufferevent's. */
+	short want = u->rd.ev ? EV_WRITE : EV_READ | EV_WRITE;
+	short off = (short)(want & ~bufferevent_get_enabled(u->bev));
 	if (off)
 		bufferevent_enable(u->bev, off);
+	if (u->rd.ev)
+		upstream_read(u, true);
 
 	c->parser.on_body = body_sink;
 	c->parser.ctx = c;
@@ -1786,7 +1815,7 @@ static void send_request(struct conn *c)
 		c->state = C_RESPONSE;
 	} else {
 		c->state = C_BODY;
-		bufferevent_enable(c->bev, EV_READ);
+		client_read(c, true);
 		arm_timer(c, limits(c)->idle_timeout_ms);
 		pump_request_body(c);
 	}
@@ -1819,7 +1848,7 @@ static void pump_request_body(struct conn *c)
 	while (c->state == C_BODY && evbuffer_get_length(in) > 0) {
 		if (evbuffer_get_length(up_out) >= WATER_HIGH) {
 			/* Backpressure: resume when upstream drains (up_write_cb). */
-			bufferevent_disable(c->bev, EV_READ);
+			client_read(c, false);
 			return;
 		}
 		struct evbuffer_iovec v;
@@ -2102,8 +2131,8 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
 	/* Reading stays on while a request is served (conn_read_cb), and
 	 * enabling it again would re-add its event. */
-	if (!(bufferevent_get_enabled(c->bev) & EV_READ))
-		bufferevent_enable(c->bev, EV_READ);
+	if (!client_reading(c))
+		client_read(c, true);
 	read_head(c);
 }
 
@@ -2139,7 +2168,7 @@ static void relay_response_body(struct conn *c)
 			client_send(c);
 		if (evbuffer_get_length(out) >= WATER_HIGH) {
 			/* conn_write_cb resumes reading once the client drained. */
-			bufferevent_disable(u->bev, EV_READ);
+			upstream_read(u, false);
 			break;
 		}
 		struct evbuffer_iovec v;
@@ -2320,7 +2349,7 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 		c->bytes_out += evbuffer_get_length(in);
 		evbuffer_add_buffer(bufferevent_get_output(c->bev), in);
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= WATER_HIGH)
-			bufferevent_disable(bev, EV_READ);
+			upstream_read(c->up, false);
 		return;
 	}
 	if (c->up->state == U_HEAD)
@@ -2334,10 +2363,10 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	/* Upstream drained below the low mark: read more from the client. */
 	if (c->state == C_BODY) {
-		bufferevent_enable(c->bev, EV_READ);
+		client_read(c, true);
 		pump_request_body(c);
 	} else if (c->state == C_RELAY) {
-		bufferevent_enable(c->bev, EV_READ);
+		client_read(c, true);
 	}
 }
 
@@ -2396,7 +2425,7 @@ static void start_relay(struct conn *c)
 	c->keep_alive = false;
 	evtimer_del(c->timer);
 	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
-	bufferevent_set_timeouts(u->bev, &tv, NULL);
+	upstream_timeouts(u, &tv, NULL);
 	/* Anything already read past the 101 head belongs to the new protocol. */
 	struct evbuffer *in = bufferevent_get_input(u->bev);
 	c->bytes_out += evbuffer_get_length(in);
@@ -2404,8 +2433,10 @@ static void start_relay(struct conn *c)
 	struct evbuffer *cin = bufferevent_get_input(c->bev);
 	c->bytes_in += evbuffer_get_length(cin);
 	evbuffer_add_buffer(bufferevent_get_output(u->bev), cin);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(c->bev, EV_WRITE);
+	client_read(c, true);
+	bufferevent_enable(u->bev, EV_WRITE);
+	upstream_read(u, true);
 }
 
 /* ---- client callbacks ---- */
@@ -2428,7 +2459,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		c->bytes_in += evbuffer_get_length(in);
 		evbuffer_add_buffer(bufferevent_get_output(c->up->bev), in);
 		if (evbuffer_get_length(bufferevent_get_output(c->up->bev)) >= WATER_HIGH)
-			bufferevent_disable(bev, EV_READ);
+			client_read(c, false);
 		break;
 	}
 	default:
@@ -2436,7 +2467,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		 * upstream is ready): it waits in the buffer. Reading stays on
 		 * while a request is served otherwise, so that serving one does
 		 * not cost two epoll_ctl(2) calls (off, then on again). */
-		bufferevent_disable(bev, EV_READ);
+		client_read(c, false);
 		break;
 	}
 }
@@ -2456,7 +2487,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* Client drained: read more from upstream. */
 	if (c->up && c->up->bev && (c->state == C_RESPONSE || c->state == C_RELAY)) {
-		bufferevent_enable(c->up->bev, EV_READ);
+		upstream_read(c->up, true);
 		if (c->state == C_RESPONSE && c->up->state == U_BODY)
 			relay_response_body(c);
 	}
@@ -2480,7 +2511,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * (RFC 9112 section 9.6 allows it): answer, then close. Reading
 		 * stays on while a request is served (conn_read_cb), so this shows
 		 * now. In a tunnel the end of TLS ends the connection. */
-		bufferevent_disable(bev, EV_READ);
+		client_read(c, false);
 		c->keep_alive = false;
 		return;
 	}
@@ -2574,7 +2605,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	atomic_fetch_add(&w->px->active, 1);
-	if (!c->bev || !c->timer || !c->reply) {
+	if (!c->bev || !c->timer || !c->reply || sockread_start(&c->rd, w->base, c->bev) < 0) {
 		if (!c->bev)
 			close(fd);
 		conn_free(c);
@@ -2588,7 +2619,8 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	reset_request(c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(c->bev, EV_WRITE);
+	client_read(c, true);
 	arm_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
 }
 

@@ -20,6 +20,7 @@
 #include "proxy/proxy.h"
 #include "proxy/ratelimit.h"
 #include "proxy/redact.h"
+#include "proxy/sockread.h"
 #include "proxy/tls.h"
 #include "secrets/source.h"
 
@@ -205,6 +206,8 @@ struct upstream {
 	TAILQ_ENTRY(upstream) link;
 	struct worker *w;
 	struct bufferevent *bev;
+	struct sockread rd;        /* a plain connection's reading, once connected (sockread.h) */
+	struct timeval wr_timeout; /* bev's write timeout, as upstream_timeouts last set it */
 	struct conn *conn;
 	char key[400];
 	upstream_ready_fn ready;
@@ -240,6 +243,11 @@ struct upstream {
  * negative errno if nothing could be started (reason in why). */
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
                  struct upstream **ret, char *why, size_t whylen) WUR;
+/* Turns reading from u on or off: its sockread on a plain connection, its
+ * TLS bufferevent's own reading otherwise. */
+void upstream_read(struct upstream *u, bool on);
+/* Sets the timeouts of u's reading and writing (NULL: none). */
+void upstream_timeouts(struct upstream *u, const struct timeval *rd, const struct timeval *wr);
 /* Returns u to the pool when reusable and dialled under the current
  * policy, else closes it. */
 void upstream_release(struct upstream *u, bool reusable);

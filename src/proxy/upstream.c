@@ -27,6 +27,7 @@ static void upstream_free(struct upstream *u)
 {
 	if (u->kick)
 		event_free(u->kick);
+	sockread_stop(&u->rd); /* before the bufferevent closes the socket */
 	if (u->bev)
 		bufferevent_free(u->bev);
 	upstream_head_clear(u);
@@ -73,6 +74,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		int fd = bufferevent_getfd(bev);
 		int one = 1;
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* A plain connection is read by keyward (sockread.h); the
+		 * bufferevent's own reading is never enabled. */
+		if (!u->tls && sockread_start(&u->rd, u->w->base, bev) < 0) {
+			snprintf(u->why, sizeof(u->why), "out of memory");
+			fail(u, -ENOMEM);
+			return;
+		}
+		u->wr_timeout = (struct timeval){ -1, 0 }; /* the connect timeout's is not known there */
 		u->connected = true;
 		upstream_ready_fn ready = u->ready;
 		u->ready = NULL;
@@ -105,6 +114,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		         err ? strerror(err) : "connection closed");
 	}
 	ERR_clear_error();
+	sockread_stop(&u->rd);
 	bufferevent_free(u->bev);
 	u->bev = NULL;
 	/* A certificate problem is the same on every address: stop there. */
@@ -422,16 +432,48 @@ void upstream_release(struct upstream *u, bool reusable)
 	upstream_head_clear(u);
 	u->head_scan = 0;
 	struct timeval tv = { POOL_IDLE_SECONDS, 0 };
-	bufferevent_set_timeouts(u->bev, &tv, NULL);
 	bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
-	/* Reading is mostly on already, and bufferevent_set_timeouts has just
-	 * re-added its event with the idle timeout: enabling it again would add
-	 * it once more. A plain socket's read event is pending exactly when
-	 * reading is enabled; a TLS one is enabled as before. */
-	if (u->tls || !(bufferevent_get_enabled(u->bev) & EV_READ))
+	if (u->rd.ev) {
+		/* Nothing is written while idle: the write timeout of the last
+		 * request stays until the next one sets its own. */
+		sockread_set_timeout(&u->rd, &tv);
+		upstream_read(u, true);
+	} else {
+		bufferevent_set_timeouts(u->bev, &tv, NULL);
 		bufferevent_enable(u->bev, EV_READ);
+	}
 	TAILQ_INSERT_TAIL(&w->idle, u, link);
 	w->n_idle++;
+}
+
+void upstream_read(struct upstream *u, bool on)
+{
+	if (!u->rd.ev) {
+		if (on)
+			bufferevent_enable(u->bev, EV_READ);
+		else
+			bufferevent_disable(u->bev, EV_READ);
+	} else if (!on) {
+		sockread_disable(&u->rd);
+	} else if (!u->rd.on) {
+		sockread_enable(&u->rd); /* not again when on: it would re-add the event */
+	}
+}
+
+void upstream_timeouts(struct upstream *u, const struct timeval *rd, const struct timeval *wr)
+{
+	if (!u->rd.ev) {
+		bufferevent_set_timeouts(u->bev, rd, wr);
+		return;
+	}
+	sockread_set_timeout(&u->rd, rd);
+	struct timeval w = { 0, 0 };
+	if (wr)
+		w = *wr;
+	if (evutil_timercmp(&w, &u->wr_timeout, ==))
+		return; /* the same for every request on the connection */
+	u->wr_timeout = w;
+	bufferevent_set_timeouts(u->bev, NULL, wr);
 }
 
 void upstream_pool_drop_stale(struct worker *w, uint64_t current)

@@ -1,0 +1,46 @@
+/* Reading a plain socket (TCP or unix, no TLS) into its bufferevent's
+ * input buffer, in place of libevent's own reading.
+ *
+ * libevent 2.1's socket bufferevent reads with evbuffer_read, which asks
+ * the kernel how much is waiting (ioctl FIONREAD) before every readv(2),
+ * and reads 4 KiB at most per call: on a kept-alive plain-HTTP request,
+ * two of its six system calls were those ioctls. A sockread owns the read
+ * side of the socket instead: one recv(2) of up to SOCKREAD_MAX bytes per
+ * wake-up, the bytes appended to the bufferevent's input buffer, and the
+ * bufferevent's own callbacks run as libevent would run them (the read
+ * callback after data; the event callback with BEV_EVENT_READING and
+ * EOF, ERROR or TIMEOUT, reading turned off first). Writing, the output
+ * buffer and its callbacks stay the bufferevent's. The bufferevent's own
+ * reading must stay disabled (EV_READ never enabled on it).
+ *
+ * A callback may free the bufferevent and the sockread (their owner's
+ * free): nothing is touched after a callback returns. */
+#pragma once
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <sys/time.h>
+
+#include "common/util.h"
+
+#define SOCKREAD_MAX 16384
+
+struct sockread {
+	struct event *ev;        /* EV_READ|EV_PERSIST on the socket; NULL: not started */
+	struct bufferevent *bev; /* whose input it fills, whose callbacks it runs (not owned) */
+	struct timeval timeout;  /* of a wait for bytes; zero: none */
+	bool on;                 /* reading enabled */
+};
+
+/* Starts a sockread for bev's socket, reading off. Returns 0, or -ENOMEM
+ * (r untouched). */
+int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev) WUR;
+/* Stops it and frees its event; a sockread not started is left as is. To
+ * be called before the bufferevent closes the socket. */
+void sockread_stop(struct sockread *r);
+/* Turns reading on (re-arming the timeout) or off. */
+void sockread_enable(struct sockread *r);
+void sockread_disable(struct sockread *r);
+/* Sets the timeout (NULL or zero: none); re-arms it if reading is on. */
+void sockread_set_timeout(struct sockread *r, const struct timeval *tv);
