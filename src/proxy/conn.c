@@ -871,8 +871,10 @@ static int parse_authority(const char *s, size_t n, char *host, size_t hostlen, 
 	return normalize_host(h, hl, bracketed, host, hostlen);
 }
 
-/* Whether the Host header names the request's host (and port, if any). */
-static bool host_header_matches(struct conn *c)
+/* Whether the Host header names the request's host (and port, if any).
+ * authority: the request target's, as the client wrote it, from which
+ * c->host and c->port were parsed, or NULL (in a tunnel). */
+static bool host_header_matches(struct conn *c, const char *authority, size_t authority_len)
 {
 	int i = http_head_find(&c->req, "host");
 	if (i < 0)
@@ -881,6 +883,11 @@ static bool host_header_matches(struct conn *c)
 	for (unsigned k = (unsigned)i + 1; k < c->req.n_headers; k++)
 		if (memcaseeq(c->req.headers[k].name, c->req.headers[k].name_len, "host"))
 			return false;
+	/* The same bytes parse to the same host and port: most clients write
+	 * the target's authority in Host as it is. */
+	if (authority && c->req.headers[i].value_len == authority_len &&
+	    memcmp(c->req.headers[i].value, authority, authority_len) == 0)
+		return true;
 	char host[256];
 	uint16_t port;
 	if (parse_authority(c->req.headers[i].value, c->req.headers[i].value_len, host, sizeof(host), &port) < 0)
@@ -1157,6 +1164,8 @@ static int resolve_target(struct conn *c, const char **path, size_t *path_len, c
 {
 	const char *url = c->req.url;
 	size_t n = c->req.url_len;
+	const char *authority = NULL;
+	size_t authority_len = 0;
 
 	if (c->in_tunnel) {
 		c->scheme = SCHEME_HTTPS;
@@ -1202,6 +1211,8 @@ static int resolve_target(struct conn *c, const char **path, size_t *path_len, c
 		}
 		c->scheme = SCHEME_HTTP;
 		c->port = port ? port : 80;
+		authority = a;
+		authority_len = al;
 		if (slash && *slash == '/') {
 			url = slash;
 			n = (size_t)(end - slash);
@@ -1215,7 +1226,7 @@ static int resolve_target(struct conn *c, const char **path, size_t *path_len, c
 			}
 		}
 	}
-	if (!host_header_matches(c)) {
+	if (!host_header_matches(c, authority, authority_len)) {
 		*msg = c->in_tunnel ? "Host header does not name the host of the tunnel"
 		                    : "Host header does not name the host of the request target";
 		return -EPERM;
