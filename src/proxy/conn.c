@@ -967,8 +967,6 @@ static void read_head(struct conn *c)
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			return;
-		if (c->head.len == 0)
-			arm_timer(c, lim->header_timeout_ms);
 		c->head.max = max + 1;
 		size_t room = max + 1 - c->head.len;
 		size_t take = avail < room ? avail : room;
@@ -1006,6 +1004,11 @@ static void read_head(struct conn *c)
 				refuse(c, 431, "Request Header Fields Too Large", "deny", "limit", msg, NULL);
 				return;
 			}
+			/* The head has begun and is not whole: it has header_timeout
+			 * from its first bytes. A head that comes whole, as most do,
+			 * never arms it (the idle timer is removed below). */
+			if (old == 0)
+				arm_timer(c, lim->header_timeout_ms);
 			continue;
 		}
 		/* Bytes after the head belong to the body or the next request:
