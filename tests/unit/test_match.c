@@ -102,6 +102,13 @@ static const struct glob_case glob_cases[] = {
 	{ "/repos/acme/app/**", "/repos/acme/ap", false },
 	{ "/repos/*/app", "/repos/app", false },
 	{ "/x", "/x%2F", false },
+	{ "/x", "/x/", false },
+	{ "/x/", "/x", false },
+	{ "/a/b/**", "/a/b2/c", false },
+	{ "/a/b/**", "/a", false },
+	{ "/a/b/**", "/a/", false },
+	{ "/a/b/**", "", false },
+	{ "/a**", "/b", false },
 	/* matches */
 	{ "/", "/", true },
 	{ "/a", "/a", true },
@@ -131,6 +138,16 @@ static const struct glob_case glob_cases[] = {
 	{ "/v1/*/items/*", "/v1/x/items/y", true },
 	{ "/a%2Fb", "/a%2Fb", true },
 	{ "/a/***", "/a/b/c", true },
+	{ "/a/b/**", "/a/b", true },
+	{ "/a/b/**", "/a/b/", true },
+	{ "/a/b/**", "/a/b//", true },
+	{ "/a/b/**", "/a/b/*", true },
+	{ "/a/b/**", "/a/b/c/d/e", true },
+	{ "/**", "", true },
+	{ "/a**", "/a", true },
+	{ "/a**", "/ab/c", true },
+	{ "/a**", "/a/b", true },
+	{ "", "", true },
 };
 
 static void test_globs(void **state)
