@@ -957,6 +957,47 @@ static long head_at_start(struct evbuffer *in, size_t limit)
 	return hl > 0 ? hl : 0;
 }
 
+/* Moves what the input buffer holds of the request head to c->head,
+ * up to one byte past max. Sets *ret_hl to the head's length when a whole
+ * head starts the input (then the head alone is taken), else to 0.
+ * Returns 0, or -1 if there was nothing to take (the next head is awaited,
+ * and its first read may go to c->head directly) or the connection was
+ * closed. */
+static int take_head_bytes(struct conn *c, struct evbuffer *in, size_t max, long *ret_hl)
+{
+	size_t avail = evbuffer_get_length(in);
+	c->head.max = max + 1;
+	if (avail == 0) {
+		if (c->head.len == 0 && c->rd.ev)
+			c->rd.direct = &c->head;
+		return -1;
+	}
+	c->rd.direct = NULL; /* bytes wait in the input: the next ones go after them */
+	size_t room = max + 1 - c->head.len;
+	size_t take = avail < room ? avail : room;
+	/* Mostly a whole head starts what was read, a body (a POST) after it:
+	 * then the head alone is taken, and the body stays where it is instead
+	 * of being copied out and put back. */
+	long hl = c->head.len == 0 ? head_at_start(in, take) : 0;
+	if (hl > 0)
+		take = (size_t)hl;
+	size_t old = c->head.len;
+	if (buf_append(&c->head, "", 0) < 0 || c->head.cap < c->head.len + take + 1) {
+		int r = buf_append(&c->head, evbuffer_pullup(in, (ssize_t)take), take);
+		if (r < 0) {
+			close_after_flush(c);
+			return -1;
+		}
+	} else {
+		evbuffer_copyout(in, c->head.data + old, take);
+		c->head.len += take;
+		c->head.data[c->head.len] = '\0';
+	}
+	evbuffer_drain(in, take);
+	*ret_hl = hl;
+	return 0;
+}
+
 static void read_head(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -964,31 +1005,16 @@ static void read_head(struct conn *c)
 	size_t max = lim->max_header_bytes;
 
 	while (c->state == C_HEAD) {
-		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			return;
-		c->head.max = max + 1;
-		size_t room = max + 1 - c->head.len;
-		size_t take = avail < room ? avail : room;
-		/* Mostly a whole head starts what was read, a body (a POST) after
-		 * it: then the head alone is taken, and the body stays where it is
-		 * instead of being copied out and put back. */
-		long hl = c->head.len == 0 ? head_at_start(in, take) : 0;
-		if (hl > 0)
-			take = (size_t)hl;
 		size_t old = c->head.len;
-		if (buf_append(&c->head, "", 0) < 0 || c->head.cap < c->head.len + take + 1) {
-			int r = buf_append(&c->head, evbuffer_pullup(in, (ssize_t)take), take);
-			if (r < 0) {
-				close_after_flush(c);
-				return;
-			}
-		} else {
-			evbuffer_copyout(in, c->head.data + old, take);
-			c->head.len += take;
-			c->head.data[c->head.len] = '\0';
+		long hl = 0;
+		if (c->rd.direct && old > 0) {
+			/* The first read of this head went into it directly (below,
+			 * and sockread.h): the bytes are all new. */
+			c->rd.direct = NULL;
+			old = 0;
+		} else if (take_head_bytes(c, in, max, &hl) < 0) {
+			return;
 		}
-		evbuffer_drain(in, take);
 
 		const char *why = NULL;
 		if (hl <= 0)
@@ -2636,6 +2662,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	bufferevent_enable(c->bev, EV_WRITE);
 	client_read(c, true);
 	arm_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
+	read_head(c); /* nothing to read yet: the first read may go to the head directly */
 }
 
 void conn_drain_worker(struct worker *w)

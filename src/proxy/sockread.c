@@ -29,6 +29,12 @@ static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 		ssize_t n = recv(fd, data, sizeof(data), MSG_DONTWAIT);
 		if (n > 0) {
 			struct evbuffer *in = bufferevent_get_input(bev);
+			if (r->direct && evbuffer_get_length(in) == 0 && buf_append(r->direct, data, (size_t)n) == 0) {
+				explicit_bzero(data, (size_t)n);
+				if (readcb)
+					readcb(bev, cbarg);
+				return;
+			}
 			/* A socket bufferevent freezes the end of its input buffer
 			 * outside its own reads, as here. */
 			evbuffer_unfreeze(in, 0);

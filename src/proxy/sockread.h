@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <sys/time.h>
 
+#include "common/buf.h"
 #include "common/util.h"
 
 #define SOCKREAD_MAX 16384
@@ -31,6 +32,12 @@ struct sockread {
 	struct bufferevent *bev; /* whose input it fills, whose callbacks it runs (not owned) */
 	struct timeval timeout;  /* of a wait for bytes; zero: none */
 	bool on;                 /* reading enabled */
+	/* Set by the owner while it waits for the start of a message into a
+	 * buffer of its own (conn.c: a request head): bytes read while the
+	 * input buffer is empty are appended there instead, if they fit under
+	 * its ceiling, saving their trip through the input buffer. The owner's
+	 * read callback finds them there, and clears this. NULL: none. */
+	struct buf *direct;
 };
 
 /* Starts a sockread for bev's socket, reading off. Returns 0, or -ENOMEM
