@@ -20,7 +20,7 @@ static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 	bufferevent_getcb(bev, &readcb, NULL, &eventcb, &cbarg);
 
 	short err;
-	if (what & EV_TIMEOUT) {
+	if (what == EV_TIMEOUT) { /* as libevent: bytes that came with it are read */
 		err = BEV_EVENT_TIMEOUT;
 	} else {
 		/* On the stack and wiped after use: a response may carry a secret
