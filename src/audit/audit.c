@@ -373,6 +373,10 @@ static int kv_cut(struct buf *b, bool *first, const char *key, const char *val, 
 	char tmp[AUDIT_CUT_LONG + sizeof(AUDIT_CUT_MARK)];
 	if (!val)
 		return 0;
+	/* Most values are short: measured once, not again by the writer. */
+	size_t n = strnlen(val, limit + 1);
+	if (n <= limit)
+		return json_kv_strn(b, first, key, val, n);
 	return json_kv_str(b, first, key, cut(val, limit, tmp));
 }
 

@@ -143,6 +143,12 @@ int json_kv_str(struct buf *b, bool *first, const char *key, const char *val)
 	return r < 0 ? r : json_cstr(b, val);
 }
 
+int json_kv_strn(struct buf *b, bool *first, const char *key, const char *val, size_t n)
+{
+	int r = json_key(b, first, key);
+	return r < 0 ? r : json_str(b, val, n);
+}
+
 int json_kv_int(struct buf *b, bool *first, const char *key, int64_t val)
 {
 	int r = json_key(b, first, key);

@@ -14,4 +14,6 @@ int json_str(struct buf *b, const char *s, size_t n) WUR;
 int json_cstr(struct buf *b, const char *s) WUR; /* NULL writes null */
 /* Appends ,"key": (or "key": when first) then the value. */
 int json_kv_str(struct buf *b, bool *first, const char *key, const char *val) WUR;
+/* The same with the value's length known (n bytes, not NUL-terminated). */
+int json_kv_strn(struct buf *b, bool *first, const char *key, const char *val, size_t n) WUR;
 int json_kv_int(struct buf *b, bool *first, const char *key, int64_t val) WUR;
