@@ -400,9 +400,9 @@ int http_head_find(const struct http_head *hd, const char *name)
 	return -1;
 }
 
-bool http_list_has(const char *v, size_t n, const char *token)
+/* http_list_has with the token's length given (not NUL-terminated). */
+static bool list_has_n(const char *v, size_t n, const char *token, size_t tl)
 {
-	size_t tl = strlen(token);
 	size_t i = 0;
 	while (i < n) {
 		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
@@ -419,16 +419,21 @@ bool http_list_has(const char *v, size_t n, const char *token)
 	return false;
 }
 
+bool http_list_has(const char *v, size_t n, const char *token)
+{
+	return list_has_n(v, n, token, strlen(token));
+}
+
 bool http_connection_names(const struct http_head *hd, const char *name, size_t len)
 {
-	char tmp[128];
-	if (len >= sizeof(tmp))
+	/* Names of 128 bytes or more were never looked up (they went through a
+	 * 128-byte copy); kept as it was, the copy gone: it ran for every
+	 * header of every message. */
+	if (len >= 128)
 		return false;
-	memcpy(tmp, name, len);
-	tmp[len] = '\0';
 	for (unsigned i = 0; i < hd->n_headers; i++) {
 		const struct http_header *c = &hd->headers[i];
-		if (memcaseeq(c->name, c->name_len, "connection") && http_list_has(c->value, c->value_len, tmp))
+		if (memcaseeq(c->name, c->name_len, "connection") && list_has_n(c->value, c->value_len, name, len))
 			return true;
 	}
 	return false;
