@@ -42,6 +42,14 @@ static void upstream_free(struct upstream *u)
  * this pass of the loop, without another epoll_wait(2) first. */
 static int kick(struct upstream *u, void (*fn)(evutil_socket_t, short, void *))
 {
+	/* A kick is only ever made active, never added: one with the same
+	 * callback is either waiting to run, and runs once, or done. Made
+	 * active again it is the same as made anew (every pooled request
+	 * used to pay an event_del and an evtimer_assign here). */
+	if (u->kick && event_get_callback(u->kick) == fn) {
+		event_active(u->kick, EV_TIMEOUT, 1);
+		return 0;
+	}
 	if (!u->kick) {
 		u->kick = evtimer_new(u->w->base, fn, u);
 		if (!u->kick)
