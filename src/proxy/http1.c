@@ -426,11 +426,6 @@ bool http_list_has(const char *v, size_t n, const char *token)
 
 bool http_connection_names(const struct http_head *hd, const char *name, size_t len)
 {
-	/* Names of 128 bytes or more were never looked up (they went through a
-	 * 128-byte copy); kept as it was, the copy gone: it ran for every
-	 * header of every message. */
-	if (len >= 128)
-		return false;
 	for (unsigned i = 0; i < hd->n_headers; i++) {
 		const struct http_header *c = &hd->headers[i];
 		if (memcaseeq(c->name, c->name_len, "connection") && list_has_n(c->value, c->value_len, name, len))

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -313,6 +314,26 @@ static void test_list_has(void **state)
 	assert_false(http_list_has("", 0, "close"));
 }
 
+/* A field that Connection names is hop-by-hop whatever its length: names
+ * of 128 bytes or more once went through a fixed copy and were never
+ * matched, so such a field was forwarded. */
+static void test_connection_names_any_length(void **state)
+{
+	(void)state;
+	char name[300];
+	memset(name, 'x', sizeof(name));
+	char value[320];
+	snprintf(value, sizeof(value), "keep-alive, %.*s", (int)sizeof(name), name);
+	struct http_header hdrs[1] = {
+		{ .name = "Connection", .name_len = 10, .value = value, .value_len = strlen(value) }
+	};
+	struct http_head hd = { .headers = hdrs, .n_headers = 1, .max_headers = 1 };
+	assert_true(http_connection_names(&hd, name, sizeof(name)));
+	assert_true(http_connection_names(&hd, "KEEP-ALIVE", 10));
+	assert_false(http_connection_names(&hd, name, sizeof(name) - 1));
+	assert_false(http_connection_names(&hd, "close", 5));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -327,6 +348,7 @@ int main(void)
 		cmocka_unit_test(test_response_to_head_has_no_body),
 		cmocka_unit_test(test_bodiless_status_has_no_body),
 		cmocka_unit_test(test_list_has),
+		cmocka_unit_test(test_connection_names_any_length),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
