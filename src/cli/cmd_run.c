@@ -63,7 +63,10 @@ static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
                             "could not be set up; 2 for usage or policy errors.\n"
                             "Inside: HTTP(S)_PROXY and friends point at the proxy, SSL_CERT_FILE and\n"
                             "friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
-                            "placeholder is in its env: variable. See docs/sandbox.md.\n";
+                            "placeholder is in its env: variable. See docs/sandbox.md.\n"
+                            "Hidden from CMD even inside the workspace: the policy file, the audit log,\n"
+                            "keyward's state directory and every file: credential. keyward refuses to\n"
+                            "start when an exec: credential command names a file the sandbox can write.\n";
 
 static int load_policy(const char *path, struct policy **ret)
 {
