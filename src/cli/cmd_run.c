@@ -64,9 +64,10 @@ static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
                             "Inside: HTTP(S)_PROXY and friends point at the proxy, SSL_CERT_FILE and\n"
                             "friends at a CA bundle that trusts keyward's per-run CA, each credential's\n"
                             "placeholder is in its env: variable. See docs/sandbox.md.\n"
-                            "Hidden from CMD even inside the workspace: the policy file, the audit log,\n"
-                            "keyward's state directory and every file: credential. keyward refuses to\n"
-                            "start when an exec: credential command names a file the sandbox can write.\n";
+                            "Hidden from CMD even inside the workspace: the policy file, its upstream_ca\n"
+                            "files, the audit log, keyward's state directory and every file: credential.\n"
+                            "keyward refuses to start when an exec: credential command names a file the\n"
+                            "sandbox can write.\n";
 
 static int load_policy(const char *path, struct policy **ret)
 {
@@ -291,6 +292,35 @@ static bool names_writable(const char *s, const char *ws, const char *const *rw,
 		p += len + (p[len] == ':');
 	}
 	return false;
+}
+
+/* Whether the file at the canonical path abs lies where the sandbox can
+ * write: the workspace or a read_write path of sb. */
+static bool lies_writable(const char *abs, const char *ws, const struct policy_sandbox *sb)
+{
+	if (is_beneath(abs, ws))
+		return true;
+	char real[PATH_MAX];
+	for (size_t k = 0; k < sb->n_paths; k++)
+		if (sb->paths[k].write && realpath(sb->paths[k].path, real) && is_beneath(abs, real))
+			return true;
+	return false;
+}
+
+/* Adds the canonical path of the CA file path (if any) to hide, unless it
+ * lies where the sandbox cannot write or is there already. */
+static void hide_writable_ca(const char *path, const char *ws, const struct policy_sandbox *sb, const char **hide,
+                             size_t *n_hide, char *slot)
+{
+	if (!path)
+		return;
+	absolute(path, slot, PATH_MAX);
+	if (!lies_writable(slot, ws, sb))
+		return;
+	for (size_t k = 0; k < *n_hide; k++)
+		if (streq(hide[k], slot))
+			return;
+	hide[(*n_hide)++] = slot;
 }
 
 /* Whether the shell command cmd names a place the sandbox can write: any
@@ -689,9 +719,11 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	 * secret as the vault's key, wherever the user keeps it. */
 	/* So is every file a credential is read from (file:PATH), e.g. a
 	 * token file kept next to a policy in the workspace. */
-	_cleanup_free_ const char **hide = calloc(4 + policy->n_creds, sizeof(*hide));
+	size_t n_cas = 1 + policy->n_routes + policy->n_creds;
+	_cleanup_free_ const char **hide = calloc(4 + policy->n_creds + n_cas, sizeof(*hide));
 	_cleanup_free_ char *cred_abs = calloc(policy->n_creds + 1, PATH_MAX);
-	if (!hide || !cred_abs) {
+	_cleanup_free_ char *ca_abs = calloc(n_cas, PATH_MAX);
+	if (!hide || !cred_abs || !ca_abs) {
 		fprintf(stderr, "keyward run: out of memory\n");
 		audit_close(log);
 		policy_free(policy);
@@ -784,6 +816,18 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		}
 		hide[n_hide++] = policy_abs;
 	}
+	/* The upstream_ca files too, where the sandbox can write: read for
+	 * this run before CMD starts, but again by the next run, which would
+	 * trust a CA that CMD put there for the upstreams that carry the
+	 * credentials. Elsewhere (the system's folders) they stay visible. */
+	hide_writable_ca(policy->upstream_ca, ws, &policy->sandbox, hide, &n_hide, ca_abs);
+	for (size_t i = 0; i < policy->n_routes; i++)
+		hide_writable_ca(policy->routes[i].upstream_ca, ws, &policy->sandbox, hide, &n_hide,
+		                 ca_abs + (1 + i) * PATH_MAX);
+	for (size_t i = 0; i < policy->n_creds; i++)
+		if (policy->creds[i].mint)
+			hide_writable_ca(policy->creds[i].mint->upstream_ca, ws, &policy->sandbox, hide, &n_hide,
+			                 ca_abs + (1 + policy->n_routes + i) * PATH_MAX);
 	/* Those files, the vault and the passphrase file are re-read while
 	 * CMD runs (rotation), and may lie in folders CMD can rename: their
 	 * folders are opened now, before CMD exists, and the reads go through

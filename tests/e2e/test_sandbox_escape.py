@@ -11,7 +11,6 @@ import ctypes
 import errno
 import json
 import os
-import pathlib
 import platform
 import pty
 import random
@@ -1226,26 +1225,6 @@ def test_secrets_behind_a_link_planted_in_the_workspace_refused(sandbox_factory)
     assert p.returncode == 2 and f"symbolic link {ws / 'secrets' / 'a'}," in p.err, p.err
 
 
-def test_upstream_ca_file_in_the_workspace_cannot_be_swapped(sandbox_factory, upstream):
-    """A route's upstream_ca file kept in the workspace is read before CMD
-    starts and never again: CMD overwriting it (with garbage here; with a
-    CA of its own it could make keyward trust another server) changes
-    nothing, and the first request after it goes through verified."""
-    sb = sandbox_factory()
-    ca = sb.workspace / "upstream-ca.pem"
-    ca.write_bytes(pathlib.Path(upstream.ca_file).read_bytes())
-    sb.policy = sb.tmp / "policy.yaml"
-    sb.policy.write_text(policy_for(upstream).replace(f"upstream_ca: {upstream.ca_file}", f"upstream_ca: {ca}"))
-    url = f"https://api.test:{upstream.port}/api/after-swap"
-    script = (f'echo not-a-certificate > {ca} && '
-              f'curl -sS -o /dev/null -w "%{{http_code}}" -H "Authorization: Bearer $TEST_TOKEN" {url}')
-    p = sb.run(["sh", "-c", script])
-    assert p.returncode == 0 and p.out == "200", p.out + p.err
-    assert upstream.requests[-1].target == "/api/after-swap"
-    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
-    assert ca.read_text() == "not-a-certificate\n"
-
-
 def test_device_nodes_work_but_cannot_be_changed(sandbox_factory):
     """/dev/null, zero, full, random and urandom are the host's nodes,
     bound read-only: they read and write as usual, but chmod, chown and
@@ -1917,6 +1896,35 @@ def test_policy_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_fact
     os.link(pol, sb.workspace / "other-name")
     r = sb.run(["true"], check_clean=False)
     assert r.returncode == 2 and "hard links" in r.err, r.err
+
+
+def test_upstream_ca_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
+    # A route's upstream_ca is read before CMD starts and never again in
+    # this run, but again by the next run. A CA file in the workspace that
+    # CMD replaced with its own would make the next run trust CMD's
+    # certificates for the upstream that gets the credential. It is
+    # covered while CMD runs; the allowed request still goes through,
+    # verified with the CA keyward read.
+    assert upstream.tls
+    sb = sandbox_factory()
+    ca = sb.workspace / "certs" / "ca.pem"
+    ca.parent.mkdir()
+    ca.write_bytes(open(upstream.ca_file, "rb").read())
+    before = ca.read_bytes()
+    sb.policy = sb.tmp / "policy.yaml"
+    sb.policy.write_text(policy_for(upstream).replace(str(upstream.ca_file), str(ca)))
+    script = ("echo x >> certs/ca.pem; echo w=$?; mv certs/ca.pem certs/k2; echo mv=$?; "
+              "rm -f certs/ca.pem; echo rm=$?; "
+              f"curl -s -o /dev/null -w 'code=%{{http_code}}\\n' -H \"Authorization: Bearer $TEST_TOKEN\" "
+              f"https://{upstream.host}:{upstream.port}/api/ok")
+    r = sb.run(["/bin/sh", "-c", script])
+    assert r.returncode == 0, r.err
+    assert ca.read_bytes() == before, r.out
+    assert not (ca.parent / "k2").exists(), r.out
+    assert "w=0" not in r.out and "mv=0" not in r.out and "rm=0" not in r.out, r.out
+    assert "code=200" in r.out, r.out + r.err
+    assert upstream.requests[-1].target == "/api/ok"
+    assert upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
 
 
 def test_credential_command_naming_a_script_in_the_workspace_is_refused(sandbox_factory, upstream, tmp_path):
