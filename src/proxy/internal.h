@@ -22,6 +22,7 @@
 #include "proxy/redact.h"
 #include "proxy/sockread.h"
 #include "proxy/tls.h"
+#include "proxy/token.h"
 #include "secrets/source.h"
 
 /* Flow control: stop reading one side when the other's output holds this
@@ -59,6 +60,9 @@ struct policy_share {
 	atomic_bool ctx_built; /* set once, after the contexts are in place */
 	SSL_CTX *client_ctx;   /* system roots + policy upstream_ca */
 	SSL_CTX **route_ctx;   /* per route with its own upstream_ca, else NULL */
+	/* per credential, the digests of a minted one's definition (token.h),
+	 * made once here rather than at every request that carries a token */
+	struct token_def *mint_defs;
 };
 
 /* One loaded configuration: policy, secrets, TLS contexts. Requests hold a

@@ -52,6 +52,7 @@ static void share_unref(struct policy_share *share)
 		SSL_CTX_free(share->route_ctx[i]);
 	SSL_CTX_free(share->client_ctx);
 	free(share->route_ctx);
+	free(share->mint_defs);
 	pthread_mutex_destroy(&share->ctx_lock);
 	source_pins_free(share->pins, share->policy->n_creds);
 	policy_free(share->policy);
@@ -64,9 +65,18 @@ static void share_unref(struct policy_share *share)
 static struct policy_share *share_new(struct policy *p, struct source_pin *pins)
 {
 	struct policy_share *share = calloc(1, sizeof(*share));
-	if (share)
+	if (share) {
 		share->route_ctx = calloc(p->n_routes + 1, sizeof(*share->route_ctx));
-	if (!share || !share->route_ctx) {
+		share->mint_defs = calloc(p->n_creds + 1, sizeof(*share->mint_defs));
+	}
+	bool ok = share && share->route_ctx && share->mint_defs;
+	for (size_t i = 0; ok && i < p->n_creds; i++)
+		ok = !p->creds[i].mint || token_def_digest(p, &p->creds[i], &share->mint_defs[i]) == 0;
+	if (!ok) {
+		if (share) {
+			free(share->route_ctx);
+			free(share->mint_defs);
+		}
 		free(share);
 		source_pins_free(pins, p->n_creds);
 		policy_free(p);

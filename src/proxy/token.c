@@ -44,11 +44,9 @@ struct token {
  * rotation of its secrets). */
 struct token_slot {
 	char *name;
-	/* The digests of the definition (def_digest) that cur, refresh and
-	 * the fetch in flight were made under; has_def false until the first
-	 * tokens_get. */
-	unsigned char endpoint[32];
-	unsigned char def[32];
+	/* The definition that cur, refresh and the fetch in flight were made
+	 * under (token.h); has_def false until the first tokens_get. */
+	struct token_def def;
 	bool has_def;
 	struct tokens *tm;
 	struct token *cur;
@@ -203,7 +201,7 @@ static int def_put_strv(EVP_MD_CTX *md, char **v)
  * and how it is reached (the CA file trusted for it, ca_path: the
  * credential's upstream_ca, else the policy's; allow_private; how the
  * client authenticates) and where each part is read from. Names only, no
- * file contents: this runs for every request that carries a token. */
+ * file contents. */
 static int def_put_endpoint(EVP_MD_CTX *md, const struct policy_credential *cred, const char *ca_path)
 {
 	const struct policy_mint *m = cred->mint;
@@ -243,31 +241,22 @@ static int def_put_grant(EVP_MD_CTX *md, const struct policy_credential *cred)
 	return r;
 }
 
-/* The digests of cred's definition, never of a secret's value (a rotated
- * secret leaves them as they are). ret_endpoint: where its tokens come
- * from (def_put_endpoint); a rotated refresh token is kept only while it
- * is the same, so that it is never sent to another endpoint or used by
- * another client. ret_def: that and what the token is asked for
- * (def_put_grant); an access token is used only while it is the same: one
- * minted under another definition (a reload that narrowed the scopes or
- * permissions) may carry more rights than the policy now grants, or
- * belong to another service. */
-static int def_digest(const struct policy_credential *cred, const char *ca_path, unsigned char ret_endpoint[32],
-                      unsigned char ret_def[32])
+int token_def_digest(const struct policy *p, const struct policy_credential *cred, struct token_def *ret)
 {
+	const char *ca_path = cred->mint->upstream_ca ? cred->mint->upstream_ca : p->upstream_ca;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	int r = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
 	if (r == 0)
 		r = def_put_endpoint(md, cred, ca_path);
-	if (r == 0 && EVP_DigestFinal_ex(md, ret_endpoint, NULL) != 1)
+	if (r == 0 && EVP_DigestFinal_ex(md, ret->endpoint, NULL) != 1)
 		r = -EIO;
 	if (r == 0 && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
 		r = -EIO;
-	if (r == 0 && EVP_DigestUpdate(md, ret_endpoint, 32) != 1)
+	if (r == 0 && EVP_DigestUpdate(md, ret->endpoint, sizeof(ret->endpoint)) != 1)
 		r = -EIO;
 	if (r == 0)
 		r = def_put_grant(md, cred);
-	if (r == 0 && EVP_DigestFinal_ex(md, ret_def, NULL) != 1)
+	if (r == 0 && EVP_DigestFinal_ex(md, ret->def, NULL) != 1)
 		r = -EIO;
 	EVP_MD_CTX_free(md);
 	return r;
@@ -279,9 +268,9 @@ static int def_digest(const struct policy_credential *cred, const char *ca_path,
  * next fetch starts from the source's). Returns false if a fetch under
  * another definition is in flight, whose result s cannot take for this
  * one. Called with tm->lock held. */
-static bool slot_adopt(struct token_slot *s, const unsigned char endpoint[32], const unsigned char def[32])
+static bool slot_adopt(struct token_slot *s, const struct token_def *d)
 {
-	if (s->has_def && memcmp(s->def, def, sizeof(s->def)) == 0)
+	if (s->has_def && memcmp(s->def.def, d->def, sizeof(d->def)) == 0)
 		return true;
 	if (s->fetching)
 		return false;
@@ -293,15 +282,14 @@ static bool slot_adopt(struct token_slot *s, const unsigned char endpoint[32], c
 		s->cur = NULL;
 		s->tm->forms_stale = true;
 	}
-	if (!s->has_def || memcmp(s->endpoint, endpoint, sizeof(s->endpoint)) != 0) {
+	if (!s->has_def || memcmp(s->def.endpoint, d->endpoint, sizeof(d->endpoint)) != 0) {
 		secret_free(s->refresh);
 		s->refresh = NULL;
 		secret_free(s->refresh_seed);
 		s->refresh_seed = NULL;
 		s->tm->forms_stale = true;
 	}
-	memcpy(s->endpoint, endpoint, sizeof(s->endpoint));
-	memcpy(s->def, def, sizeof(s->def));
+	s->def = *d;
 	s->has_def = true;
 	return true;
 }
@@ -856,19 +844,14 @@ int tokens_get(struct tokens *tm, struct gen *g, const struct policy_credential 
 		         g->secret_errors[i] ? g->secret_errors[i] : "unknown error");
 		return -ENOKEY;
 	}
-	unsigned char endpoint[32], def[32];
-	int r =
-	    def_digest(cred, cred->mint->upstream_ca ? cred->mint->upstream_ca : g->policy->upstream_ca, endpoint, def);
-	if (r < 0) {
-		snprintf(why, whylen, "out of memory");
-		return r;
-	}
+	const struct token_def *d = &g->share->mint_defs[cred - g->policy->creds];
+	int r = 0;
 	pthread_mutex_lock(&tm->lock);
 	struct token_slot *s = slot_find(tm, cred->name, true);
 	if (!s) {
 		snprintf(why, whylen, "too many minted credentials");
 		r = -ENOMEM;
-	} else if (!slot_adopt(s, endpoint, def)) {
+	} else if (!slot_adopt(s, d)) {
 		snprintf(why, whylen,
 		         "a token of %s is being fetched under the policy before the last reload, which defined it "
 		         "differently; try again",

@@ -65,6 +65,24 @@ struct token_wait {
 	char why[300];     /* done and !tok: the reason, for a 503 */
 };
 
+/* The digests of a minted credential's definition, never of a secret's
+ * value (a rotated secret leaves them as they are). endpoint: where its
+ * tokens come from (the kind, the endpoint, the CA file trusted for it,
+ * allow_private, how the client authenticates, where each part is read
+ * from); a rotated refresh token is kept only while it is the same, so
+ * that it is never sent to another endpoint or used by another client.
+ * def: that and what a token is asked for (scopes, audience, the GitHub
+ * App installation, repositories, permissions); an access token is used
+ * only while it is the same: one minted under another definition (a
+ * reload that narrowed the scopes) may carry more rights than the policy
+ * now grants, or belong to another service. Made once per policy load
+ * (proxy.c), compared by every tokens_get. */
+struct token_def {
+	unsigned char endpoint[32];
+	unsigned char def[32];
+};
+int token_def_digest(const struct policy *p, const struct policy_credential *cred, struct token_def *ret) WUR;
+
 /* The manager of one proxy. pins/audit are borrowed from px. */
 int tokens_new(struct proxy *px, struct tokens **ret) WUR;
 /* Waits for fetches in flight (at most TOKEN_FETCH_SECONDS) and frees. */
