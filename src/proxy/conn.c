@@ -144,25 +144,10 @@ static const struct policy_limits *limits(struct conn *c)
 }
 
 /* Turns reading from the client on or off: keyward's own on a plain
- * socket (sockread.h), the TLS bufferevent's in a tunnel. Turning on what
- * is on already would re-add the event: a sockread skips it. */
+ * socket (sockread.h), the TLS bufferevent's in a tunnel. */
 static void client_read(struct conn *c, bool on)
 {
-	if (!c->rd.ev) {
-		if (on)
-			bufferevent_enable(c->bev, EV_READ);
-		else
-			bufferevent_disable(c->bev, EV_READ);
-	} else if (!on) {
-		sockread_disable(&c->rd);
-	} else if (!c->rd.on) {
-		sockread_enable(&c->rd);
-	}
-}
-
-static bool client_reading(const struct conn *c)
-{
-	return c->rd.ev ? c->rd.on : (bufferevent_get_enabled(c->bev) & EV_READ) != 0;
+	sockread_switch(&c->rd, c->bev, on);
 }
 
 /* Drops the body re-signer of an aws-chunked upload, if any. */
@@ -2171,7 +2156,7 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
 	/* Reading stays on while a request is served (conn_read_cb), and
 	 * enabling it again would re-add its event. */
-	if (!client_reading(c))
+	if (!sockread_reading(&c->rd, c->bev))
 		client_read(c, true);
 	read_head(c);
 }

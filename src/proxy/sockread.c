@@ -90,6 +90,25 @@ void sockread_disable(struct sockread *r)
 	(void)event_del(r->ev);
 }
 
+void sockread_switch(struct sockread *r, struct bufferevent *bev, bool on)
+{
+	if (!r->ev) {
+		if (on)
+			bufferevent_enable(bev, EV_READ);
+		else
+			bufferevent_disable(bev, EV_READ);
+	} else if (!on) {
+		sockread_disable(r);
+	} else if (!r->on) {
+		sockread_enable(r);
+	}
+}
+
+bool sockread_reading(const struct sockread *r, struct bufferevent *bev)
+{
+	return r->ev ? r->on : (bufferevent_get_enabled(bev) & EV_READ) != 0;
+}
+
 void sockread_set_timeout(struct sockread *r, const struct timeval *tv)
 {
 	if (tv)

@@ -49,5 +49,11 @@ void sockread_stop(struct sockread *r);
 /* Turns reading on (re-arming the timeout) or off. */
 void sockread_enable(struct sockread *r);
 void sockread_disable(struct sockread *r);
+/* Turns the reading of a socket on or off: r's when started, else bev's
+ * own (a TLS bufferevent). Turning on a sockread that is on already does
+ * nothing (enabling it again would re-add its event). */
+void sockread_switch(struct sockread *r, struct bufferevent *bev, bool on);
+/* Whether that reading is on. */
+bool sockread_reading(const struct sockread *r, struct bufferevent *bev);
 /* Sets the timeout (NULL or zero: none); re-arms it if reading is on. */
 void sockread_set_timeout(struct sockread *r, const struct timeval *tv);

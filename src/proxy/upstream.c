@@ -456,16 +456,7 @@ void upstream_release(struct upstream *u, bool reusable)
 
 void upstream_read(struct upstream *u, bool on)
 {
-	if (!u->rd.ev) {
-		if (on)
-			bufferevent_enable(u->bev, EV_READ);
-		else
-			bufferevent_disable(u->bev, EV_READ);
-	} else if (!on) {
-		sockread_disable(&u->rd);
-	} else if (!u->rd.on) {
-		sockread_enable(&u->rd); /* not again when on: it would re-add the event */
-	}
+	sockread_switch(&u->rd, u->bev, on);
 }
 
 void upstream_timeouts(struct upstream *u, const struct timeval *rd, const struct timeval *wr)
