@@ -259,6 +259,32 @@ static bool resolve_existing(const char *path, char *out, size_t outlen)
 	}
 }
 
+/* The real paths of sb's read_write paths (those that exist), into rw;
+ * their number. free_dirs frees them. */
+static size_t writable_dirs(const struct policy_sandbox *sb, const char **rw)
+{
+	size_t n_rw = 0;
+	for (size_t k = 0; k < sb->n_paths && n_rw < SANDBOX_MAX_PATHS; k++)
+		if (sb->paths[k].write && (rw[n_rw] = realpath(sb->paths[k].path, NULL)))
+			n_rw++;
+	return n_rw;
+}
+
+static void free_dirs(const char **rw, size_t n_rw)
+{
+	while (n_rw)
+		free((char *)rw[--n_rw]);
+}
+
+/* Whether the real path abs lies in the workspace or one of the rw. */
+static bool lies_writable(const char *abs, const char *ws, const char *const *rw, size_t n_rw)
+{
+	bool beneath = is_beneath(abs, ws);
+	for (size_t k = 0; !beneath && k < n_rw; k++)
+		beneath = is_beneath(abs, rw[k]);
+	return beneath;
+}
+
 /* Whether s, a value of an environment variable, names a place the
  * sandbox can write: holds the workspace or a read_write path as a whole
  * path (followed by '/', ':', a space, a quote or the end), or has a
@@ -281,41 +307,23 @@ static bool names_writable(const char *s, const char *ws, const char *const *rw,
 		if (p[0] == '/' && len < sizeof(entry)) {
 			memcpy(entry, p, len);
 			entry[len] = '\0';
-			if (resolve_existing(entry, real, sizeof(real))) {
-				bool beneath = is_beneath(real, ws);
-				for (size_t k = 0; !beneath && k < n_rw; k++)
-					beneath = is_beneath(real, rw[k]);
-				if (beneath)
-					return true;
-			}
+			if (resolve_existing(entry, real, sizeof(real)) && lies_writable(real, ws, rw, n_rw))
+				return true;
 		}
 		p += len + (p[len] == ':');
 	}
 	return false;
 }
 
-/* Whether the file at the canonical path abs lies where the sandbox can
- * write: the workspace or a read_write path of sb. */
-static bool lies_writable(const char *abs, const char *ws, const struct policy_sandbox *sb)
-{
-	if (is_beneath(abs, ws))
-		return true;
-	char real[PATH_MAX];
-	for (size_t k = 0; k < sb->n_paths; k++)
-		if (sb->paths[k].write && realpath(sb->paths[k].path, real) && is_beneath(abs, real))
-			return true;
-	return false;
-}
-
 /* Adds the canonical path of the CA file path (if any) to hide, unless it
- * lies where the sandbox cannot write or is there already. */
-static void hide_writable_ca(const char *path, const char *ws, const struct policy_sandbox *sb, const char **hide,
+ * lies where the sandbox cannot write (ws, rw) or is there already. */
+static void hide_writable_ca(const char *path, const char *ws, const char *const *rw, size_t n_rw, const char **hide,
                              size_t *n_hide, char *slot)
 {
 	if (!path)
 		return;
 	absolute(path, slot, PATH_MAX);
-	if (!lies_writable(slot, ws, sb))
+	if (!lies_writable(slot, ws, rw, n_rw))
 		return;
 	for (size_t k = 0; k < *n_hide; k++)
 		if (streq(hide[k], slot))
@@ -330,11 +338,8 @@ static void hide_writable_ca(const char *path, const char *ws, const struct poli
 static bool command_names_writable(const char *cmd, const char *ws, const struct policy_sandbox *sb)
 {
 	const char *rw[SANDBOX_MAX_PATHS];
-	size_t n_rw = 0;
+	size_t n_rw = writable_dirs(sb, rw);
 	bool found = false;
-	for (size_t k = 0; k < sb->n_paths && n_rw < SANDBOX_MAX_PATHS; k++)
-		if (sb->paths[k].write && (rw[n_rw] = realpath(sb->paths[k].path, NULL)))
-			n_rw++;
 	char word[PATH_MAX];
 	for (const char *p = cmd; *p && !found;) {
 		size_t len = strcspn(p, " \t\n'\"=;|&()<>`$");
@@ -345,8 +350,7 @@ static bool command_names_writable(const char *cmd, const char *ws, const struct
 		}
 		p += len + (p[len] != '\0');
 	}
-	while (n_rw)
-		free((char *)rw[--n_rw]);
+	free_dirs(rw, n_rw);
 	return found;
 }
 
@@ -375,16 +379,12 @@ static char **confined_environ(const char *ws, const struct policy_sandbox *sb, 
 {
 	extern char **environ;
 	const char *rw[SANDBOX_MAX_PATHS];
-	size_t n_rw = 0, n = 0, used = 0;
-	for (size_t k = 0; k < sb->n_paths && n_rw < SANDBOX_MAX_PATHS; k++)
-		if (sb->paths[k].write && (rw[n_rw] = realpath(sb->paths[k].path, NULL)))
-			n_rw++;
+	size_t n_rw = writable_dirs(sb, rw), n = 0, used = 0;
 	while (environ[n])
 		n++;
 	char **out = calloc(n + 1, sizeof(*out));
 	if (!out) {
-		while (n_rw)
-			free((char *)rw[--n_rw]);
+		free_dirs(rw, n_rw);
 		return NULL;
 	}
 	dropped[0] = '\0';
@@ -441,8 +441,7 @@ static char **confined_environ(const char *ws, const struct policy_sandbox *sb, 
 		}
 		out[j++] = environ[i];
 	}
-	while (n_rw)
-		free((char *)rw[--n_rw]);
+	free_dirs(rw, n_rw);
 	return out;
 }
 
@@ -820,14 +819,17 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	 * this run before CMD starts, but again by the next run, which would
 	 * trust a CA that CMD put there for the upstreams that carry the
 	 * credentials. Elsewhere (the system's folders) they stay visible. */
-	hide_writable_ca(policy->upstream_ca, ws, &policy->sandbox, hide, &n_hide, ca_abs);
+	const char *rw[SANDBOX_MAX_PATHS];
+	size_t n_rw = writable_dirs(&policy->sandbox, rw);
+	hide_writable_ca(policy->upstream_ca, ws, rw, n_rw, hide, &n_hide, ca_abs);
 	for (size_t i = 0; i < policy->n_routes; i++)
-		hide_writable_ca(policy->routes[i].upstream_ca, ws, &policy->sandbox, hide, &n_hide,
+		hide_writable_ca(policy->routes[i].upstream_ca, ws, rw, n_rw, hide, &n_hide,
 		                 ca_abs + (1 + i) * PATH_MAX);
 	for (size_t i = 0; i < policy->n_creds; i++)
 		if (policy->creds[i].mint)
-			hide_writable_ca(policy->creds[i].mint->upstream_ca, ws, &policy->sandbox, hide, &n_hide,
+			hide_writable_ca(policy->creds[i].mint->upstream_ca, ws, rw, n_rw, hide, &n_hide,
 			                 ca_abs + (1 + policy->n_routes + i) * PATH_MAX);
+	free_dirs(rw, n_rw);
 	/* Those files, the vault and the passphrase file are re-read while
 	 * CMD runs (rotation), and may lie in folders CMD can rename: their
 	 * folders are opened now, before CMD exists, and the reads go through
