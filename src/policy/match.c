@@ -179,7 +179,7 @@ bool path_glob_match(const char *glob, const char *path)
 	const char *star = memchr(glob, '*', glen);
 	if (!star)
 		return streq(glob, path);
-	if (glen >= 3 && star == glob + glen - 2 && glob[glen - 3] == '/')
+	if (glen >= 3 && star == glob + glen - 2 && glob[glen - 1] == '*' && glob[glen - 3] == '/')
 		return strncmp(path, glob, glen - 2) == 0 ||
 		       (strlen(path) == glen - 3 && memcmp(path, glob, glen - 3) == 0);
 	if (glob_match_n(glob, glen, path))

@@ -109,7 +109,12 @@ static const struct glob_case glob_cases[] = {
 	{ "/a/b/**", "/a/", false },
 	{ "/a/b/**", "", false },
 	{ "/a**", "/b", false },
+	/* one star before a last character: not PREFIX/STARSTAR */
+	{ "/a/*b", "/a/xyz", false },
+	{ "/a/*b", "/a/x/b", false },
+	{ "/a/*/", "/a/x/y", false },
 	/* matches */
+	{ "/a/*b", "/a/xb", true },
 	{ "/", "/", true },
 	{ "/a", "/a", true },
 	{ "/a/*", "/a/", true },
