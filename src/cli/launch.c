@@ -8,8 +8,9 @@
  * (sandbox_clone), which builds what every sandbox has while keyward loads
  * its library and reads its policy. Then a second thread loads the library
  * and runs the command, while the main thread takes the kernel's cgroup
- * attach lock, whose first taking after a quiet spell waits about 10 ms
- * (sandbox/warm.c). Every other command is called on the main thread, as
+ * attach lock where PID 1 will be moved by its PID (a cgroup v2 that it
+ * could not be cloned into), whose first taking after a quiet spell waits
+ * about 10 ms (sandbox/warm.c). Every other command is called on the main thread, as
  * in any program.
  *
  * A third thread used to make OpenSSL's first use while the library
@@ -102,8 +103,8 @@ int main(int argc, char **argv)
 		pthread_sigmask(SIG_BLOCK, &all, &b.mask);
 		pthread_t body;
 		if (pthread_create(&body, NULL, body_main, &b) == 0) {
-			if (sandbox.pid > 0 && !sandbox.born_cgroup[0])
-				sandbox_warm_take(); /* it will be moved into a cgroup */
+			if (sandbox.pid > 0 && sandbox.warm_lock)
+				sandbox_warm_take(); /* it will be moved into a cgroup by its PID */
 			pthread_join(body, NULL);    /* never returns: body_main exits */
 			return 1;
 		}

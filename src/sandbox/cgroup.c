@@ -195,7 +195,10 @@ int sandbox_cgroup_prepare(struct sandbox *sb)
 	/* First the one read that rules out most hosts without a usable
 	 * cgroup v2 (cgroup v1, or a hybrid whose v2 has no controller) */
 	const char *mnt = sandbox_cgroup2_mount();
-	if (!mnt || !has_controllers(mnt, "cgroup.controllers", &w) || !v2_base(&w, base, sizeof(base)))
+	if (!mnt || !has_controllers(mnt, "cgroup.controllers", &w))
+		return -ENOENT;
+	sb->warm_lock = true; /* until PID 1 is cloned into the new cgroup */
+	if (!v2_base(&w, base, sizeof(base)))
 		return -ENOENT;
 	int r = make_dir(base, getpid(), dir, sizeof(dir));
 	if (r < 0)
@@ -207,6 +210,7 @@ int sandbox_cgroup_prepare(struct sandbox *sb)
 		return r;
 	}
 	snprintf(sb->born_cgroup, sizeof(sb->born_cgroup), "%s", dir);
+	sb->warm_lock = false;
 	return fd;
 }
 
@@ -265,6 +269,22 @@ static int try_delegated(struct sandbox *sb, const struct want *w, bool *moved, 
 	return 0;
 }
 
+/* dir's `tasks` file, for PID 1 to move itself (see sandbox.h, join_fd):
+ * opened here so that the kernel checks our right to move it (it checks
+ * the opener's), and written by PID 1 before CMD starts. */
+static int open_join(struct sandbox *sb, const char *dir)
+{
+	if (sb->n_join >= ARRAY_SIZE(sb->join_fd))
+		return -ENOSPC;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/tasks", dir);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	sb->join_fd[sb->n_join++] = fd;
+	return 0;
+}
+
 /* v1: one hierarchy per controller; each must be writable. */
 static int try_v1(struct sandbox *sb, const char *controller, const char *file, const char *value, char *what,
                   size_t whatlen)
@@ -285,7 +305,7 @@ static int try_v1(struct sandbox *sb, const char *controller, const char *file, 
 	if (r == 0 && streq(controller, "memory"))
 		(void)write_value(dir, "memory.memsw.limit_in_bytes", value); /* absent without swap accounting */
 	if (r == 0)
-		r = join(sb, dir, "cgroup.procs");
+		r = open_join(sb, dir);
 	if (r == 0) {
 		size_t l = strlen(what);
 		snprintf(what + l, whatlen - l, "%scgroup v1 %s", l ? ", " : "", dir);
@@ -341,6 +361,8 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	else if (w.cpu_quota[0] && (r = try_v1(sb, "cpu", "cpu.cfs_quota_us", w.cpu_quota, what, sizeof(what))) < 0)
 		failed = "cpu";
 	if (!failed) {
+		sb->join_required = required;
+		sb->join_verbose = verbose;
 		if (verbose)
 			log_info("limits: pids %s, memory %s, cpu quota %s through %s", w.pids,
 			         w.memory[0] ? w.memory : "-", w.cpu_quota[0] ? w.cpu_quota : "-", what);
@@ -362,6 +384,13 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 	return 0;
 }
 
+void sandbox_cgroup_unjoin(struct sandbox *sb)
+{
+	for (size_t i = 0; i < sb->n_join; i++)
+		close(sb->join_fd[i]);
+	sb->n_join = 0;
+}
+
 /* The last processes may still be on their way out. */
 static void remove_dir(const char *dir)
 {
@@ -373,6 +402,7 @@ static void remove_dir(const char *dir)
  * holds it until it has been moved or has ended). */
 static void remove_made(struct sandbox *sb)
 {
+	sandbox_cgroup_unjoin(sb);
 	for (size_t i = sb->n_cgroups; i-- > 0;)
 		remove_dir(sb->cgroup[i]);
 	sb->n_cgroups = 0;

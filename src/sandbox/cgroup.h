@@ -16,7 +16,8 @@ struct sandbox;
  * cgroup or the v2 root whose cgroup.subtree_control enables the
  * controllers; our own cgroup v2 when it is delegated to us and holds only
  * keyward and PID 1 (both move into children of it); v1 hierarchies we may
- * write to (as root). A limit the policy sets that cannot be applied is an
+ * write to (as root), whose `tasks` files are left open in sb->join_fd for
+ * PID 1 to move itself (sandbox_finish). A limit the policy sets that cannot be applied is an
  * error; keyward's default pids limit is applied where it can be. */
 int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf,
                          size_t errlen) WUR;
@@ -34,6 +35,9 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *limits
  * sb->born_cgroup, or a negative errno (no cgroup v2 with the pids
  * controller to write to: cgroup v1 is used as before). */
 int sandbox_cgroup_prepare(struct sandbox *sb);
+
+/* Closes the `tasks` files PID 1 has not joined (or has). */
+void sandbox_cgroup_unjoin(struct sandbox *sb);
 
 /* Removes the cgroups created for the sandbox (once its processes are gone). */
 void sandbox_cgroup_remove(struct sandbox *sb);

@@ -1024,6 +1024,52 @@ STEP static const struct sandbox_spec *recv_spec(const struct sandbox *sb)
 	return spec;
 }
 
+/* Moves PID 1 into the cgroup v1 groups keyward made for it when keyward
+ * sends their `tasks` files ('J'), then waits for the go ('G'), which
+ * keyward gives once the sandbox is in its cgroup. "0" moves the writer
+ * alone (PID 1 has no other thread) without the kernel's cgroup
+ * threadgroup lock (sandbox.h, join_fd). The first failure's errno goes
+ * back to keyward, which decides whether the run goes on. */
+static void join_then_wait_go(void)
+{
+	for (;;) {
+		char msg[8];
+		union {
+			char buf[CMSG_SPACE(4 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = { .iov_base = msg, .iov_len = sizeof(msg) };
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
+		};
+		ssize_t n;
+		do
+			n = recvmsg(ctl_fd, &mh, MSG_CMSG_CLOEXEC);
+		while (n < 0 && errno == EINTR);
+		struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+		int fds[4], n_fds = 0;
+		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len >= CMSG_LEN(0) &&
+		    cm->cmsg_len <= CMSG_LEN(sizeof(fds))) {
+			n_fds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(fds, CMSG_DATA(cm), (size_t)n_fds * sizeof(int));
+		}
+		if (n == 1 && msg[0] == 'G' && n_fds == 0)
+			return;
+		if (n != 1 || msg[0] != 'J' || (mh.msg_flags & MSG_CTRUNC))
+			_exit(126); /* keyward went away, or stopped before CMD */
+		int err = 0;
+		for (int i = 0; i < n_fds; i++) {
+			if (write(fds[i], "0", 1) != 1 && !err)
+				err = errno ? errno : EIO;
+			close(fds[i]);
+		}
+		char reply[16];
+		int len = snprintf(reply, sizeof(reply), "J%d", err);
+		if (send(ctl_fd, reply, (size_t)len, MSG_NOSIGNAL) != len)
+			_exit(126);
+	}
+}
+
 __attribute__((noreturn)) static void child_main(const struct sandbox *sb)
 {
 	sigset_t none;
@@ -1091,10 +1137,7 @@ __attribute__((noreturn)) static void child_main(const struct sandbox *sb)
 		die_errno("cannot make a process group for the sandbox");
 	cmd_own_group = spec->own_group;
 	munmap(sb->arena, sb->arena_size); /* keyward's to write; nothing more to read */
-	/* keyward says go once the sandbox is in its cgroup */
-	char go = 0;
-	if (recv_all(ctl_fd, &go, 1) != 1 || go != 'G')
-		_exit(126);
+	join_then_wait_go();
 	init_loop(workspace, cmd, env.v);
 }
 
@@ -1129,6 +1172,8 @@ int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 {
 	int sv[2];
 	*sb = (struct sandbox){ .pid = -1, .ctl = -1, .listen_fd = -1, .argc = argc, .argv = argv };
+	for (size_t i = 0; i < ARRAY_SIZE(sb->join_fd); i++)
+		sb->join_fd[i] = -1;
 	char *errbuf = sb->clone_msg;
 	size_t errlen = sizeof(sb->clone_msg);
 	void *arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -1156,6 +1201,7 @@ int sandbox_clone(struct sandbox *sb, int argc, char **argv)
 			 * the usual move into a cgroup later */
 			(void)rmdir(sb->born_cgroup);
 			sb->born_cgroup[0] = '\0';
+			sb->warm_lock = true;
 		}
 		close(cg);
 	}
@@ -1233,22 +1279,19 @@ static int fail_child(struct sandbox *sb, int r)
 	return r;
 }
 
-static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
+/* PID 1's next message into mh's one buffer of MSG_MAX + 1 bytes (iov_len
+ * MSG_MAX), ended by a NUL; an error, with PID 1's own reason when it gave
+ * one ('E'). */
+static int recv_ctl(struct sandbox *sb, struct msghdr *mh, char *errbuf, size_t errlen)
 {
-	char msg[MSG_MAX + 1];
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = msg, .iov_len = MSG_MAX };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	char *msg = mh->msg_iov[0].iov_base;
 	ssize_t n;
 	bool reset = false;
 	/* A child that ended with our CA unread in its queue makes the kernel
 	 * report ECONNRESET once; its last message (why it ended) is still
 	 * behind that. */
 	do
-		n = recvmsg(sb->ctl, &mh, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sb->ctl, mh, MSG_CMSG_CLOEXEC);
 	while (n < 0 && (errno == EINTR || (errno == ECONNRESET && !reset && (reset = true))));
 	if (n <= 0) {
 		snprintf(errbuf, errlen, "the sandbox ended while it was being built");
@@ -1259,6 +1302,21 @@ static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "%s", msg + 1);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+static int recv_door(struct sandbox *sb, char *errbuf, size_t errlen)
+{
+	char msg[MSG_MAX + 1];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = msg, .iov_len = MSG_MAX };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	int r = recv_ctl(sb, &mh, errbuf, errlen);
+	if (r < 0)
+		return r;
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 	unsigned port = 0;
 	if (msg[0] != 'K' || sscanf(msg + 1, "%u", &port) != 1 || port == 0 || port > 65535 || !cm ||
@@ -1290,9 +1348,63 @@ int sandbox_limit(struct sandbox *sb, const struct policy_sandbox *limits, bool 
 	return 0;
 }
 
+/* Hands PID 1 the cgroup v1 `tasks` files to move itself into (see
+ * join_then_wait_go) and waits for the outcome. */
+static int join_cgroups(struct sandbox *sb, char *errbuf, size_t errlen)
+{
+	if (sb->n_join == 0)
+		return 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(sb->join_fd))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = { .iov_base = "J", .iov_len = 1 };
+	size_t fds_len = sb->n_join * sizeof(int);
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = CMSG_SPACE(fds_len)
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(fds_len);
+	memcpy(CMSG_DATA(cm), sb->join_fd, fds_len);
+	ssize_t sent = sendmsg(sb->ctl, &mh, MSG_NOSIGNAL);
+	int e = errno;
+	sandbox_cgroup_unjoin(sb); /* PID 1 has its own copies */
+	if (sent != 1) {
+		snprintf(errbuf, errlen, "cannot move the sandbox into its cgroup: %s", strerror(e));
+		return -e;
+	}
+	char msg[MSG_MAX + 1];
+	struct iovec reply = { .iov_base = msg, .iov_len = MSG_MAX };
+	mh = (struct msghdr){ .msg_iov = &reply, .msg_iovlen = 1 };
+	int r = recv_ctl(sb, &mh, errbuf, errlen);
+	if (r < 0)
+		return r;
+	int err = -1;
+	if (msg[0] != 'J' || sscanf(msg + 1, "%d", &err) != 1 || err < 0) {
+		snprintf(errbuf, errlen, "the sandbox sent an unexpected message");
+		return -EPROTO;
+	}
+	if (err == 0)
+		return 0;
+	if (sb->join_required) {
+		snprintf(errbuf, errlen, "cannot move the sandbox into its cgroup %s: %s", sb->cgroup[0],
+		         strerror(err));
+		return -err;
+	}
+	if (sb->join_verbose)
+		log_info("limits: cannot move the sandbox into cgroup v1 %s (%s), so no pids limit beyond the rlimits",
+		         sb->cgroup[0], strerror(err));
+	return 0;
+}
+
 int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen)
 {
 	int r = recv_door(sb, errbuf, errlen);
+	if (r == 0)
+		r = join_cgroups(sb, errbuf, errlen);
 	if (r == 0 && send(sb->ctl, "G", 1, MSG_NOSIGNAL) != 1) {
 		snprintf(errbuf, errlen, "cannot start the sandbox: %s", strerror(errno));
 		r = -EIO;

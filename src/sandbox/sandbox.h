@@ -53,7 +53,20 @@ struct sandbox {
 	char cgroup[4][256]; /* cgroup directories created for it, removed by sandbox_cleanup() */
 	size_t n_cgroups;
 	char born_cgroup[256]; /* the cgroup v2 it was cloned into, or "": removed by sandbox_cleanup() */
-	int clone_err;         /* < 0: sandbox_clone() failed, for the reason in clone_msg */
+	/* Not cloned into a cgroup although the cgroup v2 offers the pids
+	 * controller: keyward will move PID 1 into one by its PID, and takes
+	 * the kernel's lock for it early (sandbox_warm_take) */
+	bool warm_lock;
+	/* cgroup v1 `tasks` files of cgroup[0..n_join) that PID 1 writes "0"
+	 * to, moving itself (sandbox_finish): a task that moves itself does not
+	 * take the kernel's cgroup threadgroup lock, whose first taking after a
+	 * quiet spell waits an RCU grace period (~10 ms), as moving it by its
+	 * PID does. */
+	int join_fd[4];
+	size_t n_join;
+	bool join_required; /* the policy sets the limits: a failed join stops the run */
+	bool join_verbose;
+	int clone_err; /* < 0: sandbox_clone() failed, for the reason in clone_msg */
 	char clone_msg[512];
 	char *arena; /* shared with PID 1 */
 	size_t arena_size, arena_used;
@@ -83,17 +96,18 @@ int sandbox_configure(struct sandbox *sb, const struct sandbox_spec *spec) WUR;
 int sandbox_send_ca(struct sandbox *sb, const char *ca_pem) WUR;
 
 /* Sets the policy's limits on the cgroup v2 the child was cloned into, or
- * moves the child into a new cgroup with them (sandbox_cgroup_apply).
- * Moving a process between cgroups can wait for a kernel RCU grace period
- * (8-16 ms here), which overlaps with the child's build. On failure the
- * child has been killed and reaped. */
+ * moves the child into a new cgroup with them (sandbox_cgroup_apply; on
+ * cgroup v1 the child moves itself in sandbox_finish()). Moving a process
+ * by its PID can wait for a kernel RCU grace period (8-16 ms here), which
+ * overlaps with the child's build. On failure the child has been killed
+ * and reaped. */
 int sandbox_limit(struct sandbox *sb, const struct policy_sandbox *limits, bool verbose, char *errbuf,
                   size_t errlen) WUR;
 
-/* Waits until the sandbox is built and lets CMD start: only after
- * sandbox_limit(), so that CMD and all it forks are in the cgroup. On
- * success sb->listen_fd is the door. On failure the child has been killed
- * and reaped. */
+/* Waits until the sandbox is built, has PID 1 join the cgroup v1 groups
+ * sandbox_limit() made, and lets CMD start: only after sandbox_limit(), so
+ * that CMD and all it forks are in the cgroup. On success sb->listen_fd is
+ * the door. On failure the child has been killed and reaped. */
 int sandbox_finish(struct sandbox *sb, char *errbuf, size_t errlen) WUR;
 
 /* Kills and reaps PID 1 if it is still there (a run that stops before

@@ -1,16 +1,20 @@
 /* The cgroup attach lock, taken early.
  *
- * Moving a process into a cgroup takes the kernel's cgroup threadgroup
- * lock for writing, and the first writer after a quiet spell waits for an
- * RCU grace period (about 10 ms here) before it has the lock; writers
- * within a grace period or so after the last one do not wait. So the
- * keyward executable, before it loads libkeyward.so and its libraries
- * (3 ms), moves itself into the cgroup it is already in (a no-op
- * migration, which takes the lock all the same, and which the kernel may
- * refuse after taking it): the grace period then passes while the
- * libraries load, the policy is read and the sandbox builds itself, and
- * moving the sandbox's PID 1 later does not wait. Best effort: nothing
- * depends on it but the time. */
+ * Moving a process into a cgroup by its PID takes the kernel's cgroup
+ * threadgroup lock for writing, and the first writer after a quiet spell
+ * waits for an RCU grace period (about 10 ms here) before it has the
+ * lock; writers within a grace period or so after the last one do not
+ * wait. So where keyward will move the sandbox's PID 1 by its PID (a
+ * cgroup v2 with the pids controller that PID 1 could not be cloned
+ * into), the keyward executable, before it loads libkeyward.so and its
+ * libraries (3 ms), moves itself into the cgroup it is already in (a
+ * no-op migration, which takes the lock all the same, and which the
+ * kernel may refuse after taking it): the grace period then passes while
+ * the libraries load, the policy is read and the sandbox builds itself,
+ * and moving PID 1 later waits less. On cgroup v1, PID 1 moves itself
+ * through a `tasks` file, which takes no such lock (sandbox.h, join_fd),
+ * and nothing is warmed. Best effort: nothing depends on it but the
+ * time. */
 #include "sandbox/warm.h"
 
 #include <fcntl.h>
@@ -69,20 +73,11 @@ const char *sandbox_cgroup2_mount(void)
 static bool warm_target(char *out, size_t outlen)
 {
 	char own[PATH_MAX];
-	if (sandbox_own_cgroup("", own, sizeof(own))) {
-		const char *mnt = sandbox_cgroup2_mount();
-		if (mnt) {
-			snprintf(out, outlen, "%s%s/cgroup.procs", mnt, streq(own, "/") ? "" : own);
-			if (access(out, W_OK) == 0)
-				return true;
-		}
-	}
-	if (sandbox_own_cgroup("pids", own, sizeof(own))) {
-		snprintf(out, outlen, "/sys/fs/cgroup/pids%s/cgroup.procs", streq(own, "/") ? "" : own);
-		if (access(out, W_OK) == 0)
-			return true;
-	}
-	return false;
+	const char *mnt = sandbox_cgroup2_mount();
+	if (!mnt || !sandbox_own_cgroup("", own, sizeof(own)))
+		return false;
+	snprintf(out, outlen, "%s%s/cgroup.procs", mnt, streq(own, "/") ? "" : own);
+	return access(out, W_OK) == 0;
 }
 
 void sandbox_warm_take(void)

@@ -5,8 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Moves this process into the cgroup it is in already, which takes the
- * attach lock (and waits for the grace period). */
+/* Moves this process into its own cgroup v2, which takes the attach lock
+ * (and waits for the grace period): for a run whose PID 1 will be moved
+ * by its PID (sandbox.h, warm_lock). */
 void sandbox_warm_take(void);
 
 /* The path of our cgroup in the hierarchy whose /proc/self/cgroup line has

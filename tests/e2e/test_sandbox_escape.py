@@ -14,6 +14,7 @@ import os
 import platform
 import pty
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1629,6 +1630,35 @@ def test_sandbox_is_cloned_into_its_cgroup_v2(sandbox_factory):
     proc = subprocess.Popen(sb.argv(["true"], ["--help"]), env=sb.env, stdout=subprocess.DEVNULL)
     assert proc.wait(timeout=20) == 0
     assert not [d for d in os.listdir(base) if d.startswith(f"keyward-{proc.pid}-")]
+
+
+def test_sandbox_moves_itself_into_its_cgroup_v1(sandbox_factory):
+    """Where the sandbox's limits go through cgroup v1, PID 1 moves itself
+    into each hierarchy's new cgroup by writing "0" to its `tasks` file
+    (which keyward opened) before CMD starts: CMD is in them, with every
+    limit the policy sets, and they are gone after the run. Moving a
+    process by its PID would wait for an RCU grace period. Skips where
+    keyward uses cgroup v2 or none."""
+    sb = sandbox_factory("version: 1\nsandbox:\n  limits:\n    pids: 50\n    memory: 300MiB\n    cpu: 150%\n")
+    p = sb.run(["cat", "/proc/self/cgroup"], args=["-v"])
+    skip_if_limits_unavailable(p)
+    assert p.returncode == 0, p.err
+    limits = [l for l in p.err.splitlines() if "limits: " in l]
+    assert len(limits) == 1, p.err
+    if "through cgroup v1 " not in limits[0]:
+        pytest.skip(f"keyward uses no cgroup v1 here: {limits[0]}")
+    made = dict(re.findall(r"cgroup v1 /sys/fs/cgroup/(\w+)(/\S*?)(?:,|$)", limits[0]))
+    assert set(made) == {"pids", "memory", "cpu"}, limits[0]
+    seen = {}
+    for line in p.out.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(","):
+            seen[c] = path
+    for controller, path in made.items():
+        # the sandbox's cgroup namespace is rooted where keyward was
+        assert seen[controller].endswith("/" + os.path.basename(path)), (controller, p.out)
+        assert not os.path.exists(f"/sys/fs/cgroup/{controller}{path}")
+    assert "pids 50, memory 314572800, cpu quota 150000" in limits[0], limits[0]
 
 
 def _cgroup2_mount():
