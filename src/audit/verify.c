@@ -376,13 +376,16 @@ static int show_record(FILE *out, json_t *obj)
 
 static int walk(const char *path, FILE *out, bool show)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a named pipe that no one writes to would wait
+	 * for a writer forever. Reading then blocks as usual, so a pipe that
+	 * has a writer (`<(cat log)`) is read to its end. */
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	struct chain c = { 0 };
 	char why[1024] = "";
 	uint64_t lineno = 0;
 	int r;
 
-	if (fd < 0) {
+	if (fd < 0 || fcntl(fd, F_SETFL, 0) < 0) {
 		r = -errno;
 		fprintf(out, "%s: %s\n", path, strerror(-r));
 		return r;

@@ -704,3 +704,30 @@ def test_self_started_proxy_leaks_no_secret(tmp_path, upstream):
         out = p.stop()
     assert p.proc.returncode == 0
     assert_no_secret(out, p.stderr, (tmp_path / "audit.jsonl").read_text())
+
+
+@pytest.mark.parametrize("command", ["verify", "show"])
+def test_audit_reading_a_named_pipe_without_a_writer_does_not_hang(tmp_path, command):
+    """`keyward audit verify|show` on a named pipe that no one writes to
+    ends at once (no records) instead of waiting for a writer forever; a
+    pipe that has a writer is read to its end."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    r = kw(["audit", command, str(fifo)], tmp_path, timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if command == "verify":
+        assert "0 records, chain intact" in r.stdout, r.stdout
+    # a writer that holds the pipe open and writes late: keyward waits for
+    # the bytes (it does not take the empty pipe for the end) and reads them
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        proc = subprocess.Popen([KEYWARD, "audit", command, str(fifo)], env=kw_env(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()
+        os.write(writer, b"not a record\n")
+    finally:
+        os.close(writer)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode != 0, out + err
+    assert ":1:" in out + err, out + err
