@@ -247,8 +247,30 @@ static int copy_swapped(struct buf *out, const struct http_header *h, const stru
 	return r < 0 ? r : 0;
 }
 
+/* Whether a query parameter's name k[0..kl) is `name` as the upstream
+ * reads it: with its percent escapes decoded (`k%65y` is `key`). A
+ * malformed escape matches nothing. */
+static bool param_is(const char *k, size_t kl, const char *name)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < kl; i++, j++) {
+		char ch = k[i];
+		if (ch == '%') {
+			int hi = i + 2 < kl ? hex_value(k[i + 1]) : -1, lo = i + 2 < kl ? hex_value(k[i + 2]) : -1;
+			if (hi < 0 || lo < 0)
+				return false;
+			ch = (char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (name[j] == '\0' || name[j] != ch)
+			return false;
+	}
+	return name[j] == '\0';
+}
+
 /* The query with the route's credential applied: swapped placeholders,
- * and for INJECT_QUERY the client's own parameter replaced. */
+ * and for INJECT_QUERY the client's own parameter replaced (in whatever
+ * spelling: param_is). */
 static int build_query(struct buf *out, const struct outbound *o, bool *any)
 {
 	const struct policy_route *rt = o->route;
@@ -274,8 +296,7 @@ static int build_query(struct buf *out, const struct outbound *o, bool *any)
 		size_t kl = 0;
 		while (kl < cl && comp[kl] != '=')
 			kl++;
-		if (rt->inject == INJECT_QUERY && strlen(rt->inject_query) == kl &&
-		    memcmp(comp, rt->inject_query, kl) == 0)
+		if (rt->inject == INJECT_QUERY && param_is(comp, kl, rt->inject_query))
 			continue; /* the client's own value is dropped */
 		if (*any)
 			r = buf_append(out, "&", 1);

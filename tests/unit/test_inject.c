@@ -167,6 +167,13 @@ static void test_query_injection(void **state)
 	h = rewrite(*state, "query.test", "GET /p HTTP/1.1\r\nHost: q\r\n\r\n");
 	assert_int_equal(strncmp(h, "GET /p?key=s3cr3t%2F%2B%3D%26value HTTP/1.1\r\n", 45), 0);
 	free(h);
+	/* The client's own key in another spelling is the same parameter to the
+	 * upstream, and goes too; other names stay. */
+	h = rewrite(*state, "query.test",
+	            "GET /p?k%65y=mine&%6B%65%79&KEY=x&key%3D=y&k%6=z&a=1 HTTP/1.1\r\nHost: q\r\n\r\n");
+	const char *want = "GET /p?KEY=x&key%3D=y&k%6=z&a=1&key=s3cr3t%2F%2B%3D%26value HTTP/1.1\r\n";
+	assert_int_equal(strncmp(h, want, strlen(want)), 0);
+	free(h);
 }
 
 static void test_swap_everywhere(void **state)
