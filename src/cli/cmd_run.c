@@ -4,6 +4,7 @@
  * the policy is read once, before CMD starts, so that CMD cannot change
  * the policy it runs under (it may live in the workspace). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "cli/cli.h"
 #include "common/log.h"
@@ -30,7 +32,7 @@
  * hostile one's, with escape sequences), shown as text (log_clean). */
 static void run_error(const char *msg)
 {
-	char line[1024];
+	char line[2 * PATH_MAX + 512];
 	snprintf(line, sizeof(line), "%s", msg);
 	log_clean(line, strlen(line), "");
 	fprintf(stderr, "keyward run: %s\n", line);
@@ -67,7 +69,9 @@ static const char usage[] = "Usage: keyward run [OPTIONS] [--] CMD [ARG]...\n"
                             "Hidden from CMD even inside the workspace: the policy file, its upstream_ca\n"
                             "files, the audit log, keyward's state directory and every file: credential.\n"
                             "keyward refuses to start when an exec: credential command names a file the\n"
-                            "sandbox can write.\n";
+                            "sandbox can write. A policy file that appears where the next run would read\n"
+                            "it (./keyward.yaml, or in place of the policy) while CMD runs is renamed\n"
+                            "NAME.untrusted-TIME when the run ends.\n";
 
 static int load_policy(const char *path, struct policy **ret)
 {
@@ -641,6 +645,74 @@ int cmd_run(int argc, char **argv)
 	return rc;
 }
 
+/* The policy file that a later run started here would read (the one this
+ * run read, or ./keyward.yaml where there was none), when it lies in a
+ * folder the sandbox can write: a policy is covered while CMD runs, but
+ * CMD can create one where there was none, or put another in place of a
+ * folder holding it, and the next run would take that one (its exec:
+ * commands run on the host, its routes send credentials anywhere). */
+struct policy_watch {
+	char path[PATH_MAX]; /* its real folder and its name; "": not watched */
+	bool existed;
+	dev_t dev;
+	ino_t ino;
+};
+
+static void policy_watch_start(struct policy_watch *w, const char *policy_path, const char *ws,
+                               const struct policy_sandbox *sb)
+{
+	const char *name = policy_path ? policy_path : "keyward.yaml";
+	char dir[PATH_MAX], rdir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", name);
+	char *slash = strrchr(dir, '/');
+	const char *base = slash ? name + (slash - dir) + 1 : name;
+	if (slash)
+		*slash = '\0';
+	w->path[0] = '\0';
+	if (!*base || streq(base, ".") || streq(base, "..") || !realpath(slash ? (dir[0] ? dir : "/") : ".", rdir))
+		return;
+	const char *rw[SANDBOX_MAX_PATHS];
+	size_t n_rw = writable_dirs(sb, rw);
+	bool writable = lies_writable(rdir, ws, rw, n_rw);
+	free_dirs(rw, n_rw);
+	int n = snprintf(w->path, sizeof(w->path), "%s/%s", streq(rdir, "/") ? "" : rdir, base);
+	struct stat st;
+	if (!writable || n < 0 || (size_t)n >= sizeof(w->path)) {
+		w->path[0] = '\0';
+		return;
+	}
+	w->existed = lstat(w->path, &st) == 0;
+	w->dev = w->existed ? st.st_dev : 0;
+	w->ino = w->existed ? st.st_ino : 0;
+}
+
+/* After the sandbox has gone (no process of it is left to race with): a
+ * policy file that appeared, or is another file than the one read, is
+ * renamed aside, so that the next run does not take it for its policy. */
+static void policy_watch_end(const struct policy_watch *w)
+{
+	struct stat st;
+	if (!w->path[0] || lstat(w->path, &st) < 0 || (w->existed && st.st_dev == w->dev && st.st_ino == w->ino))
+		return;
+	char aside[PATH_MAX + 40], stamp[32], msg[2 * PATH_MAX + 512];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+	snprintf(aside, sizeof(aside), "%s.untrusted-%s", w->path, stamp);
+	const char *how = w->existed ? "replaced" : "created";
+	if (renameat2(AT_FDCWD, w->path, AT_FDCWD, aside, RENAME_NOREPLACE) == 0)
+		snprintf(msg, sizeof(msg),
+		         "%s was %s while the sandbox ran, so CMD may have written it: renamed to %s, so that a later "
+		         "run does not take it as its policy; review it (keyward policy check) before you use it",
+		         w->path, how, aside);
+	else
+		snprintf(msg, sizeof(msg),
+		         "warning: %s was %s while the sandbox ran, so CMD may have written it, and it could not be "
+		         "renamed aside (%s): review it (keyward policy check) before a run takes it as its policy",
+		         w->path, how, strerror(errno));
+	run_error(msg);
+}
+
 /* Everything after the options: the policy, the sandbox, the proxy. */
 static int run(struct proxy_options o, const char *policy_path, const char *workspace, int verbose, char **cmd,
                struct sandbox *sb, struct ca_job *job)
@@ -815,6 +887,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		}
 		hide[n_hide++] = policy_abs;
 	}
+	struct policy_watch watch;
+	policy_watch_start(&watch, policy_path, ws, &policy->sandbox);
 	/* The upstream_ca files too, where the sandbox can write: read for
 	 * this run before CMD starts, but again by the next run, which would
 	 * trust a CA that CMD put there for the upstreams that carry the
@@ -967,6 +1041,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	sb->pid = -1; /* reaped */
 	sandbox_cleanup(sb);
+	policy_watch_end(&watch);
 	if (status == -1)
 		return EXIT_SETUP;
 	return sandbox_exit_code(status);

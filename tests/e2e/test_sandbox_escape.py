@@ -1928,6 +1928,68 @@ def test_policy_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_fact
     assert r.returncode == 2 and "hard links" in r.err, r.err
 
 
+def _run_in_workspace(sb, cmd, args=()):
+    """keyward run started in the workspace, as people start it: without
+    --policy it reads ./keyward.yaml there if there is one."""
+    p = subprocess.run(sb.argv(cmd, args), capture_output=True, timeout=60, env=sb.env, cwd=sb.workspace)
+    p.out = p.stdout.decode(errors="replace")
+    p.err = p.stderr.decode(errors="replace")
+    sb.check_clean(p.out, p.err)
+    return p
+
+
+def _planted_policy(ran):
+    # what CMD would leave for the next run: a credential command that runs
+    # on the host as soon as that run starts
+    return ("version: 1\ncredentials:\n  planted:\n    from: \"exec:touch " + str(ran) + "\"\n"
+            "routes:\n  - {host: api.test, credential: planted, inject: bearer}\n")
+
+
+def test_policy_created_by_cmd_is_not_taken_by_the_next_run(sandbox_factory, tmp_path):
+    # A run without a policy has no ./keyward.yaml to cover, so CMD can
+    # create one; the next `keyward run` started there would read it as its
+    # policy and run its exec: commands on the host. keyward renames a
+    # policy file that appeared while the sandbox ran, once the sandbox is
+    # gone, and says so.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    planted = _planted_policy(ran)
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", f"printf '%s' '{planted}' > keyward.yaml; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    assert not (sb.workspace / "keyward.yaml").exists()
+    aside = [p for p in sb.workspace.iterdir() if p.name.startswith("keyward.yaml.untrusted-")]
+    assert len(aside) == 1 and aside[0].read_text() == planted, list(sb.workspace.iterdir())
+    assert "was created while the sandbox ran" in r.err and str(aside[0]) in r.err, r.err
+    r = _run_in_workspace(sb, ["true"])
+    assert r.returncode == 0, r.err
+    assert not ran.exists()
+    # a run that leaves the policy alone changes nothing
+    r = _run_in_workspace(sb, ["true"])
+    assert "sandbox ran" not in r.err and len(list(sb.workspace.iterdir())) == 1, r.err
+
+
+def test_policy_in_a_folder_cmd_renames_is_not_taken_by_the_next_run(sandbox_factory, tmp_path):
+    # The policy itself is covered while CMD runs, but not its folder when
+    # that lies in the workspace: CMD renames the folder and puts its own
+    # policy where the next run (the same command line) would read it.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    conf = sb.workspace / "conf"
+    conf.mkdir()
+    (conf / "policy.yaml").write_text("version: 1\n")
+    sb.policy = conf / "policy.yaml"
+    planted = _planted_policy(ran)
+    r = sb.run(["/bin/sh", "-c", f"mv conf conf.old && mkdir conf && printf '%s' '{planted}' > conf/policy.yaml; "
+                "echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    assert "was replaced while the sandbox ran" in r.err, r.err
+    assert not (conf / "policy.yaml").exists()
+    assert (sb.workspace / "conf.old" / "policy.yaml").read_text() == "version: 1\n"
+    r = sb.run(["true"], check_clean=False)
+    assert r.returncode == 2, r.err  # no policy there now: the run stops
+    assert not ran.exists()
+
+
 def test_upstream_ca_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
     # A route's upstream_ca is read before CMD starts and never again in
     # this run, but again by the next run. A CA file in the workspace that
