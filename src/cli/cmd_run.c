@@ -291,8 +291,9 @@ static bool lies_writable(const char *abs, const char *ws, const char *const *rw
 
 /* Whether s, a value of an environment variable, names a place the
  * sandbox can write: holds the workspace or a read_write path as a whole
- * path (followed by '/', ':', a space, a quote or the end), or has a
- * ':'-separated absolute entry that resolves there (a link to it). */
+ * path (followed by '/', ':', a space, a quote or the end), or has an
+ * absolute entry or word (split at ':', blanks, quotes, '=', ',' and ';')
+ * that resolves there (a link to it). */
 static bool names_writable(const char *s, const char *ws, const char *const *rw, size_t n_rw)
 {
 	for (size_t k = 0; k <= n_rw; k++) {
@@ -305,16 +306,20 @@ static bool names_writable(const char *s, const char *ws, const char *const *rw,
 				return true;
 		}
 	}
+	/* Entries of a list (PATH), words of options (NODE_OPTIONS'
+	 * --require=/x/y.js): whatever follows a separator and starts with '/'
+	 * is looked at as a path, through links. */
+	static const char seps[] = ": \t\"'=,;";
 	char entry[PATH_MAX], real[PATH_MAX];
 	for (const char *p = s; *p;) {
-		size_t len = strcspn(p, ":");
+		size_t len = strcspn(p, seps);
 		if (p[0] == '/' && len < sizeof(entry)) {
 			memcpy(entry, p, len);
 			entry[len] = '\0';
 			if (resolve_existing(entry, real, sizeof(real)) && lies_writable(real, ws, rw, n_rw))
 				return true;
 		}
-		p += len + (p[len] == ':');
+		p += len + (p[len] != '\0');
 	}
 	return false;
 }
