@@ -1123,6 +1123,7 @@ static void start_tls(struct conn *c)
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, tunnel_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	tls_bev_idle_write_off(c->bev); /* the handshake waits for the ClientHello */
 	arm_timer(c, limits(c)->header_timeout_ms);
 }
 
@@ -1134,6 +1135,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
+		tls_bev_idle_write_off(bev); /* nothing to write before a request */
 		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 		http1_init(&c->parser, HTTP1_REQUEST);
 		c->state = C_HEAD;

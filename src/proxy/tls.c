@@ -5,6 +5,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -512,6 +515,25 @@ SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host)
 bool tls_server_sni_mismatch(SSL *ssl)
 {
 	return SSL_get_ex_data(ssl, ex_mismatch_index) != NULL;
+}
+
+/* libevent 2.1's TLS bufferevent over a socket adds its write event when
+ * it is made (set_handshake_callbacks) and again when the handshake ends
+ * (bufferevent_enable in do_handshake), with nothing to write either
+ * time. epoll reports the new socket writable at once, the loop wakes for
+ * it, and libevent takes EPOLLOUT off again: per new tunnel two
+ * epoll_ctl(2) and up to two passes of the loop that did nothing (one
+ * before the ClientHello has arrived, one before the first request has).
+ * Nothing is lost by taking the event off: the handshake is driven by
+ * reading (do_handshake adds the write event itself when OpenSSL wants
+ * to write), and once open the output buffer's callback adds it when
+ * bytes are queued on an empty buffer, which is the same rule libevent's
+ * own write callback keeps when it finds the buffer empty. Only the
+ * event is removed; the bufferevent stays enabled for writing. */
+void tls_bev_idle_write_off(struct bufferevent *bev)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		(void)event_del(&bev->ev_write);
 }
 
 /* Whether dir holds OpenSSL's hashed names (HHHHHHHH.N) of certificates. */

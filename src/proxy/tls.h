@@ -8,6 +8,7 @@
  * optional extra CA file; there is no way to turn verification off. */
 #pragma once
 
+#include <event2/bufferevent.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
 
@@ -36,6 +37,12 @@ SSL_CTX *tls_server_ctx_new(void);
 SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host);
 /* Whether the handshake on ssl was refused because of an SNI mismatch. */
 bool tls_server_sni_mismatch(SSL *ssl);
+
+/* Takes EPOLLOUT off bev, a TLS bufferevent over a socket (libevent 2.1),
+ * when nothing is queued on it: for a handshake that has not begun, or
+ * once it has opened. libevent registers its write event at both moments
+ * whether or not it has anything to write; see tls.c. */
+void tls_bev_idle_write_off(struct bufferevent *bev);
 
 /* A client context that verifies upstreams against the system roots and,
  * if extra_pem is not NULL, the CAs in that PEM text (tls_ca_file_read). */
