@@ -1136,6 +1136,10 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		tls_bev_idle_write_off(bev); /* nothing to write before a request */
+		if (tls_server_handshake_done(bufferevent_openssl_get_ssl(bev), bufferevent_get_input(bev)) < 0) {
+			conn_free(c);
+			return;
+		}
 		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 		http1_init(&c->parser, HTTP1_REQUEST);
 		c->state = C_HEAD;

@@ -557,6 +557,93 @@ def test_pipelined_requests_answered_in_order(proxy_factory, any_upstream):
         (f"/api/pipe{i}", "allow", 200) for i in range(3)]
 
 
+class MemoryTls:
+    """A TLS client over memory BIOs on a socket, with the socket calls
+    HttpConn uses: the test decides which bytes share a TCP segment."""
+
+    def __init__(self, sock, ca, host):
+        self.s = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ssl.create_default_context(cafile=str(ca)).wrap_bio(self.inc, self.out, server_hostname=host)
+
+    def handshake(self):
+        """Runs the handshake; the client's last flight (its Finished) stays unsent."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                if self.out.pending:
+                    self.s.sendall(self.out.read())
+                data = self.s.recv(65536)
+                if not data:
+                    raise EOFError("closed during the handshake")
+                self.inc.write(data)
+
+    def queue(self, data):
+        """Encrypts data (one record per call) without sending it."""
+        self.tls.write(data)
+
+    def wire(self):
+        return self.out.read()
+
+    def sendall(self, data):
+        self.tls.write(data)
+        self.s.sendall(self.out.read())
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.tls.read(n)
+            except ssl.SSLWantReadError:
+                data = self.s.recv(65536)
+                if not data:
+                    return b""
+                self.inc.write(data)
+
+    def close(self):
+        self.s.close()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_requests_that_come_with_the_clients_finished(proxy_factory, certs, split):
+    # keyward reads ahead during a tunnel's TLS handshake (one read(2) for
+    # whatever has arrived instead of two per record). Requests a client
+    # sends in the same segment as its Finished are then inside OpenSSL when
+    # the handshake ends, where libevent would not look for them: each must
+    # be answered, in order, without waiting for more bytes; and so must a
+    # request whose record arrives in two parts, the second part later.
+    u = Upstream(tls=certs)
+    try:
+        p = proxy_factory(policy_for(u))
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        assert connect_head(s, f"api.test:{u.port}").startswith(b"HTTP/1.1 200")
+        t = MemoryTls(s, p.ca, "api.test")
+        t.handshake()
+        for i in range(3):
+            t.queue(get(u, f"/api/early{i}"))
+        wire = t.wire()  # the Finished and three records
+        if split:
+            s.sendall(wire[:-10])
+            time.sleep(0.3)
+            s.sendall(wire[-10:])
+        else:
+            s.sendall(wire)
+        c = HttpConn(t)
+        for i in range(3):
+            status, _, body, raw = c.read_response()
+            assert status == 200, raw
+            assert json.loads(body)["target"] == f"/api/early{i}"
+        # the tunnel goes on as usual
+        c.send(get(u, "/api/later"))
+        status, _, body, raw = c.read_response()
+        assert status == 200 and json.loads(body)["target"] == "/api/later", raw
+        c.close()
+        assert [q.target for q in u.requests] == [f"/api/early{i}" for i in range(3)] + ["/api/later"]
+    finally:
+        u.close()
+
+
 def test_pipelined_responses_to_a_client_that_does_not_read(proxy_factory, any_upstream):
     # keyward writes a response straight to the client's socket (through
     # OpenSSL in a tunnel) when nothing is queued before it, and queues what
