@@ -54,7 +54,7 @@ struct conn {
 	const struct listener_info *li;
 	char client[64];
 	struct bufferevent *bev;
-	struct sockread rd; /* a plain socket's reading (sockread.h); in a tunnel, bev's own */
+	struct sockread rd; /* keyward's reading (sockread.h; tlsread.h in a tunnel, after the handshake) */
 	enum conn_state state;
 	struct event *timer;
 	struct gen *gen; /* held for a request (or a tunnel) */
@@ -143,8 +143,8 @@ static const struct policy_limits *limits(struct conn *c)
 	return &c->gen->policy->limits;
 }
 
-/* Turns reading from the client on or off: keyward's own on a plain
- * socket (sockread.h), the TLS bufferevent's in a tunnel. */
+/* Turns reading from the client on or off: keyward's own (sockread.h,
+ * tlsread.h), the TLS bufferevent's during a tunnel's handshake. */
 static void client_read(struct conn *c, bool on)
 {
 	sockread_switch(&c->rd, c->bev, on);
@@ -1107,7 +1107,7 @@ static void start_tls(struct conn *c)
 		return;
 	}
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
-	sockread_stop(&c->rd); /* the TLS bufferevent reads the tunnel itself */
+	sockread_stop(&c->rd); /* the TLS bufferevent reads the handshake itself */
 	bufferevent_setfd(c->bev, -1);
 	bufferevent_free(c->bev);
 	c->bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
@@ -1141,6 +1141,9 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 			return;
 		}
 		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+		/* keyward reads the tunnel from here on, with read-ahead
+		 * (tlsread.h); without memory for that, libevent goes on. */
+		(void)tlsread_start(&c->rd, c->w->base, c->bev);
 		http1_init(&c->parser, HTTP1_REQUEST);
 		c->state = C_HEAD;
 		reset_request(c);

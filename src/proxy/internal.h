@@ -21,6 +21,7 @@
 #include "proxy/ratelimit.h"
 #include "proxy/redact.h"
 #include "proxy/sockread.h"
+#include "proxy/tlsread.h"
 #include "proxy/tls.h"
 #include "proxy/token.h"
 #include "secrets/source.h"
@@ -210,7 +211,7 @@ struct upstream {
 	TAILQ_ENTRY(upstream) link;
 	struct worker *w;
 	struct bufferevent *bev;
-	struct sockread rd;        /* a plain connection's reading, once connected (sockread.h) */
+	struct sockread rd;        /* its reading once connected (sockread.h, tlsread.h) */
 	struct timeval wr_timeout; /* bev's write timeout, as upstream_timeouts last set it */
 	struct conn *conn;
 	char key[400];
@@ -247,8 +248,8 @@ struct upstream {
  * negative errno if nothing could be started (reason in why). */
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
                  struct upstream **ret, char *why, size_t whylen) WUR;
-/* Turns reading from u on or off: its sockread on a plain connection, its
- * TLS bufferevent's own reading otherwise. */
+/* Turns reading from u on or off: its sockread (plain or TLS), else its
+ * TLS bufferevent's own reading. */
 void upstream_read(struct upstream *u, bool on);
 /* Sets the timeouts of u's reading and writing (NULL: none). */
 void upstream_timeouts(struct upstream *u, const struct timeval *rd, const struct timeval *wr);

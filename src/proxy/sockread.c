@@ -80,6 +80,8 @@ void sockread_enable(struct sockread *r)
 {
 	r->on = true;
 	(void)event_add(r->ev, evutil_timerisset(&r->timeout) ? &r->timeout : NULL);
+	if (r->again)
+		event_active(r->ev, EV_READ, 1);
 }
 
 void sockread_disable(struct sockread *r)

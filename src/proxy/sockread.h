@@ -38,6 +38,12 @@ struct sockread {
 	 * its ceiling, saving their trip through the input buffer. The owner's
 	 * read callback finds them there, and clears this. NULL: none. */
 	struct buf *direct;
+	/* TLS mode (tlsread.h): what the reader holds beyond the socket, which
+	 * epoll cannot report. again: records read ahead past its budget, or
+	 * the end below, wait; enabling reading runs it at once. end: the
+	 * BEV_EVENT_* found after bytes handed over first; 0: none. */
+	bool again;
+	short end;
 };
 
 /* Starts a sockread for bev's socket, reading off. Returns 0, or -ENOMEM
@@ -46,7 +52,8 @@ int sockread_start(struct sockread *r, struct event_base *base, struct buffereve
 /* Stops it and frees its event; a sockread not started is left as is. To
  * be called before the bufferevent closes the socket. */
 void sockread_stop(struct sockread *r);
-/* Turns reading on (re-arming the timeout) or off. */
+/* Turns reading on (re-arming the timeout; in TLS mode, running the
+ * reader at once if it holds bytes: r->again) or off. */
 void sockread_enable(struct sockread *r);
 void sockread_disable(struct sockread *r);
 /* Turns the reading of a socket on or off: r's when started, else bev's

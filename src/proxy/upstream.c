@@ -82,9 +82,12 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		int fd = bufferevent_getfd(bev);
 		int one = 1;
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		/* A plain connection is read by keyward (sockread.h); the
-		 * bufferevent's own reading is never enabled. */
-		if (!u->tls && sockread_start(&u->rd, u->w->base, bev) < 0) {
+		/* keyward reads the connection (sockread.h, tlsread.h); a plain
+		 * bufferevent's own reading is never enabled. A TLS one without
+		 * memory for that goes on reading itself. */
+		if (u->tls)
+			(void)tlsread_start(&u->rd, u->w->base, bev);
+		else if (sockread_start(&u->rd, u->w->base, bev) < 0) {
 			snprintf(u->why, sizeof(u->why), "out of memory");
 			fail(u, -ENOMEM);
 			return;
