@@ -1136,14 +1136,15 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		tls_bev_idle_write_off(bev); /* nothing to write before a request */
-		if (tls_server_handshake_done(bufferevent_openssl_get_ssl(bev), bufferevent_get_input(bev)) < 0) {
+		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+		/* keyward reads the tunnel from here on, with read-ahead
+		 * (tlsread.h), what the handshake read ahead included: libevent's
+		 * reading would leave that waiting for a wake-up that never
+		 * comes, so without memory for keyward's the tunnel ends. */
+		if (tlsread_start(&c->rd, c->w->base, c->bev) < 0) {
 			conn_free(c);
 			return;
 		}
-		bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-		/* keyward reads the tunnel from here on, with read-ahead
-		 * (tlsread.h); without memory for that, libevent goes on. */
-		(void)tlsread_start(&c->rd, c->w->base, c->bev);
 		http1_init(&c->parser, HTTP1_REQUEST);
 		c->state = C_HEAD;
 		reset_request(c);

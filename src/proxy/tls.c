@@ -513,9 +513,11 @@ SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host)
 	 * 5-byte header and then its body: six for a resumed handshake
 	 * (ClientHello; the client's ChangeCipherSpec and Finished, which come
 	 * together). With it, one read(2) takes what has arrived, as nginx
-	 * does. Only for the handshake: libevent 2.1 stops reading when
-	 * SSL_pending() is 0, which does not count records read ahead and not
-	 * yet decrypted (see tls_server_handshake_done). */
+	 * does. After the handshake keyward's own reading keeps it
+	 * (tlsread.h), and reads at once what the handshake read beyond the
+	 * client's Finished (often its first request); libevent 2.1's
+	 * reading could not: it stops when SSL_pending() is 0, which does not
+	 * count records read ahead and not yet decrypted. */
 	SSL_set_read_ahead(ssl, 1);
 	/* Names only: an IP literal tunnel has no SNI to compare. */
 	if (!is_ip_literal(host))
@@ -528,36 +530,6 @@ SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host)
 bool tls_server_sni_mismatch(SSL *ssl)
 {
 	return SSL_get_ex_data(ssl, ex_mismatch_index) != NULL;
-}
-
-int tls_server_handshake_done(SSL *ssl, struct evbuffer *in)
-{
-	/* From here on libevent reads a record when epoll reports the socket
-	 * readable and stops when SSL_pending() is 0. A record that the
-	 * handshake's read-ahead took from the socket (a client sends its
-	 * first request right behind its Finished) would wait for a wake-up
-	 * that never comes: read-ahead ends, and what OpenSSL holds is
-	 * decrypted into the input buffer now. A record of which only a part
-	 * has arrived is finished by libevent's next read, from the socket,
-	 * where the rest is. A failure here (a bad record, the client's
-	 * close_notify) stays in the SSL object, and libevent's next read
-	 * reports it. */
-	SSL_set_read_ahead(ssl, 0);
-	while (SSL_has_pending(ssl)) {
-		struct evbuffer_iovec v;
-		size_t got = 0;
-		if (evbuffer_reserve_space(in, SSL3_RT_MAX_PLAIN_LENGTH, &v, 1) < 1)
-			return -ENOMEM;
-		ERR_clear_error();
-		if (SSL_read_ex(ssl, v.iov_base, v.iov_len, &got) != 1) {
-			ERR_clear_error();
-			break;
-		}
-		v.iov_len = got;
-		if (evbuffer_commit_space(in, &v, 1) < 0)
-			return -ENOMEM;
-	}
-	return 0;
 }
 
 /* libevent 2.1's TLS bufferevent over a socket adds its write event when

@@ -33,13 +33,10 @@ char *tls_ca_cert_pem(const struct tls_ca *ca);
 SSL_CTX *tls_server_ctx_new(void);
 /* Makes a server SSL for a tunnel to host (a name or IP literal): sets the
  * minted leaf and remembers host, so that a ClientHello whose SNI names a
- * different host fails the handshake. Its handshake reads ahead; call
- * tls_server_handshake_done when it ends. Returns NULL on failure. */
+ * different host fails the handshake. It reads ahead, from its handshake
+ * on: keyward's reading (tlsread_start) must take over when the handshake
+ * ends. Returns NULL on failure. */
 SSL *tls_server_ssl_new(SSL_CTX *ctx, struct tls_ca *ca, const char *host);
-/* Ends the read-ahead of a server SSL whose handshake has just ended and
- * appends to in what it read beyond the handshake (the client's first
- * request, when it came with its Finished). 0, or -ENOMEM. */
-int tls_server_handshake_done(SSL *ssl, struct evbuffer *in) WUR;
 /* Whether the handshake on ssl was refused because of an SNI mismatch. */
 bool tls_server_sni_mismatch(SSL *ssl);
 
