@@ -411,13 +411,107 @@ static int put_stamp(struct audit_log *log, char *p)
 	return 0;
 }
 
+/* One member of a record on the fast path (record_body_fast): its key
+ * with the comma, quotes and colon before the value, and the value as it
+ * is written. */
+struct member {
+	const char *key;
+	size_t key_len;
+	const char *val;
+	size_t len;
+	bool quoted;
+};
+
+#define MEMBER_KEY(k) ",\"" k "\":", sizeof(",\"" k "\":") - 1
+
+/* Adds a string member if val (NULL: absent, nothing added) can be
+ * written as it is: no byte to escape, not longer than limit. Returns
+ * false if it cannot. */
+static bool member_str(struct member *m, size_t *k, const char *key, size_t key_len, const char *val, size_t limit)
+{
+	if (!val)
+		return true;
+	size_t n = json_plain_len(val, limit);
+	if (n == SIZE_MAX)
+		return false;
+	m[(*k)++] = (struct member){ key, key_len, val, n, true };
+	return true;
+}
+
+static void member_int(struct member *m, size_t *k, const char *key, size_t key_len, char digits[DEC_MAX], int64_t v)
+{
+	m[(*k)++] = (struct member){ key, key_len, digits, (size_t)(dec_put(digits, v) - digits), false };
+}
+
+/* record_body for the records of nearly every request, whose strings need
+ * neither escaping nor cutting: the same bytes, measured once and written
+ * with one reservation of the batch's buffer, where the general writer
+ * makes two per member. Returns 1 if it wrote the body, 0 if a string
+ * needs the general writer (nothing written), or -ENOBUFS/-ENOMEM. */
+static int record_body_fast(struct buf *b, const struct audit_record *rec, bool result)
+{
+	struct member m[19]; /* eleven strings and eight numbers at most */
+	char num[8][DEC_MAX];
+	size_t k = 0, nk = 0;
+	bool ok = member_str(m, &k, MEMBER_KEY("event"), rec->event, AUDIT_CUT_SHORT);
+	if (result)
+		member_int(m, &k, MEMBER_KEY("request_seq"), num[nk++], clamp_u64(rec->request_seq));
+	ok = ok && member_str(m, &k, MEMBER_KEY("listener"), rec->listener, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("client"), rec->client, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("method"), rec->method, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("scheme"), rec->scheme, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("host"), rec->host, AUDIT_CUT_SHORT);
+	if (ok && rec->port > 0)
+		member_int(m, &k, MEMBER_KEY("port"), num[nk++], rec->port);
+	ok = ok && member_str(m, &k, MEMBER_KEY("path"), rec->path, AUDIT_CUT_LONG);
+	if (ok && rec->route >= 0)
+		member_int(m, &k, MEMBER_KEY("route"), num[nk++], rec->route);
+	ok = ok && member_str(m, &k, MEMBER_KEY("credential"), rec->credential, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("decision"), rec->decision, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("reason"), rec->reason, AUDIT_CUT_SHORT) &&
+	     member_str(m, &k, MEMBER_KEY("detail"), rec->detail, AUDIT_CUT_LONG);
+	if (!ok)
+		return 0;
+	if (rec->status > 0)
+		member_int(m, &k, MEMBER_KEY("status"), num[nk++], rec->status);
+	if (rec->totals) {
+		member_int(m, &k, MEMBER_KEY("bytes_in"), num[nk++], clamp_u64(rec->bytes_in));
+		member_int(m, &k, MEMBER_KEY("bytes_out"), num[nk++], clamp_u64(rec->bytes_out));
+		member_int(m, &k, MEMBER_KEY("duration_us"), num[nk++], clamp_u64(rec->duration_us));
+	}
+	if (rec->redacted > 0)
+		member_int(m, &k, MEMBER_KEY("redacted"), num[nk++], clamp_u64(rec->redacted));
+
+	size_t total = 0;
+	for (size_t i = 0; i < k; i++)
+		total += m[i].key_len + m[i].len + (m[i].quoted ? 2 : 0);
+	char *at;
+	int r = buf_space(b, total, &at);
+	if (r < 0)
+		return r;
+	char *p = at;
+	for (size_t i = 0; i < k; i++) {
+		p = mempcpy(p, m[i].key, m[i].key_len);
+		if (m[i].quoted)
+			*p++ = '"';
+		p = mempcpy(p, m[i].val, m[i].len);
+		if (m[i].quoted)
+			*p++ = '"';
+	}
+	buf_advance(b, (size_t)(p - at));
+	return 1;
+}
+
 /* Builds a record's body: every member after "time" and before "prev",
  * each with its leading comma. Key order is fixed (docs/audit.md). */
 static int record_body(struct buf *b, const struct audit_record *rec)
 {
 	bool first = false;
 	bool result = streq(rec->event, "result");
-	int r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
+	int r = record_body_fast(b, rec, result);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = kv_cut(b, &first, "event", rec->event, AUDIT_CUT_SHORT);
 
 	if (r == 0 && result)
 		r = json_kv_int(b, &first, "request_seq", clamp_u64(rec->request_seq));

@@ -41,6 +41,18 @@ static bool plain(unsigned char c)
 	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
+size_t json_plain_len(const char *s, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i <= max; i++) {
+		if (p[i] == '\0')
+			return i;
+		if (!plain(p[i]))
+			break;
+	}
+	return SIZE_MAX;
+}
+
 int json_str(struct buf *b, const char *s, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";

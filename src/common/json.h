@@ -12,6 +12,10 @@
  * UTF-8 are written as \u00XX of the byte, so the output is always valid. */
 int json_str(struct buf *b, const char *s, size_t n) WUR;
 int json_cstr(struct buf *b, const char *s) WUR; /* NULL writes null */
+/* The length of the NUL-terminated s if json_str would write all of it as
+ * it is (printable ASCII but '"' and '\\') and it is at most max bytes
+ * long; otherwise SIZE_MAX. Looks at max + 1 bytes at most. */
+size_t json_plain_len(const char *s, size_t max);
 /* Appends ,"key": (or "key": when first) then the value. */
 int json_kv_str(struct buf *b, bool *first, const char *key, const char *val) WUR;
 /* The same with the value's length known (n bytes, not NUL-terminated). */

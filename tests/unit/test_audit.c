@@ -956,6 +956,55 @@ static void test_long_strings_cut(void **state)
 	free(path);
 }
 
+/* At the cut and one byte past it: a string of exactly the limit is
+ * written whole, one byte longer is cut; a single byte to escape anywhere
+ * in a record changes nothing but that string. */
+static void test_cut_boundary(void **state)
+{
+	char *path = new_path(), err[256];
+	struct audit_log *log = NULL;
+	struct audit_record rec = req_deny;
+	char host[258];
+	memset(host, 'a', 257);
+	host[257] = '\0';
+
+	assert_int_equal(audit_open(path, &log, err, sizeof(err)), 0);
+	host[256] = '\0';
+	rec.host = host;
+	assert_int_equal(audit_write(log, &rec), 0);
+	host[256] = 'a';
+	assert_int_equal(audit_write(log, &rec), 0);
+	rec.host = "api.test";
+	rec.path = "/a\"b";
+	assert_int_equal(audit_write(log, &rec), 0);
+	audit_close(log);
+
+	size_t len, starts[8];
+	char *data = slurp(path, &len);
+	assert_int_equal(split_lines(data, len, starts, ARRAY_SIZE(starts)), 3);
+	const char *want[3] = { NULL, NULL, "\"host\":\"api.test\",\"port\":8443,\"path\":\"/a\\\"b\",\"decision\"" };
+	for (int i = 0; i < 3; i++) {
+		json_error_t jerr;
+		json_t *obj = json_loadb(data + starts[i], starts[i + 1] - starts[i] - 1, 0, &jerr);
+		assert_non_null(obj);
+		const char *h = json_string_value(json_object_get(obj, "host"));
+		if (i == 0)
+			assert_int_equal(strlen(h), 256);
+		if (i == 1) {
+			assert_int_equal(strlen(h), 256 + 3);
+			assert_memory_equal(h + 256, "\xe2\x80\xa6", 3);
+		}
+		json_decref(obj);
+		if (want[i])
+			assert_non_null(memmem(data + starts[i], starts[i + 1] - starts[i], want[i], strlen(want[i])));
+	}
+	char *out;
+	assert_int_equal(verify_capture(path, &out), 0);
+	free(out);
+	free(data);
+	free(path);
+}
+
 /* ---- batches ---- */
 
 /* A full batch refuses the next record and stays as it was; written, it
@@ -1164,6 +1213,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_writers),
 		cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_long_strings_cut),
+		cmocka_unit_test(test_cut_boundary),
 		cmocka_unit_test(test_batch_full),
 		cmocka_unit_test(test_concurrent_batches),
 		cmocka_unit_test(test_show),
