@@ -57,6 +57,11 @@ struct conn {
 	struct sockread rd; /* keyward's reading (sockread.h; tlsread.h in a tunnel, after the handshake) */
 	enum conn_state state;
 	struct event *timer;
+	/* The timer is pending for the wait for a request head that began at
+	 * c->start and ends idle_ms later (timer_idle), and is kept so while
+	 * the requests after it are served (timer_park). */
+	bool timer_idle;
+	unsigned idle_ms;
 	struct gen *gen; /* held for a request (or a tunnel) */
 
 	struct http1 parser;
@@ -240,7 +245,39 @@ static struct timeval ms_timeval(unsigned ms)
 static void arm_timer(struct conn *c, unsigned ms)
 {
 	struct timeval tv = ms_timeval(ms);
+	c->timer_idle = false;
 	evtimer_add(c->timer, &tv);
+}
+
+static void stop_timer(struct conn *c)
+{
+	c->timer_idle = false;
+	evtimer_del(c->timer);
+}
+
+/* Starts the wait of a kept-alive connection for its next request head:
+ * idle_timeout (ms) from c->start (reset_request). The timer of an
+ * earlier wait, still pending (park_timer), fires no later than this
+ * wait ends; timer_cb then arms it for what is left. Deleting the timer
+ * when a head came whole and adding it again when its response was done
+ * cost two timer operations a request. */
+static void idle_timer(struct conn *c, unsigned ms)
+{
+	if (c->timer_idle && c->idle_ms == ms)
+		return;
+	arm_timer(c, ms);
+	c->timer_idle = true;
+	c->idle_ms = ms;
+}
+
+/* A whole head came: the client owes nothing until its response is
+ * sent. The idle wait's timer is left pending rather than deleted; when
+ * it fires while the request is served, timer_cb does nothing. Any other
+ * timer is stopped. */
+static void park_timer(struct conn *c)
+{
+	if (!c->timer_idle)
+		evtimer_del(c->timer);
 }
 
 /* What tls_send_now did. */
@@ -680,7 +717,7 @@ static void sigv4_hash_body(struct conn *c)
 		arm_timer(c, limits(c)->idle_timeout_ms);
 		return;
 	}
-	evtimer_del(c->timer);
+	stop_timer(c);
 	struct evbuffer_ptr at;
 	struct evbuffer_iovec v[16];
 	uint8_t md[32];
@@ -1028,7 +1065,7 @@ static void read_head(struct conn *c)
 			evbuffer_prepend(in, c->head.data + hl, c->head.len - (size_t)hl);
 		c->head.len = (size_t)hl;
 		c->head.data[hl] = '\0';
-		evtimer_del(c->timer);
+		park_timer(c);
 		process_head(c);
 		return;
 	}
@@ -1148,7 +1185,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 		http1_init(&c->parser, HTTP1_REQUEST);
 		c->state = C_HEAD;
 		reset_request(c);
-		arm_timer(c, limits(c)->idle_timeout_ms);
+		idle_timer(c, limits(c)->idle_timeout_ms);
 		read_head(c);
 		return;
 	}
@@ -1674,7 +1711,7 @@ static void conn_token_then(struct conn *c, bool forward_next)
 	struct timeval tv = { TOKEN_WAIT_SECONDS, 0 };
 	c->state = C_CONNECTING;
 	client_read(c, false);
-	evtimer_del(c->timer);
+	stop_timer(c);
 	event_add(c->twait.ev, &tv);
 }
 
@@ -1929,7 +1966,7 @@ static void pump_request_body(struct conn *c)
 				evbuffer_add(up_out, "0\r\n\r\n", 5);
 			c->body_done = true;
 			c->state = C_RESPONSE;
-			evtimer_del(c->timer);
+			stop_timer(c);
 			return;
 		}
 	}
@@ -2163,7 +2200,7 @@ static void request_done(struct conn *c, bool upstream_reusable)
 	http1_next(&c->parser);
 	c->parser.on_body = NULL;
 	reset_request(c);
-	arm_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
+	idle_timer(c, worker_current_gen(c->w)->policy->limits.idle_timeout_ms);
 	/* Reading stays on while a request is served (conn_read_cb), and
 	 * enabling it again would re-add its event. */
 	if (!sockread_reading(&c->rd, c->bev))
@@ -2458,7 +2495,7 @@ static void start_relay(struct conn *c)
 	client_send(c); /* the 101 */
 	c->state = C_RELAY;
 	c->keep_alive = false;
-	evtimer_del(c->timer);
+	stop_timer(c);
 	struct timeval tv = ms_timeval(limits(c)->upstream_timeout_ms);
 	upstream_timeouts(u, &tv, NULL);
 	/* Anything already read past the 101 head belongs to the new protocol. */
@@ -2586,6 +2623,22 @@ void conn_close_worker(struct worker *w)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	if (c->timer_idle) {
+		/* The wait for a head (idle_timer): it may have begun after the
+		 * timer was armed, or be over, the timer parked by a request
+		 * that is being served now. */
+		c->timer_idle = false;
+		if (c->state != C_HEAD)
+			return; /* no timer runs while a request is served */
+		uint64_t waited = elapsed_us(&c->start), limit = (uint64_t)c->idle_ms * 1000;
+		if (c->head.len == 0 && waited < limit) {
+			struct timeval tv = { (time_t)((limit - waited) / 1000000),
+				              (suseconds_t)((limit - waited) % 1000000) };
+			evtimer_add(c->timer, &tv);
+			c->timer_idle = true;
+			return;
+		}
+	}
 	switch (c->state) {
 	case C_HEAD:
 		if (c->head.len > 0) {
@@ -2656,7 +2709,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	bufferevent_setwatermark(c->bev, EV_WRITE, WATER_LOW, 0);
 	bufferevent_enable(c->bev, EV_WRITE);
 	client_read(c, true);
-	arm_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
+	idle_timer(c, worker_current_gen(w)->policy->limits.idle_timeout_ms);
 	read_head(c); /* nothing to read yet: the first read may go to the head directly */
 }
 

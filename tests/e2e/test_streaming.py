@@ -895,3 +895,35 @@ def test_idle_keep_alive_connection_closed(proxy_factory, any_upstream):
     assert s.recv(100) == b""
     assert time.monotonic() - t0 < 5
     s.close()
+
+
+def test_idle_timeout_counts_from_the_last_response(proxy_factory, any_upstream):
+    """keyward keeps the idle timer of a kept-alive connection pending while
+    requests are served: it must neither cut a connection that was never
+    idle for idle_timeout, nor a response slower than idle_timeout, nor
+    forget to close the connection idle_timeout after its last response."""
+    u = any_upstream
+    p = proxy_factory(policy_for(u) + LIMITS)
+    c = connect(p, u)
+    # Requests 0.4 s apart for 2.4 s: the wait between two is never 1 s.
+    t_end = time.monotonic() + 2.4
+    n = 0
+    while time.monotonic() < t_end:
+        c.send(get(u, "/api/x"))
+        assert c.read_response()[0] == 200, f"request {n} failed"
+        n += 1
+        time.sleep(0.4)
+    # A response that takes longer than idle_timeout is not cut.
+    c.send(get(u, "/api/stall/1.6"))
+    assert c.read_response()[0] == 200
+    # Then it is idle: closed about a second after the next response.
+    c.send(get(u, "/api/x"))
+    assert c.read_response()[0] == 200
+    t0 = time.monotonic()
+    assert c.closed_by_peer(8), "idle connection was not closed"
+    dt = time.monotonic() - t0
+    assert 0.8 < dt < 3, dt
+    c.close()
+    recs = p.requests()
+    assert len(recs) == n + 2, recs
+    assert all(r["decision"] == "allow" and r["status"] == 200 for r in recs), recs
