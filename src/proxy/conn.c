@@ -2693,7 +2693,7 @@ void conn_accept(struct worker *w, const struct listener_info *li, int fd, const
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	atomic_fetch_add(&w->px->active, 1);
-	if (!c->bev || !c->timer || !c->reply || sockread_start(&c->rd, w->base, c->bev) < 0) {
+	if (!c->bev || !c->timer || !c->reply || sockread_start(&c->rd, w->base, c->bev, false) < 0) {
 		if (!c->bev)
 			close(fd);
 		conn_free(c);

@@ -9,20 +9,81 @@
 #include <event2/buffer.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t timeval_us(const struct timeval *tv)
+{
+	return (uint64_t)tv->tv_sec * 1000000 + (uint64_t)tv->tv_usec;
+}
+
+/* Reading stops, then the event callback hears why, as libevent's socket
+ * bufferevent does it. */
+static void sockread_fail(struct sockread *r, short err)
+{
+	struct bufferevent *bev = r->bev;
+	bufferevent_event_cb eventcb = NULL;
+	void *cbarg = NULL;
+	bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+	sockread_disable(r);
+	if (eventcb)
+		eventcb(bev, (short)(BEV_EVENT_READING | err), cbarg);
+}
+
+/* A wait for bytes begins now: its timer is made to fire no later than
+ * its end (a pending one that fires earlier is kept). */
+static void wait_begins(struct sockread *r)
+{
+	if (!evutil_timerisset(&r->timeout))
+		return; /* a pending timer finds no timeout and stops */
+	r->since = now_us();
+	uint64_t end = r->since + timeval_us(&r->timeout);
+	if (r->tev_pending && r->due <= end)
+		return;
+	(void)event_add(r->tev, &r->timeout);
+	r->tev_pending = true;
+	r->due = end;
+}
+
+static void sockread_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sockread *r = arg;
+	r->tev_pending = false;
+	if (!r->on || !evutil_timerisset(&r->timeout))
+		return; /* enabling reading or setting a timeout arms it again */
+	uint64_t end = r->since + timeval_us(&r->timeout), now = now_us();
+	if (now < end) {
+		struct timeval tv = { (time_t)((end - now) / 1000000), (suseconds_t)((end - now) % 1000000) };
+		(void)event_add(r->tev, &tv);
+		r->tev_pending = true;
+		r->due = end;
+		return;
+	}
+	sockread_fail(r, BEV_EVENT_TIMEOUT);
+}
 
 static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sockread *r = arg;
 	struct bufferevent *bev = r->bev;
 	bufferevent_data_cb readcb = NULL;
-	bufferevent_event_cb eventcb = NULL;
 	void *cbarg = NULL;
-	bufferevent_getcb(bev, &readcb, NULL, &eventcb, &cbarg);
+	bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
 
 	short err;
 	if (what == EV_TIMEOUT) { /* as libevent: bytes that came with it are read */
 		err = BEV_EVENT_TIMEOUT;
 	} else {
+		/* Any wake-up restarts the wait, as libevent's persistent read
+		 * event restarts its timeout. */
+		if (r->tev && evutil_timerisset(&r->timeout))
+			r->since = now_us();
 		/* On the stack and wiped after use: a response may carry a secret
 		 * that redaction takes out further on. */
 		char data[SOCKREAD_MAX];
@@ -52,19 +113,19 @@ static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		err = n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
 	}
-	/* As libevent's socket bufferevent does: reading stops, then the event
-	 * callback hears why. */
-	sockread_disable(r);
-	if (eventcb)
-		eventcb(bev, (short)(BEV_EVENT_READING | err), cbarg);
+	sockread_fail(r, err);
 }
 
-int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev)
+int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev, bool timed)
 {
 	struct event *ev = event_new(base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, sockread_cb, r);
-	if (!ev)
+	struct event *tev = timed ? evtimer_new(base, sockread_timer_cb, r) : NULL;
+	if (!ev || (timed && !tev)) {
+		if (ev)
+			event_free(ev);
 		return -ENOMEM;
-	*r = (struct sockread){ .ev = ev, .bev = bev };
+	}
+	*r = (struct sockread){ .ev = ev, .bev = bev, .tev = tev };
 	return 0;
 }
 
@@ -73,13 +134,20 @@ void sockread_stop(struct sockread *r)
 	if (!r->ev)
 		return;
 	event_free(r->ev);
+	if (r->tev)
+		event_free(r->tev);
 	*r = (struct sockread){ 0 };
 }
 
 void sockread_enable(struct sockread *r)
 {
 	r->on = true;
-	(void)event_add(r->ev, evutil_timerisset(&r->timeout) ? &r->timeout : NULL);
+	if (r->tev) {
+		(void)event_add(r->ev, NULL);
+		wait_begins(r);
+	} else {
+		(void)event_add(r->ev, evutil_timerisset(&r->timeout) ? &r->timeout : NULL);
+	}
 	if (r->again)
 		event_active(r->ev, EV_READ, 1);
 }
@@ -119,7 +187,9 @@ void sockread_set_timeout(struct sockread *r, const struct timeval *tv)
 		evutil_timerclear(&r->timeout);
 	if (!r->on)
 		return;
-	if (evutil_timerisset(&r->timeout))
+	if (r->tev)
+		wait_begins(r);
+	else if (evutil_timerisset(&r->timeout))
 		(void)event_add(r->ev, &r->timeout);
 	else
 		(void)event_remove_timer(r->ev); /* event_add(ev, NULL) would keep the old one */

@@ -32,6 +32,18 @@ struct sockread {
 	struct bufferevent *bev; /* whose input it fills, whose callbacks it runs (not owned) */
 	struct timeval timeout;  /* of a wait for bytes; zero: none */
 	bool on;                 /* reading enabled */
+	/* A timed sockread (sockread_start) keeps its timeout on a timer of
+	 * its own, left pending while bytes come and while the timeout
+	 * changes: the wait began at since and ends timeout later; the timer
+	 * fires at due, no later, and is armed again for what is left. On
+	 * the read event, libevent re-added the timeout at every wake-up,
+	 * and every change of it was another add: three timer operations
+	 * per request on a pooled upstream connection. Times are
+	 * CLOCK_MONOTONIC_COARSE microseconds. NULL tev: the read event's
+	 * own timeout. */
+	struct event *tev;
+	bool tev_pending;
+	uint64_t since, due;
 	/* Set by the owner while it waits for the start of a message into a
 	 * buffer of its own (conn.c: a request head): bytes read while the
 	 * input buffer is empty are appended there instead, if they fit under
@@ -46,9 +58,10 @@ struct sockread {
 	short end;
 };
 
-/* Starts a sockread for bev's socket, reading off. Returns 0, or -ENOMEM
- * (r untouched). */
-int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev) WUR;
+/* Starts a sockread for bev's socket, reading off; timed: one whose
+ * timeout is set for each message (an upstream's), kept on its own timer.
+ * Returns 0, or -ENOMEM (r untouched). */
+int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev, bool timed) WUR;
 /* Stops it and frees its event; a sockread not started is left as is. To
  * be called before the bufferevent closes the socket. */
 void sockread_stop(struct sockread *r);

@@ -87,7 +87,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		 * memory for that goes on reading itself. */
 		if (u->tls)
 			(void)tlsread_start(&u->rd, u->w->base, bev);
-		else if (sockread_start(&u->rd, u->w->base, bev) < 0) {
+		else if (sockread_start(&u->rd, u->w->base, bev, true) < 0) {
 			snprintf(u->why, sizeof(u->why), "out of memory");
 			fail(u, -ENOMEM);
 			return;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -67,7 +68,7 @@ static int setup(void **state)
 	f.bev = bufferevent_socket_new(f.base, f.fds[0], BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(f.bev);
 	bufferevent_setcb(f.bev, read_cb, NULL, event_cb, &f);
-	assert_int_equal(sockread_start(&f.rd, f.base, f.bev), 0);
+	assert_int_equal(sockread_start(&f.rd, f.base, f.bev, true), 0);
 	buf_init(&f.direct, 8);
 	*state = &f;
 	return 0;
@@ -182,6 +183,85 @@ static void test_direct_respects_ceiling_and_order(void **state)
 	assert_int_equal(evbuffer_get_length(bufferevent_get_input(f->bev)), 0);
 }
 
+static void run_for(struct fixture *f, long ms)
+{
+	struct timeval tv = { 0, ms * 1000 };
+	event_base_loopexit(f->base, &tv);
+	event_base_dispatch(f->base);
+}
+
+static long ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The timeout of a timed sockread is kept on a timer left pending while
+ * bytes come (sockread.h): each read restarts the wait, and only silence
+ * as long as the timeout ends it, then, not before. */
+static void test_timeout_restarts_with_each_read(void **state)
+{
+	struct fixture *f = *state;
+	struct timeval tv = { 0, 100000 };
+	sockread_set_timeout(&f->rd, &tv);
+	sockread_enable(&f->rd);
+	for (int i = 0; i < 6; i++) {
+		run_for(f, 60);
+		assert_int_equal(f->events, 0);
+		assert_int_equal(write(f->fds[1], "x", 1), 1);
+		loop_once(f);
+		assert_int_equal(f->reads, i + 1);
+	}
+	long t0 = ms_now();
+	loop_once(f);
+	long dt = ms_now() - t0;
+	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	assert_true(dt >= 80 && dt < 1000);
+	assert_false(f->rd.on);
+}
+
+/* A shorter timeout set while a longer one runs ends the wait at once
+ * that shorter time; a timeout cleared while its timer is pending ends
+ * nothing. */
+static void test_timeout_changes_take_effect(void **state)
+{
+	struct fixture *f = *state;
+	struct timeval long_tv = { 10, 0 }, short_tv = { 0, 50000 };
+	sockread_set_timeout(&f->rd, &short_tv);
+	sockread_enable(&f->rd);
+	sockread_set_timeout(&f->rd, NULL);
+	run_for(f, 150);
+	assert_int_equal(f->events, 0);
+	sockread_set_timeout(&f->rd, &long_tv);
+	sockread_set_timeout(&f->rd, &short_tv);
+	long t0 = ms_now();
+	loop_once(f);
+	long dt = ms_now() - t0;
+	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	assert_true(dt >= 30 && dt < 1000);
+}
+
+/* Reading off stops the wait; turned on again, a new wait of the whole
+ * timeout begins. */
+static void test_timeout_restarts_when_reading_is_on_again(void **state)
+{
+	struct fixture *f = *state;
+	struct timeval tv = { 0, 100000 };
+	sockread_set_timeout(&f->rd, &tv);
+	sockread_enable(&f->rd);
+	run_for(f, 60);
+	sockread_disable(&f->rd);
+	run_for(f, 100);
+	assert_int_equal(f->events, 0);
+	sockread_enable(&f->rd);
+	long t0 = ms_now();
+	loop_once(f);
+	long dt = ms_now() - t0;
+	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	assert_true(dt >= 80 && dt < 1000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +271,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bytes_arrive_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owner_may_free_all_in_its_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_respects_ceiling_and_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_restarts_with_each_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_changes_take_effect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_restarts_when_reading_is_on_again, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
