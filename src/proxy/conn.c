@@ -1611,11 +1611,14 @@ static void forward(struct conn *c, const struct secret *secret, bool fresh)
 		.fresh = fresh,
 	};
 	c->state = C_CONNECTING;
-	if (upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf)) < 0) {
+	int r = upstream_get(c->w, c, &t, upstream_ready, &c->up, errbuf, sizeof(errbuf));
+	if (r < 0) {
 		c->up = NULL;
 		refuse(c, 502, "Bad Gateway", "error", "upstream", errbuf, NULL);
 		return;
 	}
+	if (r == 1) /* a pooled connection, ready now */
+		upstream_ready(c, c->up, 0, NULL);
 }
 
 /* The secret of the current request's credential (checked available). */

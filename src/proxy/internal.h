@@ -243,9 +243,11 @@ struct upstream {
 	int state;
 };
 
-/* Starts getting a connection for c: from the pool, or by dialing. The
- * ready callback runs later (never from within this call). Returns 0, or a
- * negative errno if nothing could be started (reason in why). */
+/* Starts getting a connection for c: from the pool, or by dialing.
+ * Returns 1 with a pooled connection in *ret, ready now: ready is not
+ * called, the caller goes on with it. Returns 0 when it dials: ready
+ * runs later (never from within this call). Returns a negative errno if
+ * nothing could be started (reason in why). */
 int upstream_get(struct worker *w, struct conn *c, const struct upstream_target *t, upstream_ready_fn ready,
                  struct upstream **ret, char *why, size_t whylen) WUR;
 /* Turns reading from u on or off: its sockread (plain or TLS), else its
