@@ -47,6 +47,9 @@ enum conn_state {
 enum up_state { U_HEAD, U_BODY };
 
 #define TLS_RECORD_MAX 16384 /* RFC 8446 section 5.1 */
+/* The largest first read of a response that goes into its head buffer
+ * directly (send_request). */
+#define RESPONSE_DIRECT_MAX 4096
 
 struct conn {
 	TAILQ_ENTRY(conn) link;
@@ -1861,6 +1864,16 @@ static void send_request(struct conn *c)
 	u->state = U_HEAD;
 	upstream_head_clear(u);
 	u->head_scan = 0;
+	/* The first read of the response head may go into u->head directly,
+	 * as a client's request head does (sockread.h, read_response_head):
+	 * a read of a small response, whole. A larger one goes to the input
+	 * buffer, where its body stays: taken here, it would be copied back
+	 * and wiped. */
+	u->head.max = limits(c)->max_header_bytes + 1;
+	if (u->head.max > RESPONSE_DIRECT_MAX)
+		u->head.max = RESPONSE_DIRECT_MAX;
+	if (u->rd.ev)
+		u->rd.direct = &u->head;
 	http1_init(&u->parser, HTTP1_RESPONSE);
 	u->parser.skip_body = c->is_head;
 	bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
@@ -2291,23 +2304,31 @@ static void read_response_head(struct conn *c)
 	size_t max = limits(c)->max_header_bytes;
 
 	for (;;) {
-		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			return;
-		u->head.max = max + 1;
-		size_t room = max + 1 - u->head.len;
-		size_t take = avail < room ? avail : room;
-		/* Mostly a whole head starts what was read, with the body after
-		 * it: then the head alone is taken, and the body stays where it
-		 * is instead of being copied out and put back. */
-		long hl = u->head.len == 0 ? head_at_start(in, take) : 0;
-		if (hl > 0)
-			take = (size_t)hl;
-		if (buf_append(&u->head, evbuffer_pullup(in, (ssize_t)take), take) < 0) {
-			upstream_failed(c, "sent a response head that is too large");
-			return;
+		long hl = 0;
+		if (u->rd.direct && u->head.len > 0) {
+			/* The first read of this head went into it directly
+			 * (send_request): the bytes are all new. */
+			u->rd.direct = NULL;
+		} else {
+			size_t avail = evbuffer_get_length(in);
+			if (avail == 0)
+				return;
+			u->rd.direct = NULL; /* bytes wait in the input: the next ones go after them */
+			u->head.max = max + 1;
+			size_t room = max + 1 - u->head.len;
+			size_t take = avail < room ? avail : room;
+			/* Mostly a whole head starts what was read, with the body
+			 * after it: then the head alone is taken, and the body stays
+			 * where it is instead of being copied out and put back. */
+			hl = u->head.len == 0 ? head_at_start(in, take) : 0;
+			if (hl > 0)
+				take = (size_t)hl;
+			if (buf_append(&u->head, evbuffer_pullup(in, (ssize_t)take), take) < 0) {
+				upstream_failed(c, "sent a response head that is too large");
+				return;
+			}
+			evbuffer_drain(in, take);
 		}
-		evbuffer_drain(in, take);
 		const char *why = NULL;
 		if (hl <= 0)
 			hl = http1_head_length(u->head.data, u->head.len, &u->head_scan, &why);
@@ -2324,8 +2345,16 @@ static void read_response_head(struct conn *c)
 			}
 			continue;
 		}
-		if ((size_t)hl < u->head.len)
-			evbuffer_prepend(in, u->head.data + hl, u->head.len - (size_t)hl);
+		if ((size_t)hl < u->head.len) {
+			/* The body's first bytes go back to the input; the copy left
+			 * here is wiped, as the head is once done with (a body may
+			 * hold a secret that redaction takes out further on). */
+			if (evbuffer_prepend(in, u->head.data + hl, u->head.len - (size_t)hl) < 0) {
+				upstream_failed(c, "could not be handled (out of memory)");
+				return;
+			}
+			explicit_bzero(u->head.data + hl, u->head.len - (size_t)hl);
+		}
 		u->head.len = (size_t)hl;
 
 		if (u->max_headers < limits(c)->max_headers) {

@@ -428,6 +428,7 @@ void upstream_release(struct upstream *u, bool reusable)
 	u->state = 0;
 	upstream_head_clear(u);
 	u->head_scan = 0;
+	u->rd.direct = NULL; /* an idle connection's bytes are no head (idle_read_cb) */
 	struct timeval tv = { POOL_IDLE_SECONDS, 0 };
 	bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
 	if (u->rd.ev) {
