@@ -652,41 +652,84 @@ int cmd_run(int argc, char **argv)
 
 /* The policy file that a later run started here would read (the one this
  * run read, or ./keyward.yaml where there was none), when it lies in a
- * folder the sandbox can write: a policy is covered while CMD runs, but
- * CMD can create one where there was none, or put another in place of a
- * folder holding it, and the next run would take that one (its exec:
- * commands run on the host, its routes send credentials anywhere). */
+ * folder the sandbox can write, or is named through one (a link in the
+ * workspace): a policy is covered while CMD runs, but CMD can create one
+ * where there was none, put another in place of a folder holding it, or
+ * point a link on the way to it at a folder of its own, and the next run
+ * would take that one (its exec: commands run on the host, its routes
+ * send credentials anywhere). */
 struct policy_watch {
-	char path[PATH_MAX]; /* its real folder and its name; "": not watched */
+	char name[PATH_MAX]; /* as the next run opens it; "": not watched */
 	bool existed;
 	dev_t dev;
 	ino_t ino;
 };
 
-static void policy_watch_start(struct policy_watch *w, const char *policy_path, const char *ws,
-                               const struct policy_sandbox *sb)
+/* The file that name (a path from the current folder) leads to now: its
+ * real folder and its last part, in out. Returns false if there is none. */
+static bool policy_real_path(const char *name, char *out, size_t outlen)
 {
-	const char *name = policy_path ? policy_path : "keyward.yaml";
 	char dir[PATH_MAX], rdir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", name);
 	char *slash = strrchr(dir, '/');
 	const char *base = slash ? name + (slash - dir) + 1 : name;
 	if (slash)
 		*slash = '\0';
-	w->path[0] = '\0';
 	if (!*base || streq(base, ".") || streq(base, "..") || !realpath(slash ? (dir[0] ? dir : "/") : ".", rdir))
+		return false;
+	int n = snprintf(out, outlen, "%s/%s", streq(rdir, "/") ? "" : rdir, base);
+	return n >= 0 && (size_t)n < outlen;
+}
+
+/* Whether the sandbox can change where name leads: one of the entries on
+ * its way (a folder or a link to one) lies in a folder it can write. */
+static bool policy_way_writable(const char *name, const char *ws, const char *const *rw, size_t n_rw)
+{
+	char path[PATH_MAX], real[PATH_MAX], cwd[PATH_MAX];
+	int n = name[0] == '/' ? snprintf(path, sizeof(path), "%s", name)
+	                       : (getcwd(cwd, sizeof(cwd)) ? snprintf(path, sizeof(path), "%s/%s", cwd, name) : -1);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return true; /* cannot tell: watched */
+	/* the folder of each entry, the last (the file) included */
+	for (char *s = path + 1;; s++) {
+		if (*s && *s != '/')
+			continue;
+		char c = *s;
+		*s = '\0';
+		char *last = strrchr(path, '/');
+		bool in = false;
+		if (last == path)
+			in = lies_writable("/", ws, rw, n_rw);
+		else {
+			*last = '\0';
+			in = realpath(path, real) && lies_writable(real, ws, rw, n_rw);
+			*last = '/';
+		}
+		*s = c;
+		if (in)
+			return true;
+		if (!c)
+			return false;
+	}
+}
+
+static void policy_watch_start(struct policy_watch *w, const char *policy_path, const char *ws,
+                               const struct policy_sandbox *sb)
+{
+	const char *name = policy_path ? policy_path : "keyward.yaml";
+	char real[PATH_MAX];
+	w->name[0] = '\0';
+	if (!policy_real_path(name, real, sizeof(real)) || strlen(name) >= sizeof(w->name))
 		return;
 	const char *rw[SANDBOX_MAX_PATHS];
 	size_t n_rw = writable_dirs(sb, rw);
-	bool writable = lies_writable(rdir, ws, rw, n_rw);
+	bool writable = policy_way_writable(real, ws, rw, n_rw) || policy_way_writable(name, ws, rw, n_rw);
 	free_dirs(rw, n_rw);
-	int n = snprintf(w->path, sizeof(w->path), "%s/%s", streq(rdir, "/") ? "" : rdir, base);
-	struct stat st;
-	if (!writable || n < 0 || (size_t)n >= sizeof(w->path)) {
-		w->path[0] = '\0';
+	if (!writable)
 		return;
-	}
-	w->existed = lstat(w->path, &st) == 0;
+	snprintf(w->name, sizeof(w->name), "%s", name);
+	struct stat st;
+	w->existed = lstat(real, &st) == 0;
 	w->dev = w->existed ? st.st_dev : 0;
 	w->ino = w->existed ? st.st_ino : 0;
 }
@@ -697,24 +740,27 @@ static void policy_watch_start(struct policy_watch *w, const char *policy_path, 
 static void policy_watch_end(const struct policy_watch *w)
 {
 	struct stat st;
-	if (!w->path[0] || lstat(w->path, &st) < 0 || (w->existed && st.st_dev == w->dev && st.st_ino == w->ino))
+	char path[PATH_MAX];
+	/* Where the name leads now, as the next run will follow it. */
+	if (!w->name[0] || !policy_real_path(w->name, path, sizeof(path)) || lstat(path, &st) < 0 ||
+	    (w->existed && st.st_dev == w->dev && st.st_ino == w->ino))
 		return;
 	char aside[PATH_MAX + 40], stamp[32], msg[2 * PATH_MAX + 512];
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
-	snprintf(aside, sizeof(aside), "%s.untrusted-%s", w->path, stamp);
+	snprintf(aside, sizeof(aside), "%s.untrusted-%s", path, stamp);
 	const char *how = w->existed ? "replaced" : "created";
-	if (renameat2(AT_FDCWD, w->path, AT_FDCWD, aside, RENAME_NOREPLACE) == 0)
+	if (renameat2(AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE) == 0)
 		snprintf(msg, sizeof(msg),
 		         "%s was %s while the sandbox ran, so CMD may have written it: renamed to %s, so that a later "
 		         "run does not take it as its policy; review it (keyward policy check) before you use it",
-		         w->path, how, aside);
+		         path, how, aside);
 	else
 		snprintf(msg, sizeof(msg),
 		         "warning: %s was %s while the sandbox ran, so CMD may have written it, and it could not be "
 		         "renamed aside (%s): review it (keyward policy check) before a run takes it as its policy",
-		         w->path, how, strerror(errno));
+		         path, how, strerror(errno));
 	run_error(msg);
 }
 

@@ -1995,6 +1995,32 @@ def test_policy_in_a_folder_cmd_renames_is_not_taken_by_the_next_run(sandbox_fac
     assert not ran.exists()
 
 
+@pytest.mark.parametrize("outside", [False, True])
+def test_policy_through_a_link_cmd_repoints_is_not_taken_by_the_next_run(sandbox_factory, tmp_path, outside):
+    # The policy is named through a link in the workspace (cfg -> real, a
+    # folder in the workspace or one the sandbox cannot write): the next
+    # run opens the same name, through whatever the link names then. CMD
+    # cannot change the policy, but it can point the link at a folder of
+    # its own holding its policy.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    real = (tmp_path / "outside" if outside else sb.workspace) / "real"
+    real.parent.mkdir(exist_ok=True)
+    real.mkdir()
+    (real / "policy.yaml").write_text("version: 1\n")
+    (sb.workspace / "cfg").symlink_to(real)
+    sb.policy = sb.workspace / "cfg" / "policy.yaml"
+    planted = _planted_policy(ran)
+    r = sb.run(["/bin/sh", "-c", f"mkdir evil && printf '%s' '{planted}' > evil/policy.yaml && rm cfg && "
+                "ln -s evil cfg; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    assert "was replaced while the sandbox ran" in r.err, r.err
+    assert not (sb.workspace / "cfg" / "policy.yaml").exists()
+    assert (real / "policy.yaml").read_text() == "version: 1\n"
+    r = sb.run(["true"], check_clean=False)
+    assert not ran.exists()
+
+
 def test_upstream_ca_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
     # A route's upstream_ca is read before CMD starts and never again in
     # this run, but again by the next run. A CA file in the workspace that
