@@ -663,6 +663,13 @@ struct policy_watch {
 	bool existed;
 	dev_t dev;
 	ino_t ino;
+	/* Where the sandbox writes (the workspace, the real read_write
+	 * paths; rw owned): only a file there may be CMD's, and only such a
+	 * file is renamed (a link CMD re-pointed must not steer keyward into
+	 * renaming a file elsewhere). */
+	char ws[PATH_MAX];
+	const char *rw[SANDBOX_MAX_PATHS];
+	size_t n_rw;
 };
 
 /* The file that name (a path from the current folder) leads to now: its
@@ -719,14 +726,16 @@ static void policy_watch_start(struct policy_watch *w, const char *policy_path, 
 	const char *name = policy_path ? policy_path : "keyward.yaml";
 	char real[PATH_MAX];
 	w->name[0] = '\0';
+	w->n_rw = 0;
 	if (!policy_real_path(name, real, sizeof(real)) || strlen(name) >= sizeof(w->name))
 		return;
-	const char *rw[SANDBOX_MAX_PATHS];
-	size_t n_rw = writable_dirs(sb, rw);
-	bool writable = policy_way_writable(real, ws, rw, n_rw) || policy_way_writable(name, ws, rw, n_rw);
-	free_dirs(rw, n_rw);
-	if (!writable)
+	snprintf(w->ws, sizeof(w->ws), "%s", ws);
+	w->n_rw = writable_dirs(sb, w->rw);
+	if (!policy_way_writable(real, ws, w->rw, w->n_rw) && !policy_way_writable(name, ws, w->rw, w->n_rw)) {
+		free_dirs(w->rw, w->n_rw);
+		w->n_rw = 0;
 		return;
+	}
 	snprintf(w->name, sizeof(w->name), "%s", name);
 	struct stat st;
 	w->existed = lstat(real, &st) == 0;
@@ -737,20 +746,44 @@ static void policy_watch_start(struct policy_watch *w, const char *policy_path, 
 /* After the sandbox has gone (no process of it is left to race with): a
  * policy file that appeared, or is another file than the one read, is
  * renamed aside, so that the next run does not take it for its policy. */
-static void policy_watch_end(const struct policy_watch *w)
+static void policy_watch_free(struct policy_watch *w)
+{
+	free_dirs(w->rw, w->n_rw);
+	w->n_rw = 0;
+	w->name[0] = '\0';
+}
+
+static void policy_watch_end(struct policy_watch *w)
 {
 	struct stat st;
 	char path[PATH_MAX];
 	/* Where the name leads now, as the next run will follow it. */
 	if (!w->name[0] || !policy_real_path(w->name, path, sizeof(path)) || lstat(path, &st) < 0 ||
-	    (w->existed && st.st_dev == w->dev && st.st_ino == w->ino))
+	    (w->existed && st.st_dev == w->dev && st.st_ino == w->ino)) {
+		policy_watch_free(w);
 		return;
-	char aside[PATH_MAX + 40], stamp[32], msg[2 * PATH_MAX + 512];
+	}
+	char aside[PATH_MAX + 40], stamp[32], msg[2 * PATH_MAX + 512], dir[PATH_MAX];
+	const char *how = w->existed ? "replaced" : "created";
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	if (!lies_writable(slash && dir[0] ? dir : "/", w->ws, w->rw, w->n_rw)) {
+		/* Not a file CMD could have written: a link on the way now leads
+		 * elsewhere. The file is left alone; the user is told. */
+		snprintf(msg, sizeof(msg),
+		         "warning: the policy name %s leads to %s now, not to the file this run read: CMD may have "
+		         "re-pointed a link on its way; check it before a run takes that file as its policy",
+		         w->name, path);
+		run_error(msg);
+		policy_watch_free(w);
+		return;
+	}
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
 	snprintf(aside, sizeof(aside), "%s.untrusted-%s", path, stamp);
-	const char *how = w->existed ? "replaced" : "created";
 	if (renameat2(AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE) == 0)
 		snprintf(msg, sizeof(msg),
 		         "%s was %s while the sandbox ran, so CMD may have written it: renamed to %s, so that a later "
@@ -762,6 +795,7 @@ static void policy_watch_end(const struct policy_watch *w)
 		         "renamed aside (%s): review it (keyward policy check) before a run takes it as its policy",
 		         path, how, strerror(errno));
 	run_error(msg);
+	policy_watch_free(w);
 }
 
 /* Everything after the options: the policy, the sandbox, the proxy. */
@@ -963,6 +997,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (source_pins_open(policy, &pins) < 0) {
 		fprintf(stderr, "keyward run: out of memory\n");
 		audit_close(log);
+		policy_watch_free(&watch);
 		policy_free(policy);
 		return 1;
 	}
@@ -972,6 +1007,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		run_error(sb->clone_msg);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
+		policy_watch_free(&watch);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -980,6 +1016,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		fprintf(stderr, "keyward run: the sandbox's configuration does not fit in %zu bytes\n", sb->arena_size);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
+		policy_watch_free(&watch);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -1050,6 +1087,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		run_error(err);
 		free(cmd_env);
 		sandbox_cleanup(sb);
+		policy_watch_end(&watch); /* PID 1 is gone; CMD may have begun */
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);

@@ -2021,6 +2021,26 @@ def test_policy_through_a_link_cmd_repoints_is_not_taken_by_the_next_run(sandbox
     assert not ran.exists()
 
 
+def test_link_cmd_repoints_outside_does_not_get_a_file_there_renamed(sandbox_factory, tmp_path):
+    # CMD points the link on the policy's way at a folder it cannot write
+    # (it may hold another project's policy.yaml): that file is not CMD's,
+    # and keyward must not be steered into renaming it; it warns instead.
+    sb = sandbox_factory()
+    real = sb.workspace / "real"
+    real.mkdir()
+    (real / "policy.yaml").write_text("version: 1\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "policy.yaml").write_text("version: 1\n# someone else's\n")
+    (sb.workspace / "cfg").symlink_to(real)
+    sb.policy = sb.workspace / "cfg" / "policy.yaml"
+    r = sb.run(["/bin/sh", "-c", f"rm cfg && ln -s {other} cfg; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    assert (other / "policy.yaml").read_text() == "version: 1\n# someone else's\n"
+    assert [p.name for p in other.iterdir()] == ["policy.yaml"]
+    assert "re-pointed a link" in r.err and str(other / "policy.yaml") in r.err, r.err
+
+
 def test_upstream_ca_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
     # A route's upstream_ca is read before CMD starts and never again in
     # this run, but again by the next run. A CA file in the workspace that
