@@ -334,6 +334,11 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 	u->w = w;
 	u->conn = c;
 	u->ready = ready;
+	/* A response head, and the first body bytes that may come with it
+	 * (several TLS records go into it on one wake-up, tlsread.c), can hold
+	 * a secret that redaction takes out later: a block the buffer leaves
+	 * as it grows is wiped too. */
+	u->head.wipe = true;
 	snprintf(u->key, sizeof(u->key), "%s", key);
 	snprintf(u->host, sizeof(u->host), "%s", t->host);
 	u->port = t->port;
