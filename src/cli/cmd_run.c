@@ -307,15 +307,24 @@ static bool names_writable(const char *s, const char *ws, const char *const *rw,
 		}
 	}
 	/* Entries of a list (PATH), words of options (NODE_OPTIONS'
-	 * --require=/x/y.js): whatever follows a separator and starts with '/'
-	 * is looked at as a path, through links. */
+	 * --require=/x/y.js, PERL5OPT's -I/x/lib): whatever follows a
+	 * separator and starts with '/', or with an option's dash and letters
+	 * before its '/', is looked at as a path, through links. */
 	static const char seps[] = ": \t\"'=,;";
 	char entry[PATH_MAX], real[PATH_MAX];
 	for (const char *p = s; *p;) {
 		size_t len = strcspn(p, seps);
-		if (p[0] == '/' && len < sizeof(entry)) {
-			memcpy(entry, p, len);
-			entry[len] = '\0';
+		/* an option with its path attached: -I/x/lib (PERL5OPT, RUBYOPT) */
+		const char *w = p;
+		size_t wl = len;
+		const char *sl = p[0] == '-' ? memchr(p, '/', len) : NULL;
+		if (sl) {
+			wl -= (size_t)(sl - p);
+			w = sl;
+		}
+		if (w[0] == '/' && wl < sizeof(entry)) {
+			memcpy(entry, w, wl);
+			entry[wl] = '\0';
 			if (resolve_existing(entry, real, sizeof(real)) && lies_writable(real, ws, rw, n_rw))
 				return true;
 		}

@@ -1894,7 +1894,7 @@ def test_credential_command_never_runs_what_the_sandbox_left_on_path(sandbox_fac
     r = sb.run(["true"], env={"PATH": path, "PYTHONPATH": f"{sb.workspace}/lib",
                               "AWS_CONFIG_FILE": f"{sb.workspace}/.aws/config", "KW_UNRELATED": "kept",
                               "NODE_OPTIONS": f"--max-old-space-size=512 --require={link}/hook.js",
-                              "PWD": str(sb.workspace)})
+                              "PERL5OPT": f"-w -I{link}/lib", "PWD": str(sb.workspace)})
     assert r.returncode == 0, r.err
     assert not planted_ran.exists(), "a program the sandbox could write ran outside it"
     assert (tools / "env").exists(), r.err
@@ -1902,6 +1902,7 @@ def test_credential_command_never_runs_what_the_sandbox_left_on_path(sandbox_fac
     assert str(sb.workspace) not in env.get("PATH", "") and str(tools) in env["PATH"]
     assert "later" not in env["PATH"], env["PATH"]
     assert "PYTHONPATH" not in env and "AWS_CONFIG_FILE" not in env and "NODE_OPTIONS" not in env
+    assert "PERL5OPT" not in env
     assert env.get("KW_UNRELATED") == "kept"
     warning = [l for l in r.err.splitlines() if "credential commands run without" in l]
     assert len(warning) == 1 and "PYTHONPATH" in warning[0] and "AWS_CONFIG_FILE" in warning[0], r.err
