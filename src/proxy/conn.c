@@ -2241,8 +2241,10 @@ static void upstream_failed(struct conn *c, const char *what)
 }
 
 /* Moves the response body from the upstream to the client, as far as it
- * has arrived and the client's buffer allows. */
-static void relay_response_body(struct conn *c)
+ * has arrived and the client's buffer allows. Returns true while the
+ * response goes on; false once it ended or failed, when c may have been
+ * freed (close_after_flush) and must not be touched. */
+static bool relay_response_body(struct conn *c)
 {
 	struct upstream *u = c->up;
 	struct evbuffer *in = bufferevent_get_input(u->bev);
@@ -2289,12 +2291,13 @@ static void relay_response_body(struct conn *c)
 		}
 	}
 	if (r == 1 && !end_body_filter(c))
-		return;
+		return false;
 	client_send(c);
 	if (r < 0)
 		upstream_failed(c, text);
 	else if (r == 1)
 		request_done(c, reusable);
+	return r == 0;
 }
 
 static void read_response_head(struct conn *c)
@@ -2440,7 +2443,7 @@ static void read_response_head(struct conn *c)
 			request_done(c, reusable);
 			return;
 		}
-		relay_response_body(c);
+		(void)relay_response_body(c);
 		return;
 	}
 }
@@ -2459,7 +2462,7 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	if (c->up->state == U_HEAD)
 		read_response_head(c);
 	else
-		relay_response_body(c);
+		(void)relay_response_body(c);
 }
 
 static void up_write_cb(struct bufferevent *bev, void *arg)
@@ -2487,8 +2490,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_EOF) && u->state == U_BODY) {
 		/* A body delimited by the end of the connection is complete only
 		 * if llhttp agrees. */
-		relay_response_body(c);
-		if (c->up != u)
+		if (!relay_response_body(c))
 			return;
 		if (http1_finish_eof(&u->parser) == 1) {
 			if (!end_body_filter(c))
@@ -2593,7 +2595,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	if (c->up && c->up->bev && (c->state == C_RESPONSE || c->state == C_RELAY)) {
 		upstream_read(c->up, true);
 		if (c->state == C_RESPONSE && c->up->state == U_BODY)
-			relay_response_body(c);
+			(void)relay_response_body(c);
 	}
 }
 
