@@ -195,8 +195,10 @@ int sandbox_cgroup_prepare(struct sandbox *sb)
 	/* First the one read that rules out most hosts without a usable
 	 * cgroup v2 (cgroup v1, or a hybrid whose v2 has no controller) */
 	const char *mnt = sandbox_cgroup2_mount();
-	if (!mnt || !has_controllers(mnt, "cgroup.controllers", &w))
+	if (!mnt || !has_controllers(mnt, "cgroup.controllers", &w)) {
+		sb->v2_unusable = true;
 		return -ENOENT;
+	}
 	sb->warm_lock = true; /* until PID 1 is cloned into the new cgroup */
 	if (!v2_base(&w, base, sizeof(base)))
 		return -ENOENT;
@@ -328,10 +330,12 @@ int sandbox_cgroup_apply(struct sandbox *sb, const struct policy_sandbox *lim, b
 
 	char what[1024] = "";
 	bool moved = false;
-	int r = try_born(sb, &w, what, sizeof(what));
-	if (r < 0)
+	int r = -ENOENT;
+	if (!sb->v2_unusable)
+		r = try_born(sb, &w, what, sizeof(what));
+	if (r < 0 && !sb->v2_unusable)
 		r = try_v2(sb, &w, what, sizeof(what));
-	if (r < 0 && sb->n_cgroups == 0)
+	if (r < 0 && !sb->v2_unusable && sb->n_cgroups == 0)
 		r = try_delegated(sb, &w, &moved, what, sizeof(what));
 	if (r < 0 && moved) {
 		/* PID 1 is in the cgroup made for it, without every limit */

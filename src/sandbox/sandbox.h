@@ -57,6 +57,11 @@ struct sandbox {
 	 * controller: keyward will move PID 1 into one by its PID, and takes
 	 * the kernel's lock for it early (sandbox_warm_take) */
 	bool warm_lock;
+	/* No cgroup v2 hierarchy offers the pids controller, which every
+	 * sandbox's cgroup needs (sandbox_cgroup_prepare found its root's
+	 * cgroup.controllers without it, or no cgroup v2 at all): the limits
+	 * go to cgroup v1 without looking at v2 again */
+	bool v2_unusable;
 	/* cgroup v1 `tasks` files of cgroup[0..n_join) that PID 1 writes "0"
 	 * to, moving itself (sandbox_finish): a task that moves itself does not
 	 * take the kernel's cgroup threadgroup lock, whose first taking after a
