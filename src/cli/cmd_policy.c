@@ -1,3 +1,4 @@
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -5,17 +6,25 @@
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/state.h"
 #include "policy/policy.h"
+#include "policy/trust.h"
 #include "secrets/source.h"
 
 static const char usage[] = "Usage: keyward policy check FILE\n"
+                            "       keyward policy trust FILE\n"
                             "\n"
-                            "Validates a policy file and prints what it allows: each credential with\n"
-                            "its source, whether that source can be read now, the sandbox variable and\n"
-                            "the placeholder clients send in place of the secret; then each route.\n"
+                            "check validates a policy file and prints what it allows: each credential\n"
+                            "with its source, whether that source can be read now, the sandbox variable\n"
+                            "and the placeholder clients send in place of the secret; then each route.\n"
                             "Errors name FILE:LINE:COLUMN; the exit status is 2 for an invalid policy,\n"
                             "1 if it is valid but a credential's source cannot be read, else 0.\n"
-                            "Secret values are never printed. See docs/policy.md.\n";
+                            "Secret values are never printed. See docs/policy.md.\n"
+                            "\n"
+                            "trust takes FILE, as it is now, for yours. keyward run and keyward proxy\n"
+                            "refuse a policy file that changed in a place a sandbox could write while it\n"
+                            "ran (CMD may have written it); review it with check, then trust it. A valid\n"
+                            "policy only; the exit status is 2 for an invalid one, 1 on other errors.\n";
 
 /* Writes s, a string of the policy that no rule of the loader confines to
  * printable characters (a path, an exec: command, an audience), on one
@@ -152,13 +161,28 @@ static void print_placeholder(FILE *out, const struct policy *p, struct secret *
 	*status = 2;
 }
 
+/* keyward policy trust FILE: p is FILE, loaded (a valid policy). */
+static int trust(const char *path, struct policy *p)
+{
+	char state[PATH_MAX], why[PATH_MAX + 512] = "";
+	policy_free(p);
+	if (state_dir(state, sizeof(state), true, why, sizeof(why)) < 0 ||
+	    trust_policy(state, path, why, sizeof(why)) < 0) {
+		log_clean(why, strlen(why), "");
+		fprintf(stderr, "keyward policy trust: %s\n", why);
+		return 1;
+	}
+	printf("%s: trusted as it is now; a change to it is looked at again\n", path);
+	return 0;
+}
+
 int cmd_policy(int argc, char **argv)
 {
 	if (cli_wants_help(argc, argv)) {
 		fputs(usage, stdout);
 		return 0;
 	}
-	if (argc != 3 || strcmp(argv[1], "check") != 0) {
+	if (argc != 3 || (!streq(argv[1], "check") && !streq(argv[1], "trust"))) {
 		fputs(usage, stderr);
 		return 2;
 	}
@@ -169,6 +193,8 @@ int cmd_policy(int argc, char **argv)
 		fprintf(stderr, "%s\n", err.message);
 		return 2;
 	}
+	if (streq(argv[1], "trust"))
+		return trust(argv[2], p);
 	/* The report is made in memory and cleaned before it is shown: paths,
 	 * exec: commands and other strings of a policy from a repository may
 	 * hold escape sequences (YAML's "\e") that would hide or rewrite lines

@@ -24,6 +24,7 @@
 #include "secrets/source.h"
 #include "secrets/vault.h"
 #include "policy/policy.h"
+#include "policy/trust.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"
 #include "sandbox/sandbox.h"
@@ -659,152 +660,17 @@ int cmd_run(int argc, char **argv)
 	return rc;
 }
 
-/* The policy file that a later run started here would read (the one this
- * run read, or ./keyward.yaml where there was none), when it lies in a
- * folder the sandbox can write, or is named through one (a link in the
- * workspace): a policy is covered while CMD runs, but CMD can create one
- * where there was none, put another in place of a folder holding it, or
- * point a link on the way to it at a folder of its own, and the next run
- * would take that one (its exec: commands run on the host, its routes
- * send credentials anywhere). */
-struct policy_watch {
-	char name[PATH_MAX]; /* as the next run opens it; "": not watched */
-	bool existed;
-	dev_t dev;
-	ino_t ino;
-	/* Where the sandbox writes (the workspace, the real read_write
-	 * paths; rw owned): only a file there may be CMD's, and only such a
-	 * file is renamed (a link CMD re-pointed must not steer keyward into
-	 * renaming a file elsewhere). */
-	char ws[PATH_MAX];
-	const char *rw[SANDBOX_MAX_PATHS];
-	size_t n_rw;
-};
-
-/* The file that name (a path from the current folder) leads to now: its
- * real folder and its last part, in out. Returns false if there is none. */
-static bool policy_real_path(const char *name, char *out, size_t outlen)
+/* Whether the policy file path may be taken: not one a sandbox may have
+ * written (trust.h). Says why not. */
+static bool policy_trusted(const char *path)
 {
-	char dir[PATH_MAX], rdir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", name);
-	char *slash = strrchr(dir, '/');
-	const char *base = slash ? name + (slash - dir) + 1 : name;
-	if (slash)
-		*slash = '\0';
-	if (!*base || streq(base, ".") || streq(base, "..") || !realpath(slash ? (dir[0] ? dir : "/") : ".", rdir))
+	char state[PATH_MAX], why[2 * PATH_MAX + 512] = "";
+	if (state_dir(state, sizeof(state), true, why, sizeof(why)) < 0 ||
+	    trust_check(state, path, why, sizeof(why)) < 0) {
+		run_error(why);
 		return false;
-	int n = snprintf(out, outlen, "%s/%s", streq(rdir, "/") ? "" : rdir, base);
-	return n >= 0 && (size_t)n < outlen;
-}
-
-/* Whether the sandbox can change where name leads: one of the entries on
- * its way (a folder or a link to one) lies in a folder it can write. */
-static bool policy_way_writable(const char *name, const char *ws, const char *const *rw, size_t n_rw)
-{
-	char path[PATH_MAX], real[PATH_MAX], cwd[PATH_MAX];
-	int n = name[0] == '/' ? snprintf(path, sizeof(path), "%s", name)
-	                       : (getcwd(cwd, sizeof(cwd)) ? snprintf(path, sizeof(path), "%s/%s", cwd, name) : -1);
-	if (n < 0 || (size_t)n >= sizeof(path))
-		return true; /* cannot tell: watched */
-	/* the folder of each entry, the last (the file) included */
-	for (char *s = path + 1;; s++) {
-		if (*s && *s != '/')
-			continue;
-		char c = *s;
-		*s = '\0';
-		char *last = strrchr(path, '/');
-		bool in = false;
-		if (last == path)
-			in = lies_writable("/", ws, rw, n_rw);
-		else {
-			*last = '\0';
-			in = realpath(path, real) && lies_writable(real, ws, rw, n_rw);
-			*last = '/';
-		}
-		*s = c;
-		if (in)
-			return true;
-		if (!c)
-			return false;
 	}
-}
-
-static void policy_watch_start(struct policy_watch *w, const char *policy_path, const char *ws,
-                               const struct policy_sandbox *sb)
-{
-	const char *name = policy_path ? policy_path : "keyward.yaml";
-	char real[PATH_MAX];
-	w->name[0] = '\0';
-	w->n_rw = 0;
-	if (!policy_real_path(name, real, sizeof(real)) || strlen(name) >= sizeof(w->name))
-		return;
-	snprintf(w->ws, sizeof(w->ws), "%s", ws);
-	w->n_rw = writable_dirs(sb, w->rw);
-	if (!policy_way_writable(real, ws, w->rw, w->n_rw) && !policy_way_writable(name, ws, w->rw, w->n_rw)) {
-		free_dirs(w->rw, w->n_rw);
-		w->n_rw = 0;
-		return;
-	}
-	snprintf(w->name, sizeof(w->name), "%s", name);
-	struct stat st;
-	w->existed = lstat(real, &st) == 0;
-	w->dev = w->existed ? st.st_dev : 0;
-	w->ino = w->existed ? st.st_ino : 0;
-}
-
-/* After the sandbox has gone (no process of it is left to race with): a
- * policy file that appeared, or is another file than the one read, is
- * renamed aside, so that the next run does not take it for its policy. */
-static void policy_watch_free(struct policy_watch *w)
-{
-	free_dirs(w->rw, w->n_rw);
-	w->n_rw = 0;
-	w->name[0] = '\0';
-}
-
-static void policy_watch_end(struct policy_watch *w)
-{
-	struct stat st;
-	char path[PATH_MAX];
-	/* Where the name leads now, as the next run will follow it. */
-	if (!w->name[0] || !policy_real_path(w->name, path, sizeof(path)) || lstat(path, &st) < 0 ||
-	    (w->existed && st.st_dev == w->dev && st.st_ino == w->ino)) {
-		policy_watch_free(w);
-		return;
-	}
-	char aside[PATH_MAX + 40], stamp[32], msg[2 * PATH_MAX + 512], dir[PATH_MAX];
-	const char *how = w->existed ? "replaced" : "created";
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = '\0';
-	if (!lies_writable(slash && dir[0] ? dir : "/", w->ws, w->rw, w->n_rw)) {
-		/* Not a file CMD could have written: a link on the way now leads
-		 * elsewhere. The file is left alone; the user is told. */
-		snprintf(msg, sizeof(msg),
-		         "warning: the policy name %s leads to %s now, not to the file this run read: CMD may have "
-		         "re-pointed a link on its way; check it before a run takes that file as its policy",
-		         w->name, path);
-		run_error(msg);
-		policy_watch_free(w);
-		return;
-	}
-	time_t now = time(NULL);
-	struct tm tm;
-	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
-	snprintf(aside, sizeof(aside), "%s.untrusted-%s", path, stamp);
-	if (renameat2(AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE) == 0)
-		snprintf(msg, sizeof(msg),
-		         "%s was %s while the sandbox ran, so CMD may have written it: renamed to %s, so that a later "
-		         "run does not take it as its policy; review it (keyward policy check) before you use it",
-		         path, how, aside);
-	else
-		snprintf(msg, sizeof(msg),
-		         "warning: %s was %s while the sandbox ran, so CMD may have written it, and it could not be "
-		         "renamed aside (%s): review it (keyward policy check) before a run takes it as its policy",
-		         path, how, strerror(errno));
-	run_error(msg);
-	policy_watch_free(w);
+	return true;
 }
 
 /* Everything after the options: the policy, the sandbox, the proxy. */
@@ -814,6 +680,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	struct stat st;
 	if (!policy_path && stat("keyward.yaml", &st) == 0)
 		policy_path = "keyward.yaml";
+	if (policy_path && !policy_trusted(policy_path))
+		return 2;
 	struct policy *policy;
 	if (load_policy(policy_path, &policy) < 0)
 		return 2;
@@ -850,7 +718,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		return 2;
 	}
 	if (audit_path_for(o.audit_path, policy, audit, sizeof(audit)) < 0 ||
-	    state_dir(state, sizeof(state), false, err, sizeof(err)) < 0) {
+	    state_dir(state, sizeof(state), true, err, sizeof(err)) < 0) {
 		if (err[0])
 			run_error(err);
 		policy_free(policy);
@@ -981,23 +849,32 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		}
 		hide[n_hide++] = policy_abs;
 	}
-	struct policy_watch watch;
-	policy_watch_start(&watch, policy_path, ws, &policy->sandbox);
 	/* The upstream_ca files too, where the sandbox can write: read for
 	 * this run before CMD starts, but again by the next run, which would
 	 * trust a CA that CMD put there for the upstreams that carry the
 	 * credentials. Elsewhere (the system's folders) they stay visible. */
-	const char *rw[SANDBOX_MAX_PATHS];
-	size_t n_rw = writable_dirs(&policy->sandbox, rw);
-	hide_writable_ca(policy->upstream_ca, ws, rw, n_rw, hide, &n_hide, ca_abs);
+	const char *rw[1 + SANDBOX_MAX_PATHS];
+	size_t n_rw = writable_dirs(&policy->sandbox, rw + 1);
+	hide_writable_ca(policy->upstream_ca, ws, rw + 1, n_rw, hide, &n_hide, ca_abs);
 	for (size_t i = 0; i < policy->n_routes; i++)
-		hide_writable_ca(policy->routes[i].upstream_ca, ws, rw, n_rw, hide, &n_hide,
+		hide_writable_ca(policy->routes[i].upstream_ca, ws, rw + 1, n_rw, hide, &n_hide,
 		                 ca_abs + (1 + i) * PATH_MAX);
 	for (size_t i = 0; i < policy->n_creds; i++)
 		if (policy->creds[i].mint)
-			hide_writable_ca(policy->creds[i].mint->upstream_ca, ws, rw, n_rw, hide, &n_hide,
+			hide_writable_ca(policy->creds[i].mint->upstream_ca, ws, rw + 1, n_rw, hide, &n_hide,
 			                 ca_abs + (1 + policy->n_routes + i) * PATH_MAX);
-	free_dirs(rw, n_rw);
+	/* From here until the sandbox is gone, a file under these may be
+	 * CMD's: noted for the policy checks of later runs (trust.h). */
+	struct trust_run trail;
+	rw[0] = ws;
+	int tr = trust_sandbox_begin(&trail, state, rw, 1 + n_rw, err, sizeof(err));
+	free_dirs(rw + 1, n_rw);
+	if (tr < 0) {
+		run_error(err);
+		audit_close(log);
+		policy_free(policy);
+		return EXIT_SETUP;
+	}
 	/* Those files, the vault and the passphrase file are re-read while
 	 * CMD runs (rotation), and may lie in folders CMD can rename: their
 	 * folders are opened now, before CMD exists, and the reads go through
@@ -1006,7 +883,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	if (source_pins_open(policy, &pins) < 0) {
 		fprintf(stderr, "keyward run: out of memory\n");
 		audit_close(log);
-		policy_watch_free(&watch);
+		trust_sandbox_end(&trail);
 		policy_free(policy);
 		return 1;
 	}
@@ -1016,7 +893,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		run_error(sb->clone_msg);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
-		policy_watch_free(&watch);
+		trust_sandbox_end(&trail);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -1025,7 +902,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		fprintf(stderr, "keyward run: the sandbox's configuration does not fit in %zu bytes\n", sb->arena_size);
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
-		policy_watch_free(&watch);
+		trust_sandbox_end(&trail);
 		policy_free(policy);
 		return EXIT_SETUP;
 	}
@@ -1057,6 +934,11 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		make_ca(job);
 	if (r == 0)
 		r = sandbox_limit(sb, &policy->sandbox, verbose > 0, err, sizeof(err));
+	if (r == 0 && (r = trust_sandbox_sync(&trail)) < 0) {
+		snprintf(err, sizeof(err), "cannot write to disk where this sandbox may write (%s/%s): %s", state,
+		         TRUST_TRAIL, strerror(-r));
+		sandbox_kill(sb);
+	}
 	/* Only the outcome for the sandbox is waited for here; the thread's
 	 * last steps overlap the end of PID 1's set-up and the go. */
 	if (job->threaded && r == 0) {
@@ -1096,7 +978,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		run_error(err);
 		free(cmd_env);
 		sandbox_cleanup(sb);
-		policy_watch_end(&watch); /* PID 1 is gone; CMD may have begun */
+		trust_sandbox_end(&trail); /* PID 1 is gone */
 		audit_close(log);
 		source_pins_free(pins, policy->n_creds);
 		policy_free(policy);
@@ -1139,7 +1021,7 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	}
 	sb->pid = -1; /* reaped */
 	sandbox_cleanup(sb);
-	policy_watch_end(&watch);
+	trust_sandbox_end(&trail); /* PID 1 is gone */
 	if (status == -1)
 		return EXIT_SETUP;
 	return sandbox_exit_code(status);

@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/state.h"
+#include "policy/trust.h"
 #include "proxy/addr.h"
 #include "proxy/internal.h"
 #include "proxy/token.h"
@@ -316,11 +317,21 @@ static int gen_build(struct policy *p, struct source_pin *pins, struct gen **ret
 	return 0;
 }
 
-static int load_gen(const char *path, struct gen **ret, char *errbuf, size_t errlen)
+/* Loads the policy file at path, unless a sandbox may have written it
+ * (trust.h); state is the state directory, NULL for state_dir(). */
+static int load_gen(const char *path, const char *state, struct gen **ret, char *errbuf, size_t errlen)
 {
 	struct policy *p;
 	struct policy_error perr;
-	int r = policy_load(path, &p, &perr);
+	char dir[PATH_MAX];
+	int r = 0;
+	if (state)
+		snprintf(dir, sizeof(dir), "%s", state);
+	else
+		r = state_dir(dir, sizeof(dir), true, errbuf, errlen);
+	if (r < 0 || (r = trust_check(dir, path, errbuf, errlen)) < 0)
+		return r == -EPERM ? -EINVAL : r;
+	r = policy_load(path, &p, &perr);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "%s", perr.message);
 		return r;
@@ -616,9 +627,9 @@ static void audit_event(struct proxy *px, const char *event, const char *decisio
 
 static void reload(struct proxy *px)
 {
-	char err[600], detail[700];
+	char err[2 * PATH_MAX + 512], detail[sizeof(err) + 100];
 	struct gen *g;
-	int r = load_gen(px->opt.policy_path, &g, err, sizeof(err));
+	int r = load_gen(px->opt.policy_path, px->opt.state_dir, &g, err, sizeof(err));
 	if (r < 0) {
 		log_error("reload failed, keeping the running policy: %s", err);
 		snprintf(detail, sizeof(detail), "reload failed, running policy kept: %s", err);
@@ -1011,7 +1022,7 @@ static void raise_open_files_limit(void)
 int proxy_main(const struct proxy_options *opt)
 {
 	struct proxy px = { .opt = *opt };
-	char err[1024] = "", audit_path[PATH_MAX], dir[PATH_MAX];
+	char err[2 * PATH_MAX + 512] = "", audit_path[PATH_MAX], dir[PATH_MAX];
 	int *tcp = NULL;
 	int r;
 
@@ -1038,7 +1049,7 @@ int proxy_main(const struct proxy_options *opt)
 	if (opt->policy)
 		r = gen_build(opt->policy, opt->pins, &px.gen, err, sizeof(err));
 	else
-		r = load_gen(opt->policy_path, &px.gen, err, sizeof(err));
+		r = load_gen(opt->policy_path, opt->state_dir, &px.gen, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
 		if (opt->audit)

@@ -1161,7 +1161,9 @@ done(state=os.listdir(".keyward"), audit_size=os.stat("audit.jsonl").st_size)
                  "rename state": "EBUSY", "read audit": "EACCES", "append audit": "EACCES",
                  "truncate audit": "EINVAL", "remove audit": "EBUSY", "replace audit": "EBUSY",
                  "chmod audit": "EROFS", "link audit": "EXDEV", "state": [], "audit_size": 0}, r
-    assert (state / "vault.db").read_text() == marker and sorted(os.listdir(state)) == ["vault.db"]
+    # the sandbox changed nothing there; keyward noted where it could write
+    assert (state / "vault.db").read_text() == marker
+    assert sorted(os.listdir(state)) == ["sandbox-trail", "vault.db"]
     reqs = sb.requests()
     assert [(q["decision"], q.get("host")) for q in reqs] == [("deny", "denied.example")], reqs
 
@@ -1929,6 +1931,7 @@ def test_policy_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_fact
     assert pol.read_text() == text, r.out
     assert not (sb.workspace / "k2").exists() and not (sb.workspace / "k3").exists(), r.out
     assert "w=0" not in r.out and "mv=0" not in r.out and "rm=0" not in r.out and "ln=0" not in r.out, r.out
+    time.sleep(0.05)  # a change within a clock tick of a run's end is taken as the sandbox's
     os.link(pol, sb.workspace / "other-name")
     r = sb.run(["true"], check_clean=False)
     assert r.returncode == 2 and "hard links" in r.err, r.err
@@ -1951,27 +1954,62 @@ def _planted_policy(ran):
             "routes:\n  - {host: api.test, credential: planted, inject: bearer}\n")
 
 
+def _refused(r, ran):
+    # a later run refuses the policy CMD may have written, before anything
+    # of it runs, and says how to take it once reviewed
+    assert r.returncode == 2, r.out + r.err
+    assert "CMD may have written it" in r.err and "keyward policy trust" in r.err, r.err
+    assert not ran.exists()
+
+
 def test_policy_created_by_cmd_is_not_taken_by_the_next_run(sandbox_factory, tmp_path):
     # A run without a policy has no ./keyward.yaml to cover, so CMD can
     # create one; the next `keyward run` started there would read it as its
-    # policy and run its exec: commands on the host. keyward renames a
-    # policy file that appeared while the sandbox ran, once the sandbox is
-    # gone, and says so.
+    # policy and run its exec: commands on the host. keyward notes where and
+    # when each sandbox could write, and a later run refuses a policy file
+    # that changed there then.
     sb = sandbox_factory()
     ran = tmp_path / "ran"
     planted = _planted_policy(ran)
     r = _run_in_workspace(sb, ["/bin/sh", "-c", f"printf '%s' '{planted}' > keyward.yaml; echo w=$?"])
     assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
-    assert not (sb.workspace / "keyward.yaml").exists()
-    aside = [p for p in sb.workspace.iterdir() if p.name.startswith("keyward.yaml.untrusted-")]
-    assert len(aside) == 1 and aside[0].read_text() == planted, list(sb.workspace.iterdir())
-    assert "was created while the sandbox ran" in r.err and str(aside[0]) in r.err, r.err
-    r = _run_in_workspace(sb, ["true"])
+    _refused(_run_in_workspace(sb, ["true"]), ran)
+    # the same from a subfolder of the workspace, with or without --policy
+    (sb.workspace / "keyward.yaml").unlink()
+    sub = sb.workspace / "sub"
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", f"mkdir sub && printf '%s' '{planted}' > sub/keyward.yaml"])
     assert r.returncode == 0, r.err
+    p = subprocess.run(sb.argv(["true"]), capture_output=True, text=True, timeout=60, env=sb.env, cwd=sub)
+    p.out, p.err = p.stdout, p.stderr
+    _refused(p, ran)
+    sb.policy = sub / "keyward.yaml"
+    _refused(sb.run(["true"], check_clean=False), ran)
+
+
+def test_policy_a_sandbox_wrote_is_not_taken_by_keyward_proxy(sandbox_factory, tmp_path):
+    # keyward proxy reads the same trail: a policy CMD wrote is refused at
+    # the start, exit 2, before any of it (its exec: commands) runs.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", f"printf '%s' '{_planted_policy(ran)}' > p.yaml; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    p = subprocess.run([KEYWARD, "proxy", "--policy", str(sb.workspace / "p.yaml"), "--listen", "127.0.0.1:0",
+                        "--audit", str(tmp_path / "proxy-audit.jsonl")],
+                       capture_output=True, text=True, env=sb.env, timeout=30)
+    assert p.returncode == 2 and "CMD may have written it" in p.stderr, p.stderr
     assert not ran.exists()
-    # a run that leaves the policy alone changes nothing
-    r = _run_in_workspace(sb, ["true"])
-    assert "sandbox ran" not in r.err and len(list(sb.workspace.iterdir())) == 1, r.err
+
+
+def test_policy_next_to_the_one_a_run_used_is_not_taken(sandbox_factory, tmp_path):
+    # The run reads its policy from outside the workspace (--policy); CMD
+    # plants ./keyward.yaml, which a later run started in the workspace
+    # without --policy would read.
+    sb = sandbox_factory("version: 1\n")
+    ran = tmp_path / "ran"
+    r = sb.run(["/bin/sh", "-c", f"printf '%s' '{_planted_policy(ran)}' > keyward.yaml; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    sb.policy = None
+    _refused(_run_in_workspace(sb, ["true"]), ran)
 
 
 def test_policy_in_a_folder_cmd_renames_is_not_taken_by_the_next_run(sandbox_factory, tmp_path):
@@ -1988,12 +2026,20 @@ def test_policy_in_a_folder_cmd_renames_is_not_taken_by_the_next_run(sandbox_fac
     r = sb.run(["/bin/sh", "-c", f"mv conf conf.old && mkdir conf && printf '%s' '{planted}' > conf/policy.yaml; "
                 "echo w=$?"])
     assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
-    assert "was replaced while the sandbox ran" in r.err, r.err
-    assert not (conf / "policy.yaml").exists()
-    assert (sb.workspace / "conf.old" / "policy.yaml").read_text() == "version: 1\n"
-    r = sb.run(["true"], check_clean=False)
-    assert r.returncode == 2, r.err  # no policy there now: the run stops
-    assert not ran.exists()
+    _refused(sb.run(["true"], check_clean=False), ran)
+    # nor when the folder put in its place is one that existed before: the
+    # file in it is older than the run, but the folder was renamed while
+    # the sandbox ran. (The user first puts a policy of theirs back into
+    # the folder CMD made, and trusts it.)
+    (sb.workspace / "other").mkdir()
+    (sb.workspace / "other" / "policy.yaml").write_text(planted)
+    (conf / "policy.yaml").write_text("version: 1\n")
+    t = subprocess.run([KEYWARD, "policy", "trust", str(conf / "policy.yaml")], env=sb.env, capture_output=True,
+                       text=True)
+    assert t.returncode == 0, t.stderr
+    r = sb.run(["/bin/sh", "-c", "mv conf conf.2 && mv other conf; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    _refused(sb.run(["true"], check_clean=False), ran)
 
 
 @pytest.mark.parametrize("outside", [False, True])
@@ -2002,7 +2048,8 @@ def test_policy_through_a_link_cmd_repoints_is_not_taken_by_the_next_run(sandbox
     # folder in the workspace or one the sandbox cannot write): the next
     # run opens the same name, through whatever the link names then. CMD
     # cannot change the policy, but it can point the link at a folder of
-    # its own holding its policy.
+    # its own holding its policy, or at a folder elsewhere that holds
+    # another policy it prefers.
     sb = sandbox_factory()
     ran = tmp_path / "ran"
     real = (tmp_path / "outside" if outside else sb.workspace) / "real"
@@ -2015,31 +2062,91 @@ def test_policy_through_a_link_cmd_repoints_is_not_taken_by_the_next_run(sandbox
     r = sb.run(["/bin/sh", "-c", f"mkdir evil && printf '%s' '{planted}' > evil/policy.yaml && rm cfg && "
                 "ln -s evil cfg; echo w=$?"])
     assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
-    assert "was replaced while the sandbox ran" in r.err, r.err
-    assert not (sb.workspace / "cfg" / "policy.yaml").exists()
     assert (real / "policy.yaml").read_text() == "version: 1\n"
-    r = sb.run(["true"], check_clean=False)
-    assert not ran.exists()
-
-
-def test_link_cmd_repoints_outside_does_not_get_a_file_there_renamed(sandbox_factory, tmp_path):
-    # CMD points the link on the policy's way at a folder it cannot write
-    # (it may hold another project's policy.yaml): that file is not CMD's,
-    # and keyward must not be steered into renaming it; it warns instead.
-    sb = sandbox_factory()
-    real = sb.workspace / "real"
-    real.mkdir()
-    (real / "policy.yaml").write_text("version: 1\n")
+    _refused(sb.run(["true"], check_clean=False), ran)
+    # the user points the link back; CMD points it at a folder elsewhere
+    # that holds someone else's policy, older than the run
     other = tmp_path / "other"
     other.mkdir()
-    (other / "policy.yaml").write_text("version: 1\n# someone else's\n")
+    (other / "policy.yaml").write_text(planted)
+    (sb.workspace / "cfg").unlink()
     (sb.workspace / "cfg").symlink_to(real)
-    sb.policy = sb.workspace / "cfg" / "policy.yaml"
     r = sb.run(["/bin/sh", "-c", f"rm cfg && ln -s {other} cfg; echo w=$?"])
     assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
-    assert (other / "policy.yaml").read_text() == "version: 1\n# someone else's\n"
-    assert [p.name for p in other.iterdir()] == ["policy.yaml"]
-    assert "re-pointed a link" in r.err and str(other / "policy.yaml") in r.err, r.err
+    _refused(sb.run(["true"], check_clean=False), ran)
+    assert [p.name for p in other.iterdir()] == ["policy.yaml"]  # nothing of it renamed or touched
+
+
+def test_policy_named_by_a_link_whose_folder_cmd_renames_is_not_taken(sandbox_factory, tmp_path):
+    # ./keyward.yaml is a link into a folder of the workspace: the link
+    # stays as it was, but CMD renames the folder it points into and makes
+    # another with its policy under the same name.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    (sb.workspace / "conf").mkdir()
+    (sb.workspace / "conf" / "real.yaml").write_text("version: 1\n")
+    (sb.workspace / "keyward.yaml").symlink_to("conf/real.yaml")
+    planted = _planted_policy(ran)
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", f"mv conf conf.old && mkdir conf && "
+                                                f"printf '%s' '{planted}' > conf/real.yaml; echo w=$?"])
+    assert r.returncode == 0 and "w=0" in r.out, r.out + r.err
+    _refused(_run_in_workspace(sb, ["true"]), ran)
+
+
+def test_policy_written_by_a_sandbox_whose_keyward_was_killed_is_not_taken(sandbox_factory, tmp_path):
+    # keyward is SIGKILLed while CMD runs: it cannot note that the sandbox
+    # stopped writing, and the next run takes that sandbox to have written
+    # until it found keyward gone.
+    sb = sandbox_factory()
+    ran = tmp_path / "ran"
+    planted = _planted_policy(ran)
+    p = subprocess.Popen(sb.argv(["/bin/sh", "-c", f"printf '%s' '{planted}' > keyward.yaml; sleep 30"]),
+                         cwd=sb.workspace, env=sb.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 20
+        while not (sb.workspace / "keyward.yaml").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (sb.workspace / "keyward.yaml").exists()
+    finally:
+        p.kill()
+        p.communicate(timeout=30)
+    _refused(_run_in_workspace(sb, ["true"]), ran)
+
+
+def test_policy_the_user_changes_between_runs_is_taken(sandbox_factory, tmp_path):
+    # What keyward refuses is a change made while a sandbox that could
+    # write there ran: the user's own edits between runs pass, and a file
+    # a run refused passes once the user has reviewed and trusted it.
+    sb = sandbox_factory()
+    pol = sb.workspace / "keyward.yaml"
+    pol.write_text("version: 1\n")
+    for i in range(2):
+        r = _run_in_workspace(sb, ["/bin/sh", "-c", "echo made > file; echo ok"])
+        assert r.returncode == 0 and "ok" in r.out, r.err
+        time.sleep(0.05)
+        pol.write_text(f"version: 1\n# edit {i}\n")  # between runs
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", "printf 'version: 1\\n# by CMD\\n' > new.yaml; echo ok"])
+    assert r.returncode == 0 and "ok" in r.out, r.err
+    time.sleep(0.05)  # file times come from a clock that may lag a tick behind the run's end
+    os.replace(sb.workspace / "new.yaml", pol)  # e.g. the user moves it in place: its ctime moves
+    r = _run_in_workspace(sb, ["true"])
+    assert r.returncode == 0, r.err  # renamed by the user after the run: the user's now
+    # a policy CMD made where there was none is refused until trusted
+    pol.unlink()
+    r = _run_in_workspace(sb, ["/bin/sh", "-c", "printf 'version: 1\\n# by CMD\\n' > keyward.yaml; echo $?"])
+    assert r.returncode == 0, r.err
+    r = _run_in_workspace(sb, ["true"])
+    assert r.returncode == 2 and "CMD may have written it" in r.err, r.err
+    t = subprocess.run([KEYWARD, "policy", "trust", "keyward.yaml"], capture_output=True, text=True, env=sb.env,
+                       cwd=sb.workspace)
+    assert t.returncode == 0 and "trusted" in t.stdout, t.stdout + t.stderr
+    r = _run_in_workspace(sb, ["true"])
+    assert r.returncode == 0, r.err
+    # an invalid policy is not trusted
+    (sb.workspace / "bad.yaml").write_text("version: 7\n")
+    t = subprocess.run([KEYWARD, "policy", "trust", "bad.yaml"], capture_output=True, text=True, env=sb.env,
+                       cwd=sb.workspace)
+    assert t.returncode == 2, t.stdout + t.stderr
 
 
 def test_upstream_ca_in_the_workspace_cannot_be_changed_for_the_next_run(sandbox_factory, upstream):
