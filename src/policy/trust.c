@@ -121,14 +121,21 @@ int trust_sandbox_begin(struct trust_run *t, const char *state, const char *cons
 	if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag))
 		tag = (uint64_t)now_ns(CLOCK_MONOTONIC);
 	snprintf(t->id, sizeof(t->id), "%d-%016llx", (int)getpid(), (unsigned long long)tag);
-	json_t *write_to = json_array();
-	for (size_t i = 0; write_to && i < n; i++)
+	/* Each root by its path and by its device and inode, which a bind
+	 * mount of it elsewhere (another name for the same files) shares. */
+	json_t *write_to = json_array(), *ids = json_array();
+	for (size_t i = 0; write_to && ids && i < n; i++) {
+		struct stat st;
+		bool ok = stat(roots[i], &st) == 0;
 		json_array_append_new(write_to, json_string(roots[i]));
+		json_array_append_new(
+		    ids, json_pack("[I, I]", ok ? (json_int_t)st.st_dev : -1, ok ? (json_int_t)st.st_ino : -1));
+	}
 	/* The coarse clock, which file times come from: a file CMD changes
 	 * after this moment has a ctime at or after it. */
-	json_t *rec = json_pack("{s:s, s:I, s:i, s:I, s:s, s:o}", "run", t->id, "from",
+	json_t *rec = json_pack("{s:s, s:I, s:i, s:I, s:s, s:o, s:o}", "run", t->id, "from",
 	                        (json_int_t)(now_ns(CLOCK_REALTIME_COARSE) - SLACK_NS), "pid", (int)getpid(), "started",
-	                        (json_int_t)process_started(getpid()), "boot", boot, "write", write_to);
+	                        (json_int_t)process_started(getpid()), "boot", boot, "write", write_to, "ids", ids);
 	int fd = open_in(state, TRUST_TRAIL, O_WRONLY | O_CREAT | O_APPEND);
 	int r = fd < 0 ? fd : append_json(fd, rec);
 	if (fd < 0)
@@ -254,6 +261,7 @@ struct span {
 	char id[48];
 	int64_t from, to; /* to: INT64_MAX while it runs */
 	json_t *write;    /* its roots (borrowed from the trail's record) */
+	json_t *ids;      /* their [device, inode] pairs (borrowed), or NULL */
 	json_t *rec;
 	pid_t pid;
 	long long started;
@@ -295,6 +303,7 @@ static bool span_cb(json_t *rec, void *arg)
 	*p = (struct span){ .from = json_integer_value(json_object_get(rec, "from")),
 		            .to = INT64_MAX,
 		            .write = write,
+		            .ids = json_object_get(rec, "ids"),
 		            .rec = json_incref(rec),
 		            .pid = (pid_t)json_integer_value(json_object_get(rec, "pid")),
 		            .started = (long long)json_integer_value(json_object_get(rec, "started")) };
@@ -342,6 +351,8 @@ struct object {
 	char path[PATH_MAX]; /* real: every folder before it resolved */
 	int64_t ctime;
 	bool dir;
+	dev_t dev;
+	ino_t ino;
 };
 
 /* Follows name as the kernel does, one entry at a time, and lists each
@@ -394,6 +405,8 @@ static int walk(const char *name, struct object *out, size_t max)
 		snprintf(o->path, sizeof(o->path), "%s", path);
 		o->ctime = ns_of(&st.st_ctim);
 		o->dir = S_ISDIR(st.st_mode);
+		o->dev = st.st_dev;
+		o->ino = st.st_ino;
 		if (S_ISLNK(st.st_mode)) {
 			char target[PATH_MAX], more[2 * PATH_MAX];
 			ssize_t tl = readlink(path, target, sizeof(target) - 1);
@@ -435,6 +448,22 @@ static void utc(int64_t ns, char *out, size_t outlen)
 	strftime(out, outlen, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
 }
 
+/* The path of the root of p whose device and inode are dev and ino, or
+ * NULL. */
+static const char *root_with_id(const struct span *p, dev_t dev, ino_t ino)
+{
+	for (size_t k = 0; k < json_array_size(p->ids); k++) {
+		json_t *id = json_array_get(p->ids, k);
+		if (json_integer_value(json_array_get(id, 0)) == (json_int_t)dev &&
+		    json_integer_value(json_array_get(id, 1)) == (json_int_t)ino)
+			return json_string_value(json_array_get(p->write, k));
+	}
+	return NULL;
+}
+
+/* The root, of a sandbox that ran when o changed, that o lies beneath (by
+ * its path, or by one of its folders being a root under another name:
+ * a bind mount), or that o is when it is a file; NULL if none. */
 static const char *span_tainting(const struct spans *s, const struct object *o)
 {
 	for (size_t i = 0; i < s->n; i++) {
@@ -446,6 +475,21 @@ static const char *span_tainting(const struct spans *s, const struct object *o)
 			if (r && under(o->path, o->dir, r))
 				return r;
 		}
+		const char *r = o->dir ? NULL : root_with_id(p, o->dev, o->ino);
+		/* its folders, from the nearest up */
+		char up[PATH_MAX];
+		snprintf(up, sizeof(up), "%s", o->path);
+		for (char *slash; !r && (slash = strrchr(up, '/'));) {
+			struct stat st;
+			bool top = slash == up;
+			slash[top ? 1 : 0] = '\0';
+			if (lstat(up, &st) == 0)
+				r = root_with_id(p, st.st_dev, st.st_ino);
+			if (top)
+				break;
+		}
+		if (r)
+			return r;
 	}
 	return NULL;
 }

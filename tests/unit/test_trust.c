@@ -210,6 +210,34 @@ static void test_links_and_folders_on_the_way(void **state)
 	assert_int_equal(check(f, alias), -EPERM); /* its target's folder is conf all the same */
 }
 
+/* A span whose root has another name (a bind mount of the workspace
+ * elsewhere): the trail holds the root's device and inode too. */
+static void test_a_root_by_another_name(void **state)
+{
+	struct fx *f = *state;
+	char pol[PATH_MAX + 16], path[PATH_MAX + 32];
+	struct stat ws;
+	snprintf(pol, sizeof(pol), "%s/p.yaml", f->ws);
+	put(pol, "version: 1\n");
+	assert_int_equal(stat(f->ws, &ws), 0);
+	snprintf(path, sizeof(path), "%s/%s", f->state, TRUST_TRAIL);
+	FILE *t = fopen(path, "a");
+	assert_non_null(t);
+	fprintf(t,
+	        "{\"run\":\"bind\",\"from\":%lld,\"pid\":1,\"started\":1,\"boot\":\"\",\"write\":[\"/elsewhere/ws\"],"
+	        "\"ids\":[[%lld,%lld]]}\n{\"run\":\"bind\",\"to\":%lld}\n",
+	        (long long)(ctime_of(pol) - 1000), (long long)ws.st_dev, (long long)ws.st_ino,
+	        (long long)(ctime_of(pol) + 1000));
+	fclose(t);
+	assert_int_equal(check(f, pol), -EPERM);
+	assert_non_null(strstr(f->err, "/elsewhere/ws"));
+	/* the folder itself, by that other name, is no sign: a file beside it passes */
+	char other[PATH_MAX + 16];
+	snprintf(other, sizeof(other), "%s/beside.yaml", f->top);
+	put(other, "version: 1\n");
+	assert_int_equal(check(f, other), 0);
+}
+
 static void test_runs_without_an_end(void **state)
 {
 	struct fx *f = *state;
@@ -269,6 +297,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_changed_in_a_span_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_only_places_the_sandbox_could_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_links_and_folders_on_the_way, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_a_root_by_another_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runs_without_an_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_trail_and_odd_names, setup, teardown),
 	};
