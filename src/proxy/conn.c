@@ -41,12 +41,17 @@ enum conn_state {
 	C_CONNECT_SENT, /* CONNECT allowed, 200 being written */
 	C_HANDSHAKE,    /* TLS handshake of an intercepted tunnel */
 	C_RELAY,        /* after a 101: bytes both ways */
+	C_RELAY_END,    /* the client's end came: its last bytes go upstream, the upstream's still come back */
 	C_CLOSING,      /* flushing the last bytes, then close */
 };
 
 enum up_state { U_HEAD, U_BODY };
 
 #define TLS_RECORD_MAX 16384 /* RFC 8446 section 5.1 */
+/* How long a relay lives on after the client's end (C_RELAY_END): for its
+ * last bytes to reach the upstream, and the upstream's answer and end to
+ * come back. close_after_flush gives a client as long. */
+#define RELAY_END_MS 5000
 /* The largest first read of a response that goes into its head buffer
  * directly (send_request). */
 #define RESPONSE_DIRECT_MAX 4096
@@ -141,6 +146,8 @@ static void conn_abandon(struct conn *c, const char *reason, const char *detail)
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void relay_audit(struct conn *c);
+static void relay_end_flushed(struct conn *c);
 static void read_head(struct conn *c);
 static void pump_request_body(struct conn *c);
 static void worker_done(struct worker *w);
@@ -2451,7 +2458,7 @@ static void read_response_head(struct conn *c)
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	if (c->state == C_RELAY) {
+	if (c->state == C_RELAY || c->state == C_RELAY_END) {
 		struct evbuffer *in = bufferevent_get_input(bev);
 		c->bytes_out += evbuffer_get_length(in);
 		evbuffer_add_buffer(bufferevent_get_output(c->bev), in);
@@ -2474,6 +2481,8 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 		pump_request_body(c);
 	} else if (c->state == C_RELAY) {
 		client_read(c, true);
+	} else if (c->state == C_RELAY_END) {
+		relay_end_flushed(c);
 	}
 }
 
@@ -2482,8 +2491,10 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 	struct upstream *u = c->up;
 
-	if (c->state == C_RELAY) {
-		conn_audit(c, "request", "allow", NULL, NULL);
+	if (c->state == C_RELAY || c->state == C_RELAY_END) {
+		/* What the upstream sent before its end goes out to the client
+		 * first (close_after_flush). */
+		relay_audit(c);
 		close_after_flush(c);
 		return;
 	}
@@ -2545,6 +2556,39 @@ static void start_relay(struct conn *c)
 	upstream_read(u, true);
 }
 
+/* The relay's one record, written when it ends, whichever side ends it. */
+static void relay_audit(struct conn *c)
+{
+	if (!c->audited)
+		conn_audit(c, "request", "allow", NULL, NULL);
+}
+
+/* After the client's end: once the upstream has taken every byte the
+ * client sent, the end is passed on. The connection stays for what the
+ * upstream still sends, until its end (up_event_cb) or the timer. */
+static void relay_end_flushed(struct conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->up->bev)) > 0)
+		return; /* up_write_cb comes back when more is written */
+	upstream_shutdown_write(c->up);
+}
+
+/* The client ended its sending in a relay (a FIN, or close_notify in a
+ * tunnel). Its last bytes may still wait in the upstream's output buffer:
+ * in a tunnel, tlsread reports an end that came with bytes on the next
+ * pass of the loop, before the upstream's write event has run; freeing
+ * the connection then lost them. They go out first, then the end, as a
+ * TCP half-close (RFC 9293 section 3.6) passes through a relay; a
+ * half-closed client may still read, so the upstream's bytes go on to it.
+ * The relay's record is written when the connection ends. */
+static void relay_client_ended(struct conn *c)
+{
+	c->state = C_RELAY_END;
+	client_read(c, false);
+	arm_timer(c, RELAY_END_MS);
+	relay_end_flushed(c);
+}
+
 /* ---- client callbacks ---- */
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -2592,7 +2636,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	/* Client drained: read more from upstream. */
-	if (c->up && c->up->bev && (c->state == C_RESPONSE || c->state == C_RELAY)) {
+	if (c->up && c->up->bev && (c->state == C_RESPONSE || c->state == C_RELAY || c->state == C_RELAY_END)) {
 		upstream_read(c->up, true);
 		if (c->state == C_RESPONSE && c->up->state == U_BODY)
 			(void)relay_response_body(c);
@@ -2606,8 +2650,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_free(c);
 		return;
 	}
-	if (c->state == C_RELAY) {
-		conn_audit(c, "request", "allow", NULL, NULL);
+	if (c->state == C_RELAY && what == (BEV_EVENT_READING | BEV_EVENT_EOF)) {
+		relay_client_ended(c);
+		return;
+	}
+	if (c->state == C_RELAY || c->state == C_RELAY_END) {
+		/* An error, or a write that failed: nothing more can reach the
+		 * client, and a reset client abandons what it sent. */
+		relay_audit(c);
 		conn_free(c);
 		return;
 	}
@@ -2695,6 +2745,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case C_HANDSHAKE:
 		conn_audit(c, "connect", "error", "timeout", "TLS handshake with the client timed out");
+		conn_free(c);
+		return;
+	case C_RELAY_END:
+		/* The upstream has not taken the client's last bytes, or not
+		 * ended, in time. */
+		relay_audit(c);
 		conn_free(c);
 		return;
 	default:

@@ -231,6 +231,7 @@ struct upstream {
 	bool connected;
 	bool reused; /* came from the pool: may have been closed meanwhile */
 	bool unsure; /* framed a body its status forbids (conn.c): never pooled */
+	bool shut;   /* keyward's sending is over (upstream_shutdown_write): never pooled */
 	char why[256];
 	char peer[64];
 	/* response parsing, owned by conn.c while in use */
@@ -255,6 +256,10 @@ int upstream_get(struct worker *w, struct conn *c, const struct upstream_target 
 void upstream_read(struct upstream *u, bool on);
 /* Sets the timeouts of u's reading and writing (NULL: none). */
 void upstream_timeouts(struct upstream *u, const struct timeval *rd, const struct timeval *wr);
+/* Ends keyward's sending on u, whose output buffer must be empty (what it
+ * holds would be cut off), and leaves its reading as it is: after a 101,
+ * the client's end passed on to the upstream, which may still answer. */
+void upstream_shutdown_write(struct upstream *u);
 /* Returns u to the pool when reusable and dialled under the current
  * policy, else closes it. */
 void upstream_release(struct upstream *u, bool reusable);

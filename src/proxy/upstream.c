@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "proxy/addr.h"
@@ -418,7 +419,7 @@ void upstream_release(struct upstream *u, bool reusable)
 		evdns_getaddrinfo_cancel(req);
 		return;
 	}
-	if (!reusable || u->unsure || !u->bev || !u->connected || w->draining ||
+	if (!reusable || u->unsure || u->shut || !u->bev || !u->connected || w->draining ||
 	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 ||
 	    u->policy_serial != worker_current_gen(w)->share->serial) {
 		upstream_free(u);
@@ -447,6 +448,27 @@ void upstream_release(struct upstream *u, bool reusable)
 	}
 	TAILQ_INSERT_TAIL(&w->idle, u, link);
 	w->n_idle++;
+}
+
+void upstream_shutdown_write(struct upstream *u)
+{
+	if (u->shut || !u->bev)
+		return;
+	u->shut = true;
+	/* TLS: close_notify first (RFC 8446 section 6.1: each side closes its
+	 * own direction; the peer may go on sending, and OpenSSL still reads
+	 * it). Written straight to the socket, as tls_send_now writes in
+	 * conn.c: libevent has nothing queued. A socket too full to take it
+	 * leaves a piece of the alert in OpenSSL: the FIN below cuts it, and
+	 * the upstream sees an end without close_notify, as it would see it
+	 * had keyward closed. */
+	SSL *ssl = u->tls ? bufferevent_openssl_get_ssl(u->bev) : NULL;
+	if (ssl && SSL_is_init_finished(ssl) && !SSL_want_write(ssl)) {
+		ERR_clear_error();
+		(void)SSL_shutdown(ssl);
+		ERR_clear_error();
+	}
+	(void)shutdown(bufferevent_getfd(u->bev), SHUT_WR);
 }
 
 void upstream_read(struct upstream *u, bool on)

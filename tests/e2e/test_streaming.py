@@ -801,6 +801,128 @@ def test_websocket_101_keeps_upgrade_header(proxy_factory, any_upstream):
     assert headers.get("upgrade", "").lower() == "websocket", raw
 
 
+@pytest.fixture(params=["https", "http"])
+def recording_upstream(request, certs):
+    """any_upstream that keeps every byte each connection received (Upstream.raw)."""
+    u = Upstream(tls=certs if request.param == "https" else None, record=True)
+    yield u
+    u.close()
+
+
+@pytest.mark.parametrize("size", [8, 100000])
+def test_relay_last_bytes_with_the_clients_end_reach_the_upstream(proxy_factory, recording_upstream, size):
+    # After a 101 the client's last bytes and its end (FIN, or close_notify
+    # in a tunnel) can arrive in one segment, and keyward hears the end
+    # before the upstream's socket has taken those bytes: they must still
+    # go out, and the upstream's answer (here its echo) must still come
+    # back to the half-closed client. A race: it is run a few times.
+    u = recording_upstream
+    p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+    attempts = 5
+    for attempt in range(attempts):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        t = None
+        if u.tls:
+            assert connect_head(s, f"api.test:{u.port}").startswith(b"HTTP/1.1 200")
+            t = MemoryTls(s, p.ca, "api.test")
+            t.handshake()
+        c = HttpConn(t or s)
+        c.send(get(u, "/ws", extra=WS_HEAD))
+        status, _, raw = c.read_head()
+        assert status == 101, raw
+        data = b"LAST%03d" % attempt + pattern(size - 7, seed=b"relay")[: size - 7]
+        if t:
+            # The records and close_notify in one write. unwrap() sends
+            # close_notify, then waits for keyward's, which the memory BIO
+            # does not have: the connection stays open for reading.
+            t.queue(data)
+            with pytest.raises(ssl.SSLWantReadError):
+                t.tls.unwrap()
+            s.sendall(t.wire())
+        else:
+            # Corked, the last bytes and the FIN leave in one segment.
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        echoed = c.buf
+        while True:
+            try:
+                more = c.s.recv(65536)
+            except (ssl.SSLError, ConnectionResetError):
+                break
+            if not more:
+                break
+            echoed += more
+        c.close()
+        sink = u.raw[-1]
+        head_len = bytes(sink).index(b"\r\n\r\n") + 4
+        deadline = time.time() + 2
+        while time.time() < deadline and len(sink) < head_len + size:
+            time.sleep(0.02)
+        got = bytes(sink[head_len:])
+        assert got == data, f"attempt {attempt}: the upstream got {len(got)} of {size} bytes"
+        assert echoed == data, f"attempt {attempt}: the client got {len(echoed)} of {size} echoed bytes"
+    # One result per relay, at its end (join_requests refuses a second one).
+    deadline = time.time() + 5
+    while time.time() < deadline and sum("result_seq" in r for r in p.requests()) < attempts:
+        time.sleep(0.05)
+    recs = [r for r in p.requests() if r.get("path") == "/ws"]
+    assert len(recs) == attempts, recs
+    assert all(r["status"] == 101 and r["decision"] == "allow" and "result_seq" in r for r in recs), recs
+    assert all(r["bytes_in"] >= size for r in recs), recs
+
+
+class ByeUpstream(Upstream):
+    """Answers an upgrade to /ws/bye with 101, then `size` bytes and its end
+    in one go (one write, then close)."""
+
+    size = 0
+
+    def _respond(self, c, f, req):
+        if req.target.split("?")[0].endswith("/ws/bye"):
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                      + pattern(self.size, seed=b"bye"))
+            return False
+        return super()._respond(c, f, req)
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+@pytest.mark.parametrize("size", [8, 1000000])
+def test_relay_last_bytes_with_the_upstreams_end_reach_the_client(proxy_factory, certs, scheme, size):
+    # The other way round: the upstream's last bytes and its end arrive
+    # together; the client gets every byte before keyward closes, and the
+    # relay has one result.
+    u = ByeUpstream(tls=certs if scheme == "https" else None)
+    u.size = size
+    try:
+        p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+        attempts = 3
+        for attempt in range(attempts):
+            c = connect(p, u)
+            c.send(get(u, "/ws/bye", extra=WS_HEAD))
+            status, _, raw = c.read_head()
+            assert status == 101, raw
+            body = c.buf
+            while True:
+                try:
+                    more = c.s.recv(65536)
+                except (ssl.SSLError, ConnectionResetError):
+                    break
+                if not more:
+                    break
+                body += more
+            c.close()
+            assert len(body) == size and body == pattern(size, seed=b"bye"), f"attempt {attempt}: {len(body)}"
+        deadline = time.time() + 5
+        while time.time() < deadline and sum("result_seq" in r for r in p.requests()) < attempts:
+            time.sleep(0.05)
+        recs = [r for r in p.requests() if r.get("path") == "/ws/bye"]
+        assert len(recs) == attempts and all(r["status"] == 101 and "result_seq" in r for r in recs), recs
+    finally:
+        u.close()
+
+
 def test_upgrade_to_denied_path(proxy_factory, any_upstream):
     u = any_upstream
     p = proxy_factory(policy_for(u))  # only /api/**
