@@ -419,8 +419,13 @@ void upstream_release(struct upstream *u, bool reusable)
 		evdns_getaddrinfo_cancel(req);
 		return;
 	}
+	/* Its reader may hold more than the input buffer shows (tlsread.h): an
+	 * end found with the response's last bytes, kept for the next pass of
+	 * the loop (rd.end), or records still to take (rd.again). Pooled, the
+	 * next request would take a connection known to be over, and fail or
+	 * be sent again. */
 	if (!reusable || u->unsure || u->shut || !u->bev || !u->connected || w->draining ||
-	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 ||
+	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || u->rd.end || u->rd.again ||
 	    u->policy_serial != worker_current_gen(w)->share->serial) {
 		upstream_free(u);
 		return;
