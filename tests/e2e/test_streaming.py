@@ -923,6 +923,52 @@ def test_relay_last_bytes_with_the_upstreams_end_reach_the_client(proxy_factory,
         u.close()
 
 
+class DeafUpstream(Upstream):
+    """Answers an upgrade to /ws/deaf with 101, records what comes, and
+    neither answers nor ends when the client's end comes."""
+
+    def _respond(self, c, f, req):
+        if req.target.split("?")[0].endswith("/ws/deaf"):
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                f.sink += data
+            time.sleep(15)
+            return False
+        return super()._respond(c, f, req)
+
+
+def test_relay_after_the_clients_end_is_bounded(proxy_factory):
+    # An upstream that takes the client's last bytes and end but never
+    # ends itself: keyward closes the half-closed client about 5 s later,
+    # and the relay still has its one result.
+    u = DeafUpstream(record=True)
+    try:
+        p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+        c = connect(p, u)
+        c.send(get(u, "/ws/deaf", extra=WS_HEAD))
+        status, _, raw = c.read_head()
+        assert status == 101, raw
+        c.send(b"last words")
+        c.s.shutdown(socket.SHUT_WR)
+        t0 = time.time()
+        assert c.closed_by_peer(10), "keyward must close the relay after a bounded wait"
+        waited = time.time() - t0
+        c.close()
+        assert 4 < waited < 8, waited
+        sink = bytes(u.raw[-1])
+        assert sink.endswith(b"\r\n\r\nlast words"), sink
+        deadline = time.time() + 5
+        while time.time() < deadline and "result_seq" not in (p.requests() or [{}])[-1]:
+            time.sleep(0.05)
+        recs = [r for r in p.requests() if r.get("path") == "/ws/deaf"]
+        assert len(recs) == 1 and recs[0]["status"] == 101 and "result_seq" in recs[0], recs
+    finally:
+        u.close()
+
+
 def test_upgrade_to_denied_path(proxy_factory, any_upstream):
     u = any_upstream
     p = proxy_factory(policy_for(u))  # only /api/**
