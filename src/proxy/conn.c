@@ -48,9 +48,10 @@ enum conn_state {
 enum up_state { U_HEAD, U_BODY };
 
 #define TLS_RECORD_MAX 16384 /* RFC 8446 section 5.1 */
-/* How long a relay lives on after the client's end (C_RELAY_END): for its
- * last bytes to reach the upstream, and the upstream's answer and end to
- * come back. close_after_flush gives a client as long. */
+/* How long a relay lives on after the client's end (C_RELAY_END) without
+ * a byte from the upstream: for the client's last bytes to reach it, and
+ * its answer, however long, and its end to come back. close_after_flush
+ * gives a client as long. */
 #define RELAY_END_MS 5000
 /* The largest first read of a response that goes into its head buffer
  * directly (send_request). */
@@ -2460,6 +2461,8 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	if (c->state == C_RELAY || c->state == C_RELAY_END) {
 		struct evbuffer *in = bufferevent_get_input(bev);
+		if (c->state == C_RELAY_END)
+			arm_timer(c, RELAY_END_MS); /* it still answers */
 		c->bytes_out += evbuffer_get_length(in);
 		evbuffer_add_buffer(bufferevent_get_output(c->bev), in);
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= WATER_HIGH)

@@ -969,6 +969,47 @@ def test_relay_after_the_clients_end_is_bounded(proxy_factory):
         u.close()
 
 
+class DrippingUpstream(Upstream):
+    """Answers an upgrade to /ws/drip with 101; after the client's end, sends
+    a byte every 1.5 s for 9 s, then ends."""
+
+    def _respond(self, c, f, req):
+        if req.target.split("?")[0].endswith("/ws/drip"):
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while c.recv(65536):
+                pass
+            for i in range(6):
+                time.sleep(1.5)
+                c.sendall(b"%d" % i)
+            return False
+        return super()._respond(c, f, req)
+
+
+def test_relay_after_the_clients_end_lasts_while_the_upstream_answers(proxy_factory):
+    # The bound after the client's end is on silence, not on the whole
+    # answer: an upstream that answers a half-closed client slowly, for
+    # longer than that bound, is relayed to its end.
+    u = DrippingUpstream()
+    try:
+        p = proxy_factory(policy_for(u, paths=ALL_PATHS))
+        c = connect(p, u)
+        c.send(get(u, "/ws/drip", extra=WS_HEAD))
+        status, _, raw = c.read_head()
+        assert status == 101, raw
+        c.s.shutdown(socket.SHUT_WR)
+        got = b""
+        c.s.settimeout(20)
+        while True:
+            data = c.s.recv(64)
+            if not data:
+                break
+            got += data
+        c.close()
+        assert got == b"012345", got
+    finally:
+        u.close()
+
+
 def test_upgrade_to_denied_path(proxy_factory, any_upstream):
     u = any_upstream
     p = proxy_factory(policy_for(u))  # only /api/**
