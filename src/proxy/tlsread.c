@@ -69,6 +69,21 @@ static int tlsread_put(struct sockread *r, struct evbuffer *in, const char *data
 
 static void tlsread_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Empties the thread's error queue before an SSL_read whose failure
+ * SSL_get_error classifies: it reads the queue (SSL_get_error(3)), and an
+ * error left there by other work would make a want-read a fatal error.
+ * SSL_get_error asks ERR_peek_error, so a queue that ERR_peek_error finds
+ * empty is as good as cleared. ERR_clear_error wipes each of the queue's
+ * 16 slots whatever they hold: about 840 instructions with OpenSSL 3.0
+ * (callgrind), against some 6,500 for the SSL_read of a small request. The
+ * peek costs a tenth of that, and the queue is almost always empty: each
+ * failure here and in conn.c's tls_send_now is cleared after it. */
+static void tlsread_err_clear(void)
+{
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
+}
+
 /* Decrypts what OpenSSL holds and what the socket brings with it, up to
  * the budget. Sets *ret_got to the bytes handed over; returns 0 (OpenSSL
  * needs the socket, is waiting to write, or holds more than the budget:
@@ -82,7 +97,7 @@ static short tlsread_records(struct sockread *r, SSL *ssl, size_t *ret_got)
 	/* On the stack and wiped after use: a response may carry a secret
 	 * that redaction takes out further on. */
 	char data[SOCKREAD_MAX];
-	ERR_clear_error(); /* SSL_get_error looks at the queue */
+	tlsread_err_clear();
 	for (;;) {
 		int n = SSL_read(ssl, data, (int)sizeof(data));
 		if (n > 0) {

@@ -393,6 +393,31 @@ static void test_owner_may_free_all_in_its_callback(void **state)
 
 /* ---- the bytes ---- */
 
+static void test_error_left_on_the_queue_is_not_the_reads(void **state)
+{
+	struct fixture *f = *state;
+	/* An error that other work on this thread left on OpenSSL's queue:
+	 * SSL_get_error reads the queue, so a read that only waits for the
+	 * rest of a record would be taken for a fatal error and end the
+	 * connection. The queue is emptied before reading (only when it holds
+	 * something: tlsread_err_clear). */
+	peer_write(f, "first", 5);
+	peer_flush_n(f, 3);
+	ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+	assert_int_not_equal(ERR_peek_error(), 0);
+	loop_for(f, 50);
+	assert_int_equal(f->events, 0);
+	assert_int_equal(f->reads, 0);
+	assert_int_equal(ERR_peek_error(), 0);
+	assert_true(f->rd.on);
+	peer_flush(f);
+	loop_once(f);
+	assert_int_equal(f->got_len, 5);
+	assert_memory_equal(f->got, "first", 5);
+	assert_int_equal(f->events, 0);
+	assert_true(f->rd.on);
+}
+
 static void test_records_in_one_read_arrive_in_order_at_once(void **state)
 {
 	struct fixture *f = *state;
@@ -644,6 +669,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nothing_read_while_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owner_may_free_all_in_its_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_that_must_write_waits_for_the_socket, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_left_on_the_queue_is_not_the_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_records_in_one_read_arrive_in_order_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_split_across_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_body_in_full_records, setup, teardown),
