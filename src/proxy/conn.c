@@ -1192,7 +1192,7 @@ static void tunnel_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * (tlsread.h), what the handshake read ahead included: libevent's
 		 * reading would leave that waiting for a wake-up that never
 		 * comes, so without memory for keyward's the tunnel ends. */
-		if (tlsread_start(&c->rd, c->w->base, c->bev) < 0) {
+		if (tlsread_start(&c->rd, c->w->base, c->bev, false) < 0) {
 			conn_free(c);
 			return;
 		}

@@ -51,6 +51,14 @@ static void wait_begins(struct sockread *r)
 	r->due = end;
 }
 
+/* Any wake-up restarts the wait, as libevent's persistent read event
+ * restarts its timeout. */
+static void woke(struct sockread *r)
+{
+	if (r->tev && evutil_timerisset(&r->timeout))
+		r->since = now_us();
+}
+
 static void sockread_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sockread *r = arg;
@@ -80,10 +88,7 @@ static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 	if (what == EV_TIMEOUT) { /* as libevent: bytes that came with it are read */
 		err = BEV_EVENT_TIMEOUT;
 	} else {
-		/* Any wake-up restarts the wait, as libevent's persistent read
-		 * event restarts its timeout. */
-		if (r->tev && evutil_timerisset(&r->timeout))
-			r->since = now_us();
+		woke(r);
 		/* On the stack and wiped after use: a response may carry a secret
 		 * that redaction takes out further on. */
 		char data[SOCKREAD_MAX];
@@ -116,10 +121,20 @@ static void sockread_cb(evutil_socket_t fd, short what, void *arg)
 	sockread_fail(r, err);
 }
 
+void sockread_woke(struct sockread *r)
+{
+	woke(r);
+}
+
+struct event *sockread_timer_new(struct event_base *base, struct sockread *r)
+{
+	return evtimer_new(base, sockread_timer_cb, r);
+}
+
 int sockread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev, bool timed)
 {
 	struct event *ev = event_new(base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, sockread_cb, r);
-	struct event *tev = timed ? evtimer_new(base, sockread_timer_cb, r) : NULL;
+	struct event *tev = timed ? sockread_timer_new(base, r) : NULL;
 	if (!ev || (timed && !tev)) {
 		if (ev)
 			event_free(ev);

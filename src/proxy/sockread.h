@@ -32,7 +32,7 @@ struct sockread {
 	struct bufferevent *bev; /* whose input it fills, whose callbacks it runs (not owned) */
 	struct timeval timeout;  /* of a wait for bytes; zero: none */
 	bool on;                 /* reading enabled */
-	/* A timed sockread (sockread_start) keeps its timeout on a timer of
+	/* A timed sockread (sockread_start, tlsread_start) keeps its timeout on a timer of
 	 * its own, left pending while bytes come and while the timeout
 	 * changes: the wait began at since and ends timeout later; the timer
 	 * fires at due, no later, and is armed again for what is left. On
@@ -77,3 +77,11 @@ void sockread_switch(struct sockread *r, struct bufferevent *bev, bool on);
 bool sockread_reading(const struct sockread *r, struct bufferevent *bev);
 /* Sets the timeout (NULL or zero: none); re-arms it if reading is on. */
 void sockread_set_timeout(struct sockread *r, const struct timeval *tv);
+
+/* For the TLS mode (tlsread.c), which shares the timed wait. The timer of
+ * a timed sockread r, on base; NULL without memory. The caller keeps it in
+ * r->tev (sockread_stop frees it). */
+struct event *sockread_timer_new(struct event_base *base, struct sockread *r);
+/* A wake-up of r's read event: a timed wait restarts, as libevent's
+ * persistent read event restarts its timeout at each wake-up. */
+void sockread_woke(struct sockread *r);

@@ -54,8 +54,8 @@ static void tlsread_wait(struct sockread *r, short events, event_callback_fn cb)
 	evutil_socket_t fd = event_get_fd(r->ev);
 	(void)event_del(r->ev);
 	(void)event_assign(r->ev, base, fd, events, cb, r);
-	if (r->on)
-		(void)event_add(r->ev, evutil_timerisset(&r->timeout) ? &r->timeout : NULL);
+	if (r->on) /* a timed one's timeout is on its own timer, which goes on */
+		(void)event_add(r->ev, !r->tev && evutil_timerisset(&r->timeout) ? &r->timeout : NULL);
 }
 
 /* Appends the n bytes at data where sockread_cb puts them: the owner's
@@ -153,6 +153,7 @@ static void tlsread_cb(evutil_socket_t fd, short what, void *arg)
 	if (!end && what == EV_TIMEOUT) {
 		end = BEV_EVENT_TIMEOUT; /* as libevent: nothing is read then */
 	} else if (!end) {
+		sockread_woke(r);
 		if (event_get_events(r->ev) & EV_WRITE)
 			tlsread_wait(r, EV_READ | EV_PERSIST, tlsread_cb); /* the socket took bytes */
 		size_t got = 0;
@@ -180,15 +181,19 @@ static void tlsread_cb(evutil_socket_t fd, short what, void *arg)
 		eventcb(bev, (short)(BEV_EVENT_READING | end), cbarg);
 }
 
-int tlsread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev)
+int tlsread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev, bool timed)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 	if (!ssl || !SSL_is_init_finished(ssl))
 		return -EINVAL;
 	struct event *ev = event_new(base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, tlsread_cb, r);
-	if (!ev)
+	struct event *tev = timed ? sockread_timer_new(base, r) : NULL;
+	if (!ev || (timed && !tev)) {
+		if (ev)
+			event_free(ev);
 		return -ENOMEM;
-	*r = (struct sockread){ .ev = ev, .bev = bev };
+	}
+	*r = (struct sockread){ .ev = ev, .bev = bev, .tev = tev };
 	/* Set now, not on the context: the handshake stays libevent's, and
 	 * its reading stops where OpenSSL's does. */
 	SSL_set_read_ahead(ssl, 1);

@@ -40,7 +40,9 @@
 
 /* Starts reading bev, a TLS bufferevent whose handshake is done, with r;
  * bev's own reading is turned off, and r's is on if bev's was. Bytes
- * OpenSSL holds already are read on this pass of the loop. Returns 0, or
- * -EINVAL (no TLS, or the handshake not done) or -ENOMEM; then r is
- * untouched and bev still reads itself, as it did: a caller may go on. */
-int tlsread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev);
+ * OpenSSL holds already are read on this pass of the loop. timed: one
+ * whose timeout is set for each message (an upstream's), kept on a timer
+ * of its own as sockread_start's is. Returns 0, or -EINVAL (no TLS, or
+ * the handshake not done) or -ENOMEM; then r is untouched and bev still
+ * reads itself, as it did: a caller may go on. */
+int tlsread_start(struct sockread *r, struct event_base *base, struct bufferevent *bev, bool timed);

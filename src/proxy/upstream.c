@@ -86,7 +86,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		 * bufferevent's own reading is never enabled. A TLS one without
 		 * memory for that goes on reading itself. */
 		if (u->tls)
-			(void)tlsread_start(&u->rd, u->w->base, bev);
+			(void)tlsread_start(&u->rd, u->w->base, bev, true);
 		else if (sockread_start(&u->rd, u->w->base, bev, true) < 0) {
 			snprintf(u->why, sizeof(u->why), "out of memory");
 			fail(u, -ENOMEM);

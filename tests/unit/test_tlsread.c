@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -37,6 +38,7 @@ struct fixture {
 	BIO *out;
 	struct sockread rd;
 	bool ours;      /* read by a tlsread (else by libevent, to compare) */
+	bool timed;     /* the tlsread keeps its timeout on a timer of its own */
 	bool connected; /* the tested side's handshake is done */
 	struct buf direct;
 	int reads;
@@ -104,7 +106,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		f->connected = true;
 		if (f->ours)
-			assert_int_equal(tlsread_start(&f->rd, f->base, bev), 0);
+			assert_int_equal(tlsread_start(&f->rd, f->base, bev, f->timed), 0);
 		return;
 	}
 	f->events = what;
@@ -213,6 +215,17 @@ static int setup(void **state)
 {
 	static struct fixture f;
 	fixture_init(&f, true, 0, false);
+	handshake(&f);
+	*state = &f;
+	return 0;
+}
+
+/* The same with a timed tlsread, as an upstream's. */
+static int setup_timed(void **state)
+{
+	static struct fixture f;
+	fixture_init(&f, true, 0, false);
+	f.timed = true;
 	handshake(&f);
 	*state = &f;
 	return 0;
@@ -359,6 +372,65 @@ static void test_timeout_is_reported_and_reading_stops(void **state)
 	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
 	assert_false(f->rd.on);
 	assert_int_equal(f->reads, 0);
+}
+
+static long ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A timed tlsread (an upstream's) keeps its timeout on a timer of its own,
+ * left pending while records come: the read event carries none, which
+ * libevent would re-add at every wake-up and every change. Each wake-up
+ * restarts the wait, as the read event's own timeout did; only silence as
+ * long as the timeout ends it, then, not before. */
+static void test_timed_timeout_restarts_with_each_record(void **state)
+{
+	struct fixture *f = *state;
+	struct timeval tv = { 0, 100000 };
+	sockread_set_timeout(&f->rd, &tv);
+	assert_non_null(f->rd.tev);
+	assert_true(event_pending(f->rd.tev, EV_TIMEOUT, NULL));
+	assert_false(event_pending(f->rd.ev, EV_TIMEOUT, NULL));
+	for (int i = 0; i < 6; i++) {
+		loop_for(f, 60);
+		assert_int_equal(f->events, 0);
+		peer_write(f, "x", 1);
+		peer_flush(f);
+		loop_once(f);
+		assert_int_equal(f->reads, i + 1);
+		assert_false(event_pending(f->rd.ev, EV_TIMEOUT, NULL));
+	}
+	long t0 = ms_now();
+	loop_once(f);
+	long dt = ms_now() - t0;
+	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	assert_true(dt >= 80 && dt < 1000);
+	assert_false(f->rd.on);
+	assert_int_equal(f->got_len, 6);
+}
+
+/* A wake-up that brings only part of a record restarts the wait too, as
+ * the read event's own timeout did (libevent re-adds it at every wake-up,
+ * whatever the read gave). */
+static void test_timed_timeout_restarts_with_part_of_a_record(void **state)
+{
+	struct fixture *f = *state;
+	struct timeval tv = { 0, 100000 };
+	sockread_set_timeout(&f->rd, &tv);
+	peer_write(f, "first", 5);
+	loop_for(f, 60);
+	peer_flush_n(f, 3);
+	loop_for(f, 60);
+	assert_int_equal(f->events, 0);
+	assert_int_equal(f->reads, 0);
+	long t0 = ms_now();
+	loop_once(f);
+	long dt = ms_now() - t0;
+	assert_int_equal(f->events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	assert_true(dt >= 20 && dt < 1000);
 }
 
 static void test_nothing_read_while_off(void **state)
@@ -666,6 +738,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_notify_after_bytes_in_one_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_end_waits_while_reading_is_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_is_reported_and_reading_stops, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_is_reported_and_reading_stops, setup_timed, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_timeout_restarts_with_each_record, setup_timed, teardown),
+		cmocka_unit_test_setup_teardown(test_timed_timeout_restarts_with_part_of_a_record, setup_timed,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_nothing_read_while_off, setup_timed, teardown),
 		cmocka_unit_test_setup_teardown(test_nothing_read_while_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owner_may_free_all_in_its_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_that_must_write_waits_for_the_socket, setup, teardown),
