@@ -1372,13 +1372,17 @@ static int join_cgroups(struct sandbox *sb, char *errbuf, size_t errlen)
 	ssize_t sent = sendmsg(sb->ctl, &mh, MSG_NOSIGNAL);
 	int e = errno;
 	sandbox_cgroup_unjoin(sb); /* PID 1 has its own copies */
-	if (sent != 1) {
-		snprintf(errbuf, errlen, "cannot move the sandbox into its cgroup: %s", strerror(e));
-		return -e;
-	}
 	char msg[MSG_MAX + 1];
 	struct iovec reply = { .iov_base = msg, .iov_len = MSG_MAX };
 	mh = (struct msghdr){ .msg_iov = &reply, .msg_iovlen = 1 };
+	if (sent != 1) {
+		snprintf(errbuf, errlen, "cannot move the sandbox into its cgroup: %s", strerror(e));
+		/* PID 1 ended after its door (its fences failed): the reason it
+		 * left, not the broken pipe, is what went wrong */
+		if (e == EPIPE)
+			(void)recv_ctl(sb, &mh, errbuf, errlen);
+		return -e;
+	}
 	int r = recv_ctl(sb, &mh, errbuf, errlen);
 	if (r < 0)
 		return r;
