@@ -867,13 +867,13 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 	 * CMD's: noted for the policy checks of later runs (trust.h). */
 	struct trust_run trail;
 	rw[0] = ws;
-	int tr = trust_sandbox_begin(&trail, state, rw, 1 + n_rw, err, sizeof(err));
+	int tr = trust_sandbox_note(&trail, rw, 1 + n_rw);
 	free_dirs(rw + 1, n_rw);
 	if (tr < 0) {
-		run_error(err);
+		fprintf(stderr, "keyward run: out of memory\n");
 		audit_close(log);
 		policy_free(policy);
-		return EXIT_SETUP;
+		return 1;
 	}
 	/* Those files, the vault and the passphrase file are re-read while
 	 * CMD runs (rotation), and may lie in folders CMD can rename: their
@@ -934,11 +934,8 @@ static int run(struct proxy_options o, const char *policy_path, const char *work
 		make_ca(job);
 	if (r == 0)
 		r = sandbox_limit(sb, &policy->sandbox, verbose > 0, err, sizeof(err));
-	if (r == 0 && (r = trust_sandbox_sync(&trail)) < 0) {
-		snprintf(err, sizeof(err), "cannot write to disk where this sandbox may write (%s/%s): %s", state,
-		         TRUST_TRAIL, strerror(-r));
+	if (r == 0 && (r = trust_sandbox_begin(&trail, state, err, sizeof(err))) < 0)
 		sandbox_kill(sb);
-	}
 	/* Only the outcome for the sandbox is waited for here; the thread's
 	 * last steps overlap the end of PID 1's set-up and the go. */
 	if (job->threaded && r == 0) {

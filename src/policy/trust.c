@@ -86,20 +86,33 @@ static long long process_started(pid_t pid)
 	return started;
 }
 
+/* Appends line and a newline in one write(2): O_APPEND keeps the lines of
+ * concurrent writers whole. */
+static int append_line(int fd, const char *line)
+{
+	size_t len = strlen(line);
+	char *copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, line, len);
+	copy[len] = '\n';
+	ssize_t w = write(fd, copy, len + 1);
+	int e = errno;
+	free(copy);
+	if (w < 0)
+		return -e;
+	return w == (ssize_t)(len + 1) ? 0 : -EIO;
+}
+
 static int append_json(int fd, json_t *obj)
 {
 	char *line = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
 	json_decref(obj);
 	if (!line)
 		return -ENOMEM;
-	size_t len = strlen(line);
-	line[len] = '\n'; /* over the NUL: written with its length */
-	ssize_t w = write(fd, line, len + 1);
-	int e = errno;
+	int r = append_line(fd, line);
 	free(line);
-	if (w < 0)
-		return -e;
-	return w == (ssize_t)(len + 1) ? 0 : -EIO;
+	return r;
 }
 
 static int open_in(const char *state, const char *file, int flags)
@@ -111,12 +124,11 @@ static int open_in(const char *state, const char *file, int flags)
 	return fd < 0 ? -errno : fd;
 }
 
-int trust_sandbox_begin(struct trust_run *t, const char *state, const char *const *roots, size_t n, char *errbuf,
-                        size_t errlen)
+int trust_sandbox_note(struct trust_run *t, const char *const *roots, size_t n)
 {
 	char boot[64] = "";
 	uint64_t tag = 0;
-	t->fd = -1;
+	*t = (struct trust_run){ .fd = -1 };
 	(void)boot_id(boot, sizeof(boot));
 	if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag))
 		tag = (uint64_t)now_ns(CLOCK_MONOTONIC);
@@ -136,32 +148,36 @@ int trust_sandbox_begin(struct trust_run *t, const char *state, const char *cons
 	json_t *rec = json_pack("{s:s, s:I, s:i, s:I, s:s, s:o, s:o}", "run", t->id, "from",
 	                        (json_int_t)(now_ns(CLOCK_REALTIME_COARSE) - SLACK_NS), "pid", (int)getpid(), "started",
 	                        (json_int_t)process_started(getpid()), "boot", boot, "write", write_to, "ids", ids);
-	int fd = open_in(state, TRUST_TRAIL, O_WRONLY | O_CREAT | O_APPEND);
-	int r = fd < 0 ? fd : append_json(fd, rec);
-	if (fd < 0)
-		json_decref(rec);
-	if (r < 0) {
+	t->line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	json_decref(rec);
+	return t->line ? 0 : -ENOMEM;
+}
+
+int trust_sandbox_begin(struct trust_run *t, const char *state, char *errbuf, size_t errlen)
+{
+	int r = -ENOMEM;
+	if (t->line) {
+		int fd = open_in(state, TRUST_TRAIL, O_WRONLY | O_CREAT | O_APPEND);
+		r = fd < 0 ? fd : append_line(fd, t->line);
+		if (r == 0 && fdatasync(fd) < 0)
+			r = -errno;
+		if (r < 0 && fd >= 0)
+			close(fd);
+		if (r == 0)
+			t->fd = fd;
+	}
+	if (r < 0)
 		snprintf(errbuf, errlen,
 		         "cannot note in %s/%s where this sandbox may write (%s): a later run could not tell its "
 		         "files from yours",
 		         state, TRUST_TRAIL, strerror(-r));
-		if (fd >= 0)
-			close(fd);
-		return r;
-	}
-	t->fd = fd;
-	return 0;
-}
-
-int trust_sandbox_sync(struct trust_run *t)
-{
-	if (t->fd >= 0 && fdatasync(t->fd) < 0)
-		return -errno;
-	return 0;
+	return r;
 }
 
 void trust_sandbox_end(struct trust_run *t)
 {
+	free(t->line);
+	t->line = NULL;
 	if (t->fd < 0)
 		return;
 	/* Every process of the sandbox is gone: whatever it changed has a

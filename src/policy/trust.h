@@ -24,22 +24,24 @@
 #define TRUST_PINS  "trusted-policies" /* in the state directory */
 
 struct trust_run {
-	int fd; /* the trail, open for appending; -1: nothing noted */
+	int fd;     /* the trail, open for appending; -1: nothing written */
+	char *line; /* the note, until it is written */
 	char id[48];
 };
 
-/* Notes that a sandbox may write under roots[0..n) (real paths) from now
- * on: before CMD can start. Returns 0, or a negative errno with the reason
- * in errbuf (the run must not go on: a later check could not see what
- * this sandbox wrote). */
-int trust_sandbox_begin(struct trust_run *t, const char *state, const char *const *roots, size_t n, char *errbuf,
-                        size_t errlen) WUR;
+/* Notes, in memory, that a sandbox may write under roots[0..n) (real
+ * paths) from now on. Returns 0 or -ENOMEM. */
+int trust_sandbox_note(struct trust_run *t, const char *const *roots, size_t n) WUR;
 
-/* Makes the note durable (fdatasync); returns 0 or a negative errno. */
-int trust_sandbox_sync(struct trust_run *t) WUR;
+/* Writes the note to the trail and makes it durable (fdatasync): before
+ * CMD can start, as late as that allows, for a write to the file system
+ * costs the start of a run more while the CA is made. Returns 0, or a
+ * negative errno with the reason in errbuf (the run must not go on: a
+ * later check could not see what this sandbox wrote). */
+int trust_sandbox_begin(struct trust_run *t, const char *state, char *errbuf, size_t errlen) WUR;
 
-/* Notes that the sandbox can write no more: once every process of it is
- * gone. Closes the trail. */
+/* Notes that the sandbox can write no more, if it was noted to: once
+ * every process of it is gone. Frees the note and closes the trail. */
 void trust_sandbox_end(struct trust_run *t);
 
 /* Whether the policy file name (as the caller opens it: relative to the

@@ -2000,6 +2000,38 @@ def test_policy_a_sandbox_wrote_is_not_taken_by_keyward_proxy(sandbox_factory, t
     assert not ran.exists()
 
 
+def test_policy_a_sandbox_rewrote_is_not_taken_by_a_proxys_reload(sandbox_factory, proxy_factory, tmp_path):
+    # A keyward proxy whose policy file lies in a folder that a keyward run
+    # then takes for its workspace: CMD rewrites it, and the proxy's next
+    # SIGHUP reload refuses it and keeps the running policy, until the
+    # user trusts the file.
+    sandbox_factory()  # only for its checks: skips where there is no sandbox
+    p = proxy_factory("version: 1\n")
+    ran = tmp_path / "ran"
+    planted = _planted_policy(ran)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYWARD_HOME": str(p.home)}
+    r = subprocess.run([KEYWARD, "run", "--workspace", str(p.tmp), "--", "/bin/sh", "-c",
+                        f"printf '%s' '{planted}' > policy.yaml; echo w=$?"],
+                       capture_output=True, text=True, env=env, cwd=p.tmp, timeout=60)
+    assert r.returncode == 0 and "w=0" in r.stdout, r.stdout + r.stderr
+    p.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "reload failed" not in p.stderr and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reload failed, keeping the running policy" in p.stderr and "CMD may have written it" in p.stderr
+    assert not ran.exists()
+    # the user puts a reviewed policy in its place, and trusts it
+    time.sleep(0.05)
+    p.policy.write_text("version: 1\n# reviewed\n")
+    t = subprocess.run([KEYWARD, "policy", "trust", str(p.policy)], capture_output=True, text=True, env=env)
+    assert t.returncode == 0, t.stderr
+    p.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "policy reloaded" not in p.stderr and time.time() < deadline:
+        time.sleep(0.05)
+    assert "policy reloaded" in p.stderr, p.stderr
+
+
 def test_policy_next_to_the_one_a_run_used_is_not_taken(sandbox_factory, tmp_path):
     # The run reads its policy from outside the workspace (--policy); CMD
     # plants ./keyward.yaml, which a later run started in the workspace
