@@ -809,6 +809,22 @@ def recording_upstream(request, certs):
     u.close()
 
 
+def read_to_end(c):
+    """What is left of a relay for the client: the bytes already read past
+    the head, then everything until keyward's end (a reset or a TLS end
+    without close_notify ends it too)."""
+    data = c.buf
+    while True:
+        try:
+            more = c.s.recv(65536)
+        except (ssl.SSLError, ConnectionResetError):
+            break
+        if not more:
+            break
+        data += more
+    return data
+
+
 @pytest.mark.parametrize("size", [8, 100000])
 def test_relay_last_bytes_with_the_clients_end_reach_the_upstream(proxy_factory, recording_upstream, size):
     # After a 101 the client's last bytes and its end (FIN, or close_notify
@@ -845,15 +861,7 @@ def test_relay_last_bytes_with_the_clients_end_reach_the_upstream(proxy_factory,
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-        echoed = c.buf
-        while True:
-            try:
-                more = c.s.recv(65536)
-            except (ssl.SSLError, ConnectionResetError):
-                break
-            if not more:
-                break
-            echoed += more
+        echoed = read_to_end(c)
         c.close()
         sink = u.raw[-1]
         head_len = bytes(sink).index(b"\r\n\r\n") + 4
@@ -903,15 +911,7 @@ def test_relay_last_bytes_with_the_upstreams_end_reach_the_client(proxy_factory,
             c.send(get(u, "/ws/bye", extra=WS_HEAD))
             status, _, raw = c.read_head()
             assert status == 101, raw
-            body = c.buf
-            while True:
-                try:
-                    more = c.s.recv(65536)
-                except (ssl.SSLError, ConnectionResetError):
-                    break
-                if not more:
-                    break
-                body += more
+            body = read_to_end(c)
             c.close()
             assert len(body) == size and body == pattern(size, seed=b"bye"), f"attempt {attempt}: {len(body)}"
         deadline = time.time() + 5
@@ -997,13 +997,8 @@ def test_relay_after_the_clients_end_lasts_while_the_upstream_answers(proxy_fact
         status, _, raw = c.read_head()
         assert status == 101, raw
         c.s.shutdown(socket.SHUT_WR)
-        got = b""
         c.s.settimeout(20)
-        while True:
-            data = c.s.recv(64)
-            if not data:
-                break
-            got += data
+        got = read_to_end(c)
         c.close()
         assert got == b"012345", got
     finally:
