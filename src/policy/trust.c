@@ -2,7 +2,8 @@
  *
  * The trail holds one JSON object per line: a sandbox that may write from
  * now on,
- *   {"run":"ID","from":NS,"pid":PID,"started":TICKS,"boot":"UUID","write":[ROOT,...]}
+ *   {"run":"ID","from":NS,"pid":PID,"started":TICKS,"boot":"UUID",
+ *    "write":[ROOT,...],"ids":[[DEV,INO],...]}
  * and, once it can write no more, {"run":"ID","to":NS} (NS: nanoseconds of
  * the real-time clock). A run whose end is missing was killed, or still
  * runs: keyward's process (PID with that start time, in this boot) tells
@@ -287,6 +288,7 @@ struct span {
 struct spans {
 	struct span *v;
 	size_t n, cap;
+	bool oom; /* not all read: nothing may pass */
 };
 
 static bool span_cb(json_t *rec, void *arg)
@@ -310,8 +312,10 @@ static bool span_cb(json_t *rec, void *arg)
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 64;
 		struct span *v = realloc(s->v, cap * sizeof(*v));
-		if (!v)
+		if (!v) {
+			s->oom = true;
 			return false;
+		}
 		s->v = v;
 		s->cap = cap;
 	}
@@ -522,8 +526,8 @@ static void absolute_name(const char *name, char *out, size_t outlen)
 int trust_check(const char *state, const char *name, char *errbuf, size_t errlen)
 {
 	struct stat st;
-	if (stat(name, &st) < 0)
-		return 0; /* nothing to take: the loader says so */
+	if (stat(name, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0; /* nothing to take, or not a file: the loader says so */
 	char abs[PATH_MAX];
 	absolute_name(name, abs, sizeof(abs));
 	struct buf pins = { 0 }, trail = { 0 };
@@ -554,6 +558,11 @@ int trust_check(const char *state, const char *name, char *errbuf, size_t errlen
 		goto out;
 	}
 	each_record(&trail, span_cb, &spans);
+	if (spans.oom) {
+		r = -ENOMEM;
+		snprintf(errbuf, errlen, "policy %s: out of memory reading %s/%s", name, state, TRUST_TRAIL);
+		goto out;
+	}
 	settle_open(state, &spans);
 	for (int i = 0; i < n; i++) {
 		const char *root = span_tainting(&spans, &objs[i]);
